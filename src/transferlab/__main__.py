@@ -1,0 +1,6 @@
+"""``python -m transferlab`` (and ``torchrun -m transferlab train ...``)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

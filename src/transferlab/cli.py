@@ -1,0 +1,69 @@
+"""The ``transferlab`` command line: a thin layer over the Python API.
+
+Each sub-command lives in ``transferlab/commands/<name>.py`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports (torch, timm)
+happen inside ``run`` so that ``transferlab --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import TransferlabError
+
+# command name -> (module, one-line help). Order is the order shown in --help,
+# which follows the data flow: data -> model -> train -> evaluate -> compare -> export -> serve.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sample-data": ("transferlab.commands.sample_data", "write the built-in sample dataset (real handwritten digits) as class folders"),
+    "inspect": ("transferlab.commands.inspect", "report on a dataset: counts, sizes, formats, broken and duplicate files"),
+    "models": ("transferlab.commands.models", "list the model recipes"),
+    "train": ("transferlab.commands.train", "train one model recipe on a dataset"),
+    "evaluate": ("transferlab.commands.evaluate", "evaluate a trained run: metrics, plots, predictions"),
+    "compare": ("transferlab.commands.compare", "train and evaluate several recipes side by side"),
+    "export": ("transferlab.commands.export", "export a run to ONNX or TorchScript"),
+    "predict": ("transferlab.commands.predict", "classify image files, folders or globs with a run"),
+    "serve": ("transferlab.commands.serve", "serve a run as a web page and REST API"),
+    "run": ("transferlab.commands.run", "the main job: inspect, compare, evaluate, export the best, report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transferlab",
+        description="Train, evaluate, compare and deploy image classifiers from a folder of labelled images.",
+    )
+    parser.add_argument("--version", action="version", version=f"transferlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a command not built yet
+            if exc.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except TransferlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

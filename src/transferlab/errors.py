@@ -1,0 +1,17 @@
+"""Errors users can act on. The CLI prints them as one line, never a traceback."""
+
+
+class TransferlabError(Exception):
+    """Base class: a problem with the user's input, config or environment."""
+
+
+class DataError(TransferlabError):
+    """The dataset path, layout or files are unusable."""
+
+
+class ConfigError(TransferlabError, ValueError):
+    """A bad option value."""
+
+
+class WeightsError(TransferlabError):
+    """Pretrained weights are missing or do not fit the model."""
