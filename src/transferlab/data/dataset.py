@@ -1,0 +1,96 @@
+"""``ImageDataset``: (path, label) samples -> (tensor, label), decoded per item or from the image cache.
+
+>>> from transferlab.data import load_data, data_config, build_transform, ImageDataset
+>>> splits = load_data("DATA")                                              # doctest: +SKIP
+>>> cfg = data_config(224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+>>> ds = ImageDataset(splits.train, cfg, build_transform(cfg, train=True, augment="light"),
+...                   cache_dir=True)                                       # doctest: +SKIP
+>>> x, y = ds[0]; x.shape                                                   # doctest: +SKIP
+torch.Size([3, 224, 224])
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError
+from .cache import build_cache, resolve_cache_dir
+from .images import load_image
+from .splits import Sample
+from .transforms import build_transform
+
+
+class ImageDataset(Dataset):
+    """Images as ``(transform(uint8 [3, L, L]), label)`` pairs, ``L = cfg["load_size"]``.
+
+    ``transform=None`` uses the eval transform ``build_transform(cfg, train=False)``; use
+    :meth:`load` for the raw ``uint8`` tensor. With ``cache_dir`` (a folder, or ``True`` for the
+    default ``~/.cache/transferlab/images``), every image is decoded and resized once, at
+    construction, into a ``uint8`` ``.npy`` array keyed by (file list, mtimes, sizes, ``L``,
+    interpolation) -- see :mod:`transferlab.data.cache` -- and items are then read from that
+    memory map (or from RAM with ``in_memory=True``). Without a cache each item is decoded on access.
+    """
+
+    def __init__(self, samples: list[Sample], cfg: dict, transform=None, cache_dir: str | os.PathLike | bool | None = None,
+                 *, workers: int | None = None, progress: bool = True, in_memory: bool = False):
+        try:
+            self.load_size = int(cfg["load_size"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError("bad data config: no load_size (build it with transferlab.data.data_config)") from None
+        self.samples: list[Sample] = [(str(p), int(y)) for p, y in samples]
+        self.cfg = cfg
+        self.interpolation = str(cfg.get("interpolation", "bilinear"))
+        self.transform = build_transform(cfg, train=False) if transform is None else transform
+        self.cache_file: str | None = None
+        self._array: np.ndarray | None = None
+        folder = resolve_cache_dir(cache_dir)
+        if folder is not None and self.samples:
+            self.cache_file = str(build_cache([p for p, _ in self.samples], self.load_size, self.interpolation,
+                                              cache_dir=folder, workers=workers, progress=progress))
+            if in_memory:
+                self._array = np.load(self.cache_file)
+
+    @property
+    def cached(self) -> bool:
+        """True when items come from the image cache (no decoding)."""
+        return self.cache_file is not None
+
+    @property
+    def targets(self) -> list[int]:
+        """The labels, in order (handy for class weights and samplers)."""
+        return [y for _, y in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _cache(self) -> np.ndarray:
+        if self._array is None:  # opened lazily so each DataLoader worker maps it itself
+            self._array = np.load(self.cache_file, mmap_mode="r")
+        return self._array
+
+    def load(self, index: int) -> torch.Tensor:
+        """The decoded, resized image ``index`` as ``uint8 [3, L, L]`` (before the transform)."""
+        if self.cache_file is not None:
+            hwc = np.array(self._cache()[index])  # copy out of the read-only map
+        else:
+            hwc = load_image(self.samples[index][0], self.load_size, self.interpolation)
+        return torch.from_numpy(hwc).permute(2, 0, 1).contiguous()
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x = self.load(index)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.samples[index][1]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if self.cache_file is not None and isinstance(state.get("_array"), np.memmap):
+            state["_array"] = None  # re-mapped in the receiving process
+        return state
+
+    def __repr__(self) -> str:
+        where = f"cache={self.cache_file}" if self.cached else "decoded per item"
+        return f"ImageDataset({len(self)} images, load_size={self.load_size}, {where})"

@@ -1,0 +1,278 @@
+"""The dataset report behind ``transferlab inspect``: what a notebook's exploration cells show.
+
+:func:`inspect_data` loads and scans a dataset and returns a JSON-ready dict: images per class and
+split, class imbalance (largest / smallest class), image sizes (min / max / mean width x height),
+file formats and modes, broken files with reasons, duplicate groups (and which cross splits).
+:func:`render_report` makes rich tables of it, :func:`write_html` a self-contained page (charts
+and sample images embedded as base64), :func:`write_file_csv` a per-file listing.
+
+>>> report = inspect_data("DATA", val_ratio=0.2, seed=0, progress=False)    # doctest: +SKIP
+>>> report["imbalance"]["ratio"], report["totals"]                          # doctest: +SKIP
+(1.5, {'train': 160, 'val': 40, 'test': 0, 'all': 200})
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+
+from .layout import load_data
+from .scan import duplicate_groups
+from .splits import SPLITS, DataSplits
+
+
+def inspect_data(source: str | os.PathLike | DataSplits, *, val_ratio: float = 0.2, seed: int = 0,
+                 workers: int | None = None, progress: bool = True) -> dict:
+    """Load + scan ``source`` (or take scanned :class:`DataSplits`) and return the report dict.
+
+    Keys: ``root, layout, classes, num_classes, counts {split: {class: n}}, totals {split: n, all},
+    class_totals, imbalance {largest, smallest, ratio}, image_size {width, height: {min, max,
+    mean}, smallest, largest, mean: [w, h]}, formats, modes, bytes, broken [{path, reason}],
+    duplicates [{files, splits, classes, cross_split}], leakage (cross-split groups),
+    ignored_files, warnings, settings``.
+    """
+    splits = _splits_of(source, val_ratio, seed, workers, progress)
+    counts = splits.counts()
+    totals = {name: len(splits.split(name)) for name in SPLITS}
+    totals["all"] = sum(totals.values())
+    class_totals = {c: sum(counts[s][c] for s in SPLITS) for c in splits.classes}
+    largest = max(class_totals.items(), key=lambda kv: kv[1])
+    smallest = min(class_totals.items(), key=lambda kv: kv[1])
+    ratio = round(largest[1] / smallest[1], 3) if smallest[1] else None
+
+    split_of: dict[str, str] = {}
+    class_of: dict[str, str] = {}
+    for name in SPLITS:
+        for p, y in splits.split(name):
+            split_of[p], class_of[p] = name, splits.classes[y]
+    infos = [splits.info[p] for p in split_of if p in splits.info]
+    size: dict = {}
+    if infos:
+        ws, hs = [i.width for i in infos], [i.height for i in infos]
+        small = min(infos, key=lambda i: (i.width * i.height, i.width))
+        big = max(infos, key=lambda i: (i.width * i.height, i.width))
+        size = {
+            "width": {"min": min(ws), "max": max(ws), "mean": round(sum(ws) / len(ws), 1)},
+            "height": {"min": min(hs), "max": max(hs), "mean": round(sum(hs) / len(hs), 1)},
+            "smallest": [small.width, small.height],
+            "largest": [big.width, big.height],
+            "mean": [round(sum(ws) / len(ws), 1), round(sum(hs) / len(hs), 1)],
+        }
+    dups = []
+    for group in duplicate_groups(splits.info, split_of):
+        in_splits = sorted({split_of[p] for p in group}, key=SPLITS.index)
+        classes = sorted({class_of[p] for p in group})
+        dups.append({"files": group, "splits": in_splits, "classes": classes,
+                     "cross_split": len(in_splits) > 1, "label_conflict": len(classes) > 1})
+    return {
+        "root": splits.root,
+        "layout": splits.layout,
+        "classes": list(splits.classes),
+        "num_classes": len(splits.classes),
+        "counts": counts,
+        "totals": totals,
+        "class_totals": class_totals,
+        "imbalance": {"largest": {"class": largest[0], "images": largest[1]},
+                      "smallest": {"class": smallest[0], "images": smallest[1]}, "ratio": ratio},
+        "image_size": size,
+        "formats": dict(Counter(i.format for i in infos).most_common()),
+        "modes": dict(Counter(i.mode for i in infos).most_common()),
+        "bytes": sum(i.bytes for i in infos),
+        "broken": [{"path": b.path, "reason": b.reason} for b in splits.broken],
+        "duplicates": dups,
+        "leakage": sum(d["cross_split"] for d in dups),
+        "ignored_files": len(splits.ignored),
+        "warnings": list(splits.warnings),
+        "settings": {"val_ratio": val_ratio, "seed": seed},
+    }
+
+
+def _splits_of(source, val_ratio, seed, workers, progress) -> DataSplits:
+    if isinstance(source, DataSplits):
+        if not source.scanned:
+            raise ValueError("inspect_data needs scanned DataSplits (load_data(..., scan=True))")
+        return source
+    with warnings.catch_warnings():  # the notes are kept in splits.warnings and reported
+        warnings.simplefilter("ignore")
+        return load_data(source, val_ratio=val_ratio, seed=seed, scan=True, workers=workers, progress=progress)
+
+
+def render_report(report: dict, max_rows: int = 20) -> list:
+    """Rich renderables (tables) for a report dict; print them with a ``rich.console.Console``."""
+    from rich.table import Table
+
+    out: list = []
+    used = [s for s in SPLITS if report["totals"][s]]
+    t = Table(title=f"{report['root']}  ({report['layout']}, {report['num_classes']} classes)")
+    t.add_column("class")
+    for s in used:
+        t.add_column(s, justify="right")
+    t.add_column("total", justify="right")
+    for c in report["classes"]:
+        t.add_row(c, *(str(report["counts"][s][c]) for s in used), str(report["class_totals"][c]))
+    t.add_section()
+    t.add_row("[bold]all", *(f"[bold]{report['totals'][s]}" for s in used), f"[bold]{report['totals']['all']}")
+    out.append(t)
+
+    s = Table(show_header=False, title="summary")
+    imb = report["imbalance"]
+    s.add_row("class imbalance", f"{imb['ratio']}x  (largest {imb['largest']['class']}: {imb['largest']['images']}, "
+              f"smallest {imb['smallest']['class']}: {imb['smallest']['images']})")
+    size = report["image_size"]
+    if size:
+        s.add_row("image size (w x h)", f"smallest {size['smallest'][0]}x{size['smallest'][1]}, "
+                  f"largest {size['largest'][0]}x{size['largest'][1]}, mean {size['mean'][0]:g}x{size['mean'][1]:g}")
+    s.add_row("formats", ", ".join(f"{k} {v}" for k, v in report["formats"].items()))
+    s.add_row("modes", ", ".join(f"{k} {v}" for k, v in report["modes"].items()))
+    s.add_row("broken files", str(len(report["broken"])))
+    s.add_row("duplicate groups", f"{len(report['duplicates'])} ({report['leakage']} across splits)")
+    if report["ignored_files"]:
+        s.add_row("non-image files ignored", str(report["ignored_files"]))
+    out.append(s)
+
+    if report["broken"]:
+        b = Table(title="broken files (skipped)")
+        b.add_column("file")
+        b.add_column("reason")
+        for item in report["broken"][:max_rows]:
+            b.add_row(item["path"], item["reason"])
+        if len(report["broken"]) > max_rows:
+            b.add_row(f"... and {len(report['broken']) - max_rows} more", "")
+        out.append(b)
+    if report["duplicates"]:
+        d = Table(title="duplicate files (same content)")
+        d.add_column("files")
+        d.add_column("splits")
+        d.add_column("classes")
+        for g in report["duplicates"][:max_rows]:
+            d.add_row("\n".join(g["files"]), ", ".join(g["splits"]) + ("  [red]leakage" if g["cross_split"] else ""),
+                      ", ".join(g["classes"]) + ("  [red]conflict" if g["label_conflict"] else ""))
+        if len(report["duplicates"]) > max_rows:
+            d.add_row(f"... and {len(report['duplicates']) - max_rows} more groups", "", "")
+        out.append(d)
+    return out
+
+
+def write_file_csv(splits: DataSplits, path: str | os.PathLike) -> Path:
+    """One row per usable image: ``path,label,split,width,height,format,mode,bytes,sha1``.
+
+    The file is itself a CSV dataset: ``load_data(path)`` reads it back with the same split.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split", "width", "height", "format", "mode", "bytes", "sha1"])
+        for name in SPLITS:
+            for p, y in splits.split(name):
+                i = splits.info.get(p)
+                extra = [i.width, i.height, i.format, i.mode, i.bytes, i.sha1] if i else [""] * 6
+                w.writerow([p, splits.classes[y], name, *extra])
+    return path
+
+
+def _figure_png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _charts(report: dict, splits: DataSplits) -> tuple[str, str]:
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot / global backend
+
+    classes = report["classes"]
+    fig = Figure(figsize=(max(5.0, 0.45 * len(classes) + 2), 3.6))
+    ax = fig.add_subplot()
+    bottom = [0] * len(classes)
+    for name in SPLITS:
+        vals = [report["counts"][name][c] for c in classes]
+        if any(vals):
+            ax.bar(classes, vals, bottom=bottom, label=name)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylabel("images")
+    ax.set_title("images per class")
+    ax.legend()
+    ax.tick_params(axis="x", labelrotation=45 if len(classes) > 8 else 0)
+    bars = _figure_png(fig)
+
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    for y, c in enumerate(classes):
+        pts = [splits.info[p] for name in SPLITS for p, lab in splits.split(name) if lab == y and p in splits.info]
+        ax.scatter([i.width for i in pts], [i.height for i in pts], s=12, alpha=0.6, label=c)
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.set_title("image sizes")
+    if len(classes) <= 12:
+        ax.legend(fontsize="small", markerscale=1.5)
+    return bars, _figure_png(fig)
+
+
+def _thumb(path: str, size: int = 96) -> str | None:
+    from .images import open_image
+
+    try:
+        img = open_image(path)
+    except Exception:  # noqa: BLE001 - a thumbnail is optional
+        return None
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def write_html(report: dict, splits: DataSplits, path: str | os.PathLike, *, samples_per_class: int = 8) -> Path:
+    """A self-contained HTML page: summary, class-count bar chart, image-size scatter, a grid of
+    sample images per class, broken and duplicate files. Every image is embedded as base64."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    e = html.escape
+    bars, scatter = _charts(report, splits)
+    size = report["image_size"]
+    imb = report["imbalance"]
+    rows = "".join(
+        f"<tr><td>{e(c)}</td>" + "".join(f"<td>{report['counts'][s][c]}</td>" for s in SPLITS)
+        + f"<td>{report['class_totals'][c]}</td></tr>" for c in report["classes"])
+    grid = []
+    for y, c in enumerate(report["classes"]):
+        paths = [p for name in SPLITS for p, lab in splits.split(name) if lab == y][:samples_per_class]
+        imgs = "".join(f'<img src="data:image/png;base64,{t}" title="{e(p)}" alt="{e(c)}">'
+                       for p in paths if (t := _thumb(p)))
+        grid.append(f"<div class='cls'><h3>{e(c)}</h3><div class='row'>{imgs}</div></div>")
+    broken = "".join(f"<tr><td>{e(b['path'])}</td><td>{e(b['reason'])}</td></tr>" for b in report["broken"])
+    dups = "".join(f"<tr><td>{'<br>'.join(e(f) for f in d['files'])}</td><td>{e(', '.join(d['splits']))}"
+                   f"{' <b>(leakage)</b>' if d['cross_split'] else ''}</td><td>{e(', '.join(d['classes']))}</td></tr>"
+                   for d in report["duplicates"])
+    size_text = (f"smallest {size['smallest'][0]}&times;{size['smallest'][1]}, largest {size['largest'][0]}&times;"
+                 f"{size['largest'][1]}, mean {size['mean'][0]:g}&times;{size['mean'][1]:g}") if size else "n/a"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>transferlab inspect: {e(report['root'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+td:first-child {{ text-align: left; }} .row img {{ margin: 2px; image-rendering: pixelated; width: 96px; height: 96px; object-fit: contain; background: #eee; }}
+.charts img {{ max-width: 48%; margin-right: 1%; }}
+</style></head><body>
+<h1>Dataset report</h1>
+<p><code>{e(report['root'])}</code> &mdash; layout <b>{e(report['layout'])}</b>, {report['num_classes']} classes,
+{report['totals']['all']} images (train {report['totals']['train']}, val {report['totals']['val']}, test {report['totals']['test']}).</p>
+<ul><li>class imbalance: <b>{imb['ratio']}&times;</b> (largest {e(imb['largest']['class'])}: {imb['largest']['images']},
+smallest {e(imb['smallest']['class'])}: {imb['smallest']['images']})</li>
+<li>image size (w&times;h): {size_text}</li>
+<li>formats: {e(', '.join(f'{k} {v}' for k, v in report['formats'].items()))}; modes: {e(', '.join(f'{k} {v}' for k, v in report['modes'].items()))}</li>
+<li>broken files: {len(report['broken'])}; duplicate groups: {len(report['duplicates'])} ({report['leakage']} across splits)</li></ul>
+<div class="charts"><img alt="images per class" src="data:image/png;base64,{bars}"><img alt="image sizes" src="data:image/png;base64,{scatter}"></div>
+<h2>Images per class</h2>
+<table><tr><th>class</th><th>train</th><th>val</th><th>test</th><th>total</th></tr>{rows}</table>
+<h2>Samples</h2>{''.join(grid)}
+{'<h2>Broken files (skipped)</h2><table><tr><th>file</th><th>reason</th></tr>' + broken + '</table>' if broken else ''}
+{'<h2>Duplicate files</h2><table><tr><th>files</th><th>splits</th><th>classes</th></tr>' + dups + '</table>' if dups else ''}
+</body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+    return path

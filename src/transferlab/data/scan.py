@@ -1,0 +1,94 @@
+"""The validation scan: open and decode every file once, in parallel, never crashing.
+
+>>> info, broken = scan_files(["a.jpg", "empty.jpg"], workers=2, progress=False)   # doctest: +SKIP
+>>> broken
+[BrokenFile(path='empty.jpg', reason='zero bytes')]
+>>> info["a.jpg"].width, info["a.jpg"].format                                      # doctest: +SKIP
+(640, 'JPEG')
+
+Each file is read once: its bytes are hashed (SHA-1, for duplicate detection) and decoded from
+memory to RGB with :func:`~transferlab.data.images.open_image_info`. Anything that goes wrong
+(zero bytes, truncated, not an image, over Pillow's decompression-bomb limit, unreadable) makes a
+:class:`BrokenFile` with a short reason instead of an exception. Decoding runs in a thread pool
+(Pillow releases the GIL while decoding), ``workers`` defaulting to ``os.cpu_count()``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from .._progress import track
+from ..errors import ConfigError, DataError
+from .images import describe_error, open_image_info, quiet_pil_warnings
+from .splits import BrokenFile, ImageInfo
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``None`` -> ``os.cpu_count()``; otherwise a positive int (ConfigError if not)."""
+    if workers is None:
+        return max(1, os.cpu_count() or 1)
+    if int(workers) < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    return int(workers)
+
+
+def check_file(path: str) -> ImageInfo | BrokenFile:
+    """Read, hash and fully decode one file; never raises."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data:
+            return BrokenFile(path, "zero bytes")
+        sha1 = hashlib.sha1(data).hexdigest()
+        img, fmt, mode = open_image_info(data, name=path)
+        return ImageInfo(width=img.width, height=img.height, format=fmt, mode=mode, bytes=len(data), sha1=sha1)
+    except DataError as exc:
+        return BrokenFile(path, str(exc).removeprefix(f"{path}: "))
+    except BaseException as exc:  # noqa: BLE001 - the scan must survive anything but Ctrl-C
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return BrokenFile(path, describe_error(exc))
+
+
+def scan_files(paths: Sequence[str], *, workers: int | None = None, progress: bool = True,
+               description: str = "Scanning images") -> tuple[dict[str, ImageInfo], list[BrokenFile]]:
+    """Scan ``paths`` in parallel; returns ``({path: ImageInfo}, [BrokenFile])`` in input order."""
+    n = resolve_workers(workers)
+    info: dict[str, ImageInfo] = {}
+    broken: list[BrokenFile] = []
+    with quiet_pil_warnings():  # global filter, set from the main thread for all pool threads
+        if n == 1 or len(paths) < 2:
+            results: Iterable = map(check_file, paths)
+            for path, res in zip(paths, track(results, description, total=len(paths), progress=progress)):
+                _collect(path, res, info, broken)
+        else:
+            with ThreadPoolExecutor(max_workers=n, thread_name_prefix="transferlab-scan") as pool:
+                results = pool.map(check_file, paths, chunksize=1)
+                for path, res in zip(paths, track(results, description, total=len(paths), progress=progress)):
+                    _collect(path, res, info, broken)
+    return info, broken
+
+
+def _collect(path: str, res: ImageInfo | BrokenFile, info: dict, broken: list) -> None:
+    if isinstance(res, ImageInfo):
+        info[path] = res
+    else:
+        broken.append(res)
+
+
+def duplicate_groups(info: dict[str, ImageInfo], paths: Iterable[str] | None = None) -> list[list[str]]:
+    """Groups (sorted, each of 2+ paths) of files with identical content, among ``paths``
+    (default: every scanned path).
+
+    >>> a = ImageInfo(1, 1, "PNG", "RGB", 10, "x"); b = ImageInfo(1, 1, "PNG", "RGB", 10, "y")
+    >>> duplicate_groups({"p1": a, "p2": a, "p3": b})
+    [['p1', 'p2']]
+    """
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for p in (info if paths is None else paths):
+        if p in info:
+            by_hash[info[p].sha1].append(p)
+    return sorted(sorted(g) for g in by_hash.values() if len(g) > 1)

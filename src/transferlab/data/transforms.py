@@ -1,0 +1,133 @@
+"""Model input config and torchvision-v2 transforms.
+
+Images are decoded once and resized to ``L x L`` (``L = cfg["load_size"] = round(input_size /
+crop_pct)``; shorter side to ``L`` then centre crop) before they are cached; the transforms below
+take that ``uint8`` tensor ``[3, L, L]`` and return ``float32 [3, S, S]`` normalised
+(``S = cfg["input_size"]``).
+
+Augmentation presets (``augment=``, used only when ``train=True``):
+
+``none``    centre crop ``S`` (same as eval).
+``light``   horizontal flip; small rotate / shift / zoom like Keras' ImageDataGenerator
+            (``RandomAffine(10 degrees, translate 0.1, scale 0.9-1.1)``); then centre crop ``S``.
+``strong``  ``RandomResizedCrop(S, scale=(0.25, 1))`` + flip + ``TrivialAugmentWide`` then
+            ``RandomErasing(p=0.25)`` after normalising.
+
+>>> cfg = data_config(224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+>>> cfg["load_size"]
+256
+>>> import torch
+>>> t = build_transform(cfg, train=True, augment="light")
+>>> t(torch.zeros(3, 256, 256, dtype=torch.uint8)).shape
+torch.Size([3, 224, 224])
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from ..errors import ConfigError
+from .images import INTERPOLATIONS
+
+AUGMENTS = ("none", "light", "strong")
+
+_TV_INTERP = {
+    "nearest": InterpolationMode.NEAREST,
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "lanczos": InterpolationMode.LANCZOS,
+    "box": InterpolationMode.BOX,
+    "hamming": InterpolationMode.HAMMING,
+}
+
+
+def _triple(name: str, value) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(v) for v in (value if isinstance(value, Sequence) else [value] * 3))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be 3 numbers, got {value!r}") from None
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3:
+        raise ConfigError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}")
+    return vals  # type: ignore[return-value]
+
+
+def data_config(input_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                crop_pct: float = 0.875, interpolation: str = "bilinear") -> dict:
+    """The model-input config shared by data loading, training, export and prediction.
+
+    >>> data_config(32, mean=0.5, std=0.5, crop_pct=1.0)["load_size"]
+    32
+    """
+    try:
+        input_size = int(input_size)
+        crop_pct = float(crop_pct)
+    except (TypeError, ValueError):
+        raise ConfigError(f"input_size must be an int and crop_pct a number, got {input_size!r}, {crop_pct!r}") from None
+    if input_size < 1:
+        raise ConfigError(f"input_size must be positive, got {input_size}")
+    if not 0.0 < crop_pct <= 1.0:
+        raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    interpolation = str(interpolation).lower()
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"unknown interpolation {interpolation!r}; choose one of: {', '.join(INTERPOLATIONS)}")
+    std3 = _triple("std", std)
+    if any(s <= 0 for s in std3):
+        raise ConfigError(f"std must be positive, got {std}")
+    return {
+        "input_size": input_size,
+        "load_size": max(input_size, int(round(input_size / crop_pct))),
+        "mean": list(_triple("mean", mean)),
+        "std": list(std3),
+        "crop_pct": crop_pct,
+        "interpolation": interpolation,
+    }
+
+
+def check_augment(augment: str) -> str:
+    """Validate an augmentation preset name (ConfigError listing the choices)."""
+    if augment is None:
+        return "none"
+    name = str(augment).lower()
+    if name not in AUGMENTS:
+        raise ConfigError(f"unknown augment {augment!r}; choose one of: {', '.join(AUGMENTS)}")
+    return name
+
+
+def build_transform(cfg: dict, *, train: bool, augment: str = "none") -> v2.Compose:
+    """uint8 ``[3, L, L]`` -> normalised float32 ``[3, S, S]``, with optional train-time augmentation.
+
+    ``train=False`` (or ``augment="none"``) is deterministic: centre crop, scale to [0, 1], normalise.
+    """
+    augment = check_augment(augment)
+    try:
+        size = int(cfg["input_size"])
+        # tensor resizing supports nearest / bilinear / bicubic; others fall back to bicubic
+        interp = _TV_INTERP.get(str(cfg.get("interpolation", "bilinear")), InterpolationMode.BICUBIC)
+        if interp not in (InterpolationMode.NEAREST, InterpolationMode.BILINEAR, InterpolationMode.BICUBIC):
+            interp = InterpolationMode.BICUBIC
+        mean, std = list(cfg["mean"]), list(cfg["std"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"bad data config (use transferlab.data.data_config): missing {exc}") from None
+    finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=mean, std=std)]
+    if not train or augment == "none":
+        steps = [v2.CenterCrop(size), *finish]
+    elif augment == "light":
+        steps = [
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation=InterpolationMode.BILINEAR),
+            v2.CenterCrop(size),
+            *finish,
+        ]
+    else:  # strong
+        steps = [
+            v2.RandomResizedCrop(size, scale=(0.25, 1.0), interpolation=interp, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR),
+            *finish,
+            v2.RandomErasing(p=0.25, value=0),
+        ]
+    return v2.Compose([v2.ToImage(), *steps, v2.ToPureTensor()])
