@@ -1,0 +1,222 @@
+"""The training loop: :class:`Trainer` runs epochs of one training phase.
+
+It is deliberately plain (in the spirit of torchvision's ``references/classification/train.py``):
+``train_one_epoch`` then ``evaluate`` then the epoch schedule step, the callbacks, and a commit
+hook that writes the run state. What the loop runs (``net``) may be the whole model or, with
+feature caching, just the part above the frozen backbone; checkpoints are always of the full
+``model``, which shares its parameters with ``net``.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import _progress
+from .callbacks import Callback
+from .distributed import DistInfo, all_reduce_sum
+from .schedule import current_lr
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, net: nn.Module, train_loader, val_loader, *,
+                 optimizer: torch.optim.Optimizer, scheduler=None, criterion: nn.Module | None = None,
+                 device: torch.device | str = "cpu", callbacks: Sequence[Callback] = (),
+                 history: list[dict[str, Any]] | None = None, phase: int = 0, total_epochs: int | None = None,
+                 eval_modules: Sequence[nn.Module] = (), channels_last: bool = False, amp: str = "none",
+                 dist: DistInfo | None = None, meta: dict[str, Any] | None = None,
+                 progress: bool = True, log: Callable[[str], None] | None = None,
+                 commit: Callable[["Trainer", dict[str, Any]], None] | None = None):
+        self.model = model
+        self.net = net
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.criterion = criterion or nn.CrossEntropyLoss()
+        self.device = torch.device(device)
+        self.callbacks = list(callbacks)
+        self.history = history if history is not None else []
+        self.phase = phase
+        self.total_epochs = total_epochs
+        self.eval_modules = list(eval_modules)
+        self.channels_last = channels_last
+        self.amp = amp
+        self.dist = dist or DistInfo()
+        self.meta = dict(meta or {})
+        self.progress = progress and self.dist.is_main
+        self._log = log or print
+        self.commit = commit
+        self.epoch = self.history[-1]["epoch"] if self.history else 0
+        self.stop_training = False
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    @property
+    def eval_net(self) -> nn.Module:
+        return getattr(self.net, "module", self.net)  # unwrap DistributedDataParallel
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            self._log(message)
+
+    def save_checkpoint(self, path: str | Path, epoch: int, logs: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        from ..checkpoint import save_model
+
+        metrics = {k: v for k, v in logs.items() if k != "epoch"}
+        save_model(path, self.model, {**self.meta, "epoch": int(epoch), "metrics": metrics})
+
+    def _autocast(self):
+        if self.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor):
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def _set_train_mode(self) -> None:
+        self.net.train()
+        for m in self.eval_modules:  # frozen parts keep inference behaviour (BatchNorm stats, dropout)
+            m.eval()
+
+    # ---- one epoch -------------------------------------------------------------------------------
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        self._set_train_mode()
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        dataset = getattr(self.train_loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        lr = current_lr(self.optimizer)
+        loss_sum, correct, seen = 0.0, 0, 0
+        start = time.perf_counter()
+        total = len(self.train_loader)
+        label = f"epoch {epoch}/{self.total_epochs}" if self.total_epochs else f"epoch {epoch}"
+        with _EpochBar(label, total, enabled=self.progress) as bar:
+            for step, (x, y) in enumerate(self.train_loader, 1):
+                x, y = self._to_device(x, y)
+                with self._autocast():
+                    out = self.net(x)
+                loss = self.criterion(out.float(), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                n = y.shape[0]
+                loss_sum += loss.item() * n
+                correct += int((out.argmax(1) == y).sum())
+                seen += n
+                elapsed = time.perf_counter() - start
+                bar.update(step, loss=loss_sum / seen, acc=correct / seen, lr=lr,
+                           ips=seen * self.dist.world_size / max(elapsed, 1e-9))
+        loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], self.dist, self.device)
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "lr": lr,
+                "images": int(seen)}
+
+    def evaluate(self, loader=None) -> dict[str, float]:
+        """Plain (unweighted, unsmoothed) cross-entropy and accuracy on the validation data."""
+        loader = loader if loader is not None else self.val_loader
+        net = self.eval_net
+        net.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        with torch.inference_mode(), self._autocast():
+            for x, y in loader:
+                x, y = self._to_device(x, y)
+                out = net(x).float()
+                loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+                correct += int((out.argmax(1) == y).sum())
+                seen += y.shape[0]
+        loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], self.dist, self.device)
+        if seen == 0:
+            return {"val_loss": float("nan"), "val_acc": float("nan")}
+        return {"val_loss": loss_sum / seen, "val_acc": correct / seen}
+
+    # ---- the phase -------------------------------------------------------------------------------
+    def fit(self, epochs: int) -> list[dict[str, Any]]:
+        """Train up to global epoch ``epochs`` (continuing from ``self.epoch``); returns the history."""
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        for epoch in range(self.epoch + 1, epochs + 1):
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self, epoch)
+            t0 = time.perf_counter()
+            train_logs = self.train_one_epoch(epoch)
+            val_logs = self.evaluate()
+            seconds = time.perf_counter() - t0
+            logs = {"epoch": epoch, "train_loss": train_logs["train_loss"], "train_acc": train_logs["train_acc"],
+                    **val_logs, "lr": train_logs["lr"], "seconds": round(seconds, 3)}
+            self.history.append(logs)
+            self.epoch = epoch
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.log(format_epoch(logs, self.total_epochs, train_logs["images"] / max(seconds, 1e-9)))
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, epoch, logs)
+            stop = self.stop_training or any(getattr(cb, "stop_training", False) for cb in self.callbacks)
+            if self.commit is not None:
+                self.commit(self, {"phase_finished": stop or epoch == epochs})
+            if stop:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+
+def format_epoch(logs: dict[str, Any], total: int | None, images_per_s: float | None = None) -> str:
+    """The one-line epoch summary printed and written to train.log."""
+    width = len(str(total)) if total else 1
+    of = f"/{total}" if total else ""
+    parts = [f"epoch {logs['epoch']:>{width}}{of}",
+             f"train_loss {logs['train_loss']:.4f}", f"train_acc {logs['train_acc']:.4f}",
+             f"val_loss {logs['val_loss']:.4f}", f"val_acc {logs['val_acc']:.4f}",
+             f"lr {logs['lr']:.3g}", f"{logs['seconds']:.1f}s"]
+    if images_per_s:
+        parts.append(f"{images_per_s:.0f} img/s")
+    return "  ".join(parts)
+
+
+class _EpochBar:
+    """A rich progress bar for one epoch: loss, accuracy, lr, images/s, ETA (quiet when not a TTY)."""
+
+    def __init__(self, description: str, total: int, enabled: bool = True):
+        self.enabled = _progress.enabled(enabled)
+        self.description, self.total = description, total
+        self._bar = None
+        self._last = 0.0
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import TextColumn
+
+            self._bar = _progress.make_progress(TextColumn("{task.fields[stats]}"))
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total, stats="")
+        return self
+
+    def update(self, step: int, *, loss: float, acc: float, lr: float, ips: float) -> None:
+        if self._bar is None:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.1 and step < self.total:
+            return
+        self._last = now
+        stats = f"loss {loss:.4f} acc {acc:.3f} lr {lr:.2g} {ips:.0f} img/s"
+        self._bar.update(self._task, completed=step, stats=stats)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        return False
