@@ -79,13 +79,13 @@ def test_extensions_any_case_hidden_and_other_files_ignored(tmp_path):
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF",
            ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
     for i, ext in enumerate(exts):
-        _img(root / "x" / f"img{i}{ext.upper() if i % 2 else ext}", fmt=fmt[ext])
-        _img(root / "y" / f"img{i}{ext}", color=(0, 0, 200), fmt=fmt[ext])
+        _img(root / "x" / f"img{i}{ext.upper() if i % 2 else ext}", color=(i * 25, 0, 0), fmt=fmt[ext])
+        _img(root / "y" / f"img{i}{ext}", color=(0, 0, i * 25), fmt=fmt[ext])
     _img(root / "x" / ".hidden.jpg")
     _img(root / ".cache" / "z.jpg")  # hidden folder: not a class
     (root / "x" / "notes.txt").write_text("hello")
     (root / "x" / "Thumbs.db").write_bytes(b"\0")
-    _img(root / "y" / "nested" / "deep.png")  # sub-folders of a class count
+    _img(root / "y" / "nested" / "deep.png", color=(1, 2, 3))  # sub-folders of a class count
     s = load_data(root, progress=False)
     assert s.classes == ["x", "y"]
     assert sum(s.counts()["train"].values()) + len(s.val) == 2 * len(exts) + 1

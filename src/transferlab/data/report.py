@@ -108,7 +108,7 @@ def render_report(report: dict, max_rows: int = 20) -> list:
 
     out: list = []
     used = [s for s in SPLITS if report["totals"][s]]
-    t = Table(title=f"{report['root']}  ({report['layout']}, {report['num_classes']} classes)")
+    t = Table(title=f"images per class ({report['layout']}, {report['num_classes']} classes)")
     t.add_column("class")
     for s in used:
         t.add_column(s, justify="right")
