@@ -1,0 +1,402 @@
+"""Export a trained run to ONNX (optionally int8-quantised) or TorchScript, with a parity check.
+
+Writes into ``RUN/export/``:
+
+* ``model.onnx``       dynamic batch size, self-contained (no external data file); the
+  preprocessing metadata is also stored in the ONNX ``metadata_props`` (key ``"transferlab"``).
+* ``model.int8.onnx``  with ``quantize="int8"``: static QDQ quantisation calibrated on training
+  images when the run's data is reachable, else dynamic quantisation.
+* ``model.pt``         with ``format="torchscript"`` (``torch.jit.trace``).
+* ``model.json``       classes, recipe, input size, load size, mean/std, interpolation, the
+  checkpoint it came from (sha256), and per exported file its size and parity check.
+
+After exporting, outputs are compared with PyTorch on real images (the run's validation images
+when its data is reachable, else the ``images`` given, else random pixels), at batch sizes N and 1:
+the maximum absolute difference of the class probabilities must stay under ``tolerance``.
+
+>>> import transferlab as tl
+>>> path = tl.export("runs/mobilenet_v2")                       # doctest: +SKIP
+>>> path = tl.export("runs/mobilenet_v2", quantize="int8")      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import atomic_write, atomic_write_text, load_model, resolve_checkpoint
+from .errors import ConfigError, TransferlabError
+from .predict import (EXPORT_DIR, INT8_NAME, META_NAME, ONNX_NAME, TORCHSCRIPT_NAME, Preprocess,
+                      _ort_session, default_threads, file_sha256, softmax)
+
+FORMATS = ("onnx", "torchscript")
+QUANTIZE = (None, "int8")
+DEFAULT_OPSET = 18
+TOLERANCE = 1e-4
+PARITY_IMAGES = 16          # images compared between PyTorch and the export
+CALIBRATION_IMAGES = 64     # training images used to calibrate static int8 quantisation
+ACCURACY_IMAGES = 1000      # validation images (at most) for the int8 accuracy change
+
+
+def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *, opset: int = DEFAULT_OPSET,
+           images: Sequence[str | Path] | None = None, tolerance: float = TOLERANCE,
+           verbose: bool = True) -> Path:
+    """Export ``run`` and check the export against PyTorch; returns the exported file's path
+    (``model.int8.onnx`` when ``quantize="int8"``)."""
+    fmt = str(format).lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"unknown quantisation {quantize!r}; the only choice is 'int8'")
+    if quantize and fmt != "onnx":
+        raise ConfigError("--quantize int8 needs --format onnx")
+    run = Path(run)
+    say = print if verbose else (lambda *a, **k: None)
+
+    model, meta = load_model(run)
+    ckpt = resolve_checkpoint(run)
+    out_dir = run / EXPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pre = Preprocess(meta["data_cfg"])
+    splits = run_splits(run)
+    batch, source = parity_inputs(pre, splits, images)
+
+    info = _base_info(meta, ckpt, out_dir / META_NAME)
+    exports = info.setdefault("exports", {})
+    with _torch_threads():
+        import torch
+
+        with torch.inference_mode():
+            reference = softmax(model(torch.from_numpy(batch)).numpy())
+        if fmt == "onnx":
+            path = out_dir / ONNX_NAME
+            t0 = time.perf_counter()
+            exporter = _export_onnx(model, pre.input_size, path, opset, info)
+            entry: dict[str, Any] = {"file": path.name, "size_bytes": path.stat().st_size, "opset": opset,
+                                     "exporter": exporter, "seconds": round(time.perf_counter() - t0, 2)}
+            session = _ort_session(path, default_threads())
+            entry["parity"] = _parity(lambda x: _ort_probs(session, x), reference, batch, source, tolerance)
+            exports["onnx"] = entry
+            say(f"exported {path} ({_mb(entry['size_bytes'])}, opset {opset}, {exporter} exporter)")
+            say(_parity_line("ONNX Runtime", entry["parity"]))
+            if quantize:
+                exports["int8"] = _quantize_int8(path, out_dir / INT8_NAME, pre, splits, meta, info, batch,
+                                                 reference, source, session, say)
+                path = out_dir / INT8_NAME
+        else:
+            path = out_dir / TORCHSCRIPT_NAME
+            t0 = time.perf_counter()
+            _export_torchscript(model, pre.input_size, path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scripted = torch.jit.load(str(path), map_location="cpu").eval()
+
+            def ts_probs(x: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    return softmax(scripted(torch.from_numpy(np.ascontiguousarray(x))).numpy())
+
+            entry = {"file": path.name, "size_bytes": path.stat().st_size, "exporter": "torch.jit.trace",
+                     "seconds": round(time.perf_counter() - t0, 2)}
+            entry["parity"] = _parity(ts_probs, reference, batch, source, tolerance)
+            exports["torchscript"] = entry
+            say(f"exported {path} ({_mb(entry['size_bytes'])}, torch.jit.trace)")
+            say(_parity_line("TorchScript", entry["parity"]))
+    atomic_write_text(out_dir / META_NAME, json.dumps(info, indent=2) + "\n")
+    say(f"wrote {out_dir / META_NAME}")
+    return path
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def run_splits(run: Path):
+    """The run's DataSplits from ``RUN/config.json`` (same data, val_ratio and seed), or None."""
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    source = next((cfg[k] for k in ("data", "data_root", "data_dir", "root") if isinstance(cfg.get(k), str)), None)
+    if not source or not Path(source).exists():
+        return None
+    from .data import load_data
+
+    try:
+        return load_data(source, val_ratio=float(cfg.get("val_ratio", 0.2)), seed=int(cfg.get("seed", 0)),
+                         scan=False, progress=False)
+    except TransferlabError:
+        return None
+
+
+def parity_inputs(pre: Preprocess, splits, images) -> tuple[np.ndarray, str]:
+    """Up to PARITY_IMAGES preprocessed images: validation split, else given images, else random."""
+    arrays: list[np.ndarray] = []
+    if splits is not None and splits.val:
+        arrays = _load_some(pre, [p for p, _ in _spread(splits.val, PARITY_IMAGES)])
+        source = "validation images"
+    if not arrays and images:
+        from .predict import expand_paths
+
+        files, _ = expand_paths(list(images))
+        arrays = _load_some(pre, files[:PARITY_IMAGES])
+        source = "given images"
+    if arrays:
+        return np.stack(arrays), f"{len(arrays)} {source}"
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    imgs = [Image.fromarray(rng.integers(0, 256, (pre.load_size, pre.load_size, 3), dtype=np.uint8))
+            for _ in range(8)]
+    return np.stack([pre.image(im) for im in imgs]), "8 random images (no data reachable)"
+
+
+def _spread(samples: list, n: int) -> list:
+    """n samples spread over the list (which is grouped by class in most layouts)."""
+    if len(samples) <= n:
+        return list(samples)
+    idx = np.linspace(0, len(samples) - 1, n).round().astype(int)
+    return [samples[i] for i in idx]
+
+
+def _load_some(pre: Preprocess, paths: Sequence[str]) -> list[np.ndarray]:
+    out = []
+    for p in paths:
+        try:
+            out.append(pre.load(p))
+        except TransferlabError:
+            continue
+    return out
+
+
+# -- ONNX --------------------------------------------------------------------------------------
+def _export_onnx(model, input_size: int, path: Path, opset: int, info: dict) -> str:
+    """torch.onnx.export with a dynamic batch axis; the torch.export-based exporter, falling back
+    to the TorchScript-based one if it fails. Returns the exporter used."""
+    import onnx
+    import torch
+
+    dummy = torch.randn(2, 3, input_size, input_size)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+        tmp_path = Path(tmp) / "model.onnx"
+        errors = []
+        for exporter in ("dynamo", "torchscript"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    if exporter == "dynamo":
+                        torch.onnx.export(model, (dummy,), str(tmp_path), input_names=["input"],
+                                          output_names=["logits"], opset_version=opset, dynamo=True,
+                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                                          external_data=False, verbose=False, optimize=True)
+                    else:
+                        torch.onnx.export(model, (dummy,), str(tmp_path), input_names=["input"],
+                                          output_names=["logits"], opset_version=opset, dynamo=False,
+                                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                proto = onnx.load(str(tmp_path))
+                break
+            except Exception as exc:  # noqa: BLE001 - try the other exporter, report both if both fail
+                errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        else:
+            raise TransferlabError(f"ONNX export of {info['recipe']!r} failed: " + "; ".join(errors))
+        _set_metadata(proto, info)
+        onnx.checker.check_model(proto)
+        atomic_write(path, lambda t: onnx.save_model(proto, t))
+    return exporter
+
+
+def _set_metadata(proto, info: dict) -> None:
+    """Store the preprocessing metadata in the ONNX model's metadata_props."""
+    keys = ("recipe", "classes", "input_size", "load_size", "mean", "std", "interpolation", "crop_pct")
+    values = {"transferlab": json.dumps({k: info[k] for k in (*keys, "data_cfg")})}
+    values.update({k: json.dumps(info[k]) if not isinstance(info[k], str) else info[k] for k in keys})
+    del proto.metadata_props[:]
+    for k, v in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "transferlab"
+
+
+def _ort_probs(session, x: np.ndarray) -> np.ndarray:
+    return softmax(session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0])
+
+
+def _parity(fn, reference: np.ndarray, batch: np.ndarray, source: str, tolerance: float) -> dict:
+    """Compare fn(batch) with the PyTorch probabilities at batch N and batch 1."""
+    probs = fn(batch)
+    single = fn(batch[:1])
+    diff = float(max(np.abs(probs - reference).max(), np.abs(single - reference[:1]).max()))
+    agree = float((probs.argmax(1) == reference.argmax(1)).mean())
+    return {"images": source, "batch_sizes": [int(len(batch)), 1], "max_abs_diff": diff,
+            "top1_agreement": agree, "tolerance": tolerance, "ok": bool(diff < tolerance)}
+
+
+def _parity_line(name: str, parity: dict) -> str:
+    verdict = "OK" if parity["ok"] else "MISMATCH"
+    return (f"parity {verdict}: {name} vs PyTorch on {parity['images']} (batch {parity['batch_sizes'][0]} and 1): "
+            f"max |dprob| = {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.0e}), "
+            f"top-1 agreement {parity['top1_agreement']:.0%}")
+
+
+# -- int8 --------------------------------------------------------------------------------------
+class _CalibrationReader:
+    def __init__(self, name: str, arrays: list[np.ndarray], batch: int = 8):
+        self._batches = iter([{name: np.stack(arrays[i:i + batch])} for i in range(0, len(arrays), batch)])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, info: dict, batch: np.ndarray,
+                   reference: np.ndarray, source: str, fp32_session, say) -> dict:
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    calib = []
+    if splits is not None and splits.train:
+        calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quant-") as tmp:
+        src = Path(tmp) / "prep.onnx"
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(fp32), str(src), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001 - pre-processing is an optimisation, not required
+            src = fp32
+        tmp_out = Path(tmp) / "int8.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if calib:
+                method = f"static QDQ, per-channel, calibrated on {len(calib)} training images"
+                quantize_static(str(src), str(tmp_out), _CalibrationReader(fp32_session.get_inputs()[0].name, calib),
+                                quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            else:
+                method = "dynamic (weights int8; no training images reachable for calibration)"
+                quantize_dynamic(str(src), str(tmp_out), weight_type=QuantType.QUInt8)
+        proto = onnx.load(str(tmp_out))
+        _set_metadata(proto, info)
+        atomic_write(out, lambda t: onnx.save_model(proto, t))
+    session = _ort_session(out, default_threads())
+    entry: dict[str, Any] = {
+        "file": out.name, "method": method, "size_bytes": out.stat().st_size,
+        "fp32_size_bytes": fp32.stat().st_size, "seconds": round(time.perf_counter() - t0, 2),
+    }
+    entry["size_ratio"] = round(entry["size_bytes"] / entry["fp32_size_bytes"], 3)
+    int8_probs = _ort_probs(session, batch)
+    entry["vs_pytorch"] = {"images": source, "max_abs_diff": float(np.abs(int8_probs - reference).max()),
+                           "top1_agreement": float((int8_probs.argmax(1) == reference.argmax(1)).mean())}
+    say(f"quantised {out} ({_mb(entry['size_bytes'])} vs {_mb(entry['fp32_size_bytes'])} fp32, "
+        f"{entry['size_ratio']:.0%}; {method})")
+    if splits is not None and splits.val:
+        acc = _val_accuracy(pre, splits, meta["classes"], {"fp32": fp32_session, "int8": session})
+        if acc:
+            entry["val_accuracy"] = acc
+            say(f"validation accuracy on {acc['images']} images: fp32 {acc['fp32']:.2%}, int8 {acc['int8']:.2%} "
+                f"(change {acc['int8'] - acc['fp32']:+.2%})")
+    else:
+        say("validation data not reachable: size change only")
+    return entry
+
+
+def _val_accuracy(pre: Preprocess, splits, classes: list[str], sessions: dict) -> dict | None:
+    """Accuracy of each ONNX session on (up to ACCURACY_IMAGES of) the validation split."""
+    samples = _spread(splits.val, ACCURACY_IMAGES)
+    if list(splits.classes) != list(classes):
+        return None
+    correct = {k: 0 for k in sessions}
+    n = 0
+    for i in range(0, len(samples), 64):
+        arrays, labels = [], []
+        for p, y in samples[i:i + 64]:
+            try:
+                arrays.append(pre.load(p))
+                labels.append(y)
+            except TransferlabError:
+                continue
+        if not arrays:
+            continue
+        x, y = np.stack(arrays), np.asarray(labels)
+        for k, s in sessions.items():
+            correct[k] += int((_ort_probs(s, x).argmax(1) == y).sum())
+        n += len(y)
+    if not n:
+        return None
+    return {"images": n, **{k: correct[k] / n for k in sessions}}
+
+
+# -- TorchScript -------------------------------------------------------------------------------
+def _export_torchscript(model, input_size: int, path: Path) -> None:
+    import torch
+
+    dummy = torch.randn(2, 3, input_size, input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, dummy, check_trace=False)
+        atomic_write(path, lambda t: torch.jit.save(traced, t))
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _base_info(meta: dict, ckpt: Path, existing: Path) -> dict:
+    """model.json content: preprocessing + provenance; keeps the other formats' entries when the
+    earlier export came from the same checkpoint."""
+    cfg = dict(meta["data_cfg"])
+    sha = file_sha256(ckpt)
+    info = {
+        "format_version": 1,
+        "recipe": meta["recipe"],
+        "classes": list(meta["classes"]),
+        "num_classes": int(meta["num_classes"]),
+        "input_size": int(cfg["input_size"]),
+        "load_size": int(cfg["load_size"]),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        "interpolation": cfg.get("interpolation", "bilinear"),
+        "crop_pct": cfg.get("crop_pct"),
+        "data_cfg": cfg,
+        "input": {"name": "input", "shape": ["batch", 3, int(cfg["input_size"]), int(cfg["input_size"])],
+                  "dtype": "float32", "layout": "NCHW, RGB, normalised with mean/std"},
+        "output": {"name": "logits", "shape": ["batch", int(meta["num_classes"])], "note": "apply softmax"},
+        "head": meta.get("head"), "dropout": meta.get("dropout"),
+        "epoch": meta.get("epoch"), "metrics": meta.get("metrics"),
+        "source_checkpoint": {"file": ckpt.name, "sha256": sha},
+        "exports": {},
+    }
+    if existing.is_file():
+        try:
+            old = json.loads(existing.read_text(encoding="utf-8"))
+            if (old.get("source_checkpoint") or {}).get("sha256") == sha:
+                info["exports"] = dict(old.get("exports") or {})
+        except (OSError, ValueError):
+            pass
+    return info
+
+
+class _torch_threads:
+    """Use the process's cores for export work, restoring torch's thread count afterwards."""
+
+    def __enter__(self):
+        import torch
+
+        self._n = torch.get_num_threads()
+        torch.set_num_threads(default_threads())
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self._n)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+from ._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "export")

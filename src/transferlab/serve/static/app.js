@@ -1,0 +1,84 @@
+// transferlab web page: choose or drop a photo, preview it, show the top-5 classes as bars.
+// Plain JS, no external assets (works offline).
+(function () {
+  "use strict";
+  const input = document.getElementById("file");
+  const drop = document.getElementById("drop");
+  const preview = document.getElementById("preview");
+  const dropText = document.getElementById("drop-text");
+  const status = document.getElementById("status");
+  const results = document.getElementById("results");
+  const model = document.getElementById("model");
+  let previewUrl = null;
+
+  fetch("/model").then(r => r.json()).then(info => {
+    model.textContent = `${info.recipe} · ${info.num_classes} classes · ${info.backend} backend · ${info.input_size}px`;
+  }).catch(() => { model.textContent = "model info unavailable"; });
+
+  function setStatus(text, isError) {
+    status.textContent = text;
+    status.classList.toggle("error", !!isError);
+  }
+
+  function render(prediction) {
+    results.replaceChildren();
+    prediction.top.forEach((row, i) => {
+      const li = document.createElement("li");
+      li.className = "result";
+      li.id = `result-${i}`;
+      const label = document.createElement("span");
+      label.className = "label";
+      label.textContent = row.class;
+      label.title = row.class;
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      const fill = document.createElement("span");
+      fill.className = "fill";
+      fill.style.display = "block";
+      fill.style.width = `${(row.prob * 100).toFixed(1)}%`;
+      bar.appendChild(fill);
+      const pct = document.createElement("span");
+      pct.className = "pct";
+      pct.textContent = `${(row.prob * 100).toFixed(1)}%`;
+      li.append(label, bar, pct);
+      results.appendChild(li);
+    });
+  }
+
+  async function classify(file) {
+    if (!file) return;
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(file);
+    preview.src = previewUrl;
+    preview.hidden = false;
+    dropText.textContent = file.name;
+    results.replaceChildren();
+    results.dataset.state = "loading";
+    setStatus("classifying…");
+    const form = new FormData();
+    form.append("files", file, file.name);
+    try {
+      const resp = await fetch("/predict?topk=5", { method: "POST", body: form });
+      const body = await resp.json().catch(() => ({ detail: `HTTP ${resp.status}` }));
+      if (!resp.ok) throw new Error(body.detail || `HTTP ${resp.status}`);
+      render(body.predictions[0]);
+      setStatus(`${body.predictions[0].label} · ${body.time_ms.toFixed(0)} ms (${body.backend})`);
+      results.dataset.state = "done";
+    } catch (err) {
+      setStatus(`error: ${err.message}`, true);
+      results.dataset.state = "error";
+    }
+  }
+
+  input.addEventListener("change", () => classify(input.files[0]));
+  ["dragenter", "dragover"].forEach(ev => drop.addEventListener(ev, e => {
+    e.preventDefault();
+    drop.classList.add("over");
+  }));
+  ["dragleave", "drop"].forEach(ev => drop.addEventListener(ev, e => {
+    e.preventDefault();
+    drop.classList.remove("over");
+  }));
+  drop.addEventListener("drop", e => classify(e.dataTransfer.files[0]));
+  drop.addEventListener("keydown", e => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+})();
