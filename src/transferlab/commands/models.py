@@ -1,0 +1,115 @@
+"""``transferlab models [--json] [--layers RECIPE]``: list the model recipes (or one recipe's layers)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the recipes as JSON")
+    parser.add_argument("--layers", metavar="RECIPE", default=None,
+                        help="list a recipe's backbone layers with their indexes (for --unfreeze-from N) and blocks")
+
+
+def _params(name: str) -> int | None:
+    """Backbone parameter count, built without weights on the meta device (cheap, no memory)."""
+    import torch
+
+    from ..models import count_params, create_model
+
+    try:
+        with torch.device("meta"):
+            return count_params(create_model(name, 1000, pretrained=False).backbone)
+    except Exception:  # noqa: BLE001 - a listing should never fail on one recipe
+        return None
+
+
+def _rows() -> list[dict]:
+    from ..models import list_recipes
+
+    rows = []
+    for r in list_recipes():
+        rows.append({
+            "name": r.name, "kind": r.kind, "timm_name": r.timm_name, "pretrained": r.pretrained,
+            "source": r.source, "input_size": r.input_size, "mean": list(r.mean), "std": list(r.std),
+            "crop_pct": r.crop_pct, "interpolation": r.interpolation, "params": _params(r.name),
+            "defaults": dict(r.defaults), "head": list(r.head), "description": r.description,
+        })
+    return rows
+
+
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 150)
+
+
+def _fmt_params(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K" if n >= 1e3 else str(n)
+
+
+def _print_layers(name: str, as_json: bool) -> int:
+    import json
+
+    import torch
+
+    from ..models import backbone_groups, create_model
+    from ..models.freeze import layer_parameters
+
+    with torch.device("meta"):
+        model = create_model(name, 2, pretrained=False)
+    layers = model.layers()
+    group_of = {}
+    for gi, group in enumerate(backbone_groups(model.backbone)):
+        for p in group:
+            group_of[id(p)] = gi
+    rows = []
+    for i, (lname, m) in enumerate(layers):
+        ps = layer_parameters(m)
+        rows.append({"index": i, "name": lname, "type": type(m).__name__, "params": sum(p.numel() for p in ps),
+                     "block": group_of.get(id(ps[0])) if ps else None})
+    if as_json:
+        print(json.dumps({"recipe": name, "layers": rows, "blocks": len(backbone_groups(model.backbone))}, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{name}: {len(rows)} backbone layers (--unfreeze-from N trains layers N..)")
+    for col in ("#", "layer", "type", "params", "block"):
+        table.add_column(col, justify="right" if col in ("#", "params", "block") else "left")
+    for r in rows:
+        table.add_row(str(r["index"]), r["name"], r["type"], _fmt_params(r["params"]) if r["params"] else "",
+                      "" if r["block"] is None else str(r["block"]))
+    _console().print(table)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    if args.layers:
+        from ..models import get_recipe
+
+        get_recipe(args.layers)  # ConfigError for unknown names
+        return _print_layers(args.layers, args.json)
+    rows = _rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="model recipes (any timm model too: timm:NAME)")
+    for col, justify in (("name", "left"), ("kind", "left"), ("weights", "left"), ("input", "right"),
+                         ("params", "right"), ("freeze", "left"), ("augment", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    table.add_column("description", ratio=1)
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["source"], str(r["input_size"]), _fmt_params(r["params"]),
+                      str(r["defaults"].get("freeze", "")), str(r["defaults"].get("augment", "")), r["description"])
+    console = _console()
+    console.print(table)
+    console.print("params: backbone only (the head depends on the classes). "
+                    "Pretrained weights offline: --weights PATH or a TRANSFERLAB_WEIGHTS folder.", highlight=False)
+    return 0
