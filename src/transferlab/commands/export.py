@@ -1,0 +1,27 @@
+"""``transferlab export RUN``: ONNX (dynamic batch, optional int8) or TorchScript, checked against PyTorch.
+
+Writes ``RUN/export/model.onnx`` (or ``model.pt``) and ``RUN/export/model.json`` (preprocessing
+metadata and the parity check). See :mod:`transferlab.export`.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="a run folder (with best.safetensors)")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
+    parser.add_argument("--quantize", choices=("int8",), default=None,
+                        help="also write model.int8.onnx (static, calibrated on training images when the run's "
+                             "data is reachable, else dynamic) and report size and accuracy change")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument("--images", metavar="PATH", nargs="+", default=None,
+                        help="images for the parity check when the run's validation data is not reachable")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import export
+
+    path = export(args.run, format=args.format, quantize=args.quantize, opset=args.opset, images=args.images)
+    print(f"done: {path}")
+    return 0

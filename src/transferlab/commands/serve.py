@@ -1,0 +1,30 @@
+"""``transferlab serve RUN``: a web page at ``/`` and a REST API (``POST /predict``, ``GET /health``,
+``GET /model``, docs at ``/docs``), served by uvicorn. See :mod:`transferlab.serve`.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="a run folder (with best.safetensors or export/model.onnx)")
+    parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (use 0.0.0.0 to listen on all interfaces)")
+    parser.add_argument("--port", type=int, default=8000, help="default 8000")
+    parser.add_argument("--max-upload-mb", type=float, default=10, help="request size limit in MB (default 10)")
+    parser.add_argument("--backend", choices=("auto", "onnx", "int8", "torch"), default="auto",
+                        help="auto: ONNX Runtime when exported, else PyTorch (default auto)")
+    parser.add_argument("--max-batch", type=int, default=32, help="images per batched model call (default 32)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="how long a request waits for others to share its batch (default 5 ms)")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the usable cores)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..serve import serve
+
+    if args.max_upload_mb <= 0:
+        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, backend=args.backend,
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads)
+    return 0
