@@ -221,6 +221,9 @@ def evaluate(
     probs_parts, label_parts = [], []
     infer_seconds = 0.0
     with torch.inference_mode():
+        for x, _ in loader:  # warm-up (lazy initialisation, allocator) so ms/image measures steady state
+            model(x[: min(len(x), 8)])
+            break
         for x, y in track(loader, f"evaluating {run_dir.name} ({split})", total=len(loader), progress=progress):
             t0 = time.perf_counter()
             logits = model(x)

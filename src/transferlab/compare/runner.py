@@ -1,0 +1,302 @@
+"""Train and evaluate several recipes on the same split, then rank them and write the report.
+
+Layout of ``OUT`` (default ``compare/``)::
+
+    OUT/runs/<recipe>/     one run folder per recipe (transferlab.train), with eval-val/ (evaluate)
+    OUT/state.json         per recipe: status (trained / ok / skipped / failed), reason, the options
+    OUT/plots/*.png        comparison plots
+    OUT/leaderboard.csv, OUT/leaderboard.json, OUT/report.md, OUT/report.html
+
+Resuming: a recipe whose training finished and whose evaluation was written with the same
+options is reused, not retrained; a recipe whose training was interrupted continues from its
+``last_state.pt``; ``retrain=True`` starts every recipe afresh.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, TransferlabError, WeightsError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU-friendly: three small CNN ladder steps + one transfer model with offline weights
+    "quick": {"models": ["cnn_base", "cnn_bn", "cnn_dropout", "efficientnet_lite0"], "epochs": 5},
+    # the whole ladder (scratch CNNs, ResNet from scratch) and the transfer-learning models
+    "full": {"models": ["cnn_base", "cnn_aug", "cnn_bn", "cnn_dropout", "resnet_scratch",
+                        "mobilenet_v2", "efficientnet_b0", "densenet121", "xception"], "epochs": 10},
+}
+STATE_FILE = "state.json"
+
+
+def parse_models(models: str | Iterable[str] | None) -> list[str] | None:
+    """``"a,b,c"`` or a list -> a de-duplicated list of names (None when not given)."""
+    if models is None:
+        return None
+    items = models.split(",") if isinstance(models, str) else list(models)
+    out: list[str] = []
+    for m in items:
+        m = str(m).strip()
+        if m and m not in out:
+            out.append(m)
+    if not out:
+        raise ConfigError("--models is empty: give comma-separated recipe names, e.g. cnn_base,cnn_bn")
+    return out
+
+
+def _jsonable(v):
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return repr(v)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else ""
+    return msg if isinstance(exc, TransferlabError) else f"{type(exc).__name__}: {msg}".rstrip(": ")
+
+
+def _short(text: str, limit: int = 110) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_state(out: str | Path) -> dict[str, Any]:
+    p = Path(out) / STATE_FILE
+    if not p.is_file():
+        return {"models": {}}
+    try:
+        state = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError:
+        return {"models": {}}
+    state.setdefault("models", {})
+    return state
+
+
+def _write_state(out: Path, state: dict[str, Any]) -> None:
+    from ..checkpoint import atomic_write_text
+
+    atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2))
+
+
+def _eval_metrics_path(run_dir: Path, split: str) -> Path:
+    return run_dir / f"eval-{split}" / "metrics.json"
+
+
+def _trained(entry: Mapping | None, run_dir: Path, request: Mapping) -> bool:
+    return bool(entry) and entry.get("request") == request and bool(entry.get("trained")) \
+        and (run_dir / "best.safetensors").is_file()
+
+
+def _finished(entry: Mapping | None, run_dir: Path, request: Mapping, split: str) -> bool:
+    return _trained(entry, run_dir, request) and entry.get("status") == "ok" \
+        and _eval_metrics_path(run_dir, split).is_file()
+
+
+def _call_train(train_fn, splits, name: str, runs_dir: Path, *, epochs: int, seed: int, val_ratio: float,
+                progress: bool, resume: bool, kwargs: Mapping[str, Any]):
+    params = inspect.signature(train_fn).parameters
+    extra = {"progress": progress} if "progress" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) else {}
+    common = dict(model=name, epochs=epochs, run_dir=str(runs_dir), name=name, seed=seed, val_ratio=val_ratio,
+                  **extra, **kwargs)
+    if resume:
+        try:
+            return train_fn(splits, resume=True, **common)
+        except ConfigError:  # a folder that cannot be resumed (no state saved yet): start again
+            pass
+    return train_fn(splits, overwrite=True, **common)
+
+
+def compare(
+    data=None,
+    models: str | Sequence[str] | None = None,
+    preset: str = "quick",
+    out: str | Path = "compare",
+    epochs: int | None = None,
+    *,
+    metric: str = "accuracy",
+    split: str = "val",
+    seed: int = 0,
+    val_ratio: float = 0.2,
+    retrain: bool = False,
+    eval_batch_size: int = 64,
+    progress: bool = True,
+    console=None,
+    **train_kwargs,
+) -> list[dict[str, Any]]:
+    """Train (or reuse) each recipe on one split, evaluate it, rank them and write the report.
+
+    ``data``: a dataset folder (default: the built-in digits sample) or a ``DataSplits``.
+    ``models``: recipe names (list or ``"a,b,c"``); default: the ``preset``'s (``"quick"`` or
+    ``"full"``, see :data:`PRESETS`). ``epochs``: default the preset's. Other keyword arguments go
+    to ``transferlab.train`` (``batch_size``, ``lr``, ``input_size``, ...). A recipe that cannot
+    get pretrained weights is skipped, one that fails is reported; neither stops the others.
+    Returns the leaderboard rows (best first), also written to ``OUT/leaderboard.json``.
+    """
+    from ..data import DataSplits, load_data
+    from ..evaluate import evaluate
+    from .leaderboard import rank_rows
+
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
+    rank_rows([], metric)  # validates the metric name before any training
+    names = parse_models(models) or list(PRESETS[preset]["models"])
+    epochs = int(epochs if epochs is not None else PRESETS[preset]["epochs"])
+    if epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    if data is None:
+        from ..datasets import sample_dir
+
+        data = sample_dir()
+    out = Path(out)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+
+    splits = data if isinstance(data, DataSplits) else load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)
+    from ..train import train as train_fn
+
+    state = read_state(out)
+    state.update({"data": str(splits.root), "split": split, "metric": metric, "preset": preset})
+    entries: dict[str, Any] = state["models"]
+    say = (console.print if console is not None else (lambda *a, **k: None))
+
+    for i, name in enumerate(names, 1):
+        run_dir = runs_dir / name
+        request = _jsonable({"epochs": epochs, "seed": seed, "val_ratio": val_ratio, **train_kwargs})
+        entry = entries.get(name)
+        if not retrain and _finished(entry, run_dir, request, split):
+            say(f"[{i}/{len(names)}] {name}: finished earlier, reusing {run_dir}")
+            continue
+        try:
+            if retrain or not _trained(entry, run_dir, request):
+                resume = not retrain and bool(entry) and entry.get("request") == request
+                say(f"[{i}/{len(names)}] {name}: training {epochs} epoch(s)" + (" (resuming)" if resume else ""))
+                t0 = time.perf_counter()
+                _call_train(train_fn, splits, name, runs_dir, epochs=epochs, seed=seed, val_ratio=val_ratio,
+                            progress=progress, resume=resume, kwargs=train_kwargs)
+                entries[name] = entry = {"status": "trained", "trained": True, "reason": "", "request": request,
+                                         "train_wall_seconds": time.perf_counter() - t0}
+                _write_state(out, state)
+            say(f"[{i}/{len(names)}] {name}: evaluating on {split}")
+            evaluate(run_dir, data=splits, split=split, batch_size=eval_batch_size, progress=progress)
+            entries[name] = {**entries[name], "status": "ok", "reason": ""}
+        except KeyboardInterrupt:
+            _write_state(out, state)
+            raise
+        except WeightsError as exc:
+            entries[name] = {"status": "skipped", "reason": _one_line(exc), "request": request}
+            say(f"[yellow]{name}: skipped - {_short(entries[name]['reason'])}[/]")
+        except Exception as exc:  # one failing recipe never loses the others
+            prev = entries.get(name) or {}
+            trained = _trained(prev, run_dir, request)
+            entries[name] = {**prev, "status": "failed", "trained": trained, "request": request,
+                             "reason": ("evaluation failed: " if trained else "") + _one_line(exc)}
+            say(f"[red]{name}: failed - {_short(entries[name]['reason'])}[/]")
+        _write_state(out, state)
+    state["order"] = names
+    _write_state(out, state)
+    return write_report(out, metric=metric, models=names)
+
+
+def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: str | None = None) -> list[dict[str, Any]]:
+    """Leaderboard rows (unranked) for the recipes of ``OUT`` from their run folders and state."""
+    from ..evaluate.plots import read_history
+    from .leaderboard import make_row
+
+    out = Path(out)
+    state = read_state(out)
+    split = split or state.get("split", "val")
+    entries = state.get("models", {})
+    names = list(models) if models is not None else list(state.get("order") or entries)
+    runs_dir = out / "runs"
+    if models is None and runs_dir.is_dir():  # run folders not in the state (copied in, older compare)
+        names += sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in names)
+    rows = []
+    for name in names:
+        entry = entries.get(name) or {}
+        run_dir = runs_dir / name
+        mpath = _eval_metrics_path(run_dir, split)
+        status = entry.get("status")
+        if status in ("skipped", "failed"):
+            rows.append(make_row(name, None, status="skipped" if status == "skipped" else "failed",
+                                 reason=entry.get("reason", ""), run=run_dir))
+            continue
+        if not mpath.is_file():
+            rows.append(make_row(name, None, status="failed", run=run_dir,
+                                 reason=entry.get("reason") or f"not evaluated yet (no {mpath.relative_to(out)})"))
+            continue
+        metrics = json.loads(mpath.read_text(encoding="utf-8"))
+        rows.append(make_row(name, metrics, read_history(run_dir / "history.csv"), run=run_dir,
+                             train_seconds=entry.get("train_wall_seconds")))
+    return rows
+
+
+def write_report(out: str | Path = "compare", *, metric: str | None = None, models: Sequence[str] | None = None,
+                 split: str | None = None) -> list[dict[str, Any]]:
+    """(Re)write ``OUT``'s leaderboard, plots and reports from the run folders already there.
+
+    Needs no training: ``transferlab compare --report-only --out OUT`` calls this. Returns the
+    ranked rows.
+    """
+    import numpy as np
+
+    from ..evaluate.plots import read_history
+    from . import plots as cplots
+    from .leaderboard import rank_rows, write_leaderboard
+    from .report import write_html, write_markdown
+
+    out = Path(out)
+    state = read_state(out)
+    if not state.get("models") and not (out / "runs").is_dir():
+        raise ConfigError(f"nothing to report in {out}: no state.json or runs/ (run transferlab compare first)")
+    metric = metric or state.get("metric", "accuracy")
+    split = split or state.get("split", "val")
+    rows = rank_rows(collect_rows(out, models, split), metric)
+    write_leaderboard(rows, out, metric)
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    plot_dir = out / "plots"
+    plots: dict[str, Path] = {}
+    histories = {r["model"]: read_history(Path(r["run"]) / "history.csv") for r in ok}
+
+    def attempt(key, fn, *args):
+        try:
+            plots[key] = fn(*args)
+        except Exception as exc:  # pragma: no cover - a plot never loses the leaderboard
+            state.setdefault("notes", []).append(f"{key} plot failed: {exc}")
+
+    if ok:
+        attempt("val_curves", cplots.plot_val_curves, histories, plot_dir / "val_curves.png")
+        attempt("accuracy_vs_time", cplots.plot_accuracy_vs_time, rows, plot_dir / "accuracy_vs_time.png", metric
+                if metric in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro") else "accuracy")
+        per_class = {}
+        for r in ok:
+            m = json.loads((Path(r["run"]) / f"eval-{split}" / "metrics.json").read_text(encoding="utf-8"))
+            per_class[r["model"]] = m.get("per_class", {})
+        classes = list(next(iter(per_class.values())).keys()) if per_class else []
+        def f1_of(model, cls):
+            v = (per_class[model].get(cls) or {}).get("f1")
+            return np.nan if v is None else float(v)
+
+        f1 = np.array([[f1_of(m, c) for c in classes] for m in per_class])
+        if classes:
+            attempt("f1_heatmap", cplots.plot_f1_heatmap, list(per_class), classes, f1, plot_dir / "f1_heatmap.png")
+    model_plots = {}
+    for r in ok:
+        eval_dir = Path(r["run"]) / f"eval-{split}"
+        model_plots[r["model"]] = {k: eval_dir / f"{k}.png" for k in ("history", "confusion_matrix", "f1", "gradcam")
+                                   if (eval_dir / f"{k}.png").is_file()}
+    info = {"data": state.get("data"), "split": split, "preset": state.get("preset"),
+            "models": f"{len(ok)} evaluated of {len(rows)}", "sorted by": metric}
+    write_html(out, rows, metric, plots, model_plots, info)
+    write_markdown(out, rows, metric, plots, info)
+    return rows
