@@ -176,15 +176,16 @@ class ModelCheckpoint(Callback):
 
 class ReduceLROnPlateau(Callback):
     """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for ``patience``
-    epochs (down to ``min_lr``). Wraps :class:`torch.optim.lr_scheduler.ReduceLROnPlateau`, whose
-    state is saved and restored with the run."""
+    epochs (down to ``min_lr``), as in Keras. Wraps :class:`torch.optim.lr_scheduler.ReduceLROnPlateau`
+    (whose ``patience`` counts one epoch more, so it gets ``patience - 1``); its state is saved and
+    restored with the run."""
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", factor: float = 0.1,
                  patience: int = 3, min_lr: float = 0.0, min_delta: float = 1e-4, cooldown: int = 0):
         if not 0.0 < float(factor) < 1.0:
             raise ConfigError(f"reduce-lr factor must be between 0 and 1, got {factor}")
-        if int(patience) < 0:
-            raise ConfigError(f"reduce-lr patience must be >= 0, got {patience}")
+        if int(patience) < 1:
+            raise ConfigError(f"reduce-lr patience must be at least 1, got {patience}")
         self.monitor = monitor
         self.mode = _resolve_mode(monitor, mode)
         self.factor, self.patience, self.min_lr = float(factor), int(patience), float(min_lr)
@@ -195,7 +196,7 @@ class ReduceLROnPlateau(Callback):
 
     def on_train_begin(self, trainer) -> None:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            trainer.optimizer, mode=self.mode, factor=self.factor, patience=self.patience,
+            trainer.optimizer, mode=self.mode, factor=self.factor, patience=self.patience - 1,
             threshold=self.min_delta, threshold_mode="abs", cooldown=self.cooldown, min_lr=self.min_lr)
         if self._pending is not None and self._pending.get("phase") == trainer.phase:
             self.scheduler.load_state_dict(self._pending["scheduler"])

@@ -46,7 +46,7 @@ class TrainConfig:
     fine_tune: int = 0                   # second phase: this many epochs with the backbone unfrozen
     fine_tune_lr: float | None = None    # lr of the second phase (default: lr / 10, or the recipe's finetune_lr)
     head: list[int] = field(default_factory=list)
-    dropout: list[float] | float = 0.0
+    dropout: list[float] | float | None = None   # None: the recipe's
     pretrained: bool | None = None
     weights: str | None = None
     input_size: int | None = None
@@ -111,14 +111,15 @@ class TrainConfig:
              "--fine-tune trains the head first with the backbone frozen; it cannot be combined with --freeze full")
         need(self.fine_tune_lr is None or self.fine_tune_lr > 0, f"--fine-tune-lr must be positive, got {self.fine_tune_lr}")
         need(all(int(h) >= 1 for h in self.head), f"--head sizes must be positive integers, got {self.head}")
-        drops = self.dropout if isinstance(self.dropout, (list, tuple)) else [self.dropout]
+        drops = (self.dropout if isinstance(self.dropout, (list, tuple))
+                 else [] if self.dropout is None else [self.dropout])
         need(all(0.0 <= float(d) < 1.0 for d in drops), f"--dropout values must be in [0, 1), got {self.dropout}")
         need(self.input_size is None or int(self.input_size) >= 8, f"--input-size must be at least 8, got {self.input_size}")
         need(0.0 < self.val_ratio < 1.0, f"--val-ratio must be between 0 and 1, got {self.val_ratio}")
         need(self.workers is None or int(self.workers) >= 0, f"--workers must be >= 0, got {self.workers}")
         need(self.feature_views is None or int(self.feature_views) >= 1, f"--feature-views must be at least 1, got {self.feature_views}")
         need(self.early_stopping is None or int(self.early_stopping) >= 0, f"--early-stopping patience must be >= 0, got {self.early_stopping}")
-        need(self.reduce_lr is None or int(self.reduce_lr) >= 0, f"--reduce-lr patience must be >= 0, got {self.reduce_lr}")
+        need(self.reduce_lr is None or int(self.reduce_lr) >= 1, f"--reduce-lr patience must be at least 1, got {self.reduce_lr}")
         need(0.0 < self.reduce_lr_factor < 1.0, f"--reduce-lr-factor must be between 0 and 1, got {self.reduce_lr_factor}")
         need(self.monitor in MONITORS, f"unknown --monitor {self.monitor!r}: choose from {', '.join(MONITORS)}")
         need(self.threads is None or int(self.threads) >= 1, f"--threads must be at least 1, got {self.threads}")

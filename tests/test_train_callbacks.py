@@ -1,0 +1,209 @@
+"""Callbacks, schedules and config: unit tests on scripted metric sequences (no data, no real model)."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from transferlab.errors import ConfigError
+from transferlab.train import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainConfig
+from transferlab.train.schedule import build_optimizer, build_scheduler
+
+
+class FakeTrainer:
+    """What callbacks see of the Trainer: model, optimizer, phase, epoch, log, save_checkpoint."""
+
+    def __init__(self, lr=0.1):
+        self.model = nn.Linear(2, 2)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr)
+        self.phase = 0
+        self.epoch = 0
+        self.messages: list[str] = []
+        self.saved: list[tuple[str, int]] = []
+        self.is_main = True
+
+    def log(self, msg):
+        self.messages.append(msg)
+
+    def save_checkpoint(self, path, epoch, logs):
+        self.saved.append((path.name, epoch))
+
+
+def drive(cb, values, monitor="val_loss", trainer=None, on_epoch=None):
+    """Feed ``values`` as the monitored metric of epochs 1.., until the callback stops training."""
+    t = trainer or FakeTrainer()
+    cb.on_train_begin(t)
+    stopped = None
+    for epoch, v in enumerate(values, 1):
+        t.epoch = epoch
+        if on_epoch:
+            on_epoch(t, epoch)
+        cb.on_epoch_end(t, epoch, {"epoch": epoch, monitor: v})
+        if cb.stop_training:
+            stopped = epoch
+            break
+    cb.on_train_end(t)
+    return t, stopped
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement():
+    es = EarlyStopping(patience=2)
+    _, stopped = drive(es, [1.0, 0.8, 0.9, 0.85, 0.7])
+    assert stopped == 4 and es.best == 0.8 and es.best_epoch == 2
+
+
+def test_early_stopping_mode_max_and_min_delta():
+    es = EarlyStopping(monitor="val_acc", patience=2, min_delta=0.05)
+    _, stopped = drive(es, [0.5, 0.52, 0.54, 0.7], monitor="val_acc")  # +0.02, +0.04 are not improvements
+    assert stopped == 3 and es.best == 0.5
+
+
+def test_early_stopping_patience_zero_and_nan():
+    es = EarlyStopping(patience=0)
+    _, stopped = drive(es, [1.0, 1.0])
+    assert stopped == 2
+    es = EarlyStopping(patience=1)
+    _, stopped = drive(es, [1.0, math.nan])
+    assert stopped == 2
+
+
+def test_early_stopping_restores_best_weights():
+    def set_weight(t, epoch):
+        with torch.no_grad():
+            t.model.weight.fill_(float(epoch))
+
+    es = EarlyStopping(patience=2, restore_best_weights=True)
+    t, stopped = drive(es, [1.0, 0.5, 0.6, 0.7], on_epoch=set_weight)
+    assert stopped == 4
+    assert torch.all(t.model.weight == 2.0)  # the weights of epoch 2
+    assert any("restored" in m for m in t.messages)
+
+
+def test_early_stopping_state_round_trip_and_new_phase_resets():
+    es = EarlyStopping(patience=3)
+    t, _ = drive(es, [1.0, 0.9, 0.95])
+    state = es.state_dict()
+    es2 = EarlyStopping(patience=3)
+    es2.load_state_dict(state)
+    es2.on_train_begin(t)  # same phase: a resume keeps the state
+    assert es2.wait == 1 and es2.best == 0.9
+    es2.on_epoch_end(t, 4, {"val_loss": 0.96})
+    es2.on_epoch_end(t, 5, {"val_loss": 0.97})
+    assert es2.stop_training
+    t.phase = 1  # fine-tuning phase: starts afresh
+    es2.on_train_begin(t)
+    assert not es2.stop_training and es2.wait == 0 and es2.best == math.inf
+
+
+def test_model_checkpoint_saves_last_every_epoch_and_best_on_improvement(tmp_path):
+    mc = ModelCheckpoint(tmp_path, monitor="val_acc")
+    t, _ = drive(mc, [0.5, 0.7, 0.6, 0.8], monitor="val_acc")
+    best = [e for name, e in t.saved if name == "best.safetensors"]
+    last = [e for name, e in t.saved if name == "last.safetensors"]
+    assert best == [1, 2, 4] and last == [1, 2, 3, 4]
+    mc2 = ModelCheckpoint(tmp_path, monitor="val_acc")
+    mc2.load_state_dict(mc.state_dict())
+    assert mc2.best == 0.8 and mc2.best_epoch == 4
+
+
+def test_reduce_lr_on_plateau_reduces_at_the_right_epochs_and_resumes():
+    rl = ReduceLROnPlateau(factor=0.5, patience=2, min_lr=0.02, min_delta=0.0)
+    t = FakeTrainer(lr=0.1)
+    rl.on_train_begin(t)
+    lrs = []
+    values = [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99]
+    for epoch, v in enumerate(values[:4], 1):
+        rl.on_epoch_end(t, epoch, {"val_loss": v})
+        lrs.append(t.optimizer.param_groups[0]["lr"])
+    assert lrs == [0.1, 0.1, 0.1, 0.05]  # epochs 3 and 4 stalled (patience 2) -> reduce after epoch 4
+    # resume into a fresh trainer/optimizer: the plateau counter and lr floor continue
+    state = rl.state_dict()
+    t2 = FakeTrainer(lr=0.05)
+    rl2 = ReduceLROnPlateau(factor=0.5, patience=2, min_lr=0.02, min_delta=0.0)
+    rl2.load_state_dict(state)
+    rl2.on_train_begin(t2)
+    for epoch, v in enumerate(values[4:], 5):
+        rl2.on_epoch_end(t2, epoch, {"val_loss": v})
+        lrs.append(t2.optimizer.param_groups[0]["lr"])
+    assert lrs[4:] == [0.05, 0.025, 0.025]  # 5 and 6 stalled -> reduce after epoch 6
+
+
+def test_callbacks_reject_bad_values_and_missing_metric():
+    with pytest.raises(ConfigError):
+        ReduceLROnPlateau(factor=1.5)
+    with pytest.raises(ConfigError):
+        ReduceLROnPlateau(patience=0)
+    with pytest.raises(ConfigError):
+        EarlyStopping(patience=-1)
+    with pytest.raises(ConfigError):
+        EarlyStopping(mode="sideways")
+    es = EarlyStopping(monitor="val_f1")
+    with pytest.raises(ConfigError, match="val_f1"):
+        drive(es, [1.0])
+
+
+def _lrs(name, epochs, **kw):
+    net = nn.Linear(2, 2)
+    opt = build_optimizer(net, "sgd", 1.0)
+    sched = build_scheduler(opt, name, epochs, **kw)
+    out = []
+    for _ in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_schedules_constant_cosine_step_and_warmup():
+    assert _lrs("constant", 3) == [1.0, 1.0, 1.0]
+    cos = _lrs("cosine", 4)
+    assert cos[0] == 1.0 and all(a > b for a, b in zip(cos, cos[1:])) and cos[-1] > 0
+    assert _lrs("step", 6, step_size=2, gamma=0.1) == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    warm = _lrs("cosine", 6, warmup=2, warmup_factor=0.1)
+    assert warm[0] == pytest.approx(0.1) and warm[1] == pytest.approx(0.55) and warm[2] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(warm[2:], warm[3:]))
+
+
+def test_optimizers_and_weight_decay_groups():
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    opt = build_optimizer(net, "adamw", 1e-3, weight_decay=0.05)
+    assert isinstance(opt, torch.optim.AdamW)
+    decays = sorted(g["weight_decay"] for g in opt.param_groups)
+    assert decays == [0.0, 0.05]
+    sgd = build_optimizer(net, "sgd", 0.1, momentum=0.9, nesterov=True)
+    assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["momentum"] == 0.9
+    assert isinstance(build_optimizer(net, "adam", 1e-3), torch.optim.Adam)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable"):
+        build_optimizer(net, "adam", 1e-3)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"epochs": 0}, "--epochs"), ({"lr": -1.0}, "--lr"), ({"optimizer": "rmsprop"}, "--optimizer"),
+    ({"schedule": "poly"}, "--schedule"), ({"augment": "extreme"}, "--augment"), ({"freeze": "half"}, "--freeze"),
+    ({"label_smoothing": 1.0}, "--label-smoothing"), ({"monitor": "val_f1"}, "--monitor"),
+    ({"amp": "fp8"}, "--amp"), ({"unfreeze_from": 3, "unfreeze_last": 2}, "not both"),
+    ({"fine_tune": 2, "freeze": "full"}, "--fine-tune"), ({"head": "256,x"}, "--head"),
+    ({"resume": True, "overwrite": True}, "not both"), ({"name": "a/b"}, "--name"),
+])
+def test_config_rejects_bad_values_with_one_line(kw, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        TrainConfig(**kw).validate()
+    assert "\n" not in str(info.value)
+
+
+def test_config_resolves_recipe_defaults_unless_overridden():
+    defaults = {"lr": 0.01, "augment": "light", "weight_decay": 1e-4, "freeze": "frozen", "finetune_lr": 1e-4}
+    cfg = TrainConfig(model="mobilenet_v2").resolve(defaults)
+    assert (cfg.lr, cfg.augment, cfg.weight_decay, cfg.freeze, cfg.optimizer) == (0.01, "light", 1e-4, "frozen", "adam")
+    assert cfg.name == "mobilenet_v2" and cfg.feature_views == 4
+    cfg = TrainConfig(model="x", lr=0.5, augment="none", weight_decay=0.0, freeze="full").resolve(defaults)
+    assert (cfg.lr, cfg.augment, cfg.weight_decay, cfg.freeze, cfg.feature_views) == (0.5, "none", 0.0, "full", 1)
+    cfg = TrainConfig(model="x", fine_tune=2).resolve(defaults)
+    assert cfg.freeze == "frozen" and cfg.fine_tune_lr == 1e-4 and cfg.total_epochs == 12
+    cfg = TrainConfig(model="x", fine_tune=2, lr=0.02).resolve(defaults)
+    assert cfg.fine_tune_lr == pytest.approx(0.002)
