@@ -78,6 +78,8 @@ class Preprocess:
     def _finish(self, hwc: np.ndarray) -> np.ndarray:
         import torch
 
+        if not hwc.flags.writeable:  # np.asarray(PIL image) is read-only
+            hwc = hwc.copy()
         chw = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).contiguous()
         out = self._transform(chw)
         return out.numpy().astype(np.float32, copy=False)
