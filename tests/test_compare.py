@@ -1,0 +1,140 @@
+"""compare() end to end: two tiny recipes on the digits sample, resume without retraining,
+skip/fail isolation, the CLI, and the HTML report opened in headless Chromium."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+
+import pytest
+
+import transferlab
+import transferlab.train as train_module
+from transferlab.cli import main
+from transferlab.errors import WeightsError
+
+MODELS = ["cnn_base", "cnn_bn"]
+
+
+@pytest.fixture(scope="module")
+def compared(digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    rows = transferlab.compare(digits_dir, models=",".join(MODELS), out=out, epochs=1, input_size=32,
+                               batch_size=32, progress=False)
+    return out, rows
+
+
+def test_compare_writes_leaderboard_and_reports(compared):
+    out, rows = compared
+    assert sorted(r["model"] for r in rows) == sorted(MODELS)
+    assert all(r["status"] == "ok" for r in rows)
+    assert sum(r["best"] for r in rows) == 1 and rows[0]["best"]
+    assert rows[0]["accuracy"] >= rows[1]["accuracy"]
+    for r in rows:
+        assert r["epochs"] == 1 and r["params"] > 0 and r["size_mb"] > 0 and r["train_seconds"] > 0
+        assert r["ms_per_image"] > 0 and r["f1_macro"] is not None and r["train_val_gap"] is not None
+        assert (out / "runs" / r["model"] / "eval-val" / "metrics.json").is_file()
+    with (out / "leaderboard.csv").open() as f:
+        assert sorted(r["model"] for r in csv.DictReader(f)) == sorted(MODELS)
+    assert len(json.loads((out / "leaderboard.json").read_text())["rows"]) == 2
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    for name in MODELS:
+        assert f">{name}" in html and name in md
+
+
+def _mtimes(out):
+    return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns
+            for name in MODELS for p in (out / "runs" / name).rglob("*") if p.is_file()}
+
+
+def test_resume_does_not_retrain_and_isolates_failures(compared, digits_dir, monkeypatch):
+    out, _ = compared
+    before = _mtimes(out)
+    calls = []
+
+    def fake_train(data, model="", **kwargs):
+        calls.append(model)
+        if model == "efficientnet_b0":
+            raise WeightsError("no pretrained weights for 'efficientnet_b0' offline")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    rows = transferlab.compare(digits_dir, models=MODELS + ["efficientnet_b0", "resnet_scratch"], out=out,
+                               epochs=1, input_size=32, batch_size=32, progress=False)
+    assert calls == ["efficientnet_b0", "resnet_scratch"]  # the finished recipes were reused
+    assert _mtimes(out) == before                            # not even re-evaluated
+    by = {r["model"]: r for r in rows}
+    assert by["efficientnet_b0"]["status"] == "skipped" and "offline" in by["efficientnet_b0"]["reason"]
+    assert by["resnet_scratch"]["status"] == "failed" and "boom" in by["resnet_scratch"]["reason"]
+    assert all(by[m]["status"] == "ok" for m in MODELS)
+    assert {r["model"] for r in rows[-2:]} == {"efficientnet_b0", "resnet_scratch"}  # not-ok rows sort last
+    html = (out / "report.html").read_text()
+    assert "efficientnet_b0" in html and "skipped" in html
+
+    # an evaluation lost after training (interrupted compare): re-evaluated, not retrained
+    metrics = out / "runs" / "cnn_bn" / "eval-val" / "metrics.json"
+    metrics.unlink()
+    rows = transferlab.compare(digits_dir, models=MODELS, out=out, epochs=1, input_size=32, batch_size=32,
+                               progress=False)
+    assert calls == ["efficientnet_b0", "resnet_scratch"]
+    assert metrics.is_file() and all(r["status"] == "ok" for r in rows)
+    assert (out / "runs" / "cnn_bn" / "best.safetensors").stat().st_mtime_ns == before["runs/cnn_bn/best.safetensors"]
+
+
+def test_report_only_cli(compared, capsys):
+    out, _ = compared
+    (out / "report.html").unlink()
+    assert main(["compare", "--report-only", "--out", str(out), "--metric", "f1_macro"]) == 0
+    assert (out / "report.html").is_file()
+    assert "Leaderboard" in capsys.readouterr().out
+
+
+@pytest.mark.browser
+def test_report_images_load_in_headless_chromium(compared, tmp_path):
+    out, _ = compared
+    chromium = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    try:
+        browser = webdriver.Chrome(service=Service(driver_path), options=opts)
+    except Exception as exc:  # pragma: no cover - a broken local browser install
+        pytest.skip(f"headless chromium did not start: {str(exc).splitlines()[0]}")
+    try:
+        browser.get((out / "report.html").resolve().as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
+        text = browser.find_element("tag name", "body").text
+    finally:
+        browser.quit()
+    assert len(images) >= 3 + len(MODELS)
+    broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
+    assert not broken, f"images that did not load: {broken}"
+    for name in MODELS:
+        assert name in text
+
+
+def test_chromium_dump_dom(compared, tmp_path):
+    """The plain command-line check (no selenium): Chromium parses the report offline."""
+    out, _ = compared
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.skip("Debian's chromium is not installed")
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}",
+         "--dump-dom", (out / "report.html").resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert "Leaderboard" in proc.stdout and proc.stdout.count("data:image/png;base64,") >= 3
