@@ -225,8 +225,14 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, *,
           backend: str = "auto", log_level: str = "info", **kwargs) -> None:
     """Serve ``run`` with uvicorn until interrupted."""
-    import uvicorn
+    import warnings
 
+    import uvicorn
+    from PIL import Image
+
+    # uploads decode in worker threads; over-limit images are refused explicitly (DataError), so
+    # Pillow's warning for them is noise in the server log
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     app = create_app(run, max_upload_mb, backend=backend, **kwargs)
     p = app.state.predictor
     print(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend) "
