@@ -225,10 +225,10 @@ def test_frozen_bn_keeps_running_stats():
 def test_split_backbone_composes(name):
     m = _model(name).eval()
     layers = m.layers()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         ref = m.backbone(x)
-        for at in (0, 1, 4, len(layers) // 3, len(layers) // 2, len(layers) - 1, len(layers)):
+        for at in (0, 5, len(layers) // 2, len(layers) - 1, len(layers)):
             lower, upper = split_backbone(m, at)
             assert torch.allclose(upper(lower(x)), ref, atol=1e-5), at
             lower_ids = {id(p) for p in lower.parameters()}
