@@ -111,3 +111,14 @@ def test_gradcam_skips_transformers():
     assert find_target_layer(model) is None
     with pytest.raises(ValueError):
         GradCAM(model)
+
+
+def test_gradcam_target_on_real_recipes():
+    from transferlab.models import create_model
+
+    resnet = create_model("resnet_scratch", 4, pretrained=False, input_size=64).eval()
+    assert find_target_layer(resnet) is resnet.backbone.layer4  # timm's last feature stage
+    maps, _ = gradcam(resnet, torch.randn(2, 3, 64, 64))
+    assert maps.shape == (2, 64, 64) and all(float(m.std()) > 0 for m in maps)
+    vit = create_model("timm:vit_tiny_patch16_224", 4, pretrained=False)
+    assert find_target_layer(vit) is None  # transformer: Grad-CAM is skipped with a note

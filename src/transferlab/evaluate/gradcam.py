@@ -1,4 +1,4 @@
-"""Grad-CAM (Selvaraju et al., 2017) with forward/backward hooks on a CNN's last convolution.
+"""Grad-CAM (Selvaraju et al., 2017) with forward/backward hooks on a CNN's last feature map.
 
 The class score's gradient with respect to the last conv layer's feature maps, averaged over
 space, weights those maps; their ReLU'd sum, upsampled to the input size and scaled to [0, 1],
@@ -7,7 +7,7 @@ supported: :func:`find_target_layer` returns ``None`` for them and callers skip 
 
 Example::
 
-    cam = GradCAM(model)                    # finds the last nn.Conv2d of model.backbone
+    cam = GradCAM(model)                    # hooks find_target_layer(model)
     maps, preds = cam(images)               # images [B,3,H,W] -> maps [B,H,W] in [0,1]
 """
 from __future__ import annotations
@@ -26,16 +26,33 @@ def is_transformer(model: nn.Module) -> bool:
     return False
 
 
+def _timm_last_stage(root: nn.Module) -> str | None:
+    """Qualified name (within ``root``) of a timm model's last feature stage, from its ``feature_info``."""
+    for prefix, m in root.named_modules():
+        info = getattr(m, "feature_info", None)
+        if isinstance(info, list) and info and isinstance(info[-1], dict) and info[-1].get("module"):
+            return f"{prefix}.{info[-1]['module']}" if prefix else str(info[-1]["module"])
+    return None
+
+
 def find_target_layer(model: nn.Module) -> nn.Module | None:
-    """The last ``nn.Conv2d`` of the model's backbone (or of the model), or None for non-CNNs."""
+    """The layer Grad-CAM hooks: a timm backbone's last feature stage (``feature_info``), or the last
+    ``nn.Conv2d`` when that comes after the stage (EfficientNet's ``conv_head``) or there is no
+    stage info (the scratch CNNs). ``None`` for transformers and models without convolutions."""
     root = getattr(model, "backbone", None) or model
     if is_transformer(root):
         return None
-    last = None
-    for m in root.modules():
-        if isinstance(m, nn.Conv2d):
-            last = m
-    return last
+    names = [name for name, _ in root.named_modules()]
+    convs = [name for name, m in root.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return None
+    last_conv = convs[-1]
+    stage = _timm_last_stage(root)
+    if stage is not None and stage in names:
+        inside = last_conv.startswith(stage + ".")
+        if inside or names.index(last_conv) < names.index(stage):
+            return root.get_submodule(stage)
+    return root.get_submodule(last_conv)
 
 
 class GradCAM:
@@ -50,6 +67,8 @@ class GradCAM:
         self._grads: torch.Tensor | None = None
 
     def _forward_hook(self, module, inputs, output):
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            return None  # not a spatial feature map: reported after the forward pass
         self._acts = output.detach()
 
         def save_grad(grad):
