@@ -133,3 +133,11 @@ def test_unreadable_and_wrapped_files(tmp_path, weights_dir):
     wrapped = tmp_path / "wrapped.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, wrapped)
     assert create_model("mobilenet_v1_025_tf", 3, weights=wrapped).weights_info["matched"] == 135
+
+
+def test_weights_folder_argument(weights_dir):
+    _weights(weights_dir, MOBILENET_V2)
+    m = create_model("mobilenet_v2", 3, weights=weights_dir)  # a folder: searched by recipe / timm name
+    assert m.weights_info["source"].endswith(MOBILENET_V2)
+    with pytest.raises(WeightsError, match="no weights file for 'resnet50'"):
+        create_model("resnet50", 3, weights=weights_dir)

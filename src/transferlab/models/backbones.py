@@ -11,7 +11,7 @@ def timm_backbone(timm_name: str, input_size: int | None = None, *, pretrained: 
     """``timm.create_model(name, num_classes=0)``: images -> pooled, flattened features."""
     import timm
 
-    cfg = timm.get_pretrained_cfg(timm_name.split(".")[0]) if "." not in timm_name else timm.get_pretrained_cfg(timm_name)
+    cfg = timm.get_pretrained_cfg(timm_name)
     if input_size and cfg is not None and getattr(cfg, "fixed_input_size", False):
         kwargs.setdefault("img_size", int(input_size))  # e.g. ViTs: position embeddings follow the input size
     model = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **kwargs)

@@ -52,7 +52,14 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
 
     use_pretrained = recipe.pretrained if pretrained is None else bool(pretrained)
     source = None
-    if weights:
+    if weights and os.path.isdir(os.path.expanduser(str(weights))):
+        found = find_weights_file(recipe.weight_names, folders=os.path.expanduser(str(weights)))
+        if found is None:
+            raise WeightsError(f"no weights file for '{recipe.name}' in folder {weights}: expected one named "
+                               f"{' or '.join(s for s in recipe.weight_names if ':' not in s)} "
+                               f"(.safetensors, .pth, .pt, .bin, or NAME-*.pth)")
+        source = ("file", str(found))
+    elif weights:
         source = ("file", str(weights))
     elif use_pretrained:
         if recipe.kind == "scratch" and recipe.timm_name is None:

@@ -244,11 +244,21 @@ def hub_offline() -> bool:
     except Exception:  # noqa: BLE001
         host = "huggingface.co"
     if host not in _PROBE:
-        try:
-            with socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT):
-                _PROBE[host] = True
-        except OSError:
-            _PROBE[host] = False
+        import threading
+
+        result: list[bool] = []
+
+        def probe() -> None:  # in a thread: name resolution itself can hang without a timeout
+            try:
+                with socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT):
+                    result.append(True)
+            except OSError:
+                result.append(False)
+
+        t = threading.Thread(target=probe, daemon=True)
+        t.start()
+        t.join(HUB_PROBE_TIMEOUT + 1.0)
+        _PROBE[host] = bool(result and result[0])
     return not _PROBE[host]
 
 
