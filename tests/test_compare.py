@@ -138,3 +138,24 @@ def test_chromium_dump_dom(compared, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-500:]
     assert "Leaderboard" in proc.stdout and proc.stdout.count("data:image/png;base64,") >= 3
+
+
+def test_interrupted_training_resumes(digits_dir, tmp_path):
+    from transferlab.train import LambdaCallback
+
+    out = tmp_path / "cmp"
+    begun = []
+
+    def stop_in_second_epoch(trainer, epoch):
+        begun.append(epoch)
+        if len(begun) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        transferlab.compare(digits_dir, models="cnn_base", out=out, epochs=2, input_size=32, progress=False,
+                            callbacks=[LambdaCallback(on_epoch_begin=stop_in_second_epoch)])
+    state = json.loads((out / "state.json").read_text())
+    assert state["models"]["cnn_base"]["status"] == "training"
+    rows = transferlab.compare(digits_dir, models="cnn_base", out=out, epochs=2, input_size=32, progress=False)
+    assert rows[0]["status"] == "ok" and rows[0]["epochs"] == 2
+    assert "resum" in (out / "runs" / "cnn_base" / "train.log").read_text().lower()

@@ -30,6 +30,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                         "mobilenet_v2", "efficientnet_b0", "densenet121", "xception"], "epochs": 10},
 }
 STATE_FILE = "state.json"
+# keyword arguments passed to train that do not change the model (not compared when resuming)
+_NOT_OPTIONS = {"callbacks", "workers", "threads", "device", "cache", "progress"}
 
 
 def parse_models(models: str | Iterable[str] | None) -> list[str] | None:
@@ -171,7 +173,8 @@ def compare(
 
     for i, name in enumerate(names, 1):
         run_dir = runs_dir / name
-        request = _jsonable({"epochs": epochs, "seed": seed, "val_ratio": val_ratio, **train_kwargs})
+        request = _jsonable({"epochs": epochs, "seed": seed, "val_ratio": val_ratio,
+                             **{k: v for k, v in train_kwargs.items() if k not in _NOT_OPTIONS}})
         entry = entries.get(name)
         if not retrain and _finished(entry, run_dir, request, split):
             say(f"[{i}/{len(names)}] {name}: finished earlier, reusing {run_dir}")
@@ -180,6 +183,9 @@ def compare(
             if retrain or not _trained(entry, run_dir, request):
                 resume = not retrain and bool(entry) and entry.get("request") == request
                 say(f"[{i}/{len(names)}] {name}: training {epochs} epoch(s)" + (" (resuming)" if resume else ""))
+                # recorded first, so that an interrupted compare resumes this training next time
+                entries[name] = {"status": "training", "trained": False, "reason": "", "request": request}
+                _write_state(out, state)
                 t0 = time.perf_counter()
                 _call_train(train_fn, splits, name, runs_dir, epochs=epochs, seed=seed, val_ratio=val_ratio,
                             progress=progress, resume=resume, kwargs=train_kwargs)
@@ -226,9 +232,10 @@ def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: st
         run_dir = runs_dir / name
         mpath = _eval_metrics_path(run_dir, split)
         status = entry.get("status")
-        if status in ("skipped", "failed"):
+        if status in ("skipped", "failed", "training"):
+            reason = entry.get("reason", "") if status != "training" else "training was interrupted (run compare again to resume)"
             rows.append(make_row(name, None, status="skipped" if status == "skipped" else "failed",
-                                 reason=entry.get("reason", ""), run=run_dir))
+                                 reason=reason, run=run_dir))
             continue
         if not mpath.is_file():
             rows.append(make_row(name, None, status="failed", run=run_dir,
