@@ -53,7 +53,7 @@ def _f(v) -> float | None:
 
 
 def history_summary(history: Sequence[Mapping[str, float]]) -> dict[str, Any]:
-    """Epochs run, total training seconds and the final train-val accuracy gap from ``history.csv`` rows."""
+    """Epochs run, total per-epoch training seconds and the final train-val accuracy gap from ``history.csv`` rows."""
     if not history:
         return {"epochs": 0, "train_seconds": None, "train_val_gap": None}
     last = history[-1]
@@ -88,7 +88,10 @@ def make_row(model: str, metrics: Mapping[str, Any] | None, history: Sequence[Ma
     hs = history_summary(history)
     row["epochs"] = hs["epochs"] if history else None
     row["train_val_gap"] = hs["train_val_gap"]
-    row["train_seconds"] = hs["train_seconds"] if hs["train_seconds"] is not None else _f(train_seconds)
+    # wall time of the train() call when known (it includes feature caching, which the per-epoch
+    # seconds of history.csv do not); a resumed run's wall time covers only its last part
+    times = [t for t in (hs["train_seconds"], _f(train_seconds)) if t is not None]
+    row["train_seconds"] = max(times) if times else None
     return row
 
 

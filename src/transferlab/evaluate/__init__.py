@@ -259,6 +259,10 @@ def evaluate(
     for (path, _), t, p, row in zip(samples, labels, preds, probs):
         w.writerow([path, classes[t], classes[p], f"{row[p]:.6f}", *[f"{v:.6f}" for v in row]])
     atomic_write_text(out_dir / "predictions.csv", buf.getvalue())
+    recorded = (config.get("split_counts") or {}).get(split)
+    if not foreign and recorded is not None and int(recorded) != len(samples):
+        metrics["notes"].append(f"the {split} split has {len(samples)} images but had {recorded} when the run "
+                                "was trained: the dataset changed since")
 
     if plots:
         metrics["plots"] = _write_plots(

@@ -182,7 +182,7 @@ def plot_image_grid(items: Sequence[Mapping[str, Any]], path: str | Path, title:
         img = np.asarray(item["image"])
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
         if item.get("overlay") is not None:
-            ax.imshow(np.asarray(item["overlay"]), cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0,
+            ax.imshow(np.asarray(item["overlay"]), cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0,
                       extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5), interpolation="bilinear")
         ax.set_title(item.get("caption", ""), fontsize=8, color=item.get("color", "black"))
     return _save(fig, path)
