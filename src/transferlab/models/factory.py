@@ -62,8 +62,9 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
     elif weights:
         source = ("file", str(weights))
     elif use_pretrained:
-        if recipe.kind == "scratch" and recipe.timm_name is None:
-            raise ConfigError(f"'{recipe.name}' is a from-scratch recipe with no pretrained weights; "
+        if recipe.kind == "scratch":
+            alt = f" (for a pretrained {recipe.timm_name} use timm:{recipe.timm_name})" if recipe.timm_name else ""
+            raise ConfigError(f"'{recipe.name}' is a from-scratch recipe with no pretrained weights{alt}; "
                               f"drop pretrained=True or pass weights=PATH")
         found = find_weights_file(recipe.weight_names)
         if found is not None:
