@@ -69,6 +69,8 @@ def test_resume_does_not_retrain_and_isolates_failures(compared, digits_dir, mon
     assert by["efficientnet_b0"]["status"] == "skipped" and "offline" in by["efficientnet_b0"]["reason"]
     assert by["resnet_scratch"]["status"] == "failed" and "boom" in by["resnet_scratch"]["reason"]
     assert all(by[m]["status"] == "ok" for m in MODELS)
+    assert by["efficientnet_b0"]["run_dir"] is None and by["resnet_scratch"]["run_dir"] is None
+    assert all((out / "runs" / m).samefile(by[m]["run_dir"]) for m in MODELS)
     assert {r["model"] for r in rows[-2:]} == {"efficientnet_b0", "resnet_scratch"}  # not-ok rows sort last
     html = (out / "report.html").read_text()
     assert "efficientnet_b0" in html and "skipped" in html

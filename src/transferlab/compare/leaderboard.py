@@ -5,10 +5,11 @@ A row is plain JSON (``leaderboard.json``, ``leaderboard.csv``)::
     {"model": "cnn_bn", "status": "ok", "reason": "", "rank": 1, "best": True,
      "accuracy": 0.93, "precision_macro": .., "recall_macro": .., "f1_macro": .., "auc_macro": ..,
      "log_loss": .., "train_val_gap": 0.04, "epochs": 5, "train_seconds": 12.3, "params": 120000,
-     "size_mb": 0.5, "ms_per_image": 0.8, "run": "compare/runs/cnn_bn"}
+     "size_mb": 0.5, "ms_per_image": 0.8, "run_dir": "compare/runs/cnn_bn"}
 
 ``status`` is ``"ok"``, ``"skipped"`` (e.g. pretrained weights not available offline) or
-``"failed"``; ``reason`` says why in one line. Rows that are not ``ok`` sort last.
+``"failed"``; ``reason`` says why in one line. Rows that are not ``ok`` sort last and have
+``run_dir`` None (only ``ok`` rows have a finished, evaluated run folder).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ COLUMNS: dict[str, tuple[str, bool, str]] = {
     "ms_per_image": ("ms/image", False, "{:.2f}"),
 }
 METRICS = tuple(k for k in COLUMNS if k not in ("epochs",))
-CSV_FIELDS = ["rank", "model", "status", "best", *COLUMNS, "reason", "run"]
+CSV_FIELDS = ["rank", "model", "status", "best", *COLUMNS, "reason", "run_dir"]
 
 
 def _f(v) -> float | None:
@@ -71,7 +72,8 @@ def make_row(model: str, metrics: Mapping[str, Any] | None, history: Sequence[Ma
              status: str = "ok", reason: str = "") -> dict[str, Any]:
     """One leaderboard row from a run's evaluation ``metrics`` (``metrics.json``) and history rows."""
     row: dict[str, Any] = {"model": model, "status": status, "reason": reason, "rank": None, "best": False,
-                           **{k: None for k in COLUMNS}, "run": str(run) if run else None}
+                           **{k: None for k in COLUMNS},
+                           "run_dir": str(run) if run and status == "ok" else None}
     if metrics:
         macro = metrics.get("macro_avg") or {}
         row.update({

@@ -273,7 +273,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
     ok = [r for r in rows if r["status"] == "ok"]
     plot_dir = out / "plots"
     plots: dict[str, Path] = {}
-    histories = {r["model"]: read_history(Path(r["run"]) / "history.csv") for r in ok}
+    histories = {r["model"]: read_history(Path(r["run_dir"]) / "history.csv") for r in ok}
 
     def attempt(key, fn, *args):
         try:
@@ -287,7 +287,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
                 if metric in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro") else "accuracy")
         per_class = {}
         for r in ok:
-            m = json.loads((Path(r["run"]) / f"eval-{split}" / "metrics.json").read_text(encoding="utf-8"))
+            m = json.loads((Path(r["run_dir"]) / f"eval-{split}" / "metrics.json").read_text(encoding="utf-8"))
             per_class[r["model"]] = m.get("per_class", {})
         classes = list(next(iter(per_class.values())).keys()) if per_class else []
         def f1_of(model, cls):
@@ -299,7 +299,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
             attempt("f1_heatmap", cplots.plot_f1_heatmap, list(per_class), classes, f1, plot_dir / "f1_heatmap.png")
     model_plots = {}
     for r in ok:
-        eval_dir = Path(r["run"]) / f"eval-{split}"
+        eval_dir = Path(r["run_dir"]) / f"eval-{split}"
         model_plots[r["model"]] = {k: eval_dir / f"{k}.png" for k in ("history", "confusion_matrix", "f1", "gradcam")
                                    if (eval_dir / f"{k}.png").is_file()}
     info = {"data": state.get("data"), "split": split, "preset": state.get("preset"),
