@@ -1,0 +1,268 @@
+"""transferlab.train on small real images (the digits sample) with tiny models."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+import transferlab
+from transferlab.checkpoint import load_model, read_meta
+from transferlab.errors import ConfigError
+from transferlab.train import Callback, Run, train
+from transferlab.train.api import class_weight_tensor
+
+FAST = dict(input_size=32, batch_size=32, progress=False, cache=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _image_cache(tmp_path_factory):
+    old = os.environ.get("TRANSFERLAB_CACHE")
+    os.environ["TRANSFERLAB_CACHE"] = str(tmp_path_factory.mktemp("tl-cache"))
+    yield
+    if old is None:
+        os.environ.pop("TRANSFERLAB_CACHE", None)
+    else:
+        os.environ["TRANSFERLAB_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def splits(digits_dir):
+    from transferlab.data import load_data
+
+    return load_data(digits_dir, val_ratio=0.2, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny(splits):
+    """A smaller split (10 train + 3 val images per class) for the tests that train several runs."""
+    import dataclasses
+
+    def take(samples, k):
+        seen: dict[int, int] = {}
+        out = []
+        for p, y in samples:
+            seen[y] = seen.get(y, 0) + 1
+            if seen[y] <= k:
+                out.append((p, y))
+        return out
+
+    return dataclasses.replace(splits, train=take(splits.train, 10), val=take(splits.val, 3))
+
+
+def strip(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def assert_same_history(a, b, tol=0.0):
+    assert len(a) == len(b)
+    for ra, rb in zip(strip(a), strip(b)):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], abs=tol, rel=0), (k, ra, rb)
+
+
+class Kill(Callback):
+    """Simulates a killed process: raises at the start of epoch ``at``."""
+
+    def __init__(self, at, exc=KeyboardInterrupt):
+        self.at, self.exc = at, exc
+
+    def on_epoch_begin(self, trainer, epoch):
+        if epoch == self.at:
+            raise self.exc()
+
+
+@pytest.mark.parametrize("recipe", ["cnn_base", "cnn_aug", "cnn_bn", "cnn_dropout", "resnet_scratch", "resnet34_scratch"])
+def test_scratch_recipes_learn(recipe, tiny, tmp_path):
+    run = train(tiny, model=recipe, epochs=3, lr=3e-3, augment="none", schedule="constant",
+                run_dir=tmp_path, **FAST)
+    losses = [r["train_loss"] for r in run.history]
+    assert losses[-1] < losses[0], losses
+    assert run.best_checkpoint.is_file()
+
+
+def test_run_folder_files_config_history_and_checkpoints(splits, tmp_path):
+    run = transferlab.train(splits, model="cnn_bn", epochs=2, run_dir=tmp_path, seed=3, **FAST)
+    assert isinstance(run, Run) and run.dir == tmp_path / "cnn_bn"
+    for f in ("config.json", "history.csv", "best.safetensors", "last.safetensors", "last_state.pt", "train.log"):
+        assert (run.dir / f).is_file(), f
+    cfg = json.loads((run.dir / "config.json").read_text())
+    assert cfg["model"] == "cnn_bn" and cfg["epochs"] == 2 and cfg["seed"] == 3 and cfg["lr"] == 1e-3
+    assert cfg["augment"] == "light"  # the recipe's default
+    assert cfg["classes"] == [str(d) for d in range(10)] and cfg["num_classes"] == 10
+    assert cfg["data_cfg"]["input_size"] == 32 and "mean" in cfg["data_cfg"]
+    assert cfg["split_counts"] == {"train": 240, "val": 60, "test": 0}
+    with open(run.dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    log = (run.dir / "train.log").read_text()
+    assert "epoch 1/2" in log and "val_acc" in log
+    meta = read_meta(run.dir, "last")
+    assert meta["recipe"] == "cnn_bn" and meta["num_classes"] == 10 and meta["epoch"] == 2
+    assert meta["classes"] == cfg["classes"] and meta["data_cfg"]["input_size"] == 32
+    assert set(meta["metrics"]) >= {"val_loss", "val_acc", "train_loss", "lr"}
+    model, meta_best = load_model(run.dir)
+    assert meta_best["epoch"] == run.best["epoch"]
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    again = Run.load(run.dir)
+    assert again.history == run.history and again.classes == run.classes
+
+
+def test_existing_run_is_not_overwritten_unless_asked(tiny, tmp_path):
+    train(tiny, model="cnn_base", epochs=1, run_dir=tmp_path, **FAST)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        train(tiny, model="cnn_base", epochs=1, run_dir=tmp_path, **FAST)
+    run = train(tiny, model="cnn_base", epochs=1, run_dir=tmp_path, overwrite=True, **FAST)
+    assert len(run.history) == 1
+    other = train(tiny, model="cnn_base", epochs=1, run_dir=tmp_path, name="second", **FAST)
+    assert other.dir.name == "second"
+    finished = train(tiny, model="cnn_base", epochs=1, run_dir=tmp_path, resume=True, **FAST)  # nothing to do
+    assert finished.history == run.history
+
+
+def test_same_seed_same_history(tiny, tmp_path):
+    kw = dict(model="cnn_dropout", epochs=2, augment="light", run_dir=tmp_path, **FAST)
+    a = train(tiny, name="a", seed=7, **kw)
+    b = train(tiny, name="b", seed=7, **kw)
+    c = train(tiny, name="c", seed=8, **kw)
+    assert_same_history(a.history, b.history)
+    assert strip(a.history) != strip(c.history)
+
+
+def test_kill_and_resume_gives_the_uninterrupted_history(tiny, tmp_path, capsys):
+    kw = dict(model="cnn_bn", epochs=4, augment="light", reduce_lr=1, reduce_lr_factor=0.5, early_stopping=3,
+              schedule="cosine", warmup=1, optimizer="sgd", lr=0.05, run_dir=tmp_path, **FAST)
+    full = train(tiny, name="full", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny, name="killed", callbacks=[Kill(3)], **kw)
+    out = capsys.readouterr().out
+    assert "interrupted: 2 completed epoch(s)" in out and "--resume" in out
+    assert len(Run.load(tmp_path / "killed").history) == 2
+    assert read_meta(tmp_path / "killed", "last")["epoch"] == 2
+    resumed = train(tiny, name="killed", resume=True, **kw)
+    assert_same_history(resumed.history, full.history)
+    assert read_meta(resumed.dir)["epoch"] == read_meta(full.dir)["epoch"]
+
+
+def test_crash_inside_a_callback_resumes_from_the_last_committed_epoch(tiny, tmp_path):
+    class Boom(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            if epoch == 2:
+                raise RuntimeError("boom")
+
+    kw = dict(model="cnn_base", epochs=3, run_dir=tmp_path, **FAST)
+    full = train(tiny, name="full", **kw)
+    with pytest.raises(RuntimeError):
+        train(tiny, name="crash", callbacks=[Boom()], **kw)
+    resumed = train(tiny, name="crash", resume=True, **kw)
+    assert_same_history(resumed.history, full.history)
+
+
+def test_fine_tune_continues_history_with_lower_lr_and_resumes(tiny, tmp_path):
+    kw = dict(model="cnn_bn", epochs=2, fine_tune=2, lr=2e-3, augment="none", schedule="constant",
+              run_dir=tmp_path, **FAST)
+    full = train(tiny, name="full", **kw)
+    assert [r["epoch"] for r in full.history] == [1, 2, 3, 4]
+    assert [r["lr"] for r in full.history] == pytest.approx([2e-3, 2e-3, 2e-4, 2e-4])
+    log = (full.dir / "train.log").read_text()
+    assert "phase 1/2: head" in log and "on cached features" in log and "phase 2/2: full" in log
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny, name="killed", callbacks=[Kill(4)], **kw)
+    resumed = train(tiny, name="killed", resume=True, **kw)
+    assert_same_history(resumed.history, full.history)
+
+
+def _weights(run_dir, prefix=""):
+    from safetensors.torch import load_file
+
+    return {k: v for k, v in load_file(str(run_dir / "last.safetensors")).items() if k.startswith(prefix)}
+
+
+def test_feature_cache_matches_uncached_frozen_training(tiny, tmp_path):
+    kw = dict(model="mobilenet_v1_025_tf", pretrained=False, freeze="frozen", augment="none", epochs=2,
+              head=[32], dropout=0.0, lr=3e-3, run_dir=tmp_path, **FAST)
+    cached = train(tiny, name="cached", feature_cache=True, **kw)
+    plain = train(tiny, name="plain", feature_cache=False, **kw)
+    assert "on cached features" in (cached.dir / "train.log").read_text()
+    assert "on cached features" not in (plain.dir / "train.log").read_text()
+    assert_same_history(cached.history, plain.history, tol=1e-5)
+    a, b = _weights(cached.dir), _weights(plain.dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
+
+
+def test_unfreeze_from_boundary_cache_matches_uncached(tiny, tmp_path):
+    from transferlab.models import create_model
+
+    n_layers = len(create_model("mobilenet_v1_025_tf", 10, pretrained=False, input_size=32).layers())
+    kw = dict(model="mobilenet_v1_025_tf", pretrained=False, unfreeze_from=n_layers - 12, augment="none",
+              epochs=2, dropout=0.0, lr=1e-3, run_dir=tmp_path, **FAST)
+    cached = train(tiny, name="cached", feature_cache=True, **kw)
+    plain = train(tiny, name="plain", feature_cache=False, **kw)
+    assert "on cached features" in (cached.dir / "train.log").read_text()
+    assert_same_history(cached.history, plain.history, tol=1e-5)
+    a, b = _weights(cached.dir), _weights(plain.dir)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
+
+
+def test_feature_views_cycle_augmented_features(tiny, tmp_path):
+    run = train(tiny, model="cnn_bn", freeze="frozen", augment="light", feature_views=2, epochs=3,
+                run_dir=tmp_path, **FAST)
+    log = (run.dir / "train.log").read_text()
+    assert "2 view(s)" in log and len(run.history) == 3
+
+
+def test_class_weights_auto_is_sklearn_balanced_and_changes_training(splits, tmp_path):
+    from sklearn.utils.class_weight import compute_class_weight
+    import numpy as np
+
+    labels = [0] * 10 + [1] * 30 + [2] * 60
+    w = class_weight_tensor("auto", labels, 3)
+    assert np.allclose(w.numpy(), compute_class_weight("balanced", classes=np.arange(3), y=np.array(labels)))
+    assert class_weight_tensor([1, 2, 3], labels, 3).tolist() == [1, 2, 3]
+    with pytest.raises(ConfigError, match="3 classes"):
+        class_weight_tensor([1, 2], labels, 3)
+
+    # an imbalanced version of the digits: classes 0-4 keep 4 training images each
+    import dataclasses
+
+    seen: dict[int, int] = {}
+    train_samples = []
+    for p, y in splits.train:
+        seen[y] = seen.get(y, 0) + 1
+        if y >= 5 or seen[y] <= 4:
+            train_samples.append((p, y))
+    imbalanced = dataclasses.replace(splits, train=train_samples)
+    kw = dict(model="cnn_base", epochs=1, run_dir=tmp_path, **FAST)
+    weighted = train(imbalanced, name="weighted", class_weights="auto", **kw)
+    plain = train(imbalanced, name="plain", **kw)
+    assert weighted.config["class_weights"] == "auto"
+    assert weighted.history[0]["train_loss"] != pytest.approx(plain.history[0]["train_loss"], abs=1e-6)
+    assert weighted.history[0]["val_loss"] != pytest.approx(plain.history[0]["val_loss"], abs=1e-6)
+
+
+def test_optimizer_schedule_options_and_early_stopping_restore(tiny, tmp_path):
+    run = train(tiny, model="cnn_base", epochs=4, optimizer="sgd", momentum=0.9, nesterov=True, lr=0.1,
+                schedule="step", step_size=2, gamma=0.5, warmup=1, label_smoothing=0.1, run_dir=tmp_path, **FAST)
+    assert [r["lr"] for r in run.history] == pytest.approx([0.01, 0.1, 0.1, 0.05])
+    # patience 0 stops at the first epoch without improvement; best weights are restored
+    es = train(tiny, model="cnn_base", epochs=6, lr=0.5, optimizer="sgd", early_stopping=0, monitor="val_acc",
+               name="es", run_dir=tmp_path, **FAST)
+    assert len(es.history) < 6
+
+
+def test_unknown_option_and_bad_values(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="unknown training option"):
+        train(tiny, model="cnn_base", epoch=3, run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="--batch-size"):
+        train(tiny, model="cnn_base", batch_size=0, run_dir=tmp_path)
+    with pytest.raises(ConfigError):
+        train(tiny, model="no_such_recipe", run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="class"):
+        train(tiny, model="cnn_base", class_weights=[1.0, 2.0], epochs=1, run_dir=tmp_path, **FAST)
