@@ -85,6 +85,16 @@ def test_resume_does_not_retrain_and_isolates_failures(compared, digits_dir, mon
     assert (out / "runs" / "cnn_bn" / "best.safetensors").stat().st_mtime_ns == before["runs/cnn_bn/best.safetensors"]
 
 
+def test_compare_cli_reuses_finished_runs(compared, digits_dir, monkeypatch, capsys):
+    out, _ = compared
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("a finished recipe was retrained"))
+    rc = main(["compare", str(digits_dir), "--models", ",".join(MODELS), "--epochs", "1", "--input-size", "32",
+               "--batch-size", "32", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "reusing" in text and all(m in text for m in MODELS)
+
+
 def test_report_only_cli(compared, capsys):
     out, _ = compared
     (out / "report.html").unlink()

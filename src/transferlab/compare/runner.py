@@ -164,6 +164,10 @@ def compare(
     runs_dir.mkdir(parents=True, exist_ok=True)
 
     splits = data if isinstance(data, DataSplits) else load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)
+    if split not in ("val", "test"):
+        raise ConfigError(f"unknown --split {split!r}: choose val or test")
+    if not splits.split(split):
+        raise ConfigError(f"{splits.root} has no {split} images (layout {splits.layout}); use --split val")
     from ..train import train as train_fn
 
     state = read_state(out)
