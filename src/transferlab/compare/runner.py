@@ -171,7 +171,8 @@ def compare(
     from ..train import train as train_fn
 
     state = read_state(out)
-    state.update({"data": str(splits.root), "split": split, "metric": metric, "preset": preset})
+    state.update({"data": str(splits.root), "split": split, "metric": metric,
+                  "preset": preset if models is None else None, "epochs": epochs})
     entries: dict[str, Any] = state["models"]
     say = (console.print if console is not None else (lambda *a, **k: None))
 
@@ -306,7 +307,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
         eval_dir = Path(r["run_dir"]) / f"eval-{split}"
         model_plots[r["model"]] = {k: eval_dir / f"{k}.png" for k in ("history", "confusion_matrix", "f1", "gradcam")
                                    if (eval_dir / f"{k}.png").is_file()}
-    info = {"data": state.get("data"), "split": split, "preset": state.get("preset"),
+    info = {"data": state.get("data"), "split": split, "preset": state.get("preset"), "epochs": state.get("epochs"),
             "models": f"{len(ok)} evaluated of {len(rows)}", "sorted by": metric}
     write_html(out, rows, metric, plots, model_plots, info)
     write_markdown(out, rows, metric, plots, info)
