@@ -1,8 +1,10 @@
 """``make_loader``: DataLoader settings that keep the CPU busy and the order reproducible.
 
-* ``workers=None`` -> ``0`` for a cached dataset (reading a uint8 array and cropping is cheaper
-  than shipping batches between processes -- measured on the digits sample, see the README), else
-  ``min(2, os.cpu_count())``;
+* ``workers=None`` -> ``0`` for a cached dataset of small images (``3 * L * L`` at most torch's
+  intra-op grain of 32768 values, i.e. ``L <= 104``): reading a uint8 array and cropping is then
+  cheaper than shipping batches between processes. Otherwise ``min(2, os.cpu_count())``: for larger
+  images the per-image tensor ops go multi-threaded in the main process, which on a busy 2-core
+  machine was 10-30x slower than two single-threaded workers (measured; see the README);
 * ``pin_memory`` only when CUDA is available; ``persistent_workers`` when ``workers > 0``;
 * shuffling uses a ``torch.Generator`` seeded with ``seed``, so the order is the same every run
   (worker processes get seeds derived from it too, so their augmentations repeat as well).
@@ -19,9 +21,13 @@ from torch.utils.data import DataLoader
 from ..errors import ConfigError
 
 
+SMALL_IMAGE_VALUES = 32768  # torch's intra-op parallel grain size: smaller tensors stay single-threaded
+
+
 def default_workers(dataset) -> int:
-    """0 when the dataset is served from the image cache, else ``min(2, cpu count)``."""
-    if getattr(dataset, "cached", False):
+    """0 for a cached dataset of small images (``3 * L * L <= 32768``), else ``min(2, cpu count)``."""
+    load_size = getattr(dataset, "load_size", None)
+    if getattr(dataset, "cached", False) and load_size and 3 * int(load_size) ** 2 <= SMALL_IMAGE_VALUES:
         return 0
     return min(2, os.cpu_count() or 1)
 
