@@ -195,7 +195,8 @@ def evaluate(
     import torch
 
     from .._progress import track
-    from ..checkpoint import atomic_write_text, load_model, resolve_checkpoint
+    from ..checkpoint import load_model, resolve_checkpoint
+    from ._files import write_text
     from ..data import ImageDataset, build_transform, make_loader
 
     run_dir = _run_dir(run)
@@ -258,7 +259,7 @@ def evaluate(
     w.writerow(["path", "true", "predicted", "confidence", *[f"prob_{c}" for c in classes]])
     for (path, _), t, p, row in zip(samples, labels, preds, probs):
         w.writerow([path, classes[t], classes[p], f"{row[p]:.6f}", *[f"{v:.6f}" for v in row]])
-    atomic_write_text(out_dir / "predictions.csv", buf.getvalue())
+    write_text(out_dir / "predictions.csv", buf.getvalue())
     recorded = (config.get("split_counts") or {}).get(split)
     if not foreign and recorded is not None and int(recorded) != len(samples):
         metrics["notes"].append(f"the {split} split has {len(samples)} images but had {recorded} when the run "
@@ -269,7 +270,7 @@ def evaluate(
             out_dir, run_dir, model, dataset, samples, labels, preds, probs, classes, cfg, metrics,
             gradcam=gradcam, mistakes=mistakes,
         )
-    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
