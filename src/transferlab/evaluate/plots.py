@@ -111,7 +111,7 @@ def plot_confusion(cm, classes: Sequence[str], path: str | Path, normalized=None
 def plot_roc(curves: Mapping[str, Mapping[str, Any]], classes: Sequence[str], path: str | Path) -> Path:
     """One-vs-rest ROC curves per class plus micro and macro averages (from ``metrics.roc_curves``)."""
     n = len(classes)
-    fig = _figure(8 if n <= 15 else 11, 7)
+    fig = _figure(8 if n <= 15 else 11 if n <= 30 else 13, 7)
     ax = fig.subplots()
     import matplotlib
 
@@ -134,7 +134,7 @@ def plot_roc(curves: Mapping[str, Mapping[str, Any]], classes: Sequence[str], pa
     ax.set_title("ROC curves (one-vs-rest)")
     ax.grid(alpha=0.3)
     ncol = 1 if n <= 15 else 2 if n <= 30 else 3
-    ax.legend(fontsize=_label_size(n) - 1, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol, frameon=False)
+    ax.legend(fontsize=9 if n <= 15 else 7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol, frameon=False)
     return _save(fig, path)
 
 
