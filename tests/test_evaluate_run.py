@@ -49,8 +49,13 @@ def test_evaluate_cli(run_dir, tmp_path, capsys):
 
 
 def test_evaluate_on_another_dataset(run_dir, digits_dir, tmp_path):
-    m = transferlab.evaluate(run_dir, data=digits_dir, out=tmp_path / "all", plots=False, progress=False)
+    other = tmp_path / "copy"
+    shutil.copytree(digits_dir, other)
+    m = transferlab.evaluate(run_dir, data=other, out=tmp_path / "all", plots=False, progress=False)
     assert m["split"] == "all" and m["num_samples"] == 300
+    # the training data itself, given explicitly: still its validation split, not every image
+    m = transferlab.evaluate(run_dir, data=digits_dir, out=tmp_path / "own", plots=False, progress=False)
+    assert m["split"] == "val" and m["num_samples"] == 60
 
 
 def test_class_mismatch_is_one_clear_line(run_dir, digits_dir, tmp_path, capsys):

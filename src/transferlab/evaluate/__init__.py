@@ -84,7 +84,10 @@ def _load_splits(run_dir: Path, config: dict, data, progress: bool):
         if not Path(source).exists():
             raise DataError(f"the run's data {source} no longer exists; pass --data DIR")
         return load_data(source, val_ratio=val_ratio, seed=seed, scan=scan, progress=progress), source, False
-    return load_data(data, val_ratio=val_ratio, seed=seed, scan=scan, progress=progress), str(data), True
+    own = data_source(config)
+    same = own is not None and Path(own).exists() and Path(own).resolve() == Path(data).resolve()
+    # the run's own dataset given explicitly: its split (val by default), not every image
+    return load_data(data, val_ratio=val_ratio, seed=seed, scan=scan, progress=progress), str(data), not same
 
 
 def _check_classes(run_classes: list[str], data_classes: list[str], source: str) -> None:
@@ -187,7 +190,7 @@ def evaluate(
     ``run``: a run folder (or a ``Run``). ``data``: ``None`` = the run's own dataset and split
     (rebuilt from ``config.json``), a dataset path (its class names must equal the run's), or a
     ``DataSplits``. ``split``: ``"val"``, ``"test"``, ``"train"`` or ``"all"``; default ``"val"``,
-    or ``"all"`` when ``data`` is another dataset path. Output goes to ``out`` (default
+    or ``"all"`` when ``data`` is another dataset path (not the one the run was trained on). Output goes to ``out`` (default
     ``RUN/eval-<split>``). ``gradcam``/``mistakes``: how many images in those grids (0 = none).
     Returns the metrics dict written to ``metrics.json``.
     """
