@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import itertools
 import warnings
-import zlib
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,15 @@ def _img(path: Path, color=(200, 30, 30), size=(12, 10), fmt=None) -> Path:
     return path
 
 
+_UNIQUE = itertools.count()
+
+
 def _class_tree(root: Path, counts: dict[str, int]) -> Path:
     """Class folders of small PNGs, every file different (also across trees)."""
-    tag = zlib.crc32(str(root).encode()) % 256
-    for ci, (cls, n) in enumerate(counts.items()):
+    for cls, n in counts.items():
         for i in range(n):
-            _img(root / cls / f"{i:03d}.png", color=(ci * 40 % 256, i * 7 % 256, tag))
+            k = next(_UNIQUE)
+            _img(root / cls / f"{i:03d}.png", color=(k % 256, k // 256 % 256, 77))
     return root
 
 

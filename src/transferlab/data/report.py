@@ -137,7 +137,7 @@ def render_report(report: dict, max_rows: int = 20) -> list:
 
     if report["broken"]:
         b = Table(title="broken files (skipped)")
-        b.add_column("file")
+        b.add_column("file", overflow="fold")
         b.add_column("reason")
         for item in report["broken"][:max_rows]:
             b.add_row(item["path"], item["reason"])
@@ -146,7 +146,7 @@ def render_report(report: dict, max_rows: int = 20) -> list:
         out.append(b)
     if report["duplicates"]:
         d = Table(title="duplicate files (same content)")
-        d.add_column("files")
+        d.add_column("files", overflow="fold")
         d.add_column("splits")
         d.add_column("classes")
         for g in report["duplicates"][:max_rows]:
