@@ -196,7 +196,7 @@ def _charts(report: dict, splits: DataSplits) -> tuple[str, str]:
             bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_ylabel("images")
     ax.set_title("images per class")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.tick_params(axis="x", labelrotation=45 if len(classes) > 8 else 0)
     bars = _figure_png(fig)
 
