@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
@@ -41,10 +43,6 @@ def write_sample(directory: str | Path, per_class: int | None = None, size: int 
     >>> write_sample("/tmp/d", per_class=2, size=16)  # doctest: +SKIP
     PosixPath('/tmp/d')
     """
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
     if per_class is not None and int(per_class) < 1:
         raise ConfigError(f"--per-class must be at least 1, got {per_class}")
     if int(size) < 8:
@@ -61,13 +59,36 @@ def write_sample(directory: str | Path, per_class: int | None = None, size: int 
         except (OSError, ValueError):
             pass
 
+    if root.exists():
+        _write_digits(root, per_class, int(size), options)
+        return root
+    # A new folder is written next to its final place and renamed in, so a concurrent reader
+    # (or a killed write) never sees a half-written sample.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        _write_digits(tmp, per_class, int(size), options)
+        os.rename(tmp, root)
+    except OSError:
+        if not (marker.is_file() and json.loads(marker.read_text()) == options):
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _write_digits(root: Path, per_class: int | None, size: int, options: dict) -> None:
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     counts: dict[int, int] = {}
-    root.mkdir(parents=True, exist_ok=True)
     for d in range(10):
         cls_dir = root / str(d)
-        cls_dir.mkdir(exist_ok=True)
+        cls_dir.mkdir(parents=True, exist_ok=True)
         for old in cls_dir.glob("*.png"):  # a previous write with other options
             old.unlink()
     for image, label in zip(images, digits.target):
@@ -78,8 +99,7 @@ def write_sample(directory: str | Path, per_class: int | None = None, size: int 
         counts[label] = n + 1
         img = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
         img.save(root / str(label) / f"{label}_{n:04d}.png")
-    marker.write_text(json.dumps(options))
-    return root
+    (root / _MARKER).write_text(json.dumps(options))
 
 
 def sample_dir(per_class: int | None = None, size: int = 32) -> Path:
