@@ -142,25 +142,33 @@ def serve_bench(run: Path, image, requests: int, concurrency: int) -> dict:
 
 
 def engine_bench(run: Path, seconds: float) -> dict:
-    from transferlab.predict import Predictor
+    """images/s of the model alone, ONNX Runtime vs PyTorch eager, at 1 thread and at all cores.
 
-    out: dict = {}
-    preds = {"onnxruntime": Predictor(run, backend="onnx"), "pytorch_eager": Predictor(run, backend="torch")}
-    size = preds["onnxruntime"].preprocess.input_size
-    for batch in (1, 32):
-        x = np.random.default_rng(0).normal(size=(batch, 3, size, size)).astype(np.float32)
-        for name, p in preds.items():
-            p.logits(x)  # warm-up
-            n, t0 = 0, time.perf_counter()
-            while n == 0 or time.perf_counter() - t0 < seconds:
-                p.logits(x)
-                n += 1
-            out.setdefault(f"batch_{batch}", {})[name] = round(n * batch / (time.perf_counter() - t0), 1)
-        b = out[f"batch_{batch}"]
-        b["ratio_onnxruntime_over_pytorch"] = round(b["onnxruntime"] / b["pytorch_eager"], 2)
+    Both at 1 thread is the like-for-like figure on a busy machine: PyTorch's OpenMP threads
+    degrade badly when the cores are oversubscribed (see loadavg in the results)."""
     import torch
 
-    out["threads"] = {"onnxruntime": preds["onnxruntime"].threads, "pytorch": torch.get_num_threads()}
+    from transferlab.predict import Predictor, default_threads
+
+    out: dict = {}
+    torch_threads = torch.get_num_threads()
+    eager = Predictor(run, backend="torch")
+    size = eager.preprocess.input_size
+    for threads in sorted({1, default_threads()}):
+        torch.set_num_threads(threads)
+        preds = {"onnxruntime": Predictor(run, backend="onnx", threads=threads), "pytorch_eager": eager}
+        for batch in (1, 32):
+            x = np.random.default_rng(0).normal(size=(batch, 3, size, size)).astype(np.float32)
+            row = out.setdefault(f"threads_{threads}", {}).setdefault(f"batch_{batch}", {})
+            for name, p in preds.items():
+                p.logits(x)  # warm-up
+                n, t0 = 0, time.perf_counter()
+                while n == 0 or time.perf_counter() - t0 < seconds:
+                    p.logits(x)
+                    n += 1
+                row[name] = round(n * batch / (time.perf_counter() - t0), 1)
+            row["ratio_onnxruntime_over_pytorch"] = round(row["onnxruntime"] / row["pytorch_eager"], 2)
+    torch.set_num_threads(torch_threads)
     return out
 
 
@@ -182,11 +190,11 @@ def main() -> int:
         lat = served["latency_ms"] or {}
         print(f"  {served['requests_per_s']} req/s, p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, "
               f"errors {served['errors']}, mean server batch {served['server_mean_batch']} ({served['backend']})")
-        engines = engine_bench(run, 1.0 if args.quick else 4.0)
-        for b in ("batch_1", "batch_32"):
-            e = engines[b]
-            print(f"  {b}: ONNX Runtime {e['onnxruntime']} img/s, PyTorch eager {e['pytorch_eager']} img/s "
-                  f"(x{e['ratio_onnxruntime_over_pytorch']})")
+        engines = engine_bench(run, 1.0 if args.quick else 3.0)
+        for t, rows in engines.items():
+            for b, e in rows.items():
+                print(f"  {t} {b}: ONNX Runtime {e['onnxruntime']} img/s, PyTorch eager {e['pytorch_eager']} img/s "
+                      f"(x{e['ratio_onnxruntime_over_pytorch']})")
 
     import onnxruntime
     import torch

@@ -245,3 +245,18 @@ def test_errors_in_inference_reach_every_request():
         return await asyncio.gather(*[b.submit(np.ones((1, 1))) for _ in range(3)], return_exceptions=True)
 
     assert all(isinstance(r, RuntimeError) for r in asyncio.run(go()))
+
+
+def test_cli_serve_builds_the_app_and_runs_uvicorn(exported_run, monkeypatch, capsys):
+    import uvicorn
+
+    from transferlab.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert main(["serve", str(exported_run), "--port", "8123", "--max-upload-mb", "2", "--backend", "torch"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert seen["app"].state.max_upload_bytes == 2 * 1024 * 1024
+    assert seen["app"].state.predictor.backend == "torch"
+    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
+    assert main(["serve", str(exported_run), "--max-upload-mb", "0"]) == 2

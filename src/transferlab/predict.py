@@ -238,8 +238,9 @@ class Predictor:
                       progress: bool | None = None) -> list[dict]:
         """Classify files, folders (recursive) and globs.
 
-        Returns one dict per file in order: ``{"path", "label", "prob", "top": [{"class", "index",
-        "prob"}, ...]}``, or ``{"path", "error"}`` for a file that could not be read.
+        Returns one dict per path: first ``{"path", "error"}`` for paths that do not exist or globs
+        that match nothing, then per file found (in order) ``{"path", "label", "prob", "top":
+        [{"class", "index", "prob"}, ...]}``, or ``{"path", "error"}`` when it could not be read.
         """
         from ._progress import track
 

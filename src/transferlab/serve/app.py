@@ -13,7 +13,6 @@ request gets a 4xx JSON error ``{"detail": "..."}``:
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
