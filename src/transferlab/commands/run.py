@@ -1,0 +1,63 @@
+"""``transferlab run [DATA]``: the main job, end to end.
+
+inspect the data -> train and evaluate the from-scratch ladder and transfer models on one split
+-> export the best to ONNX -> write the HTML report -> print the leaderboard and how to serve it.
+With no DATA it runs on the built-in sample (real handwritten digits).
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", nargs="?", default=None,
+                        help="ROOT/CLASS/*.jpg, ROOT/{train,test}/CLASS or a path,label CSV (default: the built-in digits sample)")
+    parser.add_argument("--out", metavar="DIR", default="transferlab-out",
+                        help="output folder: inspect.json, compare/ (runs, report.html), summary.json (default transferlab-out)")
+    parser.add_argument("--preset", choices=("quick", "full"), default="quick",
+                        help="quick: a CPU-friendly set (default); full: the whole ladder and transfer set")
+    parser.add_argument("--models", metavar="A,B,C", default=None, help="recipes to compare instead of the preset's")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the preset's)")
+    parser.add_argument("--metric", default="accuracy", help="metric that picks the best model (default accuracy)")
+    parser.add_argument("--format", dest="export_format", choices=("onnx", "torchscript"), default="onnx",
+                        help="export format for the best model (default onnx)")
+    parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction held out for validation (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    parser.add_argument("--weights", metavar="DIR", default=None,
+                        help="folder of pretrained weight files (sets TRANSFERLAB_WEIGHTS)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from rich.console import Console
+
+    from ..compare import print_leaderboard
+    from ..pipeline import run_pipeline
+
+    if args.weights:
+        os.environ["TRANSFERLAB_WEIGHTS"] = str(args.weights)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    summary = run_pipeline(
+        args.data,
+        out=args.out,
+        preset=args.preset,
+        models=args.models,
+        epochs=args.epochs,
+        metric=args.metric,
+        export_format=args.export_format,
+        seed=args.seed,
+        val_ratio=args.val_ratio,
+        progress=not args.no_progress,
+        console=console,
+        log=lambda msg: console.print(msg, highlight=False),
+    )
+    print_leaderboard(summary["leaderboard"], args.metric, console=console)
+    best = summary["best"]
+    console.print(f"best model: {best['model']} ({args.metric} {best.get(args.metric)})", highlight=False)
+    console.print(f"exported:   {summary['onnx']}", highlight=False)
+    console.print(f"report:     {summary['report']}", highlight=False)
+    console.print(f"serve it:   {summary['serve_command']}", highlight=False)
+    return 0

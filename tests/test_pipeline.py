@@ -1,0 +1,94 @@
+"""The main job end to end: inspect -> compare -> evaluate -> export the best -> report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from transferlab.cli import main
+from transferlab.pipeline import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def job(digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("job")
+    logs: list[str] = []
+    summary = run_pipeline(
+        digits_dir, out=out, models=["cnn_base", "cnn_bn"], epochs=1, input_size=32, progress=False, log=logs.append
+    )
+    return out, summary, logs
+
+
+def test_pipeline_writes_every_stage(job):
+    out, summary, logs = job
+    # stage 1: the data report
+    report = json.loads((out / "inspect.json").read_text())
+    assert report["num_classes"] == 10 and report["totals"]["all"] > 0
+    # stage 2: both models trained and evaluated, ranked best first
+    rows = summary["leaderboard"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert {r["model"] for r in rows} == {"cnn_base", "cnn_bn"}
+    assert rows[0]["accuracy"] >= rows[1]["accuracy"]
+    for r in rows:
+        assert (Path(r["run_dir"]) / "eval-val" / "metrics.json").is_file()
+    # stage 3: the best one exported to a valid ONNX file with its preprocessing metadata
+    assert summary["best"]["model"] == rows[0]["model"]
+    onnx_path = Path(summary["onnx"])
+    assert onnx_path.is_file() and onnx_path.parent.parent == Path(rows[0]["run_dir"])
+    onnx.checker.check_model(str(onnx_path))
+    meta = json.loads((onnx_path.parent / "model.json").read_text())
+    assert meta["classes"] == report["classes"]
+    # stage 4: the report and the serve command
+    html = Path(summary["report"]).read_text()
+    assert "cnn_base" in html and "cnn_bn" in html
+    assert summary["serve_command"] == f"transferlab serve {rows[0]['run_dir']}"
+    assert json.loads((out / "summary.json").read_text())["best"]["model"] == rows[0]["model"]
+    assert any(line.startswith("[4/4]") for line in logs)
+
+
+def test_pipeline_reuses_finished_models(job, digits_dir, monkeypatch):
+    out, summary, _ = job
+    import transferlab.train as train_module
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    again = run_pipeline(
+        digits_dir, out=out, models=["cnn_base", "cnn_bn"], epochs=1, input_size=32, progress=False, log=lambda m: None
+    )
+    assert again["best"]["model"] == summary["best"]["model"]
+
+
+def test_transfer_model_without_weights_is_skipped_not_fatal(digits_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFERLAB_WEIGHTS", str(tmp_path / "no-weights-here"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    summary = run_pipeline(
+        digits_dir, out=tmp_path / "out", models=["cnn_base", "densenet121"], epochs=1, input_size=32,
+        progress=False, log=lambda m: None,
+    )
+    rows = {r["model"]: r for r in summary["leaderboard"]}
+    assert rows["cnn_base"]["status"] == "ok"
+    assert rows["densenet121"]["status"] == "skipped"
+    assert "\n" not in rows["densenet121"]["reason"] and "weights" in rows["densenet121"]["reason"].lower()
+    assert summary["best"]["model"] == "cnn_base"
+
+
+def test_run_command(digits_dir, tmp_path, capsys):
+    code = main(["run", str(digits_dir), "--out", str(tmp_path / "o"), "--models", "cnn_base", "--epochs", "1",
+                 "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "best model: cnn_base" in printed
+    assert f"transferlab serve {tmp_path / 'o' / 'compare' / 'runs' / 'cnn_base'}" in printed
+    assert (tmp_path / "o" / "compare" / "runs" / "cnn_base" / "export" / "model.onnx").is_file()
+
+
+def test_run_command_bad_path_is_one_line_error(tmp_path, capsys):
+    code = main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
