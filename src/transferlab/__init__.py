@@ -12,7 +12,15 @@ The common path is one call per stage, e.g.::
 """
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenMP threads that spin while waiting collapse PyTorch's CPU speed as soon as another process
+# (a DataLoader worker, a server's decoder, another job) wants a core: measured here, a small CNN
+# training step fell from ~1,300 to ~70 images/s with 2 threads on 2 busy cores. Passive waiting
+# keeps the speed. Set before torch is imported (libgomp reads it once); a user's setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Public API, imported lazily so that `import transferlab` (and the CLI's --help) stays cheap.
 # The stage modules train, evaluate, compare, export and predict are callable:
