@@ -124,11 +124,11 @@ def test_existing_run_is_not_overwritten_unless_asked(tiny, tmp_path):
     assert finished.history == run.history
 
 
-def test_same_seed_same_history(tiny, tmp_path):
+def test_same_seed_same_history_with_or_without_workers(tiny, tmp_path):
     kw = dict(model="cnn_dropout", epochs=2, augment="light", run_dir=tmp_path, **FAST)
-    a = train(tiny, name="a", seed=7, **kw)
-    b = train(tiny, name="b", seed=7, **kw)
-    c = train(tiny, name="c", seed=8, **kw)
+    a = train(tiny, name="a", seed=7, workers=0, **kw)
+    b = train(tiny, name="b", seed=7, workers=2, **kw)  # augmentation in worker processes: still the same
+    c = train(tiny, name="c", seed=8, workers=0, **kw)
     assert_same_history(a.history, b.history)
     assert strip(a.history) != strip(c.history)
 
@@ -266,3 +266,32 @@ def test_unknown_option_and_bad_values(tiny, tmp_path):
         train(tiny, model="no_such_recipe", run_dir=tmp_path)
     with pytest.raises(ConfigError, match="class"):
         train(tiny, model="cnn_base", class_weights=[1.0, 2.0], epochs=1, run_dir=tmp_path, **FAST)
+
+
+def test_epoch_sampler_and_seeded_items_are_deterministic():
+    from transferlab.train.sampling import EpochSampler, SeededItems
+
+    s = EpochSampler(10, seed=1)
+    s.set_epoch(1)
+    e1 = list(s)
+    s.set_epoch(2)
+    e2 = list(s)
+    assert sorted(i for _, i in e1) == list(range(10)) and {e for e, _ in e1} == {1}
+    assert [i for _, i in e1] != [i for _, i in e2]
+    s.set_epoch(1)
+    assert list(s) == e1
+    shards = [EpochSampler(10, seed=1, num_replicas=3, rank=r) for r in range(3)]
+    got = [i for sh in shards for _, i in sh]
+    assert len(got) == 12 and set(got) == set(range(10)) and all(len(sh) == 4 for sh in shards)
+
+    class Noise(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.rand(())
+
+    ds = SeededItems(Noise(), seed=5)
+    before = torch.get_rng_state()
+    assert ds[(1, 2)] == ds[(1, 2)] and ds[(1, 2)] != ds[(2, 2)]
+    assert torch.equal(torch.get_rng_state(), before)  # the main RNG stream is untouched

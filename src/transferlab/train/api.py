@@ -28,6 +28,7 @@ from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlate
 from .config import TrainConfig
 from .features import FeatureViews, estimate_bytes, extract
 from .loop import Trainer
+from .sampling import EpochSampler, SeededItems
 from .run import (STATE_FILE, Run, load_state, prepare_run_dir, save_state, write_history, write_json)
 from .schedule import build_optimizer, build_scheduler
 
@@ -289,19 +290,27 @@ class _Session:
         cbs.append(ModelCheckpoint(self.run_dir, monitor=cfg.monitor, min_delta=cfg.min_delta))
         return cbs + self.user_callbacks
 
-    def _loader(self, dataset, *, shuffle: bool, seed: int, workers=None):
-        from torch.utils.data import Subset
-        from torch.utils.data.distributed import DistributedSampler
-
+    def _train_loader(self, dataset, *, seeded: bool, workers=None):
+        """Shuffled batches of ``(epoch, index)`` keys: the order and each image's augmentation depend
+        only on (seed, epoch, index) -- not on workers, resume or the number of processes."""
         from ..data import make_loader
 
         dist, cfg = self.dist, self.cfg
-        if dist.enabled and shuffle:
-            sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed)
-            return make_loader(dataset, batch_size=cfg.batch_size, shuffle=False, seed=seed, workers=workers, sampler=sampler)
-        if dist.enabled:  # validation: an exact shard per rank (no padding), metrics summed over ranks
+        sampler = EpochSampler(len(dataset), seed=cfg.seed, shuffle=True, num_replicas=dist.world_size, rank=dist.rank)
+        if seeded:
+            dataset = SeededItems(dataset, seed=cfg.seed)
+        return make_loader(dataset, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed, workers=workers,
+                           sampler=sampler)
+
+    def _val_loader(self, dataset, *, workers=None):
+        from torch.utils.data import Subset
+
+        from ..data import make_loader
+
+        dist = self.dist
+        if dist.enabled:  # an exact shard per rank (no padding); metrics are summed over ranks
             dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
-        return make_loader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, seed=seed, workers=workers)
+        return make_loader(dataset, batch_size=self.cfg.batch_size, shuffle=False, seed=self.cfg.seed, workers=workers)
 
     def _frozen_part(self, phase: Phase):
         """``(lower, upper_or_None)``: the frozen part of the backbone to cache, if any."""
@@ -345,27 +354,32 @@ class _Session:
             return None
         t0 = time.perf_counter()
         train_views, labels = [], None
-        for v in range(views):
-            torch.manual_seed(cfg.seed + 7919 * (v + 1))  # each augmented view repeatable
-            feats, labels = self._extract(lower, train_ds, seed=cfg.seed + v,
-                                          description=f"features {v + 1}/{views}" if views > 1 else "features train")
+        for v in range(1, views + 1):  # view v = the augmentation images get in epoch v without caching
+            feats, labels = self._extract(lower, train_ds, view=v,
+                                          description=f"features {v}/{views}" if views > 1 else "features train")
             train_views.append(feats)
-        val_feats, val_labels = self._extract(lower, val_ds, seed=cfg.seed, description="features val")
+        val_feats, val_labels = self._extract(lower, val_ds, view=None, description="features val")
         self.log(f"cached frozen-backbone features: {views} view(s) of {len(train_ds)} train + {len(val_ds)} val "
                  f"images, {tuple(train_views[0].shape[1:])} each, {time.perf_counter() - t0:.1f}s")
         from torch.utils.data import TensorDataset
 
         return FeatureViews(train_views, labels), TensorDataset(val_feats, val_labels)
 
-    def _extract(self, lower, dataset, *, seed: int, description: str):
-        """Features of ``dataset``; with DDP each rank computes a shard and they are all-gathered."""
+    def _extract(self, lower, dataset, *, view: int | None, description: str):
+        """Features of ``dataset`` (train: augmented as in epoch ``view``); with DDP each rank
+        computes a shard and they are all-gathered."""
         from torch.utils.data import Subset
 
         from ..data import make_loader
 
         dist = self.dist
-        ds = Subset(dataset, range(dist.rank, len(dataset), dist.world_size)) if dist.enabled else dataset
-        loader = make_loader(ds, batch_size=self.cfg.batch_size, shuffle=False, seed=seed, workers=self.cfg.workers)
+        mine = range(dist.rank, len(dataset), dist.world_size)
+        if view is None:
+            ds, sampler = (Subset(dataset, mine) if dist.enabled else dataset), None
+        else:
+            ds, sampler = SeededItems(dataset, seed=self.cfg.seed), [(view, i) for i in mine]
+        loader = make_loader(ds, batch_size=self.cfg.batch_size, shuffle=False, seed=self.cfg.seed,
+                             workers=self.cfg.workers, sampler=sampler)
         feats, labels = extract(lower, loader, device=self.device, channels_last=self.channels_last, amp=self.cfg.amp,
                                 description=description, progress=self.progress and dist.is_main)
         if not dist.enabled:
@@ -394,13 +408,13 @@ class _Session:
             cached = self._features(lower, phase)
         if cached is not None:
             net = model.head if upper is None else nn.Sequential(upper, model.head)
-            train_loader = self._loader(cached[0], shuffle=True, seed=cfg.seed, workers=0)
-            val_loader = self._loader(cached[1], shuffle=False, seed=cfg.seed, workers=0)
+            train_loader = self._train_loader(cached[0], seeded=False, workers=0)
+            val_loader = self._val_loader(cached[1], workers=0)
             eval_modules = frozen_batchnorms(model)
         else:
             net = model
-            train_loader = self._loader(self.datasets["train"], shuffle=True, seed=cfg.seed, workers=cfg.workers)
-            val_loader = self._loader(self.datasets["val"], shuffle=False, seed=cfg.seed, workers=cfg.workers)
+            train_loader = self._train_loader(self.datasets["train"], seeded=True, workers=cfg.workers)
+            val_loader = self._val_loader(self.datasets["val"], workers=cfg.workers)
             eval_modules = ([lower] if lower is not None else []) + frozen_batchnorms(model)
         what = "head" if phase.policy == "frozen" else model.freeze_policy
         self.log(f"phase {phase.index + 1}/{n_phases}: {what}, {trainable:,} trainable parameters, lr {phase.lr:g}"

@@ -4,9 +4,10 @@ When the lower part of the network is frozen, it computes the same function in e
 it runs once: :func:`extract` passes the training images (``views`` times when augmentation is
 on, each pass with fresh random augmentation) and the validation images through it, and the
 trainable top (``head`` or ``upper + head``) trains on the cached tensors. Epoch ``e`` uses view
-``(e - 1) % views`` (:class:`FeatureViews`). The batches come from the same kind of seeded
-loader as the images would, so cached and uncached training see the same samples in the same
-order and agree within float tolerance.
+``(e - 1) % views`` (:class:`FeatureViews`, indexed by the ``(epoch, index)`` keys of
+:class:`~transferlab.train.sampling.EpochSampler`). The batches come from the same sampler as the
+images would, so cached and uncached training see the same samples in the same order and agree
+within float tolerance.
 """
 from __future__ import annotations
 
@@ -21,27 +22,26 @@ from .. import _progress
 
 
 class FeatureViews(Dataset):
-    """Cached features (one tensor per augmented view) with labels; ``set_epoch`` picks the view."""
+    """Cached features (one tensor per augmented view) with labels, indexed by ``(epoch, index)``:
+    epoch ``e`` reads view ``(e - 1) % len(views)``."""
 
     def __init__(self, views: Sequence[torch.Tensor], labels: torch.Tensor):
         if not views:
             raise ValueError("FeatureViews needs at least one view")
         self.views = list(views)
         self.labels = labels
-        self.view = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.view = (int(epoch) - 1) % len(self.views)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i):
-        return self.views[self.view][i], self.labels[i]
+    def __getitem__(self, key):
+        epoch, i = key
+        return self.views[(int(epoch) - 1) % len(self.views)][i], self.labels[i]
 
-    def __getitems__(self, indices):  # batched fetch (DataLoader uses it when present)
-        idx = torch.as_tensor(indices)
-        feats, labels = self.views[self.view][idx], self.labels[idx]
+    def __getitems__(self, keys):  # batched fetch (the DataLoader uses it when present)
+        epoch = keys[0][0]
+        idx = torch.as_tensor([i for _, i in keys])
+        feats, labels = self.views[(int(epoch) - 1) % len(self.views)][idx], self.labels[idx]
         return list(zip(feats.unbind(0), labels.unbind(0)))
 
     @property

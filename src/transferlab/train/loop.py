@@ -97,9 +97,6 @@ class Trainer:
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        dataset = getattr(self.train_loader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
         lr = current_lr(self.optimizer)
         loss_sum, correct, seen = 0.0, 0, 0
         start = time.perf_counter()

@@ -1,0 +1,72 @@
+"""Reproducible sample order and augmentation, independent of workers, resume and process count.
+
+The training loader's sampler yields ``(epoch, index)`` keys: :class:`EpochSampler` shuffles with a
+generator seeded from ``(seed, epoch)`` (like ``DistributedSampler.set_epoch``, and with
+``num_replicas > 1`` it hands each rank its share the same way). :class:`SeededItems` fetches
+``dataset[index]`` with torch's RNG seeded from ``(seed, epoch, index)`` in a forked RNG, so a
+sample's random augmentation is a function of those three numbers alone: the same with 0 or N
+loader workers (persistent or not), after ``--resume``, and under DDP. The main process's RNG
+stream (dropout) is untouched by data loading.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+_MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant
+
+
+def mix_seed(*parts: int) -> int:
+    """A well-spread 63-bit seed from a few integers (splitmix64 style)."""
+    h = 0
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * _MIX & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)``: a permutation seeded by ``(seed, epoch)`` (or ``0..n-1`` in order);
+    with ``num_replicas > 1`` this rank's strided share, padded to equal length (as DistributedSampler)."""
+
+    def __init__(self, n: int, *, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
+        self.n, self.seed, self.shuffle = int(n), int(seed), bool(shuffle)
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.epoch = 1
+        self.per_rank = math.ceil(self.n / self.num_replicas) if self.n else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.num_replicas > 1:
+            total = self.per_rank * self.num_replicas
+            order = (order + order[: total - len(order)])[self.rank:total:self.num_replicas]
+        return iter([(self.epoch, i) for i in order])
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+class SeededItems(Dataset):
+    """``dataset`` indexed by ``(epoch, index)`` keys, each item drawn under its own RNG seed."""
+
+    def __init__(self, dataset, seed: int = 0):
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(self.seed, epoch, index))
+            return self.dataset[index]
