@@ -262,7 +262,7 @@ class _Session:
             raise
         self._commit(None, phase=len(phases) - 1, phase_finished=True, finished=True)
         D.barrier(dist)
-        best = ModelCheckpoint_best(self.callbacks)
+        best = _checkpoint_best(self.callbacks)
         if best is not None:
             self.log(f"done: best {cfg.monitor} {best[1]:.4f} at epoch {best[0]}; checkpoints in {self.run_dir}")
         return Run.load(self.run_dir)
@@ -471,7 +471,7 @@ class _Session:
         save_state(self.run_dir / STATE_FILE, state)
 
 
-def ModelCheckpoint_best(callbacks) -> tuple[int, float] | None:
+def _checkpoint_best(callbacks) -> tuple[int, float] | None:
     for cb in callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.best_epoch is not None:
             return cb.best_epoch, cb.best
