@@ -174,7 +174,9 @@ def test_loader_settings_and_seeded_order(digits_dir, tmp_path):
     xb, yb = next(iter(loader))
     assert xb.shape == (16, 3, 32, 32) and yb.tolist() == ds.targets[:16]
     plain = make_loader(ImageDataset(s.train, cfg), batch_size=16, shuffle=True)
-    assert plain.num_workers == min(2, os.cpu_count()) and plain.persistent_workers == (plain.num_workers > 0)
+    assert plain.num_workers == min(2, os.cpu_count()) and plain.persistent_workers is False  # opt-in only
+    kept = make_loader(ImageDataset(s.train, cfg), batch_size=16, shuffle=True, persistent=True)
+    assert kept.persistent_workers == (kept.num_workers > 0)
     big = ImageDataset(s.train[:3], data_config(224, MEAN, STD), cache_dir=tmp_path, progress=False)
     assert make_loader(big, batch_size=2, shuffle=False).num_workers == min(2, os.cpu_count())
     with pytest.raises(ConfigError):
