@@ -53,3 +53,34 @@ def digits_dir(tmp_path_factory) -> Path:
     from transferlab.datasets import write_sample
 
     return write_sample(tmp_path_factory.mktemp("digits") / "digits", per_class=30, size=32)
+
+
+CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run")
+
+
+@pytest.fixture
+def headless_chrome(tmp_path):
+    """Debian's Chromium driven by selenium (offline-safe flags); skips when it is not installed."""
+    import shutil
+
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chrome or not driver_path:
+        pytest.skip("Debian chromium + chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for arg in (*CHROME_ARGS, f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        opts.add_argument(arg)
+    try:
+        browser = webdriver.Chrome(service=Service(driver_path), options=opts)
+    except Exception as exc:  # pragma: no cover - a broken local browser install
+        pytest.skip(f"headless chromium did not start: {str(exc).splitlines()[0]}")
+    browser.set_page_load_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()

@@ -104,32 +104,13 @@ def test_report_only_cli(compared, capsys):
 
 
 @pytest.mark.browser
-def test_report_images_load_in_headless_chromium(compared, tmp_path):
+def test_report_images_load_in_headless_chromium(compared, headless_chrome):
     out, _ = compared
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    try:
-        browser = webdriver.Chrome(service=Service(driver_path), options=opts)
-    except Exception as exc:  # pragma: no cover - a broken local browser install
-        pytest.skip(f"headless chromium did not start: {str(exc).splitlines()[0]}")
-    try:
-        browser.get((out / "report.html").resolve().as_uri())
-        images = browser.execute_script(
-            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
-        text = browser.find_element("tag name", "body").text
-    finally:
-        browser.quit()
+    browser = headless_chrome
+    browser.get((out / "report.html").resolve().as_uri())
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
+    text = browser.find_element("tag name", "body").text
     assert len(images) >= 3 + len(MODELS)
     broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
     assert not broken, f"images that did not load: {broken}"

@@ -2,9 +2,7 @@
 through the file input; the class shown must be the API's top-1."""
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,14 +12,6 @@ import pytest
 from test_export_fixtures import digits_run, exported_run, write_images  # noqa: F401
 
 pytestmark = pytest.mark.browser
-
-
-def _browser_paths() -> tuple[str, str]:
-    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chrome or not driver:
-        pytest.skip("Debian chromium + chromium-driver are not installed (apt-get install chromium chromium-driver)")
-    return chrome, driver
 
 
 def _free_port() -> int:
@@ -55,11 +45,8 @@ def server(exported_run):
     thread.join(timeout=10)
 
 
-def test_page_shows_the_api_top1(server, digits_dir, tmp_path):
-    chrome, driver_path = _browser_paths()
+def test_page_shows_the_api_top1(server, digits_dir, headless_chrome):
     import httpx
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -67,27 +54,17 @@ def test_page_shows_the_api_top1(server, digits_dir, tmp_path):
     api = httpx.post(f"{server}/predict", files={"files": (image.name, image.read_bytes(), "image/png")}).json()
     want = api["predictions"][0]
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chrome
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"):
-        opts.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(driver_path), options=opts)
-    try:
-        browser.set_page_load_timeout(30)
-        browser.get(server + "/")
-        WebDriverWait(browser, 20).until(lambda b: "classes" in b.find_element(By.ID, "model").text)
-        browser.find_element(By.ID, "file").send_keys(str(image))
-        results = browser.find_element(By.ID, "results")
-        WebDriverWait(browser, 30).until(lambda b: results.get_attribute("data-state") in ("done", "error"))
-        assert results.get_attribute("data-state") == "done", browser.find_element(By.ID, "status").text
-        rows = browser.find_elements(By.CSS_SELECTOR, "#results .result")
-        assert len(rows) == 5
-        first = rows[0]
-        assert first.find_element(By.CLASS_NAME, "label").text == want["label"]
-        assert first.find_element(By.CLASS_NAME, "pct").text == f"{want['prob'] * 100:.1f}%"
-        assert browser.find_element(By.ID, "preview").get_attribute("src").startswith("blob:")
-        assert browser.find_element(By.ID, "preview").is_displayed()
-    finally:
-        browser.quit()
+    browser = headless_chrome
+    browser.get(server + "/")
+    WebDriverWait(browser, 20).until(lambda b: "classes" in b.find_element(By.ID, "model").text)
+    browser.find_element(By.ID, "file").send_keys(str(image))
+    results = browser.find_element(By.ID, "results")
+    WebDriverWait(browser, 30).until(lambda b: results.get_attribute("data-state") in ("done", "error"))
+    assert results.get_attribute("data-state") == "done", browser.find_element(By.ID, "status").text
+    rows = browser.find_elements(By.CSS_SELECTOR, "#results .result")
+    assert len(rows) == 5
+    first = rows[0]
+    assert first.find_element(By.CLASS_NAME, "label").text == want["label"]
+    assert first.find_element(By.CLASS_NAME, "pct").text == f"{want['prob'] * 100:.1f}%"
+    assert browser.find_element(By.ID, "preview").get_attribute("src").startswith("blob:")
+    assert browser.find_element(By.ID, "preview").is_displayed()

@@ -73,7 +73,21 @@ class _Monitor:
         return value > self.best + self.min_delta
 
 
-class EarlyStopping(Callback):
+class _Monitored(Callback):
+    """A callback that watches one metric through ``self._m`` (a :class:`_Monitor`)."""
+
+    _m: _Monitor
+
+    @property
+    def best(self) -> float:
+        return self._m.best
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self._m.best_epoch
+
+
+class EarlyStopping(_Monitored):
     """Stop a phase when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
     epochs. With ``restore_best_weights`` the model gets the best epoch's weights back at the end
     of the phase (whether it stopped early or ran out of epochs)."""
@@ -94,14 +108,6 @@ class EarlyStopping(Callback):
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.stop_training = False
         self._phase = phase
-
-    @property
-    def best(self) -> float:
-        return self._m.best
-
-    @property
-    def best_epoch(self) -> int | None:
-        return self._m.best_epoch
 
     def on_train_begin(self, trainer) -> None:
         if self._phase != trainer.phase:
@@ -138,7 +144,7 @@ class EarlyStopping(Callback):
         self.best_weights = state.get("best_weights")
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(_Monitored):
     """Write ``last.safetensors`` after every epoch and ``best.safetensors`` whenever ``monitor``
     improves (atomically, through :func:`transferlab.checkpoint.save_model`; rank 0 only).
     The best is kept across fine-tuning phases."""
@@ -149,14 +155,6 @@ class ModelCheckpoint(Callback):
         self.save_best, self.save_last = save_best, save_last
         self._m = _Monitor(monitor, mode, min_delta)
         self.monitor = monitor
-
-    @property
-    def best(self) -> float:
-        return self._m.best
-
-    @property
-    def best_epoch(self) -> int | None:
-        return self._m.best_epoch
 
     def on_epoch_end(self, trainer, epoch, logs) -> None:
         if self.save_last:
