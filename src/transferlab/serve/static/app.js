@@ -49,6 +49,7 @@
     if (!file) return;
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = URL.createObjectURL(file);
+    preview.onload = () => preview.classList.toggle("small", preview.naturalWidth < 160);
     preview.src = previewUrl;
     preview.hidden = false;
     dropText.textContent = file.name;
