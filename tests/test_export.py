@@ -113,6 +113,7 @@ def test_quantize_int8_without_data_is_dynamic_size_only(tmp_path, capsys):
     assert entry["size_bytes"] < entry["fp32_size_bytes"]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated in torch 2.14; still offered
 def test_torchscript_export_parity(run_copy):
     import torch
 

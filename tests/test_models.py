@@ -245,6 +245,7 @@ def test_split_backbone_unsupported_returns_none():
 
 # ---------------------------------------------------------------- deployment-friendliness
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated in torch 2.14; still offered
 def test_channels_last_jit_and_meta():
     m = _model("mobilenet_v1_025_tf").eval()
     x = torch.randn(2, 3, 64, 64)
