@@ -148,3 +148,24 @@ def test_cli_export(run_copy, capsys):
     assert "parity OK" in capsys.readouterr().out
     assert main(["export", str(run_copy.parent / "missing")]) == 2
     assert "run not found" in capsys.readouterr().err
+
+
+def test_run_splits_are_trainings_split_when_files_are_broken(tmp_path):
+    """A broken file is dropped before the split is drawn; the export's check images must be training's val."""
+    from transferlab.data import load_data
+    from transferlab.export import run_splits
+
+    data = tmp_path / "data"
+    for i, cls in enumerate(("cat", "dog")):
+        write_images(data / cls, n=9, seed=i)
+    (data / "cat" / "broken.png").write_bytes(b"not an image")
+    run = make_run(tmp_path / "run", "cnn_base", ["cat", "dog"], data=data)
+
+    from transferlab.data import DataWarning
+
+    with pytest.warns(DataWarning, match="broken"):
+        trained = load_data(data, val_ratio=0.2, seed=0)  # what training does
+    with pytest.warns(DataWarning, match="broken"):
+        splits = run_splits(run)
+    assert splits.val == trained.val and splits.train == trained.train
+    assert not any("broken" in str(p) for p, _ in splits.train + splits.val)

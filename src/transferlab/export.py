@@ -46,9 +46,12 @@ ACCURACY_IMAGES = 1000      # validation images (at most) for the int8 accuracy 
 
 def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *, opset: int = DEFAULT_OPSET,
            images: Sequence[str | Path] | None = None, tolerance: float = TOLERANCE,
-           verbose: bool = True) -> Path:
+           splits=None, verbose: bool = True) -> Path:
     """Export ``run`` and check the export against PyTorch; returns the exported file's path
-    (``model.int8.onnx`` when ``quantize="int8"``)."""
+    (``model.int8.onnx`` when ``quantize="int8"``).
+
+    The check uses the run's validation images (``splits``: the run's ``DataSplits`` when the caller
+    already holds them, else they are loaded from ``RUN/config.json``), or ``images`` when given."""
     fmt = str(format).lower()
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
@@ -64,7 +67,7 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
     out_dir = run / EXPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     pre = Preprocess(meta["data_cfg"])
-    splits = run_splits(run)
+    splits = splits if splits is not None else run_splits(run)
     batch, source = parity_inputs(pre, splits, images)
 
     info = _base_info(meta, ckpt, out_dir / META_NAME)
@@ -114,22 +117,11 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
 
 # -- inputs ------------------------------------------------------------------------------------
 def run_splits(run: Path):
-    """The run's DataSplits from ``RUN/config.json`` (same data, val_ratio and seed), or None."""
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        return None
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    source = next((cfg[k] for k in ("data", "data_root", "data_dir", "root") if isinstance(cfg.get(k), str)), None)
-    if not source or not Path(source).exists():
-        return None
-    from .data import load_data
+    """The run's DataSplits, exactly as training split them (see ``evaluate.load_run_splits``), or None."""
+    from .evaluate import load_run_splits, read_run_config
 
     try:
-        return load_data(source, val_ratio=float(cfg.get("val_ratio", 0.2)), seed=int(cfg.get("seed", 0)),
-                         scan=False, progress=False)
+        return load_run_splits(run, read_run_config(run))[0]
     except TransferlabError:
         return None
 

@@ -84,7 +84,7 @@ def run_pipeline(
     best = ranked[0]
 
     log(f"[3/4] exporting the best model ({best['model']}) to {export_format}")
-    exported = export_stage.export(best["run_dir"], format=export_format)
+    exported = export_stage.export(best["run_dir"], format=export_format, splits=splits)
 
     report_html = out / "compare" / "report.html"
     serve_command = f"transferlab serve {best['run_dir']}"

@@ -152,11 +152,11 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_leaderboard(rows: Sequence[Mapping[str, Any]], out: str | Path, metric: str = "accuracy") -> tuple[Path, Path]:
     """Write ``OUT/leaderboard.csv`` and ``OUT/leaderboard.json`` (atomically)."""
-    from ..evaluate._files import write_text
+    from ..checkpoint import atomic_write_text
 
     out = Path(out)
-    write_text(out / "leaderboard.csv", to_csv(rows))
-    write_text(out / "leaderboard.json", json.dumps({"metric": metric, "rows": list(rows)}, indent=2))
+    atomic_write_text(out / "leaderboard.csv", to_csv(rows))
+    atomic_write_text(out / "leaderboard.json", json.dumps({"metric": metric, "rows": list(rows)}, indent=2))
     return out / "leaderboard.csv", out / "leaderboard.json"
 
 

@@ -84,9 +84,9 @@ def read_state(out: str | Path) -> dict[str, Any]:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    from ..evaluate._files import write_text
+    from ..checkpoint import atomic_write_text
 
-    write_text(out / STATE_FILE, json.dumps(state, indent=2))
+    atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2))
 
 
 def _eval_metrics_path(run_dir: Path, split: str) -> Path:

@@ -37,7 +37,6 @@ from .metrics import compute_metrics, roc_curves
 __all__ = ["evaluate", "compute_metrics", "roc_curves", "print_summary", "SPLITS"]
 
 SPLITS = ("val", "test", "train", "all")
-_SOURCE_KEYS = ("data", "data_dir", "data_root", "source", "data_source", "root")
 
 
 def _run_dir(run) -> Path:
@@ -47,8 +46,9 @@ def _run_dir(run) -> Path:
     return d
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    p = run_dir / "config.json"
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run's ``config.json`` (``{}`` when it has none)."""
+    p = Path(run_dir) / "config.json"
     if not p.is_file():
         return {}
     try:
@@ -57,37 +57,29 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         raise DataError(f"{p} is not valid JSON") from None
 
 
-def data_source(config: dict[str, Any]) -> str | None:
-    """The dataset a run was trained on, as recorded in its ``config.json``."""
-    for key in _SOURCE_KEYS:
-        v = config.get(key)
-        if isinstance(v, dict):
-            v = v.get("root") or v.get("source") or v.get("path")
-        if isinstance(v, (str, Path)) and str(v):
-            return str(v)
-    return None
+def load_run_splits(run_dir: Path, config: dict, data=None, progress: bool = False):
+    """The data split a run was trained on: ``(DataSplits, source description, is_foreign)``.
 
-
-def _load_splits(run_dir: Path, config: dict, data, progress: bool):
-    """(DataSplits, source description, is_foreign)."""
+    With ``data=None`` the dataset recorded in ``config.json`` is loaded with the run's val ratio and
+    seed, scanned as training scanned it (broken files are dropped before the split is drawn), so the
+    validation images are exactly training's. ``data`` may be another folder or ready ``DataSplits``.
+    """
     from ..data import DataSplits, load_data
 
     if isinstance(data, DataSplits):
         return data, data.root, False
     val_ratio = float(config.get("val_ratio", 0.2))
     seed = int(config.get("seed", 0))
-    scan = bool(config.get("scan", True))
+    own = config.get("data") if isinstance(config.get("data"), str) and config.get("data") else None
     if data is None:
-        source = data_source(config)
-        if source is None:
+        if own is None:
             raise DataError(f"{run_dir}/config.json does not record the training data; pass --data DIR")
-        if not Path(source).exists():
-            raise DataError(f"the run's data {source} no longer exists; pass --data DIR")
-        return load_data(source, val_ratio=val_ratio, seed=seed, scan=scan, progress=progress), source, False
-    own = data_source(config)
+        if not Path(own).exists():
+            raise DataError(f"the run's data {own} no longer exists; pass --data DIR")
+        return load_data(own, val_ratio=val_ratio, seed=seed, progress=progress), own, False
     same = own is not None and Path(own).exists() and Path(own).resolve() == Path(data).resolve()
     # the run's own dataset given explicitly: its split (val by default), not every image
-    return load_data(data, val_ratio=val_ratio, seed=seed, scan=scan, progress=progress), str(data), not same
+    return load_data(data, val_ratio=val_ratio, seed=seed, progress=progress), str(data), not same
 
 
 def _check_classes(run_classes: list[str], data_classes: list[str], source: str) -> None:
@@ -199,14 +191,14 @@ def evaluate(
 
     from .._progress import track
     from ..checkpoint import load_model, resolve_checkpoint
-    from ._files import write_text
+    from ..checkpoint import atomic_write_text
     from ..data import ImageDataset, build_transform, make_loader
 
     run_dir = _run_dir(run)
     model, meta = load_model(run_dir)
     classes = [str(c) for c in meta["classes"]]
-    config = _read_config(run_dir)
-    splits, source, foreign = _load_splits(run_dir, config, data, progress)
+    config = read_run_config(run_dir)
+    splits, source, foreign = load_run_splits(run_dir, config, data, progress)
     if split is None:
         split = "all" if foreign else "val"
     if split not in SPLITS:
@@ -265,7 +257,7 @@ def evaluate(
     w.writerow(["path", "true", "predicted", "confidence", *[f"prob_{c}" for c in classes]])
     for (path, _), t, p, row in zip(samples, labels, preds, probs):
         w.writerow([path, classes[t], classes[p], f"{row[p]:.6f}", *[f"{v:.6f}" for v in row]])
-    write_text(out_dir / "predictions.csv", buf.getvalue())
+    atomic_write_text(out_dir / "predictions.csv", buf.getvalue())
     recorded = (config.get("split_counts") or {}).get(split)
     if not foreign and recorded is not None and int(recorded) != len(samples):
         metrics["notes"].append(f"the {split} split has {len(samples)} images but had {recorded} when the run "
@@ -276,7 +268,7 @@ def evaluate(
             out_dir, run_dir, model, dataset, samples, labels, preds, probs, classes, cfg, metrics,
             gradcam=gradcam, mistakes=mistakes,
         )
-    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
