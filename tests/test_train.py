@@ -112,6 +112,21 @@ def test_run_folder_files_config_history_and_checkpoints(splits, tmp_path):
     assert again.history == run.history and again.classes == run.classes
 
 
+def test_run_best_is_the_checkpointed_epoch(tmp_path):
+    """With min_delta, a slightly better later epoch is not saved as best: Run.best must agree with the file."""
+    from transferlab.checkpoint import save_model
+    from transferlab.models import create_model
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"monitor": "val_loss", "min_delta": 0.01, "classes": ["a", "b"]}))
+    (d / "history.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n"
+                                   "1,0.9,0.5,0.500,0.8,0.1,1.0\n2,0.8,0.6,0.495,0.8,0.1,1.0\n")
+    assert Run.load(d).best is None  # nothing saved yet
+    save_model(d / "best.safetensors", create_model("cnn_base", 2, input_size=32), {"recipe": "cnn_base", "epoch": 1})
+    assert Run.load(d).best["epoch"] == 1
+
+
 def test_existing_run_is_not_overwritten_unless_asked(tiny, tmp_path):
     train(tiny, model="cnn_base", epochs=1, run_dir=tmp_path, **FAST)
     with pytest.raises(ConfigError, match="--overwrite"):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write, atomic_write_text
+from ..checkpoint import _json_default, atomic_write, atomic_write_text, read_meta
 from ..errors import ConfigError, TransferlabError
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -57,15 +57,15 @@ class Run:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        """The history row of the best epoch by the run's monitored metric."""
-        if not self.history:
+        """The history row of the epoch saved as ``best.safetensors`` (None before there is one).
+
+        Read from the checkpoint itself, so it names the weights ModelCheckpoint kept (its
+        ``min_delta`` and mode), not a re-guess from the history.
+        """
+        if not self.best_checkpoint.is_file():
             return None
-        monitor = self.config.get("monitor", "val_loss")
-        rows = [r for r in self.history if r.get(monitor) is not None]
-        if not rows:
-            return None
-        pick = max if "acc" in monitor else min
-        return pick(rows, key=lambda r: r[monitor])
+        epoch = read_meta(self.best_checkpoint).get("epoch")
+        return next((r for r in self.history if r.get("epoch") == epoch), None)
 
     def load_model(self, which: str = "best"):
         """``(model, meta)`` from the run's checkpoint (eval mode, CPU)."""
@@ -118,12 +118,6 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(obj):
-    from ..checkpoint import _json_default as default
-
-    return default(obj)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
