@@ -163,6 +163,19 @@ def test_kill_and_resume_gives_the_uninterrupted_history(tiny, tmp_path, capsys)
     assert read_meta(resumed.dir)["epoch"] == read_meta(full.dir)["epoch"]
 
 
+def test_resume_needs_no_pretrained_weights_file(tiny, tmp_path, weights_dir):
+    """The saved state holds every tensor: a resumed pretrained run does not read its weights file again."""
+    import shutil
+
+    weights = shutil.copy(weights_dir / "mobilenetv1_025_224_keras_stm32.pth", tmp_path / "w.pth")
+    kw = dict(model="mobilenet_v1_025_tf", weights=str(weights), freeze="frozen", epochs=2, run_dir=tmp_path, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny, name="run", callbacks=[Kill(2)], **kw)
+    os.remove(weights)  # moved, or an offline machine without the hub cache
+    resumed = train(tiny, name="run", resume=True, **kw)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
 def test_crash_inside_a_callback_resumes_from_the_last_committed_epoch(tiny, tmp_path):
     class Boom(Callback):
         def on_epoch_end(self, trainer, epoch, logs):

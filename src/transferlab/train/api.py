@@ -205,7 +205,9 @@ class _Session:
         if not splits.train:
             raise ConfigError("no training images")
         seed_everything(cfg.seed)
-        model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained, weights=cfg.weights,
+        resuming = self.state is not None  # every tensor comes from the saved state: no pretrained load
+        model = create_model(cfg.model, len(classes), pretrained=False if resuming else cfg.pretrained,
+                             weights=None if resuming else cfg.weights,
                              head=tuple(cfg.head), dropout=cfg.dropout, input_size=cfg.input_size)
         self.model = model
         data_cfg = dict(model.data_cfg)
