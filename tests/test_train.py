@@ -204,6 +204,26 @@ def test_fine_tune_continues_history_with_lower_lr_and_resumes(tiny, tmp_path):
     assert_same_history(resumed.history, full.history)
 
 
+def test_kill_after_a_phase_before_its_commit_resumes_from_the_restored_weights(tiny, tmp_path):
+    """EarlyStopping restores the best weights in on_train_end; a kill right after must not leave a
+    state that starts the next phase from the last epoch's weights instead."""
+
+    class KillAtPhaseEnd(Callback):  # runs after EarlyStopping's restore (user callbacks come last)
+        def on_train_end(self, trainer):
+            if trainer.phase == 0:
+                raise KeyboardInterrupt
+
+    # lr 0.2 makes phase 1's val_loss rise after epoch 1, so the restore changes the weights
+    kw = dict(model="cnn_bn", epochs=3, fine_tune=1, lr=0.2, optimizer="sgd", early_stopping=5,
+              augment="none", schedule="constant", run_dir=tmp_path, **FAST)
+    full = train(tiny, name="full", **kw)
+    assert "restored the weights of epoch 1" in (full.dir / "train.log").read_text()
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny, name="killed", callbacks=[KillAtPhaseEnd()], **kw)
+    resumed = train(tiny, name="killed", resume=True, **kw)
+    assert_same_history(resumed.history, full.history)
+
+
 def _weights(run_dir, prefix=""):
     from safetensors.torch import load_file
 

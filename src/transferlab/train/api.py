@@ -251,7 +251,7 @@ class _Session:
         start_phase = self.state["phase"] + (1 if self.state["phase_finished"] else 0) if self.state else 0
         phases = plan_phases(cfg)
         try:
-            for phase in phases[start_phase:]:
+            for phase in phases[start_phase:]:  # the last phase's commit marks the run finished
                 resume_state = self.state if (self.state and self.state["phase"] == phase.index
                                               and not self.state["phase_finished"]) else None
                 self._run_phase(phase, resume_state, len(phases))
@@ -262,7 +262,8 @@ class _Session:
                      f"  transferlab train {data_arg} --model {cfg.model} --run-dir {cfg.run_dir} "
                      f"--name {cfg.name} --resume")
             raise
-        self._commit(None, phase=len(phases) - 1, phase_finished=True, finished=True)
+        if start_phase >= len(phases):  # a state from before the last phase's commit said "finished"
+            self._commit(None, phase=len(phases) - 1, phase_finished=True, finished=True)
         D.barrier(dist)
         best = _checkpoint_best(self.callbacks)
         if best is not None:
@@ -447,9 +448,9 @@ class _Session:
                                phase=phase.index, total_epochs=end_epoch + (cfg.fine_tune if phase.index < n_phases - 1 else 0),
                                eval_modules=eval_modules, channels_last=self.channels_last, amp=cfg.amp, dist=dist,
                                meta=self.meta, progress=self.progress, log=self.log,
-                               commit=lambda tr, info: self._commit(tr, phase=phase.index, **info))
+                               commit=lambda tr: self._commit(tr, phase=phase.index, phase_finished=False))
         self.trainer.fit(end_epoch)
-        self._commit(self.trainer, phase=phase.index, phase_finished=True)
+        self._commit(self.trainer, phase=phase.index, phase_finished=True, finished=phase.index == n_phases - 1)
 
     def _commit(self, trainer: Trainer | None, *, phase: int, phase_finished: bool, finished: bool = False) -> None:
         """Write history.csv and last_state.pt (rank 0): the run can resume from here."""
@@ -462,7 +463,7 @@ class _Session:
             "phase": phase, "phase_finished": phase_finished, "finished": finished,
             "phase_end": getattr(self, "phase_end", None),
             "classes": self.meta["classes"],
-            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},  # saved at once
             "optimizer": trainer.optimizer.state_dict() if trainer else None,
             "scheduler": trainer.scheduler.state_dict() if trainer and trainer.scheduler else None,
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],

@@ -2,7 +2,8 @@
 
 It is deliberately plain (in the spirit of torchvision's ``references/classification/train.py``):
 ``train_one_epoch`` then ``evaluate`` then the epoch schedule step, the callbacks, and a commit
-hook that writes the run state. What the loop runs (``net``) may be the whole model or, with
+hook that writes the run state after every epoch but the phase's last (the caller commits that one
+after ``on_train_end``, once EarlyStopping has restored the best weights). What the loop runs (``net``) may be the whole model or, with
 feature caching, just the part above the frozen backbone; checkpoints are always of the full
 ``model``, which shares its parameters with ``net``.
 """
@@ -32,7 +33,7 @@ class Trainer:
                  eval_modules: Sequence[nn.Module] = (), channels_last: bool = False, amp: str = "none",
                  dist: DistInfo | None = None, meta: dict[str, Any] | None = None,
                  progress: bool = True, log: Callable[[str], None] | None = None,
-                 commit: Callable[["Trainer", dict[str, Any]], None] | None = None):
+                 commit: Callable[["Trainer"], None] | None = None):
         self.model = model
         self.net = net
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -163,10 +164,10 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_end(self, epoch, logs)
             stop = self.stop_training or any(getattr(cb, "stop_training", False) for cb in self.callbacks)
+            if stop or epoch == epochs:
+                break  # the caller commits the finished phase after on_train_end
             if self.commit is not None:
-                self.commit(self, {"phase_finished": stop or epoch == epochs})
-            if stop:
-                break
+                self.commit(self)
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
