@@ -102,3 +102,16 @@ def test_report_from_existing_runs(tmp_path):
 def test_report_with_nothing_to_report(tmp_path):
     with pytest.raises(ConfigError):
         write_report(tmp_path / "empty")
+
+
+def test_report_with_a_corrupt_metrics_file_marks_that_model_failed(tmp_path):
+    out = tmp_path / "cmp"
+    fake_run(out, "good", skill=3.0, seconds=20, seed=1)
+    fake_run(out, "broken", skill=1.0, seconds=5, seed=2)
+    (out / "runs" / "broken" / "eval-val" / "metrics.json").write_text('{"accuracy": 0.5,')  # cut short
+    (out / "state.json").write_text(json.dumps({"split": "val", "metric": "accuracy", "order": ["good", "broken"],
+                                                "models": {"good": {"status": "ok"}, "broken": {"status": "ok"}}}))
+    rows = write_report(out)
+    assert [(r["model"], r["status"]) for r in rows] == [("good", "ok"), ("broken", "failed")]
+    assert "cannot read" in rows[1]["reason"] and "metrics.json" in rows[1]["reason"]
+    assert "cannot read" in (out / "report.html").read_text()

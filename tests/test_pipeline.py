@@ -92,3 +92,14 @@ def test_run_command_bad_path_is_one_line_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_bad_metric_fails_before_any_work(digits_dir, tmp_path):
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown --metric 'acc'"):
+        run_pipeline(digits_dir, out=tmp_path / "o", metric="acc", progress=False, log=lambda m: None)
+    assert not (tmp_path / "o").exists()  # nothing scanned, nothing written
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(digits_dir), "--metric", "acc"])
+    assert exc.value.code == 2

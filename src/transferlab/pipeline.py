@@ -44,6 +44,9 @@ def run_pipeline(
     from . import export as export_stage
     from .data import inspect_data, load_data
 
+    from .compare.leaderboard import rank_rows
+
+    rank_rows([], metric)  # a bad metric name fails now, not after the data scan
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if data is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..compare.leaderboard import METRICS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", nargs="?", default=None,
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="quick: a CPU-friendly set (default); full: the whole ladder and transfer set")
     parser.add_argument("--models", metavar="A,B,C", default=None, help="recipes to compare instead of the preset's")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the preset's)")
-    parser.add_argument("--metric", default="accuracy", help="metric that picks the best model (default accuracy)")
+    parser.add_argument("--metric", choices=METRICS, default="accuracy", help="metric that picks the best model (default accuracy)")
     parser.add_argument("--format", dest="export_format", choices=("onnx", "torchscript"), default="onnx",
                         help="export format for the best model (default onnx)")
     parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction held out for validation (default 0.2)")

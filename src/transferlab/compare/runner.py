@@ -93,6 +93,16 @@ def _eval_metrics_path(run_dir: Path, split: str) -> Path:
     return run_dir / f"eval-{split}" / "metrics.json"
 
 
+def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(metrics, None)``, or ``(None, reason)`` when the file is missing, unreadable or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, f"not evaluated yet (no {path})"
+    except (OSError, ValueError) as exc:
+        return None, f"cannot read {path}: {exc}"
+
+
 def _trained(entry: Mapping | None, run_dir: Path, request: Mapping) -> bool:
     return bool(entry) and entry.get("request") == request and bool(entry.get("trained")) \
         and (run_dir / "best.safetensors").is_file()
@@ -163,9 +173,9 @@ def compare(
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
 
-    splits = data if isinstance(data, DataSplits) else load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)
     if split not in ("val", "test"):
         raise ConfigError(f"unknown --split {split!r}: choose val or test")
+    splits = data if isinstance(data, DataSplits) else load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)
     if not splits.split(split):
         raise ConfigError(f"{splits.root} has no {split} images (layout {splits.layout}); use --split val")
     from ..train import train as train_fn
@@ -246,7 +256,10 @@ def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: st
             rows.append(make_row(name, None, status="failed", run=run_dir,
                                  reason=entry.get("reason") or f"not evaluated yet (no {mpath.relative_to(out)})"))
             continue
-        metrics = json.loads(mpath.read_text(encoding="utf-8"))
+        metrics, reason = _read_metrics(mpath)
+        if metrics is None:
+            rows.append(make_row(name, None, status="failed", run=run_dir, reason=reason))
+            continue
         rows.append(make_row(name, metrics, read_history(run_dir / "history.csv"), run=run_dir,
                              train_seconds=entry.get("train_wall_seconds")))
     return rows
@@ -292,8 +305,8 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
                 if metric in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro") else "accuracy")
         per_class = {}
         for r in ok:
-            m = json.loads((Path(r["run_dir"]) / f"eval-{split}" / "metrics.json").read_text(encoding="utf-8"))
-            per_class[r["model"]] = m.get("per_class", {})
+            m, _ = _read_metrics(_eval_metrics_path(Path(r["run_dir"]), split))
+            per_class[r["model"]] = (m or {}).get("per_class", {})
         classes = list(next(iter(per_class.values())).keys()) if per_class else []
         def f1_of(model, cls):
             v = (per_class[model].get(cls) or {}).get("f1")
