@@ -96,6 +96,19 @@ def test_paths_match_eval_preprocessing(exported_run, digits_dir):
     assert np.array_equal(p.preprocess.load(f), want.numpy())
 
 
+def test_decoded_images_are_converted_like_files(exported_run, tmp_path):
+    """predict_images(PIL) sees the pixels a file gives: transparency on white, 16-bit scaled, not clipped."""
+    from PIL import Image
+
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[10:30, 10:30] = (200, 30, 30, 255)  # an opaque square on a fully transparent background
+    gray16 = Image.fromarray(np.arange(1600, dtype=np.uint16).reshape(40, 40) * 40)  # mode I;16
+    pre = Predictor(exported_run, backend="torch").preprocess
+    for name, img in (("rgba.png", Image.fromarray(rgba)), ("gray16.png", gray16)):
+        img.save(tmp_path / name)
+        assert np.array_equal(pre.image(Image.open(tmp_path / name)), pre.load(tmp_path / name)), name
+
+
 def test_backend_choice_and_stale_export(tmp_path, exported_run):
     run = make_run(tmp_path / "fresh", "cnn_bn", input_size=32)
     assert Predictor(run).backend == "torch"              # not exported

@@ -78,8 +78,6 @@ class Preprocess:
     def _finish(self, hwc: np.ndarray) -> np.ndarray:
         import torch
 
-        if not hwc.flags.writeable:  # np.asarray(PIL image) is read-only
-            hwc = hwc.copy()
         chw = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).contiguous()
         out = self._transform(chw)
         return out.numpy().astype(np.float32, copy=False)
@@ -91,12 +89,10 @@ class Preprocess:
         return self._finish(load_image(source, self.load_size, self.interpolation))
 
     def image(self, img) -> np.ndarray:
-        """A decoded PIL image -> ``[3, S, S]`` (non-RGB images are converted to RGB)."""
-        from .data import resize_image
+        """A decoded PIL image -> ``[3, S, S]``, converted to RGB as files are (alpha on white, 16-bit scaled)."""
+        from .data import resize_image, to_rgb
 
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        return self._finish(np.asarray(resize_image(img, self.load_size, self.interpolation), dtype=np.uint8))
+        return self._finish(np.array(resize_image(to_rgb(img), self.load_size, self.interpolation), dtype=np.uint8))
 
 
 def export_dir(run: str | Path) -> Path:

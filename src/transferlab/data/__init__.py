@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .cache import build_cache, default_cache_dir
 from .dataset import ImageDataset
-from .images import load_image, open_image, resize_image
+from .images import load_image, open_image, resize_image, to_rgb
 from .layout import load_data, stratified_split
 from .loader import make_loader
 from .report import inspect_data, write_html, write_file_csv
@@ -27,7 +27,7 @@ from .transforms import AUGMENTS, build_transform, data_config
 __all__ = [
     "IMAGE_EXTENSIONS", "Sample", "BrokenFile", "ImageInfo", "DataSplits", "DataWarning",
     "load_data", "stratified_split", "scan_files",
-    "open_image", "resize_image", "load_image",
+    "open_image", "resize_image", "load_image", "to_rgb",
     "data_config", "build_transform", "AUGMENTS",
     "ImageDataset", "build_cache", "default_cache_dir", "make_loader",
     "inspect_data", "write_html", "write_file_csv",

@@ -78,7 +78,7 @@ def _bomb_reason(size: tuple[int, int]) -> str | None:
     return None
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB with correct colours (alpha composited on white)."""
     mode = im.mode
     if mode == "RGB":
@@ -143,7 +143,7 @@ def _decode(fp: BinaryIO | str, draft_size: int | None = None) -> tuple[Image.Im
             rotated = ImageOps.exif_transpose(im)
         except Exception:  # corrupt EXIF: keep the pixels as stored
             rotated = im
-        rgb = _to_rgb(rotated if rotated is not None else im)
+        rgb = to_rgb(rotated if rotated is not None else im)
         if rgb is im:
             rgb = im.copy()  # detach from the file handle closed by the with-block
     return rgb, fmt, mode
