@@ -115,6 +115,9 @@ def test_matches_predictor(client, app, png):
     probs = app.state.predictor.predict_images([Image.open(io.BytesIO(png))])[0]
     top = client.post("/predict?topk=10", files={"files": ("a.png", png, "image/png")}).json()["predictions"][0]["top"]
     assert np.allclose([t["prob"] for t in top], np.sort(probs)[::-1], atol=1e-6)
+    tta = app.state.predictor.predict_images([Image.open(io.BytesIO(png))], tta=True)[0]
+    top = client.post("/predict?topk=10&tta=true", files={"files": ("a.png", png, "image/png")}).json()
+    assert np.allclose([t["prob"] for t in top["predictions"][0]["top"]], np.sort(tta)[::-1], atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, status, message", [

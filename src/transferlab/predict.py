@@ -243,12 +243,13 @@ class Predictor:
         [{"class", "index", "prob"}, ...]}``, or ``{"path", "error"}`` when it could not be read.
         """
         from ._progress import track
+        from .data.images import quiet_pil_warnings
 
         files, rows = expand_paths(paths)
         results: dict[str, dict] = {r["path"]: r for r in rows}
         order = [r["path"] for r in rows] + files
         chunks = [files[i:i + self.batch_size] for i in range(0, len(files), self.batch_size)]
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+        with quiet_pil_warnings(), ThreadPoolExecutor(max_workers=self.threads) as pool:
             for chunk in track(chunks, "predicting", progress=progress):
                 loaded = list(pool.map(_try_load, [self.preprocess] * len(chunk), chunk))
                 good = [(p, a) for p, a in zip(chunk, loaded) if isinstance(a, np.ndarray)]
@@ -338,8 +339,6 @@ def expand_paths(paths: Sequence[str | Path] | str | Path) -> tuple[list[str], l
 def predict(run: str | Path, paths: Sequence[str | Path] | str | Path, topk: int = 5, tta: bool = False, *,
             backend: str = "auto", batch_size: int = 32, progress: bool | None = None) -> list[dict]:
     """Classify image files, folders (recursive) and globs with a run; see :class:`Predictor`."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
     return Predictor(run, backend=backend, batch_size=batch_size).predict_paths(paths, topk=topk, tta=tta,
                                                                                progress=progress)
 

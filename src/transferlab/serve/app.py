@@ -124,7 +124,7 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
     predictor = predictor or Predictor(run, backend=backend, threads=threads, batch_size=max_batch)
     max_bytes = int(float(max_upload_mb) * MB)
     metrics, metrics_source = read_metrics(run, predictor.meta)
-    batcher = MicroBatcher(lambda x: predictor.predict_arrays(x), max_batch=max_batch, max_wait_ms=max_wait_ms)
+    batcher = MicroBatcher(predictor.predict_arrays, max_batch=max_batch, max_wait_ms=max_wait_ms)
     started_at = time.time()
 
     @asynccontextmanager
@@ -180,7 +180,7 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
         tta: bool = Query(False, description="average with the horizontally flipped image"),
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
-        uploads = [u for u in (files or []) + ([file] if file is not None else []) if u is not None]
+        uploads = (files or []) + ([file] if file is not None else [])
         if not uploads:
             form = await request.form() if "multipart/form-data" in request.headers.get("content-type", "") else None
             got = ", ".join(sorted({k for k in form.keys()})) if form else ""
@@ -204,9 +204,12 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
                 status = 415 if reason.startswith("not an image") else 400
                 raise HTTPException(status, f"{name}: {reason}") from None
         batch = np.stack(arrays)
-        probs = await batcher.submit(batch)
-        if tta:
-            probs = (probs + await batcher.submit(np.ascontiguousarray(batch[..., ::-1]))) / 2
+        if tta:  # the image and its mirror in one submission: one batching window, one model call
+            n = len(batch)
+            both = await batcher.submit(np.concatenate([batch, batch[..., ::-1]]))
+            probs = (both[:n] + both[n:]) / 2
+        else:
+            probs = await batcher.submit(batch)
         rows = topk_rows(probs, predictor.classes, topk)
         predictions = [{"filename": up.filename, "label": top[0]["class"], "prob": top[0]["prob"], "top": top}
                        for up, top in zip(uploads, rows)]
@@ -224,18 +227,17 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, *,
           backend: str = "auto", log_level: str = "info", **kwargs) -> None:
     """Serve ``run`` with uvicorn until interrupted."""
-    import warnings
-
     import uvicorn
-    from PIL import Image
 
-    # uploads decode in worker threads; over-limit images are refused explicitly (DataError), so
-    # Pillow's warning for them is noise in the server log
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    from ..data.images import quiet_pil_warnings
+
     app = create_app(run, max_upload_mb, backend=backend, **kwargs)
     p = app.state.predictor
     print(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend) "
           f"on http://{host}:{port}/  (API docs: /docs)")
     for note in p.notes:
         print(f"note: {note}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    # uploads decode in worker threads; over-limit images are refused explicitly (DataError), so
+    # Pillow's warnings for them are noise in the server log
+    with quiet_pil_warnings():
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
