@@ -71,6 +71,14 @@ def test_html_is_self_contained_with_charts_and_samples(digits_dir, tmp_path):
     assert base64.b64decode(imgs[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from outside
     assert "images per class" in page and "image sizes" in page
+    for c in r["classes"]:  # each class's row shows its own first images, train split first
+        row = re.search(rf"<h3>{c}</h3><div class='row'>(.*?)</div>", page).group(1)
+        want = [p for p, y in s.train if s.classes[y] == c][:3]
+        assert re.findall(r'title="([^"]+)"', row) == want
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="scanned"):
+        inspect_data(load_data(digits_dir, scan=False, progress=False))
 
 
 def test_file_csv_round_trips_the_split(digits_dir, tmp_path):

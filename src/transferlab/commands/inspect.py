@@ -26,20 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import warnings
     from pathlib import Path
 
     from rich.console import Console
 
-    from ..data import load_data
-    from ..data.report import inspect_data, render_report, write_file_csv, write_html
+    from ..data.report import inspect_data, load_scanned, render_report, write_file_csv, write_html
     from ..datasets import sample_dir
 
     source = args.data if args.data is not None else sample_dir()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # reported below from splits.warnings
-        splits = load_data(source, val_ratio=args.val_ratio, seed=args.seed, scan=True,
-                           workers=args.workers, progress=not args.no_progress)
+    splits = load_scanned(source, val_ratio=args.val_ratio, seed=args.seed, workers=args.workers,
+                          progress=not args.no_progress)  # its warnings are reported below
     report = inspect_data(splits, val_ratio=args.val_ratio, seed=args.seed)
 
     console = Console()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .layout import load_data
 from .scan import duplicate_groups
+from ..errors import ConfigError
 from .splits import SPLITS, DataSplits
 
 
@@ -36,7 +37,7 @@ def inspect_data(source: str | os.PathLike | DataSplits, *, val_ratio: float = 0
     duplicates [{files, splits, classes, cross_split}], leakage (cross-split groups),
     ignored_files, warnings, settings``.
     """
-    splits = _splits_of(source, val_ratio, seed, workers, progress)
+    splits = load_scanned(source, val_ratio=val_ratio, seed=seed, workers=workers, progress=progress)
     counts = splits.counts()
     totals = {name: len(splits.split(name)) for name in SPLITS}
     totals["all"] = sum(totals.values())
@@ -92,10 +93,12 @@ def inspect_data(source: str | os.PathLike | DataSplits, *, val_ratio: float = 0
     }
 
 
-def _splits_of(source, val_ratio, seed, workers, progress) -> DataSplits:
+def load_scanned(source, *, val_ratio: float = 0.2, seed: int = 0, workers: int | None = None,
+                 progress: bool = True) -> DataSplits:
+    """Scanned DataSplits for a report; load_data's warnings are kept in ``splits.warnings``."""
     if isinstance(source, DataSplits):
         if not source.scanned:
-            raise ValueError("inspect_data needs scanned DataSplits (load_data(..., scan=True))")
+            raise ConfigError("inspect_data needs scanned DataSplits (load_data(..., scan=True))")
         return source
     with warnings.catch_warnings():  # the notes are kept in splits.warnings and reported
         warnings.simplefilter("ignore")
@@ -176,6 +179,15 @@ def write_file_csv(splits: DataSplits, path: str | os.PathLike) -> Path:
     return path
 
 
+def _paths_by_class(splits: DataSplits) -> list[list[str]]:
+    """Every image path per class index, in split order (train, val, test), in one pass."""
+    by_class: list[list[str]] = [[] for _ in splits.classes]
+    for name in SPLITS:
+        for p, y in splits.split(name):
+            by_class[y].append(p)
+    return by_class
+
+
 def _figure_png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -202,8 +214,8 @@ def _charts(report: dict, splits: DataSplits) -> tuple[str, str]:
 
     fig = Figure(figsize=(5, 4))
     ax = fig.add_subplot()
-    for y, c in enumerate(classes):
-        pts = [splits.info[p] for name in SPLITS for p, lab in splits.split(name) if lab == y and p in splits.info]
+    for c, paths in zip(classes, _paths_by_class(splits)):
+        pts = [splits.info[p] for p in paths if p in splits.info]
         ax.scatter([i.width for i in pts], [i.height for i in pts], s=12, alpha=0.6, label=c)
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
@@ -239,8 +251,8 @@ def write_html(report: dict, splits: DataSplits, path: str | os.PathLike, *, sam
         f"<tr><td>{e(c)}</td>" + "".join(f"<td>{report['counts'][s][c]}</td>" for s in SPLITS)
         + f"<td>{report['class_totals'][c]}</td></tr>" for c in report["classes"])
     grid = []
-    for y, c in enumerate(report["classes"]):
-        paths = [p for name in SPLITS for p, lab in splits.split(name) if lab == y][:samples_per_class]
+    for c, paths in zip(report["classes"], _paths_by_class(splits)):
+        paths = paths[:samples_per_class]
         imgs = "".join(f'<img src="data:image/png;base64,{t}" title="{e(p)}" alt="{e(c)}">'
                        for p in paths if (t := _thumb(p)))
         grid.append(f"<div class='cls'><h3>{e(c)}</h3><div class='row'>{imgs}</div></div>")
