@@ -22,24 +22,22 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .._progress import track
 from ..errors import DataError
-from .images import load_image, quiet_pil_warnings, resample_filter
-from .scan import resolve_workers
+from .images import load_image, resample_filter
+from .scan import decode_in_parallel
 
 CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
     """``$TRANSFERLAB_CACHE/images`` if the variable is set, else ``~/.cache/transferlab/images``."""
-    env = os.environ.get("TRANSFERLAB_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "transferlab"
-    return base / "images"
+    from ..datasets import default_cache_root
+
+    return default_cache_root() / "images"
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None:
@@ -113,17 +111,10 @@ def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bili
         def one(p: str) -> np.ndarray:
             return load_image(p, L, interpolation)
 
-        n = resolve_workers(workers)
-        with quiet_pil_warnings():
-            if n == 1 or len(paths) < 2:
-                results = map(one, paths)
-                for i, img in enumerate(track(results, "Caching images", total=len(paths), progress=progress)):
-                    arr[i] = img
-            else:
-                with ThreadPoolExecutor(max_workers=n, thread_name_prefix="transferlab-cache") as pool:
-                    results = pool.map(one, paths)
-                    for i, img in enumerate(track(results, "Caching images", total=len(paths), progress=progress)):
-                        arr[i] = img
+        with decode_in_parallel(one, paths, workers=workers, description="Caching images", progress=progress,
+                                thread_prefix="transferlab-cache") as results:
+            for i, img in enumerate(results):
+                arr[i] = img
         arr.flush()
         del arr
         os.replace(tmp, final)

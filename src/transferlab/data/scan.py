@@ -14,10 +14,11 @@ memory to RGB with :func:`~transferlab.data.images.open_image_info`. Anything th
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from .._progress import track
@@ -53,22 +54,29 @@ def check_file(path: str) -> ImageInfo | BrokenFile:
         return BrokenFile(path, describe_error(exc))
 
 
+@contextlib.contextmanager
+def decode_in_parallel(fn: Callable, items: Sequence, *, workers: int | None = None, description: str = "",
+                       progress: bool = True, thread_prefix: str = "transferlab-decode") -> Iterator[Iterator]:
+    """``with decode_in_parallel(fn, items) as results:`` yields ``fn(item)`` in input order, decoded in
+    a thread pool (Pillow releases the GIL) with a progress bar and Pillow's warnings quieted."""
+    n = resolve_workers(workers)
+    with quiet_pil_warnings():  # a global filter, so set from this (main) thread for the pool threads
+        if n == 1 or len(items) < 2:
+            yield track(map(fn, items), description, total=len(items), progress=progress)
+        else:
+            with ThreadPoolExecutor(max_workers=n, thread_name_prefix=thread_prefix) as pool:
+                yield track(pool.map(fn, items), description, total=len(items), progress=progress)
+
+
 def scan_files(paths: Sequence[str], *, workers: int | None = None, progress: bool = True,
                description: str = "Scanning images") -> tuple[dict[str, ImageInfo], list[BrokenFile]]:
     """Scan ``paths`` in parallel; returns ``({path: ImageInfo}, [BrokenFile])`` in input order."""
-    n = resolve_workers(workers)
     info: dict[str, ImageInfo] = {}
     broken: list[BrokenFile] = []
-    with quiet_pil_warnings():  # global filter, set from the main thread for all pool threads
-        if n == 1 or len(paths) < 2:
-            results: Iterable = map(check_file, paths)
-            for path, res in zip(paths, track(results, description, total=len(paths), progress=progress)):
-                _collect(path, res, info, broken)
-        else:
-            with ThreadPoolExecutor(max_workers=n, thread_name_prefix="transferlab-scan") as pool:
-                results = pool.map(check_file, paths, chunksize=1)
-                for path, res in zip(paths, track(results, description, total=len(paths), progress=progress)):
-                    _collect(path, res, info, broken)
+    with decode_in_parallel(check_file, paths, workers=workers, description=description, progress=progress,
+                            thread_prefix="transferlab-scan") as results:
+        for path, res in zip(paths, results):
+            _collect(path, res, info, broken)
     return info, broken
 
 
