@@ -139,8 +139,9 @@ def _detect(root: Path, notes: list[str], ignored: list[str], broken: list[Broke
         if root.suffix.lower() != ".csv":
             raise DataError(f"dataset must be a folder or a .csv file, got a file: {root}")
         return "csv", _from_csv(root, ignored, broken)
+    subdirs = _class_dirs(root)
     split_dirs: dict[str, Path] = {}
-    for d in _class_dirs(root):
+    for d in subdirs:
         key = SPLIT_NAMES.get(d.name.lower())
         if key is None:
             continue
@@ -148,7 +149,7 @@ def _detect(root: Path, notes: list[str], ignored: list[str], broken: list[Broke
             raise DataError(f"both {split_dirs[key].name}/ and {d.name}/ found in {root}; keep one")
         split_dirs[key] = d
     if "train" in split_dirs:
-        others = [d.name for d in _class_dirs(root) if d.name.lower() not in SPLIT_NAMES]
+        others = [d.name for d in subdirs if d.name.lower() not in SPLIT_NAMES]
         if others:
             notes.append(f"folders next to train/ ignored: {', '.join(others)}")
         entries: list[_Entry] = []
@@ -158,7 +159,6 @@ def _detect(root: Path, notes: list[str], ignored: list[str], broken: list[Broke
         return "train-test", entries
     if split_dirs and "train" not in split_dirs:
         raise DataError(f"found {'/'.join(sorted(d.name for d in split_dirs.values()))}/ but no train/ folder in {root}")
-    subdirs = _class_dirs(root)
     if not subdirs:
         loose = list_images(root)[0]
         if loose:

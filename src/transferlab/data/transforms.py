@@ -29,17 +29,15 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 
 from ..errors import ConfigError
-from .images import INTERPOLATIONS
+from .images import resample_filter
 
 AUGMENTS = ("none", "light", "strong")
 
+# tensor resizing supports these three; the other PIL filters (lanczos, box, hamming) use bicubic
 _TV_INTERP = {
     "nearest": InterpolationMode.NEAREST,
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
-    "lanczos": InterpolationMode.LANCZOS,
-    "box": InterpolationMode.BOX,
-    "hamming": InterpolationMode.HAMMING,
 }
 
 
@@ -72,8 +70,7 @@ def data_config(input_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 
     if not 0.0 < crop_pct <= 1.0:
         raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
     interpolation = str(interpolation).lower()
-    if interpolation not in INTERPOLATIONS:
-        raise ConfigError(f"unknown interpolation {interpolation!r}; choose one of: {', '.join(INTERPOLATIONS)}")
+    resample_filter(interpolation)  # ConfigError for an unknown name
     std3 = _triple("std", std)
     if any(s <= 0 for s in std3):
         raise ConfigError(f"std must be positive, got {std}")
@@ -105,10 +102,7 @@ def build_transform(cfg: dict, *, train: bool, augment: str = "none") -> v2.Comp
     augment = check_augment(augment)
     try:
         size = int(cfg["input_size"])
-        # tensor resizing supports nearest / bilinear / bicubic; others fall back to bicubic
         interp = _TV_INTERP.get(str(cfg.get("interpolation", "bilinear")), InterpolationMode.BICUBIC)
-        if interp not in (InterpolationMode.NEAREST, InterpolationMode.BILINEAR, InterpolationMode.BICUBIC):
-            interp = InterpolationMode.BICUBIC
         mean, std = list(cfg["mean"]), list(cfg["std"])
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"bad data config (use transferlab.data.data_config): missing {exc}") from None
