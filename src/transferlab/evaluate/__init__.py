@@ -126,7 +126,7 @@ def _denormalise(x, cfg: dict):
     return np.clip(img.transpose(1, 2, 0), 0.0, 1.0)
 
 
-def _gradcam_plot(model, dataset, labels, preds, classes, cfg, path: Path, count: int) -> str | None:
+def _gradcam_plot(model, dataset, labels, classes, cfg, path: Path, count: int) -> str | None:
     """Write gradcam.png for up to ``count`` images (one per class first); returns a note if skipped."""
     import torch
 
@@ -220,9 +220,10 @@ def evaluate(
     probs_parts, label_parts = [], []
     infer_seconds = 0.0
     with torch.inference_mode():
-        for x, _ in loader:  # warm-up (lazy initialisation, allocator) so ms/image measures steady state
-            model(x[: min(len(x), 8)].contiguous(memory_format=cl))
-            break
+        # warm-up (lazy initialisation, allocator) so ms/image measures steady state; straight from the
+        # dataset, as a first loader pass would start (and drop) its worker processes
+        warm = torch.stack([dataset[i][0] for i in range(min(len(dataset), 8))])
+        model(warm.contiguous(memory_format=cl))
         for x, y in track(loader, f"evaluating {run_dir.name} ({split})", total=len(loader), progress=progress):
             t0 = time.perf_counter()
             logits = model(x.contiguous(memory_format=cl))
@@ -312,7 +313,7 @@ def _write_plots(out_dir, run_dir, model, dataset, samples, labels, preds, probs
 
         attempt("mistakes", mistakes_plot)
     if gradcam > 0:
-        attempt("gradcam", _gradcam_plot, model, dataset, labels, preds, classes, cfg,
+        attempt("gradcam", _gradcam_plot, model, dataset, labels, classes, cfg,
                 out_dir / "gradcam.png", gradcam)
     return written
 
