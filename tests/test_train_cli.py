@@ -62,3 +62,18 @@ def test_cli_help_lists_the_training_flags():
     for flag in ("--fine-tune", "--unfreeze-from", "--feature-views", "--early-stopping", "--reduce-lr", "--resume",
                  "--class-weights", "--amp", "--channels-last"):
         assert flag in out.stdout
+
+
+def test_every_training_option_has_a_flag():
+    """A TrainConfig field without a CLI flag fails here instead of being silently unreachable."""
+    import argparse
+    import dataclasses
+
+    from transferlab.commands import train as train_cmd
+    from transferlab.train.config import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    opts = train_cmd.options_from_args(parser.parse_args(["--lr", "0.5", "--epochs", "3"]))
+    assert set(opts) == {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    assert opts["lr"] == 0.5 and opts["epochs"] == 3 and isinstance(opts["epochs"], int)

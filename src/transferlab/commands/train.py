@@ -95,33 +95,30 @@ def _convert(name: str, value, kind):
 
 def options_from_args(args: argparse.Namespace) -> dict:
     """The ``train()`` keyword arguments for parsed CLI args."""
+    import dataclasses
+
+    from ..train.config import TrainConfig
+
     opts = {}
-    for name in _INTS:
-        opts[name] = _convert(name, getattr(args, name), int)
-    for name in _FLOATS:
-        opts[name] = _convert(name, getattr(args, name), float)
-    for name in ("optimizer", "nesterov", "schedule", "class_weights", "augment", "freeze", "head", "dropout",
-                 "pretrained", "weights", "cache", "feature_cache", "monitor", "restore_best", "device",
-                 "channels_last", "amp", "run_dir", "name", "resume", "overwrite"):
-        opts[name] = getattr(args, name)
+    for f in dataclasses.fields(TrainConfig):  # every option has a flag (tests/test_train_cli.py checks)
+        if f.name == "model":
+            continue
+        value = getattr(args, f.name)
+        kind = int if f.name in _INTS else float if f.name in _FLOATS else None
+        opts[f.name] = _convert(f.name, value, kind) if kind else value
     return opts
 
 
 def run(args: argparse.Namespace) -> int:
     from ..datasets import sample_dir
     from ..train import train
+    from ..train.distributed import env_rank
 
     options = options_from_args(args)
     data = args.data if args.data is not None else sample_dir()
     result = train(data, model=args.model, progress=not args.no_progress, **options)
     best = result.best
-    if best is not None and _is_main():
+    if best is not None and env_rank() == 0:
         print(f"run: {result.dir}  best epoch {best['epoch']}: val_loss {best['val_loss']:.4f}, "
               f"val_acc {best['val_acc']:.4f}")
     return 0
-
-
-def _is_main() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"

@@ -9,27 +9,6 @@ from torch import nn
 from ..errors import ConfigError
 
 
-def data_cfg(input_size: int, mean, std, crop_pct: float = 0.875, interpolation: str = "bilinear") -> dict:
-    """The preprocessing config of a model, built by ``transferlab.data.data_config`` when available."""
-    try:
-        from ..data import data_config  # the data module owns the format
-    except Exception:  # pragma: no cover - data module not there (yet)
-        data_config = _data_config
-    return data_config(int(input_size), tuple(float(m) for m in mean), tuple(float(s) for s in std),
-                       crop_pct=float(crop_pct), interpolation=str(interpolation))
-
-
-def _data_config(input_size, mean, std, crop_pct=0.875, interpolation="bilinear") -> dict:
-    return {
-        "input_size": int(input_size),
-        "load_size": int(round(input_size / crop_pct)),
-        "mean": [float(m) for m in mean],
-        "std": [float(s) for s in std],
-        "crop_pct": float(crop_pct),
-        "interpolation": str(interpolation),
-    }
-
-
 def normalize_head(head: Sequence[int] | None, dropout: Sequence[float] | float | None) -> tuple[list[int], list[float]]:
     """Validate the head spec: hidden sizes and one dropout per hidden layer.
 

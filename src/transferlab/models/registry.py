@@ -48,9 +48,10 @@ class Recipe:
     min_input_size: int = 32
 
     def data_cfg(self, input_size: int | None = None) -> dict:
-        from .classifier import data_cfg
+        from ..data.transforms import data_config  # the data module owns the format
 
-        return data_cfg(input_size or self.input_size, self.mean, self.std, self.crop_pct, self.interpolation)
+        return data_config(int(input_size or self.input_size), self.mean, self.std, crop_pct=self.crop_pct,
+                           interpolation=self.interpolation)
 
 
 _REGISTRY: dict[str, Recipe] = {}

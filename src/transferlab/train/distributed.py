@@ -34,12 +34,17 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun sets it (0 when not under torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device_type: str) -> DistInfo:
     """Join the process group when launched by torchrun (no-op for a single process)."""
     world = env_world_size()
     if world <= 1:
         return DistInfo()
-    info = DistInfo(world_size=world, rank=int(os.environ.get("RANK", "0")),
+    info = DistInfo(world_size=world, rank=env_rank(),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                     local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
     if not dist.is_initialized():
