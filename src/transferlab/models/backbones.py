@@ -2,7 +2,6 @@
 MobileNet v1 variant that matches Google's / Keras' released MobileNet v1 weights."""
 from __future__ import annotations
 
-from functools import partial
 
 from torch import nn
 
@@ -32,7 +31,3 @@ def mobilenet_v1_tf(width: float = 1.0, input_size: int | None = None, *, pretra
         raise WeightsError("timm has no hub weights for the TF-padded MobileNet v1; supply a file")
     model = _gen_mobilenet_v1("mobilenetv1_100", width, pad_type="same", num_classes=0, pretrained=False)
     return model
-
-
-def tf_mobilenet_builder(width: float):
-    return partial(mobilenet_v1_tf, width)

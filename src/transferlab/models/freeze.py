@@ -32,8 +32,6 @@ from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from ..errors import ConfigError
 
-POLICIES = ("full", "frozen", "unfreeze_from", "unfreeze_last")
-
 
 def _is_norm(m: nn.Module) -> bool:
     return isinstance(m, (_NormBase, nn.GroupNorm, nn.LayerNorm))

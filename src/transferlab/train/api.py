@@ -275,7 +275,7 @@ class _Session:
         counts = {s: len(splits.split(s)) for s in ("train", "val", "test")}
         return {**cfg.to_dict(), "classes": classes, "num_classes": len(classes),
                 "data": str(getattr(splits, "root", self.data)), "layout": getattr(splits, "layout", None),
-                "data_cfg": data_cfg, "split_counts": counts, "seed": cfg.seed,
+                "data_cfg": data_cfg, "split_counts": counts,
                 "head": self.meta["head"], "dropout": self.meta["dropout"],
                 "world_size": self.dist.world_size, "device": str(self.device),
                 "channels_last": self.channels_last, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -341,7 +341,7 @@ class _Session:
             return None, None
         return lower, upper
 
-    def _features(self, lower: nn.Module, phase: Phase):
+    def _features(self, lower: nn.Module):
         """Cache ``lower``'s outputs for the train views and validation set (or None if too big)."""
         cfg = self.cfg
         train_ds, val_ds = self.datasets["train"], self.datasets["val"]
@@ -350,7 +350,7 @@ class _Session:
         x0 = x0.unsqueeze(0).to(self.device)
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        need = estimate_bytes(lower, x0, len(train_ds), views) + estimate_bytes(lower, x0, len(val_ds), 1)
+        need = estimate_bytes(lower, x0, len(train_ds) * views + len(val_ds), 1)  # one forward pass
         if need > MAX_FEATURE_CACHE_BYTES:
             self.log(f"feature cache would need {need / 2**30:.1f} GiB (limit TRANSFERLAB_FEATURE_CACHE_GB="
                      f"{MAX_FEATURE_CACHE_BYTES / 2**30:g}); training without it")
@@ -408,7 +408,7 @@ class _Session:
         lower, upper = self._frozen_part(phase)
         cached = None
         if lower is not None and cfg.feature_cache:
-            cached = self._features(lower, phase)
+            cached = self._features(lower)
         if cached is not None:
             net = model.head if upper is None else nn.Sequential(upper, model.head)
             train_loader = self._train_loader(cached[0], seeded=False, workers=0)

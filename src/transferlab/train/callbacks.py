@@ -50,6 +50,13 @@ def _resolve_mode(monitor: str, mode: str) -> str:
     return mode
 
 
+def monitored_value(monitor: str, logs: dict[str, Any]) -> float:
+    """``logs[monitor]`` as a float; a ConfigError naming the available metrics when it is missing."""
+    if monitor not in logs:
+        raise ConfigError(f"monitored metric {monitor!r} is not in the logs ({', '.join(logs)})")
+    return float(logs[monitor])
+
+
 class _Monitor:
     """Tracks the best value of one metric (with ``min_delta``)."""
 
@@ -61,9 +68,7 @@ class _Monitor:
         self.best_epoch: int | None = None
 
     def value(self, logs: dict[str, Any]) -> float:
-        if self.monitor not in logs:
-            raise ConfigError(f"monitored metric {self.monitor!r} is not in the logs ({', '.join(logs)})")
-        return float(logs[self.monitor])
+        return monitored_value(self.monitor, logs)
 
     def improved(self, value: float) -> bool:
         if math.isnan(value):
@@ -202,10 +207,9 @@ class ReduceLROnPlateau(Callback):
         self._phase = trainer.phase
 
     def on_epoch_end(self, trainer, epoch, logs) -> None:
-        if self.monitor not in logs:
-            raise ConfigError(f"monitored metric {self.monitor!r} is not in the logs ({', '.join(logs)})")
+        value = monitored_value(self.monitor, logs)
         before = [g["lr"] for g in trainer.optimizer.param_groups]
-        self.scheduler.step(float(logs[self.monitor]))
+        self.scheduler.step(value)
         after = [g["lr"] for g in trainer.optimizer.param_groups]
         if after != before:
             trainer.log(f"reduce lr on plateau: {self.monitor} stalled for {self.patience} epochs, "

@@ -44,10 +44,6 @@ class FeatureViews(Dataset):
         feats, labels = self.views[(int(epoch) - 1) % len(self.views)][idx], self.labels[idx]
         return list(zip(feats.unbind(0), labels.unbind(0)))
 
-    @property
-    def nbytes(self) -> int:
-        return sum(v.numel() * v.element_size() for v in self.views)
-
 
 @torch.no_grad()
 def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bool = False,
