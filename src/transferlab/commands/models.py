@@ -62,8 +62,9 @@ def _print_layers(name: str, as_json: bool) -> int:
     with torch.device("meta"):
         model = create_model(name, 2, pretrained=False)
     layers = model.layers()
+    groups = backbone_groups(model.backbone)
     group_of = {}
-    for gi, group in enumerate(backbone_groups(model.backbone)):
+    for gi, group in enumerate(groups):
         for p in group:
             group_of[id(p)] = gi
     rows = []
@@ -72,7 +73,7 @@ def _print_layers(name: str, as_json: bool) -> int:
         rows.append({"index": i, "name": lname, "type": type(m).__name__, "params": sum(p.numel() for p in ps),
                      "block": group_of.get(id(ps[0])) if ps else None})
     if as_json:
-        print(json.dumps({"recipe": name, "layers": rows, "blocks": len(backbone_groups(model.backbone))}, indent=2))
+        print(json.dumps({"recipe": name, "layers": rows, "blocks": len(groups)}, indent=2))
         return 0
     from rich.table import Table
 

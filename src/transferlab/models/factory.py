@@ -69,8 +69,8 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
         found = find_weights_file(recipe.weight_names)
         if found is not None:
             source = ("file", str(found))
-        elif recipe.package and package_weights_file(recipe.package) is not None:
-            source = ("package", str(package_weights_file(recipe.package)))
+        elif recipe.package and (packaged := package_weights_file(recipe.package)) is not None:
+            source = ("package", str(packaged))
         elif recipe.hub:
             source = ("hub", None)
         else:

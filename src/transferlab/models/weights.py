@@ -151,8 +151,8 @@ def fit_state_dict(model, src: "OrderedDict[str, torch.Tensor]", *, origin: str 
                         lin.bias.copy_(src[b[0]])
                 matched += 1 + len(b)
                 loaded_cls = True
-    ignored = [k for k in src_keys if k not in set(mapping.values())
-               and not (loaded_cls and k in cls_keys)]
+    used = set(mapping.values())
+    ignored = [k for k in src_keys if k not in used and not (loaded_cls and k in cls_keys)]
     return {"matched": matched, "mode": mode, "classifier": loaded_cls, "ignored": ignored,
             "backbone_tensors": len(target)}
 
