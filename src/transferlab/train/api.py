@@ -27,7 +27,7 @@ from . import distributed as D
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
 from .config import TrainConfig
 from .features import FeatureViews, estimate_bytes, extract
-from .loop import Trainer
+from .loop import Trainer, to_device
 from .sampling import EpochSampler, SeededItems
 from .run import (STATE_FILE, Run, load_state, prepare_run_dir, save_state, write_history, write_json)
 from .schedule import build_optimizer, build_scheduler
@@ -347,9 +347,7 @@ class _Session:
         train_ds, val_ds = self.datasets["train"], self.datasets["val"]
         views = int(cfg.feature_views)
         x0, _ = train_ds[0]
-        x0 = x0.unsqueeze(0).to(self.device)
-        if self.channels_last:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
+        x0 = to_device(x0.unsqueeze(0), self.device, self.channels_last)
         need = estimate_bytes(lower, x0, len(train_ds) * views + len(val_ds), 1)  # one forward pass
         if need > MAX_FEATURE_CACHE_BYTES:
             self.log(f"feature cache would need {need / 2**30:.1f} GiB (limit TRANSFERLAB_FEATURE_CACHE_GB="

@@ -11,7 +11,6 @@ within float tolerance.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import _progress
+from .loop import autocast, to_device
 
 
 class FeatureViews(Dataset):
@@ -52,14 +52,9 @@ def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bo
     """Run ``lower`` (in eval mode) over ``loader``; returns ``(features, labels)`` on the CPU."""
     lower.eval()
     feats, labels = [], []
-    cast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16"
-            else contextlib.nullcontext())
     for x, y in _progress.track(loader, description, total=len(loader), progress=progress):
-        x = x.to(device, non_blocking=True)
-        if channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with cast:
-            f = lower(x)
+        with autocast(amp, device):
+            f = lower(to_device(x, device, channels_last))
         feats.append(f.float().contiguous().cpu())
         labels.append(torch.as_tensor(y).cpu())
     return torch.cat(feats), torch.cat(labels)

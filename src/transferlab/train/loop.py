@@ -77,15 +77,10 @@ class Trainer:
         save_model(path, self.model, {**self.meta, "epoch": int(epoch), "metrics": metrics})
 
     def _autocast(self):
-        if self.amp == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.amp, self.device)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor):
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device, non_blocking=True)
+        return to_device(x, self.device, self.channels_last), y.to(self.device, non_blocking=True)
 
     def _set_train_mode(self) -> None:
         self.net.train()
@@ -171,6 +166,21 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
+
+
+def autocast(amp: str, device: torch.device):
+    """bf16 autocast for ``amp="bf16"``, else a no-op context."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """An input batch on ``device`` (channels_last for 4-d images when asked)."""
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def format_epoch(logs: dict[str, Any], total: int | None, images_per_s: float | None = None) -> str:
