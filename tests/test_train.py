@@ -343,3 +343,15 @@ def test_epoch_sampler_and_seeded_items_are_deterministic():
     before = torch.get_rng_state()
     assert ds[(1, 2)] == ds[(1, 2)] and ds[(1, 2)] != ds[(2, 2)]
     assert torch.equal(torch.get_rng_state(), before)  # the main RNG stream is untouched
+
+
+def test_bf16_autocast_trains_and_caches_features(tiny, tmp_path):
+    """--amp bf16 (opt-in) runs the loop and the frozen-feature extraction under autocast."""
+    import math
+
+    run = train(tiny, model="mobilenet_v1_025_tf", pretrained=False, freeze="frozen", epochs=1, amp="bf16",
+                run_dir=tmp_path, **FAST)
+    row = run.history[-1]
+    assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
+    assert "cached frozen-backbone features" in (run.dir / "train.log").read_text()
+    assert Run.load(run.dir).config["amp"] == "bf16"
