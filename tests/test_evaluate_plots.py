@@ -62,6 +62,12 @@ def test_read_history(tmp_path):
     assert rows == [{"epoch": 1.0, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4,
                      "lr": 0.001, "seconds": 2.5}]
     assert plots.read_history(tmp_path / "missing.csv") == []
+    # a blank or damaged cell (hand-edited file, empty validation set) is None and still plots
+    with (tmp_path / "history.csv").open("a") as f:
+        f.write("2,0.8,oops,,0.5,0.001,2.5\n")
+    rows = plots.read_history(tmp_path / "history.csv")
+    assert rows[1]["train_acc"] is None and rows[1]["val_loss"] is None and rows[1]["epoch"] == 2
+    assert plots.plot_history(rows, tmp_path / "h.png", "run").stat().st_size > 1000
 
 
 class TinyCNN(nn.Module):

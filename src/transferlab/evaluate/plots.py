@@ -6,7 +6,6 @@ labels rotate, and per-cell annotations are dropped when there are too many cell
 """
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,28 +33,15 @@ def _label_size(n: int) -> float:
     return 10 if n <= 15 else 8 if n <= 30 else 6
 
 
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a run's ``history.csv`` as dicts of floats (empty list if the file is missing)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            parsed = {}
-            for k, v in row.items():
-                if k is None:
-                    continue
-                try:
-                    parsed[k] = float(v)
-                except (TypeError, ValueError):
-                    parsed[k] = float("nan")
-            rows.append(parsed)
-    return rows
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """A run's ``history.csv`` rows (see :func:`transferlab.train.run.read_history`)."""
+    from ..train.run import read_history as read
+
+    return read(path)
 
 
 def _series(history: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
-    return np.array([float(r.get(key, np.nan)) for r in history], dtype=float)
+    return np.array([np.nan if r.get(key) is None else float(r[key]) for r in history], dtype=float)
 
 
 def plot_history(history: Sequence[Mapping[str, float]], path: str | Path, title: str = "") -> Path:

@@ -105,15 +105,25 @@ def _fmt(v):
     return "" if v is None else v
 
 
-def read_history(path: Path) -> list[dict[str, Any]]:
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a run's ``history.csv`` (``epoch`` an int, the rest floats; a blank or unreadable
+    cell is None); an empty list when the file is missing."""
+    path = Path(path)
     if not path.is_file():
         return []
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            rows.append({k: (int(v) if k == "epoch" else (float(v) if v not in ("", None) else None))
-                         for k, v in row.items()})
+            rows.append({k: _cell(k, v) for k, v in row.items() if k is not None})
     return rows
+
+
+def _cell(key: str, value: str | None) -> int | float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if key == "epoch" and number.is_integer() else number
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
