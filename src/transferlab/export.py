@@ -130,13 +130,13 @@ def parity_inputs(pre: Preprocess, splits, images) -> tuple[np.ndarray, str]:
     """Up to PARITY_IMAGES preprocessed images: validation split, else given images, else random."""
     arrays: list[np.ndarray] = []
     if splits is not None and splits.val:
-        arrays = _load_some(pre, [p for p, _ in _spread(splits.val, PARITY_IMAGES)])
+        _, arrays = _load_some(pre, [p for p, _ in _spread(splits.val, PARITY_IMAGES)])
         source = "validation images"
     if not arrays and images:
         from .predict import expand_paths
 
         files, _ = expand_paths(list(images))
-        arrays = _load_some(pre, files[:PARITY_IMAGES])
+        _, arrays = _load_some(pre, files[:PARITY_IMAGES])
         source = "given images"
     if arrays:
         return np.stack(arrays), f"{len(arrays)} {source}"
@@ -156,14 +156,20 @@ def _spread(samples: list, n: int) -> list:
     return [samples[i] for i in idx]
 
 
-def _load_some(pre: Preprocess, paths: Sequence[str]) -> list[np.ndarray]:
-    out = []
-    for p in paths:
-        try:
-            out.append(pre.load(p))
-        except TransferlabError:
-            continue
-    return out
+def _load_some(pre: Preprocess, paths: Sequence[str]) -> tuple[list[int], list[np.ndarray]]:
+    """Preprocess ``paths`` in parallel, skipping unreadable files: (indices loaded, their arrays)."""
+    from functools import partial
+
+    from .data.scan import decode_in_parallel
+    from .predict import _try_load
+
+    keep, arrays = [], []
+    with decode_in_parallel(partial(_try_load, pre), list(paths), progress=False) as results:
+        for i, a in enumerate(results):
+            if isinstance(a, np.ndarray):  # else the reason it could not be read
+                keep.append(i)
+                arrays.append(a)
+    return keep, arrays
 
 
 # -- ONNX --------------------------------------------------------------------------------------
@@ -251,7 +257,7 @@ def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, i
 
     calib = []
     if splits is not None and splits.train:
-        calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
+        _, calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quant-") as tmp:
         src = Path(tmp) / "prep.onnx"
@@ -299,22 +305,17 @@ def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, i
 
 def _val_accuracy(pre: Preprocess, splits, classes: list[str], sessions: dict) -> dict | None:
     """Accuracy of each ONNX session on (up to ACCURACY_IMAGES of) the validation split."""
-    samples = _spread(splits.val, ACCURACY_IMAGES)
     if list(splits.classes) != list(classes):
         return None
+    samples = _spread(splits.val, ACCURACY_IMAGES)
     correct = {k: 0 for k in sessions}
     n = 0
     for i in range(0, len(samples), 64):
-        arrays, labels = [], []
-        for p, y in samples[i:i + 64]:
-            try:
-                arrays.append(pre.load(p))
-                labels.append(y)
-            except TransferlabError:
-                continue
+        chunk = samples[i:i + 64]
+        keep, arrays = _load_some(pre, [p for p, _ in chunk])
         if not arrays:
             continue
-        x, y = np.stack(arrays), np.asarray(labels)
+        x, y = np.stack(arrays), np.asarray([chunk[j][1] for j in keep])
         for k, s in sessions.items():
             correct[k] += int((_ort_probs(s, x).argmax(1) == y).sum())
         n += len(y)
