@@ -215,18 +215,17 @@ class _Session:
                      "head": list(getattr(model, "head_hidden", cfg.head)),
                      "dropout": list(getattr(model, "head_dropout", [])), "data_cfg": data_cfg}
         cache_dir = True if cfg.cache else None
-        # rank 0 builds the image cache first; the others then read it
-        datasets = {}
-        for turn in ((0,) if not dist.enabled else (0, 1)):
-            if (turn == 0) == dist.is_main:
-                datasets = {
-                    "train": ImageDataset(splits.train, data_cfg, build_transform(data_cfg, train=True, augment=cfg.augment),
-                                          cache_dir, progress=self.progress and dist.is_main),
-                    "val": ImageDataset(splits.val, data_cfg, build_transform(data_cfg, train=False), cache_dir,
-                                        progress=self.progress and dist.is_main),
-                }
+        # rank 0 builds the image cache first; the others wait, then read it
+        if not dist.is_main:
             D.barrier(dist)
-        self.datasets = datasets
+        self.datasets = {
+            "train": ImageDataset(splits.train, data_cfg, build_transform(data_cfg, train=True, augment=cfg.augment),
+                                  cache_dir, progress=self.progress and dist.is_main),
+            "val": ImageDataset(splits.val, data_cfg, build_transform(data_cfg, train=False), cache_dir,
+                                progress=self.progress and dist.is_main),
+        }
+        if dist.is_main:
+            D.barrier(dist)
         self.channels_last = (cfg.channels_last if cfg.channels_last is not None else self.device.type == "cpu")
         model.to(self.device)
         if self.channels_last:
