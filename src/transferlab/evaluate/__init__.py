@@ -70,7 +70,9 @@ def load_run_splits(run_dir: Path, config: dict, data=None, progress: bool = Fal
         return data, data.root, False
     val_ratio = float(config.get("val_ratio", 0.2))
     seed = int(config.get("seed", 0))
-    own = config.get("data") if isinstance(config.get("data"), str) and config.get("data") else None
+    own = config.get("data")
+    if not isinstance(own, str) or not own:
+        own = None
     if data is None:
         if own is None:
             raise DataError(f"{run_dir}/config.json does not record the training data; pass --data DIR")

@@ -3,9 +3,9 @@
 It is deliberately plain (in the spirit of torchvision's ``references/classification/train.py``):
 ``train_one_epoch`` then ``evaluate`` then the epoch schedule step, the callbacks, and a commit
 hook that writes the run state after every epoch but the phase's last (the caller commits that one
-after ``on_train_end``, once EarlyStopping has restored the best weights). What the loop runs (``net``) may be the whole model or, with
-feature caching, just the part above the frozen backbone; checkpoints are always of the full
-``model``, which shares its parameters with ``net``.
+after ``on_train_end``, once EarlyStopping has restored the best weights). What the loop runs
+(``net``) may be the whole model or, with feature caching, just the part above the frozen
+backbone; checkpoints are always of the full ``model``, which shares its parameters with ``net``.
 """
 from __future__ import annotations
 
