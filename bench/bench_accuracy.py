@@ -76,7 +76,7 @@ PROTOCOLS = {
 def find_dataset(protocol: str) -> Path | None:
     hints, _ = PROTOCOLS[protocol]
     if protocol == "digits":
-        from transferlab.datasets import sample_dir
+        from transferlab.data.sample import sample_dir
 
         return sample_dir()
     data = SHARED / "data"

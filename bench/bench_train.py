@@ -99,7 +99,7 @@ def trainer_step_rate(channels_last: bool, steps: int = 6) -> float:
 
 
 def main() -> int:
-    from transferlab.datasets import write_sample
+    from transferlab.data.sample import write_sample
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
     torch.set_num_threads(threads)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from transferlab.cli import main
 from transferlab.data import inspect_data, load_data, write_file_csv, write_html
-from transferlab.datasets import write_sample
+from transferlab.data.sample import write_sample
 
 
 @pytest.fixture

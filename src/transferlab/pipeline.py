@@ -50,7 +50,7 @@ def run_pipeline(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
-        from .datasets import sample_dir
+        from .data.sample import sample_dir
 
         data = sample_dir()
         log(f"no DATA given: using the built-in sample (real handwritten digits) at {data}")

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..data.report import inspect_data, load_scanned, render_report, write_file_csv, write_html
-    from ..datasets import sample_dir
+    from ..data.sample import sample_dir
 
     source = args.data if args.data is not None else sample_dir()
     splits = load_scanned(source, val_ratio=args.val_ratio, seed=args.seed, workers=args.workers,

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..datasets import write_sample
+    from ..data.sample import write_sample
 
     root = write_sample(args.dir, per_class=args.per_class, size=args.size)
     counts = {d.name: sum(1 for _ in d.glob("*.png")) for d in sorted(Path(root).iterdir()) if d.is_dir()}

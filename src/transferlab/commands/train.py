@@ -110,7 +110,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..datasets import sample_dir
+    from ..data.sample import sample_dir
     from ..train import train
     from ..train.distributed import env_rank
 

@@ -166,7 +166,7 @@ def compare(
     if epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
     if data is None:
-        from ..datasets import sample_dir
+        from ..data.sample import sample_dir
 
         data = sample_dir()
     out = Path(out)

@@ -1,5 +1,5 @@
 """The data layer: layouts, stratified split, validation scan, inspect report, transforms, image
-cache and loaders. See ``docs/ARCHITECTURE.md`` for the contract.
+cache, loaders and the built-in samples. See ``docs/ARCHITECTURE.md`` for the contract.
 
 >>> from transferlab.data import load_data, data_config, build_transform, ImageDataset, make_loader
 >>> splits = load_data("DATA", val_ratio=0.2, seed=0)                         # doctest: +SKIP
@@ -8,27 +8,46 @@ cache and loaders. See ``docs/ARCHITECTURE.md`` for the contract.
 ...                      cache_dir=True)                                      # doctest: +SKIP
 >>> loader = make_loader(train, batch_size=32, shuffle=True, seed=0)          # doctest: +SKIP
 
-Modules: :mod:`.splits` (types), :mod:`.images` (decoding), :mod:`.scan` (validation scan),
-:mod:`.layout` (``load_data``), :mod:`.transforms`, :mod:`.cache`, :mod:`.dataset`,
-:mod:`.loader`, :mod:`.report` (``inspect_data``).
+Modules: :mod:`.types` (Sample, BrokenFile, ImageInfo, DataSplits), :mod:`.images` (decoding),
+:mod:`.scan` (validation scan), :mod:`.layout` (finding files and labels), :mod:`.split`
+(stratified split), :mod:`.load` (``load_data``), :mod:`.preprocess` (the eval preprocessing in
+NumPy), :mod:`.transforms` (torchvision transforms), :mod:`.cache` (image cache), :mod:`.dataset`,
+:mod:`.loader`, :mod:`.report` (``inspect_data``), :mod:`.sample` (built-in samples).
 """
 from __future__ import annotations
 
-from .cache import build_cache, default_cache_dir
-from .dataset import ImageDataset
-from .images import load_image, open_image, resize_image, to_rgb
-from .layout import load_data, stratified_split
-from .loader import make_loader
-from .report import inspect_data, write_html, write_file_csv
-from .scan import scan_files
-from .splits import IMAGE_EXTENSIONS, BrokenFile, DataSplits, DataWarning, ImageInfo, Sample
-from .transforms import AUGMENTS, build_transform, data_config
+import importlib
 
-__all__ = [
-    "IMAGE_EXTENSIONS", "Sample", "BrokenFile", "ImageInfo", "DataSplits", "DataWarning",
-    "load_data", "stratified_split", "scan_files",
-    "open_image", "resize_image", "load_image", "to_rgb",
-    "data_config", "build_transform", "AUGMENTS",
-    "ImageDataset", "build_cache", "default_cache_dir", "make_loader",
-    "inspect_data", "write_html", "write_file_csv",
-]
+# The names below are imported on first use (PEP 562) instead of here: the ONNX predict/serve path
+# reads images through .images and .preprocess only, and importing torch (which .transforms,
+# .dataset and .loader need) costs 3.1 s and ~480 MB of RSS on this machine (measured), which a
+# lean server must not pay.
+_EXPORTS = {
+    ".types": ("IMAGE_EXTENSIONS", "Sample", "BrokenFile", "ImageInfo", "DataSplits", "DataWarning"),
+    ".images": ("open_image", "resize_image", "load_image", "to_rgb"),
+    ".scan": ("scan_files",),
+    ".split": ("stratified_split",),
+    ".load": ("load_data",),
+    ".preprocess": ("eval_array",),
+    ".transforms": ("data_config", "build_transform", "AUGMENTS"),
+    ".cache": ("build_cache", "default_cache_dir", "default_cache_root"),
+    ".dataset": ("ImageDataset",),
+    ".loader": ("make_loader",),
+    ".report": ("inspect_data", "write_html", "write_file_csv"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'transferlab.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -33,10 +33,14 @@ from .scan import decode_in_parallel
 CACHE_VERSION = 1
 
 
+def default_cache_root() -> Path:
+    """``$TRANSFERLAB_CACHE`` if set, else ``~/.cache/transferlab`` (images, features, samples live under it)."""
+    env = os.environ.get("TRANSFERLAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "transferlab"
+
+
 def default_cache_dir() -> Path:
     """``$TRANSFERLAB_CACHE/images`` if the variable is set, else ``~/.cache/transferlab/images``."""
-    from ..datasets import default_cache_root
-
     return default_cache_root() / "images"
 
 

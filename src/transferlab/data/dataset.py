@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError
 from .cache import build_cache, resolve_cache_dir
 from .images import load_image
-from .splits import Sample
+from .types import Sample
 from .transforms import build_transform
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError, DataError
+from .types import IMAGE_EXTENSIONS
 
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -208,7 +209,5 @@ def load_image(path: str | os.PathLike | bytes | BinaryIO, load_size: int, inter
 
 def is_image_name(path: str | Path) -> bool:
     """True for a visible file whose lower-cased suffix is in IMAGE_EXTENSIONS."""
-    from .splits import IMAGE_EXTENSIONS
-
     p = Path(path)
     return not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS

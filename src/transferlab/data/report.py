@@ -21,10 +21,14 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from .layout import load_data
-from .scan import duplicate_groups
+from matplotlib.figure import Figure  # Agg canvas, no pyplot / global backend
+from rich.table import Table
+
 from ..errors import ConfigError
-from .splits import SPLITS, DataSplits
+from .images import open_image
+from .load import load_data
+from .scan import duplicate_groups
+from .types import SPLITS, DataSplits
 
 
 def inspect_data(source: str | os.PathLike | DataSplits, *, val_ratio: float = 0.2, seed: int = 0,
@@ -107,8 +111,6 @@ def load_scanned(source, *, val_ratio: float = 0.2, seed: int = 0, workers: int 
 
 def render_report(report: dict, max_rows: int = 20) -> list:
     """Rich renderables (tables) for a report dict; print them with a ``rich.console.Console``."""
-    from rich.table import Table
-
     out: list = []
     used = [s for s in SPLITS if report["totals"][s]]
     t = Table(title=f"images per class ({report['layout']}, {report['num_classes']} classes)")
@@ -195,8 +197,6 @@ def _figure_png(fig) -> str:
 
 
 def _charts(report: dict, splits: DataSplits) -> tuple[str, str]:
-    from matplotlib.figure import Figure  # Agg canvas, no pyplot / global backend
-
     classes = report["classes"]
     fig = Figure(figsize=(max(5.0, 0.45 * len(classes) + 2), 3.6))
     ax = fig.add_subplot()
@@ -226,8 +226,6 @@ def _charts(report: dict, splits: DataSplits) -> tuple[str, str]:
 
 
 def _thumb(path: str, size: int = 96) -> str | None:
-    from .images import open_image
-
     try:
         img = open_image(path)
     except Exception:  # noqa: BLE001 - a thumbnail is optional

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .._progress import track
 from ..errors import ConfigError, DataError
 from .images import describe_error, open_image_info, quiet_pil_warnings
-from .splits import BrokenFile, ImageInfo
+from .types import BrokenFile, ImageInfo
 
 
 def resolve_workers(workers: int | None) -> int:

@@ -23,13 +23,11 @@ torch.Size([3, 224, 224])
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
 from ..errors import ConfigError
-from .images import resample_filter
+from .preprocess import data_config  # noqa: F401 - part of this module's documented API
 
 AUGMENTS = ("none", "light", "strong")
 
@@ -39,49 +37,6 @@ _TV_INTERP = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
-
-
-def _triple(name: str, value) -> tuple[float, float, float]:
-    try:
-        vals = tuple(float(v) for v in (value if isinstance(value, Sequence) else [value] * 3))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be 3 numbers, got {value!r}") from None
-    if len(vals) == 1:
-        vals = vals * 3
-    if len(vals) != 3:
-        raise ConfigError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}")
-    return vals  # type: ignore[return-value]
-
-
-def data_config(input_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                crop_pct: float = 0.875, interpolation: str = "bilinear") -> dict:
-    """The model-input config shared by data loading, training, export and prediction.
-
-    >>> data_config(32, mean=0.5, std=0.5, crop_pct=1.0)["load_size"]
-    32
-    """
-    try:
-        input_size = int(input_size)
-        crop_pct = float(crop_pct)
-    except (TypeError, ValueError):
-        raise ConfigError(f"input_size must be an int and crop_pct a number, got {input_size!r}, {crop_pct!r}") from None
-    if input_size < 1:
-        raise ConfigError(f"input_size must be positive, got {input_size}")
-    if not 0.0 < crop_pct <= 1.0:
-        raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    interpolation = str(interpolation).lower()
-    resample_filter(interpolation)  # ConfigError for an unknown name
-    std3 = _triple("std", std)
-    if any(s <= 0 for s in std3):
-        raise ConfigError(f"std must be positive, got {std}")
-    return {
-        "input_size": input_size,
-        "load_size": max(input_size, int(round(input_size / crop_pct))),
-        "mean": list(_triple("mean", mean)),
-        "std": list(std3),
-        "crop_pct": crop_pct,
-        "interpolation": interpolation,
-    }
 
 
 def check_augment(augment: str) -> str:

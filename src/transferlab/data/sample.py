@@ -7,7 +7,7 @@ scans of handwritten digits 0-9 (about 180 per class). :func:`write_sample` writ
 
 Example::
 
-    >>> from transferlab.datasets import write_sample
+    >>> from transferlab.data.sample import write_sample
     >>> root = write_sample("/tmp/digits", per_class=30, size=32)   # doctest: +SKIP
     >>> sorted(p.name for p in root.iterdir())                       # doctest: +SKIP
     ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']
@@ -20,15 +20,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from ..errors import ConfigError
+from .cache import default_cache_root
 
 _MARKER = ".transferlab-sample.json"
-
-
-def default_cache_root() -> Path:
-    """``$TRANSFERLAB_CACHE`` if set, else ``~/.cache/transferlab``."""
-    env = os.environ.get("TRANSFERLAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "transferlab"
 
 
 def write_sample(directory: str | Path, per_class: int | None = None, size: int = 32) -> Path:
@@ -79,10 +78,6 @@ def write_sample(directory: str | Path, per_class: int | None = None, size: int 
 
 
 def _write_digits(root: Path, per_class: int | None, size: int, options: dict) -> None:
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     counts: dict[int, int] = {}

@@ -1,0 +1,127 @@
+"""``load_data``: a dataset path -> scanned, split :class:`~transferlab.data.types.DataSplits`.
+
+Rules (documented in the README):
+
+* the layout is detected by :func:`~transferlab.data.layout.detect_layout`;
+* every file is decoded once (the validation scan, :mod:`.scan`): broken files are skipped and
+  listed with a reason;
+* the split is stratified and deterministic (:func:`~transferlab.data.split.stratified_split`);
+* a class with only 1 usable image goes to train, with a :class:`DataWarning` naming it;
+* a class folder with no usable images is skipped with a :class:`DataWarning` naming it;
+* a class that has images in val/test but none in train, a missing path, no classes or no
+  readable images raise :class:`~transferlab.errors.DataError` (one clear line).
+
+>>> splits = load_data("~/photos", val_ratio=0.2, seed=0)      # doctest: +SKIP
+>>> splits.classes, len(splits.train), len(splits.val)          # doctest: +SKIP
+(['cat', 'dog'], 160, 40)
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+from .layout import detect_layout
+from .scan import duplicate_groups, scan_files
+from .split import stratified_split
+from .types import IMAGE_EXTENSIONS, BrokenFile, DataSplits, DataWarning, Sample
+
+
+def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 0, scan: bool = True,
+              workers: int | None = None, progress: bool = True) -> DataSplits:
+    """Resolve a dataset (class folders, train/test folders or a CSV) into train/val/test samples.
+
+    With ``scan=True`` (default) every file is decoded once in parallel (``workers`` threads,
+    default ``os.cpu_count()``): broken files are skipped and listed in ``.broken`` with a reason,
+    per-file sizes/formats go to ``.info``, and same-content files in different splits are listed in
+    ``.duplicates``. Warnings (:class:`DataWarning`) are issued and kept in ``.warnings``.
+
+    >>> s = load_data("DATA", val_ratio=0.2, seed=0)   # doctest: +SKIP
+    >>> s.counts()["val"]                               # doctest: +SKIP
+    {'cat': 10, 'dog': 10}
+    """
+    if source is None or str(source).strip() == "":
+        raise DataError("no dataset path given")
+    try:
+        val_ratio = float(val_ratio)
+    except (TypeError, ValueError):
+        raise ConfigError(f"val ratio must be a number in [0, 1), got {val_ratio!r}") from None
+    if not 0.0 <= val_ratio < 1.0:
+        raise ConfigError(f"val ratio must be in [0, 1), got {val_ratio}")
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise DataError(f"dataset path not found: {source}")
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"dataset folder is not readable: {source}")
+    root = Path(os.path.abspath(root))
+
+    notes: list[str] = []
+    ignored: list[str] = []
+    broken: list[BrokenFile] = []
+    layout, entries = detect_layout(root, notes, ignored, broken)
+    if not entries:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise DataError(f"no images found in {source} (looked for {exts})")
+
+    info = {}
+    if scan:
+        info, scan_broken = scan_files([e[0] for e in entries], workers=workers, progress=progress)
+        broken += scan_broken
+        bad = {b.path for b in scan_broken}
+        before = {e[1] for e in entries}
+        entries = [e for e in entries if e[0] not in bad]
+        for cls in sorted(before - {e[1] for e in entries}):
+            notes.append(f"class '{cls}' has no readable images (all broken); skipped")
+        if not entries:
+            first = scan_broken[0]
+            raise DataError(f"no readable images in {source}: all {len(scan_broken)} files are broken "
+                            f"(e.g. {first.path}: {first.reason})")
+
+    # Group per split and class.
+    fixed: dict[str, dict[str, list[str]]] = {"train": defaultdict(list), "val": defaultdict(list), "test": defaultdict(list)}
+    pool: dict[str, list[str]] = defaultdict(list)
+    has_val = any(e[2] == "val" for e in entries)
+    for path, cls, split in entries:
+        if split is None or (split == "train" and not has_val):
+            pool[cls].append(path)
+        else:
+            fixed[split][cls].append(path)
+    classes = sorted({e[1] for e in entries})
+    in_train = set(pool) | set(fixed["train"])
+    missing = [c for c in classes if c not in in_train]
+    if missing:
+        where = ", ".join(f"'{c}'" for c in missing)
+        raise DataError(f"class {where} has images in val/test but no usable training images "
+                        f"(a model cannot learn a class it never sees)")
+    if len(classes) < 2:
+        raise DataError(f"found only one class ({classes[0]!r}) in {source}; a classifier needs at least 2 classes")
+
+    tr, va = stratified_split(pool, val_ratio, seed, notes)
+    index = {c: i for i, c in enumerate(classes)}
+
+    def samples(groups: list[dict[str, list[str]]]) -> list[Sample]:
+        out: list[Sample] = []
+        for cls in classes:
+            paths = sorted(p for g in groups for p in g.get(cls, []))
+            out += [(p, index[cls]) for p in paths]
+        return out
+
+    splits = DataSplits(root=str(root), layout=layout, classes=classes,
+                        train=samples([tr, fixed["train"]]), val=samples([va, fixed["val"]]),
+                        test=samples([fixed["test"]]), broken=broken, info=info, scanned=scan,
+                        ignored=ignored)
+    if scan:
+        split_of = {p: name for name in ("train", "val", "test") for p, _ in splits.split(name)}
+        splits.duplicates = [g for g in duplicate_groups(info, split_of)
+                             if len({split_of[p] for p in g}) > 1]
+        if splits.duplicates:
+            notes.append(f"{len(splits.duplicates)} group(s) of identical files sit in different splits "
+                         f"(leakage), e.g. {', '.join(splits.duplicates[0][:2])}")
+    if broken:
+        notes.append(f"skipped {len(broken)} broken file(s), e.g. {broken[0].path}: {broken[0].reason}")
+    splits.warnings = notes
+    for note in notes:
+        warnings.warn(note, DataWarning, stacklevel=2)
+    return splits
