@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from transferlab.evaluate import compute_metrics, roc_curves
+from transferlab import runfolder
 from transferlab.evaluate import plots
 from transferlab.evaluate.gradcam import GradCAM, find_target_layer, gradcam
 
@@ -58,14 +59,14 @@ def test_history_and_image_grids(tmp_path):
 
 def test_read_history(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n1,1.0,0.5,1.1,0.4,0.001,2.5\n")
-    rows = plots.read_history(tmp_path / "history.csv")
+    rows = runfolder.read_history(tmp_path / "history.csv")
     assert rows == [{"epoch": 1.0, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4,
                      "lr": 0.001, "seconds": 2.5}]
-    assert plots.read_history(tmp_path / "missing.csv") == []
+    assert runfolder.read_history(tmp_path / "missing.csv") == []
     # a blank or damaged cell (hand-edited file, empty validation set) is None and still plots
     with (tmp_path / "history.csv").open("a") as f:
         f.write("2,0.8,oops,,0.5,0.001,2.5\n")
-    rows = plots.read_history(tmp_path / "history.csv")
+    rows = runfolder.read_history(tmp_path / "history.csv")
     assert rows[1]["train_acc"] is None and rows[1]["val_loss"] is None and rows[1]["epoch"] == 2
     assert plots.plot_history(rows, tmp_path / "h.png", "run").stat().st_size > 1000
 

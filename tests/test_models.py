@@ -12,7 +12,7 @@ from transferlab.errors import ConfigError, WeightsError
 from transferlab.models import (
     Classifier,
     apply_freeze,
-    backbone_groups,
+    backbone_blocks,
     count_params,
     create_model,
     describe,
@@ -180,9 +180,10 @@ def test_freeze_policies(name):
         for i, (_, layer) in enumerate(layers):
             if isinstance(layer, nn.modules.batchnorm._BatchNorm):
                 assert layer.training == (i >= idx), (i, idx)
-    assert apply_freeze(m, "unfreeze_from=3") == apply_freeze(m, unfreeze_from=3)
+    with pytest.raises(ConfigError, match="frozen, full"):  # one vocabulary with TrainConfig: no "unfreeze_from=3"
+        apply_freeze(m, "unfreeze_from=3")
 
-    groups = backbone_groups(m.backbone)
+    groups = backbone_blocks(m.backbone)
     for k in (1, 2):
         apply_freeze(m, unfreeze_last=k)
         expected = set(head_ids) | {id(p) for g in groups[-k:] for p in g}
@@ -204,9 +205,9 @@ def test_freeze_policies(name):
 
 def test_unfreeze_last_counts_blocks():
     m = _model("mobilenet_v2")
-    groups = backbone_groups(m.backbone)
+    groups = backbone_blocks(m.backbone)
     assert len(groups) == 18  # stem + 17 inverted-residual blocks (conv_head joins the last one)
-    ladder = backbone_groups(_model("cnn_bn").backbone)
+    ladder = backbone_blocks(_model("cnn_bn").backbone)
     assert len(ladder) == 3  # one per conv unit
 
 

@@ -30,13 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write, atomic_write_text, load_model, resolve_checkpoint
-from .errors import ConfigError, TransferlabError
-from .predict import (EXPORT_DIR, INT8_NAME, META_NAME, ONNX_NAME, TORCHSCRIPT_NAME, Preprocess,
-                      _ort_session, default_threads, file_sha256, softmax)
+import onnx
+import torch
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
-FORMATS = ("onnx", "torchscript")
-QUANTIZE = (None, "int8")
+from . import runfolder
+from ._atomic import atomic_write
+from ._callable import make_callable
+from .checkpoint import load_model
+from .choices import EXPORT_FORMATS, QUANTIZE
+from .data.layout import expand_paths
+from .data.preprocess import eval_array
+from .data.scan import decode_in_parallel
+from .errors import ConfigError, TransferlabError
+from .runtime import Preprocess, default_threads, ort_probs, ort_session, softmax
+
 DEFAULT_OPSET = 18
 TOLERANCE = 1e-4
 PARITY_IMAGES = 16          # images compared between PyTorch and the export
@@ -53,9 +62,9 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
     The check uses the run's validation images (``splits``: the run's ``DataSplits`` when the caller
     already holds them, else they are loaded from ``RUN/config.json``), or ``images`` when given."""
     fmt = str(format).lower()
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
-    if quantize not in QUANTIZE:
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantisation {quantize!r}; the only choice is 'int8'")
     if quantize and fmt != "onnx":
         raise ConfigError("--quantize int8 needs --format onnx")
@@ -63,37 +72,39 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
     say = print if verbose else (lambda *a, **k: None)
 
     model, meta = load_model(run)
-    ckpt = resolve_checkpoint(run)
-    out_dir = run / EXPORT_DIR
+    ckpt = runfolder.resolve_checkpoint(run)
+    out_dir = runfolder.export_dir(run)
     out_dir.mkdir(parents=True, exist_ok=True)
     pre = Preprocess(meta["data_cfg"])
     splits = splits if splits is not None else run_splits(run)
     batch, source = parity_inputs(pre, splits, images)
 
-    info = _base_info(meta, ckpt, out_dir / META_NAME)
+    try:
+        previous = runfolder.read_export_meta(run)
+    except TransferlabError:  # a damaged model.json is rewritten
+        previous = None
+    info = _base_info(meta, ckpt, previous)
     exports = info.setdefault("exports", {})
     with _torch_threads():
-        import torch
-
         with torch.inference_mode():
             reference = softmax(model(torch.from_numpy(batch)).numpy())
         if fmt == "onnx":
-            path = out_dir / ONNX_NAME
+            path = out_dir / runfolder.ONNX_NAME
             t0 = time.perf_counter()
             exporter = _export_onnx(model, pre.input_size, path, opset, info)
             entry: dict[str, Any] = {"file": path.name, "size_bytes": path.stat().st_size, "opset": opset,
                                      "exporter": exporter, "seconds": round(time.perf_counter() - t0, 2)}
-            session = _ort_session(path, default_threads())
-            entry["parity"] = _parity(lambda x: _ort_probs(session, x), reference, batch, source, tolerance)
+            session = ort_session(path)
+            entry["parity"] = _parity(lambda x: ort_probs(session, x), reference, batch, source, tolerance)
             exports["onnx"] = entry
             say(f"exported {path} ({_mb(entry['size_bytes'])}, opset {opset}, {exporter} exporter)")
             say(_parity_line("ONNX Runtime", entry["parity"]))
             if quantize:
-                exports["int8"] = _quantize_int8(path, out_dir / INT8_NAME, pre, splits, meta, info, batch,
+                exports["int8"] = _quantize_int8(path, out_dir / runfolder.INT8_NAME, pre, splits, meta, info, batch,
                                                  reference, source, session, say)
-                path = out_dir / INT8_NAME
+                path = out_dir / runfolder.INT8_NAME
         else:
-            path = out_dir / TORCHSCRIPT_NAME
+            path = out_dir / runfolder.TORCHSCRIPT_NAME
             t0 = time.perf_counter()
             _export_torchscript(model, pre.input_size, path)
             with warnings.catch_warnings():
@@ -110,18 +121,15 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
             exports["torchscript"] = entry
             say(f"exported {path} ({_mb(entry['size_bytes'])}, torch.jit.trace)")
             say(_parity_line("TorchScript", entry["parity"]))
-    atomic_write_text(out_dir / META_NAME, json.dumps(info, indent=2) + "\n")
-    say(f"wrote {out_dir / META_NAME}")
+    say(f"wrote {runfolder.write_export_meta(run, info)}")
     return path
 
 
 # -- inputs ------------------------------------------------------------------------------------
 def run_splits(run: Path):
-    """The run's DataSplits, exactly as training split them (see ``evaluate.load_run_splits``), or None."""
-    from .evaluate import load_run_splits, read_run_config
-
+    """The run's DataSplits, exactly as training split them (see ``runfolder.load_run_splits``), or None."""
     try:
-        return load_run_splits(run, read_run_config(run))[0]
+        return runfolder.load_run_splits(run)[0]
     except TransferlabError:
         return None
 
@@ -133,19 +141,14 @@ def parity_inputs(pre: Preprocess, splits, images) -> tuple[np.ndarray, str]:
         _, arrays = _load_some(pre, [p for p, _ in _spread(splits.val, PARITY_IMAGES)])
         source = "validation images"
     if not arrays and images:
-        from .predict import expand_paths
-
         files, _ = expand_paths(list(images))
         _, arrays = _load_some(pre, files[:PARITY_IMAGES])
         source = "given images"
     if arrays:
         return np.stack(arrays), f"{len(arrays)} {source}"
     rng = np.random.default_rng(0)
-    from PIL import Image
-
-    imgs = [Image.fromarray(rng.integers(0, 256, (pre.load_size, pre.load_size, 3), dtype=np.uint8))
-            for _ in range(8)]
-    return np.stack([pre.image(im) for im in imgs]), "8 random images (no data reachable)"
+    pixels = [rng.integers(0, 256, (pre.load_size, pre.load_size, 3), dtype=np.uint8) for _ in range(8)]
+    return np.stack([eval_array(p, pre.cfg) for p in pixels]), "8 random images (no data reachable)"
 
 
 def _spread(samples: list, n: int) -> list:
@@ -158,13 +161,8 @@ def _spread(samples: list, n: int) -> list:
 
 def _load_some(pre: Preprocess, paths: Sequence[str]) -> tuple[list[int], list[np.ndarray]]:
     """Preprocess ``paths`` in parallel, skipping unreadable files: (indices loaded, their arrays)."""
-    from functools import partial
-
-    from .data.scan import decode_in_parallel
-    from .predict import _try_load
-
     keep, arrays = [], []
-    with decode_in_parallel(partial(_try_load, pre), list(paths), progress=False) as results:
+    with decode_in_parallel(pre.try_load, list(paths), progress=False) as results:
         for i, a in enumerate(results):
             if isinstance(a, np.ndarray):  # else the reason it could not be read
                 keep.append(i)
@@ -176,9 +174,6 @@ def _load_some(pre: Preprocess, paths: Sequence[str]) -> tuple[list[int], list[n
 def _export_onnx(model, input_size: int, path: Path, opset: int, info: dict) -> str:
     """torch.onnx.export with a dynamic batch axis; the torch.export-based exporter, falling back
     to the TorchScript-based one if it fails. Returns the exporter used."""
-    import onnx
-    import torch
-
     dummy = torch.randn(2, 3, input_size, input_size)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
         tmp_path = Path(tmp) / "model.onnx"
@@ -220,10 +215,6 @@ def _set_metadata(proto, info: dict) -> None:
     proto.producer_name = "transferlab"
 
 
-def _ort_probs(session, x: np.ndarray) -> np.ndarray:
-    return softmax(session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0])
-
-
 def _parity(fn, reference: np.ndarray, batch: np.ndarray, source: str, tolerance: float) -> dict:
     """Compare fn(batch) with the PyTorch probabilities at batch N and batch 1."""
     probs = fn(batch)
@@ -252,9 +243,6 @@ class _CalibrationReader:
 
 def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, info: dict, batch: np.ndarray,
                    reference: np.ndarray, source: str, fp32_session, say) -> dict:
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-
     calib = []
     if splits is not None and splits.train:
         _, calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
@@ -262,8 +250,6 @@ def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, i
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quant-") as tmp:
         src = Path(tmp) / "prep.onnx"
         try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-
             quant_pre_process(str(fp32), str(src), skip_symbolic_shape=True)
         except Exception:  # noqa: BLE001 - pre-processing is an optimisation, not required
             src = fp32
@@ -281,13 +267,13 @@ def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, i
         proto = onnx.load(str(tmp_out))
         _set_metadata(proto, info)
         atomic_write(out, lambda t: onnx.save_model(proto, t))
-    session = _ort_session(out, default_threads())
+    session = ort_session(out)
     entry: dict[str, Any] = {
         "file": out.name, "method": method, "size_bytes": out.stat().st_size,
         "fp32_size_bytes": fp32.stat().st_size, "seconds": round(time.perf_counter() - t0, 2),
     }
     entry["size_ratio"] = round(entry["size_bytes"] / entry["fp32_size_bytes"], 3)
-    int8_probs = _ort_probs(session, batch)
+    int8_probs = ort_probs(session, batch)
     entry["vs_pytorch"] = {"images": source, "max_abs_diff": float(np.abs(int8_probs - reference).max()),
                            "top1_agreement": float((int8_probs.argmax(1) == reference.argmax(1)).mean())}
     say(f"quantised {out} ({_mb(entry['size_bytes'])} vs {_mb(entry['fp32_size_bytes'])} fp32, "
@@ -317,7 +303,7 @@ def _val_accuracy(pre: Preprocess, splits, classes: list[str], sessions: dict) -
             continue
         x, y = np.stack(arrays), np.asarray([chunk[j][1] for j in keep])
         for k, s in sessions.items():
-            correct[k] += int((_ort_probs(s, x).argmax(1) == y).sum())
+            correct[k] += int((ort_probs(s, x).argmax(1) == y).sum())
         n += len(y)
     if not n:
         return None
@@ -326,8 +312,6 @@ def _val_accuracy(pre: Preprocess, splits, classes: list[str], sessions: dict) -
 
 # -- TorchScript -------------------------------------------------------------------------------
 def _export_torchscript(model, input_size: int, path: Path) -> None:
-    import torch
-
     dummy = torch.randn(2, 3, input_size, input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -336,11 +320,11 @@ def _export_torchscript(model, input_size: int, path: Path) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _base_info(meta: dict, ckpt: Path, existing: Path) -> dict:
+def _base_info(meta: dict, ckpt: Path, existing: dict | None) -> dict:
     """model.json content: preprocessing + provenance; keeps the other formats' entries when the
     earlier export came from the same checkpoint."""
     cfg = dict(meta["data_cfg"])
-    sha = file_sha256(ckpt)
+    sha = runfolder.file_sha256(ckpt)
     info = {
         "format_version": 1,
         "recipe": meta["recipe"],
@@ -361,13 +345,8 @@ def _base_info(meta: dict, ckpt: Path, existing: Path) -> dict:
         "source_checkpoint": {"file": ckpt.name, "sha256": sha},
         "exports": {},
     }
-    if existing.is_file():
-        try:
-            old = json.loads(existing.read_text(encoding="utf-8"))
-            if (old.get("source_checkpoint") or {}).get("sha256") == sha:
-                info["exports"] = dict(old.get("exports") or {})
-        except (OSError, ValueError):
-            pass
+    if existing and (existing.get("source_checkpoint") or {}).get("sha256") == sha:
+        info["exports"] = dict(existing.get("exports") or {})
     return info
 
 
@@ -375,21 +354,15 @@ class _torch_threads:
     """Use the process's cores for export work, restoring torch's thread count afterwards."""
 
     def __enter__(self):
-        import torch
-
         self._n = torch.get_num_threads()
         torch.set_num_threads(default_threads())
 
     def __exit__(self, *exc):
-        import torch
-
         torch.set_num_threads(self._n)
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
-
-from ._callable import make_callable  # noqa: E402
 
 make_callable(__name__, "export")

@@ -16,7 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from . import compare as compare_stage
+from . import export as export_stage
+from ._atomic import atomic_write_text
+from .compare.leaderboard import rank_rows
+from .data import inspect_data, load_data
+from .data.sample import sample_dir
 from .errors import TransferlabError
 
 
@@ -40,18 +45,10 @@ def run_pipeline(
 
     Returns ``{"data", "inspect", "leaderboard", "best", "onnx", "report", "serve_command"}``.
     """
-    from . import compare as compare_stage
-    from . import export as export_stage
-    from .data import inspect_data, load_data
-
-    from .compare.leaderboard import rank_rows
-
     rank_rows([], metric)  # a bad metric name fails now, not after the data scan
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
-        from .data.sample import sample_dir
-
         data = sample_dir()
         log(f"no DATA given: using the built-in sample (real handwritten digits) at {data}")
     data = Path(data)

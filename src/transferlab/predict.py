@@ -15,10 +15,6 @@ Broken files are reported, not fatal: their row is ``{"path": ..., "error": "tru
 """
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,91 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError, TransferlabError
+from . import runfolder
+from ._progress import track
+from .choices import BACKENDS
+from .data.images import quiet_pil_warnings
+from .data.layout import expand_paths
+from .errors import ConfigError, TransferlabError
+from .runtime import Preprocess, default_threads, ort_session, softmax
 
-BACKENDS = ("auto", "onnx", "int8", "torch")
-EXPORT_DIR = "export"
-ONNX_NAME = "model.onnx"
-INT8_NAME = "model.int8.onnx"
-TORCHSCRIPT_NAME = "model.pt"
-META_NAME = "model.json"
-
-
-def default_threads() -> int:
-    """CPU threads for inference: the cores this process may use (at most 8)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+__all__ = ["Predictor", "predict", "expand_paths", "topk_rows", "BACKENDS"]
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-class Preprocess:
-    """The eval preprocessing of a model as float32 numpy arrays ``[3, S, S]``.
-
-    One instance per ``data_cfg``; reuses the data module's functions so that inference sees
-    exactly the pixels evaluation saw.
-    """
-
-    def __init__(self, data_cfg: dict):
-        from .data import build_transform
-
-        self.cfg = dict(data_cfg)
-        self.load_size = int(self.cfg["load_size"])
-        self.input_size = int(self.cfg["input_size"])
-        self.interpolation = str(self.cfg.get("interpolation", "bilinear"))
-        self._transform = build_transform(self.cfg, train=False)
-
-    def _finish(self, hwc: np.ndarray) -> np.ndarray:
-        import torch
-
-        chw = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).contiguous()
-        out = self._transform(chw)
-        return out.numpy().astype(np.float32, copy=False)
-
-    def load(self, source) -> np.ndarray:
-        """A path, bytes or file object -> ``[3, S, S]``; raises DataError ``"<name>: <reason>"``."""
-        from .data import load_image
-
-        return self._finish(load_image(source, self.load_size, self.interpolation))
-
-    def image(self, img) -> np.ndarray:
-        """A decoded PIL image -> ``[3, S, S]``, converted to RGB as files are (alpha on white, 16-bit scaled)."""
-        from .data import resize_image, to_rgb
-
-        return self._finish(np.array(resize_image(to_rgb(img), self.load_size, self.interpolation), dtype=np.uint8))
-
-
-def export_dir(run: str | Path) -> Path:
-    return Path(run) / EXPORT_DIR
-
-
-def read_export_meta(run: str | Path) -> dict | None:
-    """``RUN/export/model.json`` as a dict, or None when the run was never exported."""
-    p = export_dir(run) / META_NAME
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TransferlabError(f"cannot read {p}: {exc}") from None
-
-
-def _export_is_current(run: Path, meta: dict | None) -> bool:
+def export_is_current(run: Path, meta: dict | None) -> bool:
     """True when the export was made from the run's current checkpoint (same sha256)."""
     if not meta:
         return False
@@ -118,7 +41,7 @@ def _export_is_current(run: Path, meta: dict | None) -> bool:
     ckpt = run / str(src.get("file", ""))
     if not src.get("sha256") or not ckpt.is_file():
         return True  # exported folder shipped without its checkpoint: trust it
-    return file_sha256(ckpt) == src["sha256"]
+    return runfolder.file_sha256(ckpt) == src["sha256"]
 
 
 def topk_rows(probs: np.ndarray, classes: Sequence[str], topk: int) -> list[list[dict]]:
@@ -129,6 +52,38 @@ def topk_rows(probs: np.ndarray, classes: Sequence[str], topk: int) -> list[list
         [{"class": classes[j], "index": int(j), "prob": float(p[j])} for j in row]
         for p, row in zip(probs, order)
     ]
+
+
+class OnnxModel:
+    """An exported model run by ONNX Runtime."""
+
+    def __init__(self, path: Path, threads: int):
+        self.session = ort_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class TorchModel:
+    """A run's best checkpoint run by PyTorch (channels_last: ~1.7x faster on CPU for MobileNet/EfficientNet)."""
+
+    def __init__(self, run: Path):
+        # PyTorch is imported here, for this backend only: the ONNX backends must not load it
+        # (3.1 s and ~480 MB of RSS on this machine)
+        import torch
+
+        from .checkpoint import load_model
+
+        self.torch = torch
+        model, self.meta = load_model(run)
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            return self.model(x).float().numpy()
 
 
 class Predictor:
@@ -149,10 +104,10 @@ class Predictor:
         self.threads = int(threads or default_threads())
         self.batch_size = max(1, int(batch_size))
         self.notes: list[str] = []
-        export_meta = read_export_meta(self.run)
-        onnx_path = export_dir(self.run) / ONNX_NAME
+        export_meta = runfolder.read_export_meta(self.run)
+        onnx_path = runfolder.export_dir(self.run) / runfolder.ONNX_NAME
         if backend == "auto":
-            if onnx_path.is_file() and _export_is_current(self.run, export_meta):
+            if onnx_path.is_file() and export_is_current(self.run, export_meta):
                 backend = "onnx"
             else:
                 if onnx_path.is_file():
@@ -160,24 +115,18 @@ class Predictor:
                 backend = "torch"
         self.backend = backend
         if backend in ("onnx", "int8"):
-            path = export_dir(self.run) / (ONNX_NAME if backend == "onnx" else INT8_NAME)
+            path = runfolder.export_dir(self.run) / (runfolder.ONNX_NAME if backend == "onnx" else runfolder.INT8_NAME)
             if not path.is_file():
                 how = "" if backend == "onnx" else " --quantize int8"
                 raise TransferlabError(f"no {path.name} in {path.parent}; run `transferlab export {self.run}{how}` first")
             if export_meta is None:
-                raise TransferlabError(f"{path.parent / META_NAME} is missing; re-export the run")
-            self.meta = export_meta
-            self.model_file = path
-            self._session = _ort_session(path, self.threads)
-            self._input_name = self._session.get_inputs()[0].name
+                raise TransferlabError(f"{path.parent / runfolder.EXPORT_META} is missing; re-export the run")
+            self.meta, self.model_file = export_meta, path
+            self._model = OnnxModel(path, self.threads)
         else:
-            import torch
-
-            from .checkpoint import load_model, resolve_checkpoint
-
-            self.model_file = resolve_checkpoint(self.run)
-            self._model, self.meta = load_model(self.run)
-            self._model = self._model.to(memory_format=torch.channels_last)
+            self.model_file = runfolder.resolve_checkpoint(self.run)
+            self._model = TorchModel(self.run)
+            self.meta = self._model.meta
         self.classes: list[str] = list(self.meta["classes"])
         self.data_cfg: dict = dict(self.meta["data_cfg"])
         self.preprocess = Preprocess(self.data_cfg)
@@ -202,14 +151,7 @@ class Predictor:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw model outputs for a preprocessed batch ``[B, 3, S, S]`` (one forward pass)."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.backend == "torch":
-            import torch
-
-            with torch.inference_mode():  # channels_last: ~1.7x faster on CPU for MobileNet/EfficientNet
-                x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-                return self._model(x).float().numpy()
-        return self._session.run(None, {self._input_name: batch})[0]
+        return self._model.logits(np.ascontiguousarray(batch, dtype=np.float32))
 
     def predict_arrays(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
         """Probabilities ``[B, C]`` for a preprocessed batch, in chunks of ``batch_size``.
@@ -242,16 +184,13 @@ class Predictor:
         that match nothing, then per file found (in order) ``{"path", "label", "prob", "top":
         [{"class", "index", "prob"}, ...]}``, or ``{"path", "error"}`` when it could not be read.
         """
-        from ._progress import track
-        from .data.images import quiet_pil_warnings
-
         files, rows = expand_paths(paths)
         results: dict[str, dict] = {r["path"]: r for r in rows}
         order = [r["path"] for r in rows] + files
         chunks = [files[i:i + self.batch_size] for i in range(0, len(files), self.batch_size)]
         with quiet_pil_warnings(), ThreadPoolExecutor(max_workers=self.threads) as pool:
             for chunk in track(chunks, "predicting", progress=progress):
-                loaded = list(pool.map(_try_load, [self.preprocess] * len(chunk), chunk))
+                loaded = list(pool.map(self.preprocess.try_load, chunk))
                 good = [(p, a) for p, a in zip(chunk, loaded) if isinstance(a, np.ndarray)]
                 for p, a in zip(chunk, loaded):
                     if not isinstance(a, np.ndarray):
@@ -261,79 +200,6 @@ class Predictor:
                     for (p, _), top in zip(good, topk_rows(probs, self.classes, topk)):
                         results[p] = {"path": p, "label": top[0]["class"], "prob": top[0]["prob"], "top": top}
         return [results[p] for p in order]
-
-
-def _try_load(pre: Preprocess, path: str) -> np.ndarray | str:
-    try:
-        return pre.load(path)
-    except DataError as exc:
-        msg = str(exc)
-        return msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg
-
-
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    # no busy-waiting between runs: on a few shared cores, spinning threads starve image decoding,
-    # the web server and anything else in the process
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise TransferlabError(f"cannot load {path}: {exc}") from None
-
-
-def expand_paths(paths: Sequence[str | Path] | str | Path) -> tuple[list[str], list[dict]]:
-    """Files, folders (recursive, image extensions only) and globs -> (image files, error rows).
-
-    Explicitly named files are kept whatever their extension (they are reported if unreadable);
-    a path that does not exist or a glob that matches nothing gives an error row.
-    """
-    from .data.images import is_image_name
-
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    files: list[str] = []
-    errors: list[dict] = []
-    seen: set[str] = set()
-
-    def add(p: Path) -> None:
-        s = str(p)
-        if s not in seen:
-            seen.add(s)
-            files.append(s)
-
-    def add_dir(d: Path) -> None:
-        for f in sorted(d.rglob("*")):
-            if f.is_file() and is_image_name(f) and not any(part.startswith(".") for part in f.relative_to(d).parts):
-                add(f)
-
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            add_dir(p)
-        elif p.is_file():
-            add(p)
-        elif glob.has_magic(str(raw)):
-            matches = sorted(glob.glob(str(raw), recursive=True))
-            if not matches:
-                errors.append({"path": str(raw), "error": "no files match this pattern"})
-            for m in matches:
-                mp = Path(m)
-                if mp.is_dir():
-                    add_dir(mp)
-                elif mp.is_file() and is_image_name(mp):
-                    add(mp)
-        else:
-            errors.append({"path": str(raw), "error": "file not found"})
-    return files, errors
 
 
 def predict(run: str | Path, paths: Sequence[str | Path] | str | Path, topk: int = 5, tta: bool = False, *,

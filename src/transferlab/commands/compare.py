@@ -7,6 +7,10 @@ it, and writes ``OUT/leaderboard.{csv,json}``, ``OUT/report.md`` and a self-cont
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+from rich.console import Console
 
 from ..compare.leaderboard import METRICS
 
@@ -36,11 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import sys
-
-    from rich.console import Console
-
+    # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
+    # CLI parser (`transferlab --help`) must not pay
     from ..compare import compare, print_leaderboard, write_report
 
     # the leaderboard is wide: do not squeeze it into 80 columns when piped to a file

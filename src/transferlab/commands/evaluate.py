@@ -7,13 +7,20 @@ from its config.json; ``--data DIR`` evaluates another dataset with the same cla
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..choices import EVAL_SPLITS
+from ..errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run folder written by `transferlab train` (e.g. runs/cnn_base)")
     parser.add_argument("--data", metavar="DIR", default=None,
                         help="evaluate on another dataset (same class names) instead of the run's own split")
-    parser.add_argument("--split", choices=("val", "test", "train", "all"), default=None,
+    parser.add_argument("--split", choices=EVAL_SPLITS, default=None,
                         help="which images: val (default), test, train or all (default with --data: all)")
     parser.add_argument("--batch-size", type=int, default=64, help="inference batch size (default 64)")
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default RUN/eval-<split>)")
@@ -26,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..evaluate import evaluate, print_summary
+    # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
+    # CLI parser (`transferlab --help`) must not pay
+    from ..evaluate import evaluate
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -36,3 +44,47 @@ def run(args: argparse.Namespace) -> int:
                        workers=args.workers, progress=not args.no_progress)
     print_summary(metrics)
     return 0
+
+
+def print_summary(metrics: dict[str, Any], console=None, per_class_limit: int = 60) -> None:
+    """Print a rich summary: overall numbers, then the per-class table (like scikit-learn's report)."""
+    console = console or Console()
+
+    def f(v, digits=4):
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    title = f"{metrics.get('recipe') or ''} on {metrics.get('split', '')} ({metrics['num_samples']} images)".strip()
+    overall = Table(title=title, show_header=True)
+    overall.add_column("metric")
+    overall.add_column("value", justify="right")
+    overall.add_row("accuracy", f(metrics["accuracy"]))
+    for k, v in metrics.get("top_k_accuracy", {}).items():
+        overall.add_row(f"top-{k} accuracy", f(v))
+    overall.add_row("log loss", f(metrics["log_loss"]))
+    for avg in ("macro_avg", "weighted_avg"):
+        a = metrics[avg]
+        overall.add_row(f"{avg.replace('_avg', '')} precision / recall / F1",
+                        f"{f(a['precision'], 3)} / {f(a['recall'], 3)} / {f(a['f1'], 3)}")
+    overall.add_row("ROC AUC micro / macro", f"{f(metrics['roc_auc']['micro'], 3)} / {f(metrics['roc_auc']['macro'], 3)}")
+    if "inference_ms_per_image" in metrics:
+        overall.add_row("inference", f"{metrics['inference_ms_per_image']:.2f} ms/image")
+        overall.add_row("model", f"{metrics['model_size_mb']:.2f} MB, {metrics['num_params']:,} parameters")
+    console.print(overall)
+
+    per = Table(show_header=True, title="per class")
+    for col in ("class", "precision", "recall", "f1", "support", "auc"):
+        per.add_column(col, justify="left" if col == "class" else "right")
+    items = list(metrics["per_class"].items())
+    for name, row in items[:per_class_limit]:
+        per.add_row(name, f(row["precision"], 3), f(row["recall"], 3), f(row["f1"], 3), str(row["support"]), f(row["auc"], 3))
+    if len(items) > per_class_limit:
+        per.add_row(f"... {len(items) - per_class_limit} more", "", "", "", "", "")
+    for avg in ("macro_avg", "weighted_avg"):
+        a = metrics[avg]
+        per.add_row(avg.replace("_", " "), f(a["precision"], 3), f(a["recall"], 3), f(a["f1"], 3), str(a["support"]), "",
+                    style="bold")
+    console.print(per)
+    for note in metrics.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}")
+    if metrics.get("output_dir"):
+        console.print(f"wrote {metrics['output_dir']}")

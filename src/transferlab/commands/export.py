@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..choices import EXPORT_FORMATS, QUANTIZE
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run folder (with best.safetensors)")
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
-    parser.add_argument("--quantize", choices=("int8",), default=None,
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="default onnx")
+    parser.add_argument("--quantize", choices=QUANTIZE, default=None,
                         help="also write model.int8.onnx (static, calibrated on training images when the run's "
                              "data is reachable, else dynamic) and report size and accuracy change")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
@@ -20,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
+    # CLI parser (`transferlab --help`) must not pay
     from ..export import export
 
     path = export(args.run, format=args.format, quantize=args.quantize, opset=args.opset, images=args.images)

@@ -6,6 +6,13 @@ With no DATA, the built-in sample (handwritten digits) is used.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from ..data.report import inspect_data, load_scanned, render_report, write_file_csv, write_html
+from ..data.sample import sample_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,14 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from rich.console import Console
-
-    from ..data.report import inspect_data, load_scanned, render_report, write_file_csv, write_html
-    from ..data.sample import sample_dir
-
     source = args.data if args.data is not None else sample_dir()
     splits = load_scanned(source, val_ratio=args.val_ratio, seed=args.seed, workers=args.workers,
                           progress=not args.no_progress)  # its warnings are reported below

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +19,7 @@ def _params(name: str) -> int | None:
     """Backbone parameter count, built without weights on the meta device (cheap, no memory)."""
     import torch
 
-    from ..models import count_params, create_model
+    from ..models import count_params, create_model  # (torch: see run())
 
     try:
         with torch.device("meta"):
@@ -24,7 +29,7 @@ def _params(name: str) -> int | None:
 
 
 def _rows() -> list[dict]:
-    from ..models import list_recipes
+    from ..models import list_recipes  # (torch: see run())
 
     rows = []
     for r in list_recipes():
@@ -38,10 +43,6 @@ def _rows() -> list[dict]:
 
 
 def _console():
-    import sys
-
-    from rich.console import Console
-
     return Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -52,17 +53,15 @@ def _fmt_params(n: int | None) -> str:
 
 
 def _print_layers(name: str, as_json: bool) -> int:
-    import json
-
     import torch
 
-    from ..models import backbone_groups, create_model
+    from ..models import backbone_blocks, create_model  # (torch: see run())
     from ..models.freeze import layer_parameters
 
     with torch.device("meta"):
         model = create_model(name, 2, pretrained=False)
     layers = model.layers()
-    groups = backbone_groups(model.backbone)
+    groups = backbone_blocks(model.backbone)
     group_of = {}
     for gi, group in enumerate(groups):
         for p in group:
@@ -75,8 +74,6 @@ def _print_layers(name: str, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"recipe": name, "layers": rows, "blocks": len(groups)}, indent=2))
         return 0
-    from rich.table import Table
-
     table = Table(title=f"{name}: {len(rows)} backbone layers (--unfreeze-from N trains layers N..)")
     for col in ("#", "layer", "type", "params", "block"):
         table.add_column(col, justify="right" if col in ("#", "params", "block") else "left")
@@ -88,8 +85,8 @@ def _print_layers(name: str, as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
+    # the models package is imported in the functions, not at the top: it loads PyTorch and timm
+    # (5 s), which building the CLI parser (`transferlab --help`) must not pay
     if args.layers:
         from ..models import get_recipe
 
@@ -99,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.table import Table
-
     table = Table(title="model recipes (any timm model too: timm:NAME)")
     for col, justify in (("name", "left"), ("kind", "left"), ("weights", "left"), ("input", "right"),
                          ("params", "right"), ("freeze", "left"), ("augment", "left")):

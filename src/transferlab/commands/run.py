@@ -7,7 +7,12 @@ With no DATA it runs on the built-in sample (real handwritten digits).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
+from rich.console import Console
+
+from ..choices import EXPORT_FORMATS
 from ..compare.leaderboard import METRICS
 
 
@@ -21,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", metavar="A,B,C", default=None, help="recipes to compare instead of the preset's")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the preset's)")
     parser.add_argument("--metric", choices=METRICS, default="accuracy", help="metric that picks the best model (default accuracy)")
-    parser.add_argument("--format", dest="export_format", choices=("onnx", "torchscript"), default="onnx",
+    parser.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS, default="onnx",
                         help="export format for the best model (default onnx)")
     parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction held out for validation (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
@@ -31,11 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import sys
-
-    from rich.console import Console
-
+    # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
+    # CLI parser (`transferlab --help`) must not pay
     from ..compare import print_leaderboard
     from ..pipeline import run_pipeline
 

@@ -6,6 +6,9 @@ Real handwritten digits (scikit-learn's bundled ``load_digits``, no download) as
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..data.sample import write_sample
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..data.sample import write_sample
-
     root = write_sample(args.dir, per_class=args.per_class, size=args.size)
     counts = {d.name: sum(1 for _ in d.glob("*.png")) for d in sorted(Path(root).iterdir()) if d.is_dir()}
     print(f"wrote {sum(counts.values())} images in {len(counts)} classes "

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..choices import BACKENDS
+from ..errors import ConfigError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run folder (with best.safetensors or export/model.onnx)")
     parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (use 0.0.0.0 to listen on all interfaces)")
     parser.add_argument("--port", type=int, default=8000, help="default 8000")
     parser.add_argument("--max-upload-mb", type=float, default=10, help="request size limit in MB (default 10)")
-    parser.add_argument("--backend", choices=("auto", "onnx", "int8", "torch"), default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: ONNX Runtime when exported, else PyTorch (default auto)")
     parser.add_argument("--max-batch", type=int, default=32, help="images per batched model call (default 32)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
@@ -20,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..serve import serve
+    from ..serve import serve  # here: FastAPI + ONNX Runtime add 0.7 s to every CLI start (measured)
 
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")

@@ -11,10 +11,13 @@ Example::
 from __future__ import annotations
 
 from .._callable import make_callable
-from .leaderboard import COLUMNS, METRICS, make_row, print_leaderboard, rank_rows, write_leaderboard
-from .runner import PRESETS, collect_rows, compare, parse_models, read_state, write_report
+from .._lazy import lazy_exports
 
-__all__ = ["compare", "write_report", "collect_rows", "PRESETS", "COLUMNS", "METRICS", "make_row", "rank_rows",
-           "print_leaderboard", "write_leaderboard", "parse_models", "read_state"]
+# Imported on first use: the CLI offers the leaderboard's metrics (.leaderboard, no torch) and must
+# not load PyTorch through .runner to build its parser (see transferlab/_lazy.py).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".runner": ("compare", "write_report", "collect_rows", "PRESETS", "parse_models", "read_state"),
+    ".leaderboard": ("COLUMNS", "METRICS", "make_row", "rank_rows", "print_leaderboard", "write_leaderboard"),
+})
 
 make_callable(__name__, "compare")

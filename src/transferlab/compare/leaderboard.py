@@ -21,6 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from .._atomic import atomic_write_text
+from ..errors import ConfigError
+
 # column -> (heading, higher is better, format); SHORT: the console table's headings
 SHORT = {"accuracy": "acc", "precision_macro": "P", "recall_macro": "R", "f1_macro": "F1", "auc_macro": "AUC",
          "log_loss": "loss", "train_val_gap": "gap", "epochs": "ep", "train_seconds": "train s", "params": "params",
@@ -104,8 +110,6 @@ def higher_is_better(metric: str) -> bool:
 def rank_rows(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> list[dict[str, Any]]:
     """Rows sorted by ``metric`` (best first; rows without a value and non-ok rows last),
     with ``rank`` (1-based, ok rows only) and ``best`` set on the winner."""
-    from ..errors import ConfigError
-
     if metric not in METRICS:
         raise ConfigError(f"unknown --metric {metric!r}: choose from {', '.join(METRICS)}")
     sign = -1.0 if higher_is_better(metric) else 1.0
@@ -152,8 +156,6 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_leaderboard(rows: Sequence[Mapping[str, Any]], out: str | Path, metric: str = "accuracy") -> tuple[Path, Path]:
     """Write ``OUT/leaderboard.csv`` and ``OUT/leaderboard.json`` (atomically)."""
-    from ..checkpoint import atomic_write_text
-
     out = Path(out)
     atomic_write_text(out / "leaderboard.csv", to_csv(rows))
     atomic_write_text(out / "leaderboard.json", json.dumps({"metric": metric, "rows": list(rows)}, indent=2))
@@ -162,9 +164,6 @@ def write_leaderboard(rows: Sequence[Mapping[str, Any]], out: str | Path, metric
 
 def print_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy", console=None, title: str | None = None) -> None:
     """The leaderboard as a rich table; the best row is marked with a star."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     table = Table(title=title or f"Leaderboard (sorted by {COLUMNS[metric][0]}; P/R/F1/AUC macro, gap = train-val acc)",
                   padding=(0, 1), collapse_padding=True)

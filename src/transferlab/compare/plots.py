@@ -4,24 +4,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
-from ..evaluate.plots import _figure, _label_size, _save, _series
+from ..evaluate.plots import figure, label_size, save_png, series
 
 
 def plot_val_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path) -> Path:
     """Validation accuracy and loss per epoch, every model overlaid."""
-    import matplotlib
-
-    fig = _figure(12, 4.5)
+    fig = figure(12, 4.5)
     axes = fig.subplots(1, 2)
     cmap = matplotlib.colormaps["tab10" if len(histories) <= 10 else "tab20"]
     for i, (name, hist) in enumerate(histories.items()):
         if not hist:
             continue
-        epochs = _series(hist, "epoch") if "epoch" in hist[0] else np.arange(1, len(hist) + 1)
+        epochs = series(hist, "epoch") if "epoch" in hist[0] else np.arange(1, len(hist) + 1)
         for ax, key in zip(axes, ("val_acc", "val_loss")):
-            y = _series(hist, key)
+            y = series(hist, key)
             if np.isfinite(y).any():
                 ax.plot(epochs, y, "-o", markersize=3, color=cmap(i % cmap.N), label=name)
     for ax, label in zip(axes, ("validation accuracy", "validation loss")):
@@ -33,12 +32,12 @@ def plot_val_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path
         axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     else:
         axes[0].text(0.5, 0.5, "no training history", ha="center", va="center", transform=axes[0].transAxes)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_accuracy_vs_time(rows: Sequence[Mapping], path: str | Path, metric: str = "accuracy") -> Path:
     """Each model as a point: training time (x) against ``metric`` (y); the best is starred."""
-    fig = _figure(8, 5.5)
+    fig = figure(8, 5.5)
     ax = fig.subplots()
     pts = [(r["model"], r.get("train_seconds"), r.get(metric), r.get("best")) for r in rows
            if r.get("status") == "ok" and r.get("train_seconds") is not None and r.get(metric) is not None]
@@ -55,18 +54,18 @@ def plot_accuracy_vs_time(rows: Sequence[Mapping], path: str | Path, metric: str
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(f"{metric.replace('_', ' ').capitalize()} vs training time")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_f1_heatmap(models: Sequence[str], classes: Sequence[str], f1: np.ndarray, path: str | Path) -> Path:
     """Per-class F1 (columns) for every model (rows)."""
     f1 = np.asarray(f1, dtype=float).reshape(len(models), len(classes))
     nc, nm = len(classes), len(models)
-    fig = _figure(max(6.0, min(26.0, 2.5 + 0.45 * nc)), max(3.0, 1.2 + 0.45 * nm))
+    fig = figure(max(6.0, min(26.0, 2.5 + 0.45 * nc)), max(3.0, 1.2 + 0.45 * nm))
     ax = fig.subplots()
     im = ax.imshow(f1, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     fig.colorbar(im, ax=ax, label="F1", fraction=0.04, pad=0.02)
-    fs = _label_size(nc)
+    fs = label_size(nc)
     ax.set_xticks(range(nc), list(classes), rotation=45 if nc <= 20 else 90, ha="right" if nc <= 20 else "center", fontsize=fs)
     ax.set_yticks(range(nm), list(models), fontsize=9)
     ax.set_title("Per-class F1 by model")
@@ -76,4 +75,4 @@ def plot_f1_heatmap(models: Sequence[str], classes: Sequence[str], f1: np.ndarra
                 if np.isfinite(f1[i, j]):
                     ax.text(j, i, f"{f1[i, j]:.2f}", ha="center", va="center", fontsize=max(6, fs - 2),
                             color="black" if f1[i, j] > 0.6 else "white")
-    return _save(fig, path)
+    return save_png(fig, path)

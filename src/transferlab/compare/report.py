@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write_text
 from .leaderboard import COLUMNS, fmt
 
 _CSS = """
@@ -47,8 +48,6 @@ def _img(path: Path | None, alt: str) -> str:
 def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, plots: Mapping[str, Path],
                model_plots: Mapping[str, Mapping[str, Path]], info: Mapping[str, Any]) -> Path:
     """Write ``OUT/report.html``."""
-    from ..checkpoint import atomic_write_text
-
     e = html.escape
     ok = [r for r in rows if r.get("status") == "ok"]
     best = next((r for r in rows if r.get("best")), None)
@@ -119,8 +118,6 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
 def write_markdown(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, plots: Mapping[str, Path],
                    info: Mapping[str, Any]) -> Path:
     """Write ``OUT/report.md`` (plots linked as relative files)."""
-    from ..checkpoint import atomic_write_text
-
     out = Path(out)
     lines = ["# Model comparison", ""]
     lines += [f"- **{k}**: {v}" for k, v in info.items() if v not in (None, "")]

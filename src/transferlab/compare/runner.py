@@ -13,14 +13,26 @@ options is reused, not retrained; a recipe whose training was interrupted contin
 """
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .. import evaluate as evaluate_stage
+from .. import runfolder
+from .. import train as train_stage
+from .._atomic import atomic_write_text
+from ..data import DataSplits, load_data
+from ..data.sample import sample_dir
 from ..errors import ConfigError, TransferlabError, WeightsError
+from ..models import get_recipe
+from ..train.config import TrainConfig
+from . import plots as cplots
+from .leaderboard import make_row, rank_rows, write_leaderboard
+from .report import write_html, write_markdown
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-friendly: three small CNN ladder steps + one transfer model with offline weights
@@ -84,48 +96,30 @@ def read_state(out: str | Path) -> dict[str, Any]:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    from ..checkpoint import atomic_write_text
-
     atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2))
 
 
-def _eval_metrics_path(run_dir: Path, split: str) -> Path:
-    return run_dir / f"eval-{split}" / "metrics.json"
-
-
-def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """``(metrics, None)``, or ``(None, reason)`` when the file is missing, unreadable or not JSON."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except FileNotFoundError:
-        return None, f"not evaluated yet (no {path})"
-    except (OSError, ValueError) as exc:
-        return None, f"cannot read {path}: {exc}"
-
-
 def _trained(entry: Mapping | None, run_dir: Path, request: Mapping) -> bool:
+    """The recipe's run finished training with exactly these options."""
     return bool(entry) and entry.get("request") == request and bool(entry.get("trained")) \
-        and (run_dir / "best.safetensors").is_file()
+        and runfolder.checkpoint_path(run_dir, "best").is_file()
 
 
 def _finished(entry: Mapping | None, run_dir: Path, request: Mapping, split: str) -> bool:
+    """... and its evaluation on ``split`` was written."""
     return _trained(entry, run_dir, request) and entry.get("status") == "ok" \
-        and _eval_metrics_path(run_dir, split).is_file()
+        and runfolder.metrics_path(run_dir, split).is_file()
 
 
-def _call_train(train_fn, splits, name: str, runs_dir: Path, *, epochs: int, seed: int, val_ratio: float,
-                progress: bool, resume: bool, kwargs: Mapping[str, Any]):
-    params = inspect.signature(train_fn).parameters
-    extra = {"progress": progress} if "progress" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) else {}
-    common = dict(model=name, epochs=epochs, run_dir=str(runs_dir), name=name, seed=seed, val_ratio=val_ratio,
-                  **extra, **kwargs)
-    if resume:
+def check_requests(names: Sequence[str], train_kwargs: Mapping[str, Any], **common) -> None:
+    """Every recipe name and training option is valid for every recipe, before the first model trains
+    (a ConfigError naming the problem; unknown names list the known recipes)."""
+    for name in names:
+        recipe = get_recipe(name)
         try:
-            return train_fn(splits, resume=True, **common)
-        except ConfigError:  # a folder that cannot be resumed (no state saved yet): start again
-            pass
-    return train_fn(splits, overwrite=True, **common)
+            TrainConfig(model=name, run_dir="runs", **common, **train_kwargs).resolve(recipe.defaults)
+        except TypeError as exc:  # an option train() does not know
+            raise ConfigError(f"unknown training option: {exc}") from None
 
 
 def compare(
@@ -154,10 +148,6 @@ def compare(
     get pretrained weights is skipped, one that fails is reported; neither stops the others.
     Returns the leaderboard rows (best first), also written to ``OUT/leaderboard.json``.
     """
-    from ..data import DataSplits, load_data
-    from ..evaluate import evaluate
-    from .leaderboard import rank_rows
-
     if preset not in PRESETS:
         raise ConfigError(f"unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     rank_rows([], metric)  # validates the metric name before any training
@@ -165,9 +155,12 @@ def compare(
     epochs = int(epochs if epochs is not None else PRESETS[preset]["epochs"])
     if epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    unknown = sorted(set(train_kwargs) - set(TrainConfig.__dataclass_fields__) - _NOT_OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+    check_requests(names, {k: v for k, v in train_kwargs.items() if k not in _NOT_OPTIONS},
+                   epochs=epochs, seed=seed, val_ratio=val_ratio)
     if data is None:
-        from ..data.sample import sample_dir
-
         data = sample_dir()
     out = Path(out)
     runs_dir = out / "runs"
@@ -178,8 +171,6 @@ def compare(
     splits = data if isinstance(data, DataSplits) else load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)
     if not splits.split(split):
         raise ConfigError(f"{splits.root} has no {split} images (layout {splits.layout}); use --split val")
-    from ..train import train as train_fn
-
     state = read_state(out)
     state.update({"data": str(splits.root), "split": split, "metric": metric,
                   "preset": preset if models is None else None, "epochs": epochs})
@@ -202,13 +193,13 @@ def compare(
                 entries[name] = {"status": "training", "trained": False, "reason": "", "request": request}
                 _write_state(out, state)
                 t0 = time.perf_counter()
-                _call_train(train_fn, splits, name, runs_dir, epochs=epochs, seed=seed, val_ratio=val_ratio,
-                            progress=progress, resume=resume, kwargs=train_kwargs)
+                _train_recipe(splits, name, runs_dir, resume=resume, epochs=epochs, seed=seed, val_ratio=val_ratio,
+                              progress=progress, **train_kwargs)
                 entries[name] = entry = {"status": "trained", "trained": True, "reason": "", "request": request,
                                          "train_wall_seconds": time.perf_counter() - t0}
                 _write_state(out, state)
             say(f"[{i}/{len(names)}] {name}: evaluating on {split}")
-            evaluate(run_dir, data=splits, split=split, batch_size=eval_batch_size, progress=progress)
+            evaluate_stage.evaluate(run_dir, data=splits, split=split, batch_size=eval_batch_size, progress=progress)
             entries[name] = {**entries[name], "status": "ok", "reason": ""}
         except KeyboardInterrupt:
             _write_state(out, state)
@@ -228,11 +219,19 @@ def compare(
     return write_report(out, metric=metric, models=names)
 
 
+def _train_recipe(splits, name: str, runs_dir: Path, *, resume: bool, **options):
+    """Train one recipe into ``runs_dir/name``: resumed when asked and possible, else from scratch."""
+    common = dict(model=name, run_dir=str(runs_dir), name=name, **options)
+    if resume:
+        try:
+            return train_stage.train(splits, resume=True, **common)
+        except ConfigError:  # a folder that cannot be resumed (no state saved yet): start again
+            pass
+    return train_stage.train(splits, overwrite=True, **common)
+
+
 def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: str | None = None) -> list[dict[str, Any]]:
     """Leaderboard rows (unranked) for the recipes of ``OUT`` from their run folders and state."""
-    from ..evaluate.plots import read_history
-    from .leaderboard import make_row
-
     out = Path(out)
     state = read_state(out)
     split = split or state.get("split", "val")
@@ -245,7 +244,7 @@ def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: st
     for name in names:
         entry = entries.get(name) or {}
         run_dir = runs_dir / name
-        mpath = _eval_metrics_path(run_dir, split)
+        mpath = runfolder.metrics_path(run_dir, split)
         status = entry.get("status")
         if status in ("skipped", "failed", "training"):
             reason = entry.get("reason", "") if status != "training" else "training was interrupted (run compare again to resume)"
@@ -256,11 +255,11 @@ def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: st
             rows.append(make_row(name, None, status="failed", run=run_dir,
                                  reason=entry.get("reason") or f"not evaluated yet (no {mpath.relative_to(out)})"))
             continue
-        metrics, reason = _read_metrics(mpath)
+        metrics, reason = runfolder.read_metrics(run_dir, split)
         if metrics is None:
             rows.append(make_row(name, None, status="failed", run=run_dir, reason=reason))
             continue
-        rows.append(make_row(name, metrics, read_history(run_dir / "history.csv"), run=run_dir,
+        rows.append(make_row(name, metrics, runfolder.read_history(run_dir), run=run_dir,
                              train_seconds=entry.get("train_wall_seconds")))
     return rows
 
@@ -272,13 +271,6 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
     Needs no training: ``transferlab compare --report-only --out OUT`` calls this. Returns the
     ranked rows.
     """
-    import numpy as np
-
-    from ..evaluate.plots import read_history
-    from . import plots as cplots
-    from .leaderboard import rank_rows, write_leaderboard
-    from .report import write_html, write_markdown
-
     out = Path(out)
     state = read_state(out)
     if not state.get("models") and not (out / "runs").is_dir():
@@ -291,7 +283,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
     ok = [r for r in rows if r["status"] == "ok"]
     plot_dir = out / "plots"
     plots: dict[str, Path] = {}
-    histories = {r["model"]: read_history(Path(r["run_dir"]) / "history.csv") for r in ok}
+    histories = {r["model"]: runfolder.read_history(r["run_dir"]) for r in ok}
 
     def attempt(key, fn, *args):
         try:
@@ -305,7 +297,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
                 if metric in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro") else "accuracy")
         per_class = {}
         for r in ok:
-            m, _ = _read_metrics(_eval_metrics_path(Path(r["run_dir"]), split))
+            m, _ = runfolder.read_metrics(r["run_dir"], split)
             per_class[r["model"]] = (m or {}).get("per_class", {})
         classes = list(next(iter(per_class.values())).keys()) if per_class else []
         def f1_of(model, cls):
@@ -317,7 +309,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
             attempt("f1_heatmap", cplots.plot_f1_heatmap, list(per_class), classes, f1, plot_dir / "f1_heatmap.png")
     model_plots = {}
     for r in ok:
-        eval_dir = Path(r["run_dir"]) / f"eval-{split}"
+        eval_dir = runfolder.eval_dir(r["run_dir"], split)
         model_plots[r["model"]] = {k: eval_dir / f"{k}.png" for k in ("history", "confusion_matrix", "f1", "gradcam")
                                    if (eval_dir / f"{k}.png").is_file()}
     info = {"data": state.get("data"), "split": split, "preset": state.get("preset"), "epochs": state.get("epochs"),

@@ -16,38 +16,20 @@ NumPy), :mod:`.transforms` (torchvision transforms), :mod:`.cache` (image cache)
 """
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
-# The names below are imported on first use (PEP 562) instead of here: the ONNX predict/serve path
-# reads images through .images and .preprocess only, and importing torch (which .transforms,
-# .dataset and .loader need) costs 3.1 s and ~480 MB of RSS on this machine (measured), which a
-# lean server must not pay.
-_EXPORTS = {
+# Imported on first use: the ONNX predict/serve path reads images through .images and .preprocess
+# only, and .transforms, .dataset and .loader load PyTorch (see transferlab/_lazy.py).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".types": ("IMAGE_EXTENSIONS", "Sample", "BrokenFile", "ImageInfo", "DataSplits", "DataWarning"),
     ".images": ("open_image", "resize_image", "load_image", "to_rgb"),
     ".scan": ("scan_files",),
     ".split": ("stratified_split",),
     ".load": ("load_data",),
-    ".preprocess": ("eval_array",),
-    ".transforms": ("data_config", "build_transform", "AUGMENTS"),
+    ".preprocess": ("data_config", "eval_array"),
+    ".transforms": ("build_transform", "AUGMENTS"),
     ".cache": ("build_cache", "default_cache_dir", "default_cache_root"),
     ".dataset": ("ImageDataset",),
     ".loader": ("make_loader",),
     ".report": ("inspect_data", "write_html", "write_file_csv"),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = list(_WHERE)
-
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'transferlab.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+})

@@ -18,7 +18,9 @@ splits them.
 from __future__ import annotations
 
 import csv
+import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError
@@ -149,3 +151,47 @@ def detect_layout(root: Path, notes: list[str], ignored: list[str], broken: list
                             f"(ROOT/CLASS/*.jpg), or use a CSV of path,label")
         raise DataError(f"no class folders and no images in {root}")
     return "class-folders", _from_class_folders(root, None, notes, ignored)
+
+
+def expand_paths(paths: Sequence[str | Path] | str | Path) -> tuple[list[str], list[dict]]:
+    """Files, folders (recursive, image extensions only) and globs -> (image files, error rows).
+
+    Explicitly named files are kept whatever their extension (they are reported if unreadable);
+    a path that does not exist or a glob that matches nothing gives an error row.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[str] = []
+    errors: list[dict] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        s = str(p)
+        if s not in seen:
+            seen.add(s)
+            files.append(s)
+
+    def add_dir(d: Path) -> None:
+        for f in sorted(d.rglob("*")):
+            if f.is_file() and is_image_name(f) and not any(part.startswith(".") for part in f.relative_to(d).parts):
+                add(f)
+
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            add_dir(p)
+        elif p.is_file():
+            add(p)
+        elif glob.has_magic(str(raw)):
+            matches = sorted(glob.glob(str(raw), recursive=True))
+            if not matches:
+                errors.append({"path": str(raw), "error": "no files match this pattern"})
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    add_dir(mp)
+                elif mp.is_file() and is_image_name(mp):
+                    add(mp)
+        else:
+            errors.append({"path": str(raw), "error": "file not found"})
+    return files, errors

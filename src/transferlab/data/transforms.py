@@ -26,10 +26,10 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from ..choices import AUGMENTS
 from ..errors import ConfigError
 from .preprocess import data_config  # noqa: F401 - part of this module's documented API
 
-AUGMENTS = ("none", "light", "strong")
 
 # tensor resizing supports these three; the other PIL filters (lanczos, box, hamming) use bicubic
 _TV_INTERP = {

@@ -12,8 +12,13 @@ Example::
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
+
+from . import plots
 
 
 def is_transformer(model: nn.Module) -> bool:
@@ -113,3 +118,50 @@ class GradCAM:
 def gradcam(model: nn.Module, images: torch.Tensor, target=None, target_layer: nn.Module | None = None):
     """One-call Grad-CAM: ``(maps [B,H,W] in [0,1], predicted classes [B])``."""
     return GradCAM(model, target_layer)(images, target)
+
+
+def pick_examples(labels, count: int) -> list[int]:
+    """Up to ``count`` indices: the first image of each class, then the next ones in order."""
+    picked: list[int] = []
+    seen: set[int] = set()
+    for i, y in enumerate(labels):
+        if len(picked) >= count:
+            break
+        if int(y) not in seen:
+            seen.add(int(y))
+            picked.append(i)
+    for i in range(len(labels)):
+        if len(picked) >= count:
+            break
+        if i not in picked:
+            picked.append(i)
+    return picked
+
+
+def denormalise(x, cfg: dict):
+    """A normalised ``[3, H, W]`` tensor back to an ``[H, W, 3]`` image in [0, 1] for display."""
+    mean = np.asarray(cfg.get("mean", (0.0, 0.0, 0.0)), dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(cfg.get("std", (1.0, 1.0, 1.0)), dtype=np.float32).reshape(3, 1, 1)
+    img = x.detach().cpu().numpy() * std + mean
+    return np.clip(img.transpose(1, 2, 0), 0.0, 1.0)
+
+
+def gradcam_plot(model, dataset, labels, classes, cfg, path: Path, count: int) -> str | None:
+    """Write gradcam.png for up to ``count`` images (one per class first); returns a note if skipped."""
+    layer = find_target_layer(model)
+    if layer is None:
+        return f"Grad-CAM skipped: {type(getattr(model, 'backbone', model)).__name__} is not a CNN (no last conv layer)"
+    picked = pick_examples(labels, count)
+    images = torch.stack([dataset[i][0] for i in picked])
+    maps, cam_preds = GradCAM(model, layer)(images)
+    items = []
+    for k, i in enumerate(picked):
+        ok = int(cam_preds[k]) == int(labels[i])
+        items.append({
+            "image": denormalise(images[k], cfg),
+            "overlay": maps[k].numpy(),
+            "caption": f"true: {classes[int(labels[i])]}\npred: {classes[int(cam_preds[k])]}",
+            "color": "darkgreen" if ok else "darkred",
+        })
+    plots.plot_image_grid(items, path, title="Grad-CAM (predicted class)")
+    return None

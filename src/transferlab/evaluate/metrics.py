@@ -20,13 +20,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+    top_k_accuracy_score,
+)
+
+from ..errors import ConfigError
 
 TOP_K = (3, 5)
 
 
 def _as_arrays(y_true, probs, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from ..errors import ConfigError
-
     y = np.asarray(y_true, dtype=np.int64).reshape(-1)
     p = np.asarray(probs, dtype=np.float64)
     classes = [str(c) for c in classes]
@@ -71,8 +81,6 @@ def roc_curves(y_true, probs, classes: Sequence[str]) -> dict[str, dict[str, Any
     ``None`` and its ``auc`` is ``None``. ``macro`` averages the defined per-class AUCs (its curve
     is the mean TPR over a common FPR grid); ``micro`` pools every (sample, class) decision.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     y, p, classes = _as_arrays(y_true, probs, classes)
     onehot = np.eye(len(classes), dtype=np.int64)[y]
     out: dict[str, dict[str, Any]] = {}
@@ -118,14 +126,6 @@ def compute_metrics(y_true, probs, classes: Sequence[str]) -> dict[str, Any]:
       ``None`` for a class absent from ``y_true``);
     - ``num_samples``, ``num_classes``, ``classes``.
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        classification_report,
-        confusion_matrix,
-        log_loss,
-        precision_recall_fscore_support,
-        top_k_accuracy_score,
-    )
 
     y, p, classes = _as_arrays(y_true, probs, classes)
     n_classes = len(classes)

@@ -10,48 +10,41 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.figure import Figure  # rendered by Agg on savefig; pyplot is never touched
 
 ANNOTATE_MAX_CLASSES = 20  # confusion-matrix cells get their numbers up to this many classes
 DPI = 100
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # rendered by Agg on savefig; pyplot is never touched
-
+def figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_png(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=DPI)
     return path
 
 
-def _label_size(n: int) -> float:
+def label_size(n: int) -> float:
     return 10 if n <= 15 else 8 if n <= 30 else 6
 
 
-def read_history(path: str | Path) -> list[dict[str, Any]]:
-    """A run's ``history.csv`` rows (see :func:`transferlab.train.run.read_history`)."""
-    from ..train.run import read_history as read
-
-    return read(path)
-
-
-def _series(history: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
+def series(history: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in history], dtype=float)
 
 
 def plot_history(history: Sequence[Mapping[str, float]], path: str | Path, title: str = "") -> Path:
     """Training vs validation loss and accuracy per epoch (from ``history.csv`` rows)."""
-    fig = _figure(11, 4)
+    fig = figure(11, 4)
     axes = fig.subplots(1, 2)
-    epochs = _series(history, "epoch") if history and "epoch" in history[0] else np.arange(1, len(history) + 1)
+    epochs = series(history, "epoch") if history and "epoch" in history[0] else np.arange(1, len(history) + 1)
     for ax, what in zip(axes, ("loss", "acc")):
         for split, style in (("train", "-o"), ("val", "-s")):
-            y = _series(history, f"{split}_{what}")
+            y = series(history, f"{split}_{what}")
             if np.isfinite(y).any():
                 ax.plot(epochs, y, style, markersize=3, label=f"{split}")
         ax.set_xlabel("epoch")
@@ -62,7 +55,7 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | Path, title
             ax.legend()
     if not history:
         axes[0].text(0.5, 0.5, "no history.csv", ha="center", va="center", transform=axes[0].transAxes)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_confusion(cm, classes: Sequence[str], path: str | Path, normalized=None, title: str = "Confusion matrix") -> Path:
@@ -75,11 +68,11 @@ def plot_confusion(cm, classes: Sequence[str], path: str | Path, normalized=None
         normalized = cm / rows
     normalized = np.asarray(normalized, dtype=float)
     side = max(5.0, min(22.0, 2.5 + 0.38 * n))
-    fig = _figure(side + 1.2, side)
+    fig = figure(side + 1.2, side)
     ax = fig.subplots()
     im = ax.imshow(normalized, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    fs = _label_size(n)
+    fs = label_size(n)
     ax.set_xticks(range(n), [str(c) for c in classes], rotation=45 if n <= 15 else 90, ha="right" if n <= 15 else "center", fontsize=fs)
     ax.set_yticks(range(n), [str(c) for c in classes], fontsize=fs)
     ax.set_xlabel("predicted")
@@ -91,16 +84,14 @@ def plot_confusion(cm, classes: Sequence[str], path: str | Path, normalized=None
                 if cm[i, j]:
                     color = "white" if normalized[i, j] > 0.5 else "black"
                     ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color=color, fontsize=fs - 1)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_roc(curves: Mapping[str, Mapping[str, Any]], classes: Sequence[str], path: str | Path) -> Path:
     """One-vs-rest ROC curves per class plus micro and macro averages (from ``metrics.roc_curves``)."""
     n = len(classes)
-    fig = _figure(8 if n <= 15 else 11 if n <= 30 else 13, 7)
+    fig = figure(8 if n <= 15 else 11 if n <= 30 else 13, 7)
     ax = fig.subplots()
-    import matplotlib
-
     cmap = matplotlib.colormaps["tab20" if n > 10 else "tab10"]
     for i, name in enumerate(classes):
         c = curves.get(name) or {}
@@ -121,7 +112,7 @@ def plot_roc(curves: Mapping[str, Mapping[str, Any]], classes: Sequence[str], pa
     ax.grid(alpha=0.3)
     ncol = 1 if n <= 15 else 2 if n <= 30 else 3
     ax.legend(fontsize=9 if n <= 15 else 7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol, frameon=False)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_f1_bars(per_class: Mapping[str, Mapping[str, float]], path: str | Path, macro: float | None = None) -> Path:
@@ -129,21 +120,21 @@ def plot_f1_bars(per_class: Mapping[str, Mapping[str, float]], path: str | Path,
     names = list(per_class)
     f1 = [float(per_class[c].get("f1") or 0.0) for c in names]
     n = len(names)
-    fig = _figure(max(6.0, min(24.0, 1.5 + 0.4 * n)), 4.5)
+    fig = figure(max(6.0, min(24.0, 1.5 + 0.4 * n)), 4.5)
     ax = fig.subplots()
     ax.bar(range(n), f1, color="steelblue")
     if macro is not None:
         ax.axhline(macro, color="crimson", ls="--", lw=1.2, label=f"macro F1 {macro:.3f}")
         ax.legend(loc="lower right")
-    ax.set_xticks(range(n), names, rotation=45 if n > 8 else 0, ha="right" if n > 8 else "center", fontsize=_label_size(n))
+    ax.set_xticks(range(n), names, rotation=45 if n > 8 else 0, ha="right" if n > 8 else "center", fontsize=label_size(n))
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1")
     ax.set_title("Per-class F1")
     ax.grid(axis="y", alpha=0.3)
     if n <= 30:
         for i, v in enumerate(f1):
-            ax.text(i, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=_label_size(n) - 2)
-    return _save(fig, path)
+            ax.text(i, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=label_size(n) - 2)
+    return save_png(fig, path)
 
 
 def _grid(n: int, max_cols: int = 6) -> tuple[int, int]:
@@ -156,7 +147,7 @@ def plot_image_grid(items: Sequence[Mapping[str, Any]], path: str | Path, title:
     optional "overlay": HxW array in [0, 1] drawn as a translucent heat map, optional "color"}``."""
     n = len(items)
     rows, cols = _grid(max(n, 1))
-    fig = _figure(2.4 * cols, 2.6 * rows + (0.4 if title else 0))
+    fig = figure(2.4 * cols, 2.6 * rows + (0.4 if title else 0))
     if title:
         fig.suptitle(title)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
@@ -171,7 +162,7 @@ def plot_image_grid(items: Sequence[Mapping[str, Any]], path: str | Path, title:
             ax.imshow(np.asarray(item["overlay"]), cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0,
                       extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5), interpolation="bilinear")
         ax.set_title(item.get("caption", ""), fontsize=8, color=item.get("color", "black"))
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_mistakes(mistakes: Sequence[Mapping[str, Any]], path: str | Path) -> Path:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from .classifier import Classifier
 from .factory import create_model, describe
-from .freeze import apply_freeze, backbone_groups, backbone_layers, count_params, split_backbone
+from .freeze import apply_freeze, backbone_blocks, backbone_layers, count_params, split_backbone
 from .registry import Recipe, get_recipe, list_recipes, register
 from .weights import ENV_VAR as WEIGHTS_ENV, load_weights_file, read_state_dict
 
 __all__ = [
-    "Classifier", "Recipe", "WEIGHTS_ENV", "apply_freeze", "backbone_groups", "backbone_layers", "count_params",
+    "Classifier", "Recipe", "WEIGHTS_ENV", "apply_freeze", "backbone_blocks", "backbone_layers", "count_params",
     "create_model", "describe", "get_recipe", "list_recipes", "load_weights_file", "read_state_dict", "register",
     "split_backbone",
 ]

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .freeze import backbone_layers, frozen_modules
 
 
 def normalize_head(head: Sequence[int] | None, dropout: Sequence[float] | float | None) -> tuple[list[int], list[float]]:
@@ -60,8 +61,7 @@ class Classifier(nn.Module):
 
     ``backbone`` maps images [B, 3, H, W] to pooled features [B, num_features]; ``head`` maps
     features to logits [B, num_classes]. ``data_cfg`` is the preprocessing the model expects.
-    ``train()`` keeps the BatchNorm layers of a frozen backbone part in eval mode (see
-    :func:`transferlab.models.apply_freeze`).
+    ``train()`` keeps the frozen backbone layers in eval mode (see :func:`transferlab.models.apply_freeze`).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, *, recipe: str, num_classes: int,
@@ -78,7 +78,7 @@ class Classifier(nn.Module):
         self.head_dropout = [float(d) for d in head_dropout]
         self.weights_info: dict = {"source": None, "matched": 0}
         self.freeze_policy: str = "full"
-        self.frozen_norms: set[str] = set()  # backbone BatchNorm module names kept in eval mode
+        self.frozen_layers: int = 0  # leading backbone layers frozen by apply_freeze (kept in eval mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -88,16 +88,14 @@ class Classifier(nn.Module):
 
         See :func:`transferlab.models.freeze.backbone_layers` for what counts as a layer.
         """
-        from .freeze import backbone_layers
-
         return backbone_layers(self.backbone)
 
     def train(self, mode: bool = True):
+        """``nn.Module.train``, except that frozen backbone layers keep inference behaviour
+        (see :func:`transferlab.models.freeze.frozen_modules`)."""
         super().train(mode)
         if mode:
-            from .freeze import frozen_batchnorms
-
-            for module in frozen_batchnorms(self):
+            for module in frozen_modules(self):
                 module.eval()
         return self
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError, WeightsError
 from .classifier import Classifier, make_head, normalize_head
-from .freeze import backbone_groups, backbone_layers, count_params
+from .freeze import backbone_blocks, backbone_layers, count_params
 from .registry import get_recipe
 from .weights import build_from_hub, find_weights_file, how_to_supply, load_weights_file, package_weights_file
 
@@ -119,7 +119,7 @@ def describe(model: Classifier) -> dict:
         "backbone_params": count_params(model.backbone),
         "head_params": count_params(model.head),
         "layers": len(backbone_layers(model.backbone)),
-        "blocks": len(backbone_groups(model.backbone)),
+        "blocks": len(backbone_blocks(model.backbone)),
         "freeze": model.freeze_policy,
         "head": list(model.head_hidden),
         "dropout": list(model.head_dropout),

@@ -13,14 +13,22 @@ order, keeping
   layer holding just those parameters, listed before its children.
 
 ``unfreeze_from=N`` trains layers ``N, N+1, ...`` (negative N counts from the end, like a Python
-index) and freezes ``0 .. N-1``. ``unfreeze_last=K`` trains the last K blocks of the backbone: timm's
-``group_matcher(coarse=False)`` groups (e.g. one group per EfficientNet/MobileNet block, per ResNet
-basic/bottleneck block; the stem is the first group, and timm puts the final conv head into the
-last block's group), or for the CNN ladder one group per conv unit (conv[, bn], relu, pool[, dropout]).
-The head is always trainable.
+index) and freezes ``0 .. N-1``.
 
-Frozen BatchNorm layers stay in eval mode (running statistics untouched) even after
-``model.train()``: :class:`~transferlab.models.Classifier` re-sets them in its ``train()``.
+What is a "block" (for ``unfreeze_last=K`` and for cutting the backbone)
+-----------------------------------------------------------------------
+A run of consecutive layers that belong together: timm's ``group_matcher(coarse=False)`` groups
+(one per EfficientNet/MobileNet block, per ResNet basic/bottleneck block; the stem is the first
+block, and timm puts the final conv head into the last block), or for the CNN ladder one per conv
+unit (conv[, bn], relu, pool[, dropout]). ``unfreeze_last=K`` trains the last K blocks. The head is
+always trainable. :func:`split_backbone` cuts the backbone between two blocks.
+
+Frozen layers keep inference behaviour
+--------------------------------------
+:func:`apply_freeze` records ``model.frozen_layers``, the number of leading backbone layers that are
+frozen. ``Classifier.train()`` keeps those layers, and every BatchNorm whose parameters are all
+frozen, in eval mode (running statistics untouched, dropout off): that is the one place where it
+happens, whatever part of the model a training loop runs.
 """
 from __future__ import annotations
 
@@ -30,7 +38,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
+from timm.models import group_parameters
+from timm.models.efficientnet import EfficientNet
+from timm.models.resnet import ResNet
+
+from ..choices import FREEZE_POLICIES
 from ..errors import ConfigError
+from .scratch import LadderBackbone
 
 
 def _is_norm(m: nn.Module) -> bool:
@@ -75,21 +89,17 @@ def count_params(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def backbone_groups(backbone: nn.Module) -> list[list[nn.Parameter]]:
+def backbone_blocks(backbone: nn.Module) -> list[list[nn.Parameter]]:
     """The backbone's blocks (for ``unfreeze_last``), each as its parameter list, in order."""
     named = dict(backbone.named_parameters())
     matcher = getattr(backbone, "group_matcher", None)
     if callable(matcher):
-        from timm.models import group_parameters
-
         try:
             groups = group_parameters(backbone, matcher(coarse=False))
         except Exception:  # noqa: BLE001 - a model with an odd matcher: fall back below
             groups = None
         if groups:
             return [[named[n] for n in names] for _, names in sorted(groups.items())]
-    from .scratch import LadderBackbone
-
     if isinstance(backbone, LadderBackbone):
         blocks: dict[str, list[nn.Parameter]] = {}
         for name, p in backbone.named_parameters():
@@ -106,26 +116,31 @@ def backbone_groups(backbone: nn.Module) -> list[list[nn.Parameter]]:
     return ([own] if own else []) + out
 
 
-def parse_policy(policy: str | None, unfreeze_from: int | None, unfreeze_last: int | None) -> tuple[str, int | None]:
-    """Normalise (policy, n): accepts ``"unfreeze_from=5"`` / ``"unfreeze_last=2"`` strings too."""
-    policy = (policy or "full").strip().lower().replace("-", "_")
-    m = re.fullmatch(r"(unfreeze_from|unfreeze_last)\s*[=:]\s*(-?\d+)", policy)
-    if m:
-        policy, n = m.group(1), int(m.group(2))
-        return policy, n
+def check_policy(policy: str | None, unfreeze_from: int | None, unfreeze_last: int | None) -> str:
+    """The policy name, checked: ``frozen`` or ``full``, where ``full`` may take ``unfreeze_from``
+    or ``unfreeze_last`` (not both). Returns ``frozen``, ``full``, ``unfreeze_from`` or ``unfreeze_last``."""
+    policy = "full" if policy is None else str(policy)
+    if policy not in FREEZE_POLICIES:
+        raise ConfigError(f"unknown freeze policy {policy!r}; choose from {', '.join(FREEZE_POLICIES)} "
+                          f"(with unfreeze_from=N or unfreeze_last=K for a partly frozen backbone)")
     if unfreeze_from is not None and unfreeze_last is not None:
         raise ConfigError("give either unfreeze_from or unfreeze_last, not both")
-    if unfreeze_from is not None and policy in ("full", "unfreeze_from"):
-        return "unfreeze_from", int(unfreeze_from)
-    if unfreeze_last is not None and policy in ("full", "unfreeze_last"):
-        return "unfreeze_last", int(unfreeze_last)
-    if policy in ("unfreeze_from", "unfreeze_last"):
-        raise ConfigError(f"freeze policy '{policy}' needs a number, e.g. {policy}=2")
-    if policy not in ("full", "frozen"):
-        raise ConfigError(f"unknown freeze policy '{policy}'; use one of full, frozen, unfreeze_from=N, unfreeze_last=K")
-    if unfreeze_from is not None or unfreeze_last is not None:
-        raise ConfigError(f"freeze policy '{policy}' does not take unfreeze_from/unfreeze_last")
-    return policy, None
+    if policy == "frozen":
+        if unfreeze_from is not None or unfreeze_last is not None:
+            raise ConfigError("freeze policy 'frozen' does not take unfreeze_from/unfreeze_last")
+        return "frozen"
+    if unfreeze_from is not None:
+        return "unfreeze_from"
+    if unfreeze_last is not None:
+        return "unfreeze_last"
+    return "full"
+
+
+def first_trainable_layer(model, layers: list | None = None) -> int:
+    """Index of the first backbone layer with a trainable parameter (``len(layers)`` if none)."""
+    layers = backbone_layers(model.backbone) if layers is None else layers
+    return next((i for i, (_, m) in enumerate(layers) if any(p.requires_grad for p in layer_parameters(m))),
+                len(layers))
 
 
 def apply_freeze(model, policy: str = "full", *, unfreeze_from: int | None = None,
@@ -133,59 +148,72 @@ def apply_freeze(model, policy: str = "full", *, unfreeze_from: int | None = Non
     """Set ``requires_grad`` for a freeze policy and return the number of trainable parameters.
 
     * ``full``: everything trains.
-    * ``frozen``: the whole backbone is frozen (BatchNorm kept in eval mode); only the head trains.
+    * ``frozen``: the whole backbone is frozen (and kept in eval mode); only the head trains.
     * ``unfreeze_from=N``: backbone layers ``N..`` (see :func:`backbone_layers`) and the head train.
-    * ``unfreeze_last=K``: the last K backbone blocks (see :func:`backbone_groups`) and the head train.
+    * ``unfreeze_last=K``: the last K backbone blocks (see :func:`backbone_blocks`) and the head train.
+
+    Out-of-range N or K is a ConfigError naming the backbone's size.
     """
-    policy, n = parse_policy(policy, unfreeze_from, unfreeze_last)
+    kind = check_policy(policy, unfreeze_from, unfreeze_last)
     backbone = model.backbone
-    for p in model.parameters():
-        p.requires_grad_(True)
-    frozen_norms: list[str] = []
     layers = backbone_layers(backbone)
-    if policy == "frozen":
+    model.requires_grad_(True)
+    if kind == "frozen":
         backbone.requires_grad_(False)
-        frozen_norms = [name for name, m in layers if isinstance(m, _BatchNorm)]
         label = "frozen"
-    elif policy == "unfreeze_from":
-        total = len(layers)
-        at = n + total if n < 0 else n
-        if not 0 <= at <= total:
-            raise ConfigError(f"unfreeze_from={n} is out of range: the backbone of '{model.recipe}' has {total} layers (0..{total - 1})")
+    elif kind == "unfreeze_from":
+        at = resolve_unfreeze_from(model, unfreeze_from, layers)
         backbone.requires_grad_(False)
         for _, m in layers[at:]:
             for p in layer_parameters(m):
                 p.requires_grad_(True)
-        frozen_norms = [name for name, m in layers[:at] if isinstance(m, _BatchNorm)]
         label = f"unfreeze_from={at}"
-    elif policy == "unfreeze_last":
-        groups = backbone_groups(backbone)
-        if not 0 <= n <= len(groups):
-            raise ConfigError(f"unfreeze_last={n} is out of range: the backbone of '{model.recipe}' has {len(groups)} blocks")
+    elif kind == "unfreeze_last":
+        blocks = backbone_blocks(backbone)
+        n = check_unfreeze_last(model, unfreeze_last, blocks)
         backbone.requires_grad_(False)
-        for group in groups[len(groups) - n:] if n else []:
-            for p in group:
+        for block in blocks[len(blocks) - n:]:
+            for p in block:
                 p.requires_grad_(True)
         label = f"unfreeze_last={n}"
     else:
         label = "full"
-    model.frozen_norms = frozen_norms
+    model.frozen_layers = len(layers) if kind == "frozen" else first_trainable_layer(model, layers)
     model.freeze_policy = label
-    model.train(model.training)  # put frozen BatchNorm layers into eval mode now
+    model.train(model.training)  # put the frozen layers into eval mode now
     return count_params(model, trainable_only=True)
 
 
-def frozen_batchnorms(model) -> list[nn.Module]:
-    """Backbone BatchNorm layers to keep in eval mode: those recorded by apply_freeze and any
-    whose parameters are all frozen."""
-    names = set(getattr(model, "frozen_norms", ()) or ())
-    out = []
-    for name, m in model.backbone.named_modules():
-        if not isinstance(m, _BatchNorm):
-            continue
-        params = list(m.parameters())
-        if name in names or (params and not any(p.requires_grad for p in params)):
-            out.append(m)
+def resolve_unfreeze_from(model, n: int, layers: list | None = None) -> int:
+    """``unfreeze_from=n`` as a layer index (negative counts from the end); ConfigError if out of range."""
+    total = len(backbone_layers(model.backbone) if layers is None else layers)
+    at = int(n) + total if int(n) < 0 else int(n)
+    if not 0 <= at <= total:
+        raise ConfigError(f"unfreeze_from={n} is out of range: the backbone of '{model.recipe}' has {total} layers "
+                          f"(0..{total - 1}; see transferlab models --layers {model.recipe})")
+    return at
+
+
+def check_unfreeze_last(model, k: int, blocks: list | None = None) -> int:
+    """``unfreeze_last=k`` checked against the backbone's number of blocks."""
+    total = len(backbone_blocks(model.backbone) if blocks is None else blocks)
+    if not 0 <= int(k) <= total:
+        raise ConfigError(f"unfreeze_last={k} is out of range: the backbone of '{model.recipe}' has {total} blocks "
+                          f"(see transferlab models --layers {model.recipe})")
+    return int(k)
+
+
+def frozen_modules(model) -> list[nn.Module]:
+    """The backbone modules ``Classifier.train()`` keeps in eval mode: the first
+    ``model.frozen_layers`` layers and every BatchNorm whose parameters are all frozen."""
+    layers = backbone_layers(model.backbone)
+    out = [m for _, m in layers[: int(getattr(model, "frozen_layers", 0) or 0)]]
+    seen = {id(m) for m in out}
+    for m in model.backbone.modules():
+        if isinstance(m, _BatchNorm) and id(m) not in seen:
+            params = list(m.parameters())
+            if params and not any(p.requires_grad for p in params):
+                out.append(m)
     return out
 
 
@@ -207,17 +235,11 @@ class PoolTail(nn.Module):
         return self.classifier(x)
 
 
-def backbone_units(backbone: nn.Module) -> list[nn.Module] | None:
-    """The backbone as a list of modules applied in sequence, or None when not known."""
-    from .scratch import LadderBackbone
-
+def backbone_sequence(backbone: nn.Module) -> list[nn.Module] | None:
+    """The backbone as its blocks applied one after another (plus the pooling tail), or None when
+    that sequence is not known for this architecture."""
     if isinstance(backbone, LadderBackbone):
         return list(backbone.children())
-    try:
-        from timm.models.efficientnet import EfficientNet
-        from timm.models.resnet import ResNet
-    except ImportError:  # pragma: no cover
-        return None
     if type(backbone) is EfficientNet:
         units = [backbone.conv_stem, backbone.bn1]
         units += [block for stage in backbone.blocks for block in stage]
@@ -243,7 +265,7 @@ def split_backbone(model, at: int) -> tuple[nn.Module, nn.Module] | None:
     ``conv_stem, bn1, blocks[i][j]..., conv_head, bn2, pool``; timm ResNet ``conv1, bn1, act1,
     maxpool, layerK[j]..., pool``. Other backbones return None. Both parts share the model's modules.
     """
-    units = backbone_units(model.backbone)
+    units = backbone_sequence(model.backbone)
     if units is None:
         return None
     layers = backbone_layers(model.backbone)

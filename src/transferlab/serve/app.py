@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from .. import __version__, runfolder
+from ..data.images import quiet_pil_warnings
 from ..errors import DataError
 from ..predict import Predictor, topk_rows
 from .batching import MicroBatcher
@@ -97,21 +100,14 @@ async def _send_json(send, status: int, detail: str) -> None:
 
 def _make_app(**kwargs) -> FastAPI:
     """FastAPI whose /docs serves Swagger UI from the fastapi-offline package (no CDN)."""
-    try:
-        from fastapi_offline import FastAPIOffline
-    except ImportError:  # pragma: no cover - docs then need the CDN
-        return FastAPI(**kwargs)
     return FastAPIOffline(**kwargs)
 
 
-def read_metrics(run: Path, meta: dict) -> tuple[dict | None, str | None]:
+def model_metrics(run: Path, meta: dict) -> tuple[dict | None, str | None]:
     """Evaluation metrics (``RUN/eval-val/metrics.json``) when present, else the checkpoint's."""
-    p = run / "eval-val" / "metrics.json"
-    if p.is_file():
-        try:
-            return json.loads(p.read_text(encoding="utf-8")), str(p.relative_to(run))
-        except (OSError, ValueError):
-            pass
+    metrics, _ = runfolder.read_metrics(run, "val")
+    if metrics is not None:
+        return metrics, str(runfolder.metrics_path(run, "val").relative_to(run))
     metrics = meta.get("metrics")
     return (metrics, "checkpoint") if metrics else (None, None)
 
@@ -123,7 +119,7 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
     run = Path(run)
     predictor = predictor or Predictor(run, backend=backend, threads=threads, batch_size=max_batch)
     max_bytes = int(float(max_upload_mb) * MB)
-    metrics, metrics_source = read_metrics(run, predictor.meta)
+    metrics, metrics_source = model_metrics(run, predictor.meta)
     batcher = MicroBatcher(predictor.predict_arrays, max_batch=max_batch, max_wait_ms=max_wait_ms)
     started_at = time.time()
 
@@ -227,10 +223,6 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10, *,
           backend: str = "auto", log_level: str = "info", **kwargs) -> None:
     """Serve ``run`` with uvicorn until interrupted."""
-    import uvicorn
-
-    from ..data.images import quiet_pil_warnings
-
     app = create_app(run, max_upload_mb, backend=backend, **kwargs)
     p = app.state.predictor
     print(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend) "

@@ -6,7 +6,7 @@
 * callbacks: :class:`EarlyStopping`, :class:`ModelCheckpoint`, :class:`ReduceLROnPlateau`,
   :class:`LambdaCallback`, or your own :class:`Callback` (:mod:`.callbacks`);
 * optimizers and lr schedules (:mod:`.schedule`), feature caching (:mod:`.features`),
-  DistributedDataParallel under torchrun (:mod:`.distributed`).
+  reproducible sampling (:mod:`.sampling`), DistributedDataParallel under torchrun (:mod:`.distributed`).
 
 >>> import transferlab as tl
 >>> run = tl.train("DATA", model="cnn_bn", epochs=5)     # doctest: +SKIP
@@ -14,13 +14,16 @@
 from __future__ import annotations
 
 from .._callable import make_callable
-from .api import train
-from .callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint, ReduceLROnPlateau
-from .config import TrainConfig
-from .loop import Trainer
-from .run import Run
+from .._lazy import lazy_exports
 
-__all__ = ["train", "Run", "TrainConfig", "Trainer", "Callback", "EarlyStopping", "ModelCheckpoint",
-           "ReduceLROnPlateau", "LambdaCallback"]
+# Imported on first use: the CLI builds `transferlab train --help` from TrainConfig (.config, no
+# torch) and must not load PyTorch for it (see transferlab/_lazy.py).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".api": ("train",),
+    ".run": ("Run",),
+    ".config": ("TrainConfig",),
+    ".loop": ("Trainer",),
+    ".callbacks": ("Callback", "EarlyStopping", "LambdaCallback", "ModelCheckpoint", "ReduceLROnPlateau"),
+})
 
 make_callable(__name__, "train")

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .. import runfolder
 from ..errors import ConfigError
 
 
@@ -163,12 +164,12 @@ class ModelCheckpoint(_Monitored):
 
     def on_epoch_end(self, trainer, epoch, logs) -> None:
         if self.save_last:
-            trainer.save_checkpoint(self.directory / "last.safetensors", epoch, logs)
+            trainer.save_checkpoint(runfolder.checkpoint_path(self.directory, "last"), epoch, logs)
         value = self._m.value(logs)
         if self._m.improved(value):
             self._m.best, self._m.best_epoch = value, epoch
             if self.save_best:
-                trainer.save_checkpoint(self.directory / "best.safetensors", epoch, logs)
+                trainer.save_checkpoint(runfolder.checkpoint_path(self.directory, "best"), epoch, logs)
 
     def state_dict(self):
         return {"best": self._m.best, "best_epoch": self._m.best_epoch}

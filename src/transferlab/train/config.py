@@ -1,84 +1,117 @@
-"""The training configuration: every option of ``transferlab train``, validated in one place.
+"""The training configuration: every option of ``transferlab train``, typed, documented and
+validated in one place.
 
-:class:`TrainConfig` is what ``train(...)`` keyword arguments and CLI flags turn into; it is
-written (with classes, data_cfg, split counts and environment) to ``RUN/config.json``.
-Options left at ``None`` take the recipe's defaults (``lr``, ``augment``, ``weight_decay``,
-``freeze``) in :meth:`TrainConfig.resolve`.
+:class:`TrainConfig` is what ``train(...)`` keyword arguments and CLI flags turn into; the CLI is
+built from its fields (type, help, group, choices), so a new option is one field here. Values may
+be given as text (as the CLI does): they are converted by the field's type, and a bad value is a
+one-line :class:`~transferlab.errors.ConfigError`. Options left at ``None`` take the recipe's
+defaults in :meth:`TrainConfig.resolve`, which also validates (once). The resolved config is
+written, with classes, data_cfg, split counts and environment, to ``RUN/config.json``.
+
+>>> TrainConfig(model="cnn_bn", epochs="5").epochs
+5
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..choices import AMP_MODES, AUGMENTS, FREEZE_POLICIES, MONITORS, OPTIMIZERS, SCHEDULES
 from ..errors import ConfigError
-from .schedule import OPTIMIZERS, SCHEDULES
 
-AUGMENTS = ("none", "light", "strong")
-FREEZE_POLICIES = ("frozen", "full")
-MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
-AMP_MODES = ("none", "bf16")
 FALLBACK_DEFAULTS = {"lr": 1e-3, "augment": "none", "weight_decay": 0.0, "freeze": "full", "optimizer": "adam"}
+# filled from the recipe when left at None
+RECIPE_OPTIONS = ("lr", "augment", "weight_decay", "freeze", "optimizer", "label_smoothing", "schedule", "warmup")
+
+
+def option(default=None, help: str = "", group: str = "optimisation", *, choices: tuple | None = None,
+           metavar: str | None = None, default_factory=None):
+    """A TrainConfig field with its CLI help, group and choices."""
+    meta = {"help": help, "group": group, "choices": choices, "metavar": metavar}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    model: str = "mobilenet_v2"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float | None = None
-    optimizer: str | None = None         # sgd | adam | adamw (default: the recipe's, else adam)
-    momentum: float = 0.9
-    nesterov: bool = False
-    schedule: str = "cosine"
-    warmup: int = 0
-    step_size: int | None = None
-    gamma: float = 0.1
-    min_lr: float = 0.0
-    weight_decay: float | None = None
-    label_smoothing: float = 0.0
-    class_weights: Any = None            # None | "auto" | list of floats (one per class)
-    augment: str | None = None
-    freeze: str | None = None            # "frozen" (head only) | "full"
-    unfreeze_from: int | None = None     # train backbone layers N.. (model.layers() index), freeze the rest
-    unfreeze_last: int | None = None     # train the last K backbone layers
-    fine_tune: int = 0                   # second phase: this many epochs with the backbone unfrozen
-    fine_tune_lr: float | None = None    # lr of the second phase (default: lr / 10, or the recipe's finetune_lr)
-    head: list[int] = field(default_factory=list)
-    dropout: list[float] | float | None = None   # None: the recipe's
-    pretrained: bool | None = None
-    weights: str | None = None
-    input_size: int | None = None
-    val_ratio: float = 0.2
-    seed: int = 0
-    workers: int | None = None
-    cache: bool = True                   # decoded-image cache (transferlab.data)
-    feature_cache: bool = True           # frozen backbone: compute its features once
-    feature_views: int | None = None     # augmented views cached (default 1 without augmentation, else min(epochs, 4))
-    early_stopping: int | None = None    # patience
-    monitor: str = "val_loss"
-    min_delta: float = 0.0
-    restore_best: bool = True
-    reduce_lr: int | None = None         # patience
-    reduce_lr_factor: float = 0.1
-    reduce_lr_min: float = 0.0
-    device: str | None = None
-    threads: int | None = None
-    channels_last: bool | None = None    # default: on for 4-D conv inputs on CPU
-    amp: str = "none"
-    run_dir: str = "runs"
-    name: str | None = None
-    resume: bool = False
-    overwrite: bool = False
+    model: str = option("mobilenet_v2", "recipe name (transferlab models), or timm:NAME", "model and data")
+    # -- optimisation
+    epochs: int = option(10, "epochs (of the first phase)")
+    batch_size: int = option(32, "batch size per process")
+    lr: float | None = option(None, "learning rate (default: the recipe's)")
+    optimizer: str | None = option(None, "optimizer (default: the recipe's)", choices=OPTIMIZERS)
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(False, "Nesterov momentum for SGD")
+    schedule: str | None = option(None, "lr schedule, stepped per epoch (default: the recipe's, else cosine)",
+                                  choices=SCHEDULES)
+    warmup: int | None = option(None, "linear warm-up epochs (default: the recipe's, else 0)")
+    step_size: int | None = option(None, "epochs between lr drops for --schedule step (default epochs/3)")
+    gamma: float = option(0.1, "lr factor of each drop for --schedule step")
+    min_lr: float = option(0.0, "final lr of the cosine schedule")
+    weight_decay: float | None = option(None, "weight decay, not on biases and norms (default: the recipe's)")
+    label_smoothing: float | None = option(None, "cross-entropy label smoothing (default: the recipe's, else 0)")
+    class_weights: Any = option(None, "weight the loss per class: auto = sklearn 'balanced', or one number per class",
+                                metavar="auto|W1,W2,...")
+    # -- model and data
+    augment: str | None = option(None, "augmentation preset (default: the recipe's)", "model and data", choices=AUGMENTS)
+    freeze: str | None = option(None, "frozen: train the head only; full: everything (default: the recipe's)",
+                                "model and data", choices=FREEZE_POLICIES)
+    unfreeze_from: int | None = option(None, "train backbone layers N.. and the head", "model and data", metavar="N")
+    unfreeze_last: int | None = option(None, "train the last K backbone blocks and the head", "model and data", metavar="K")
+    fine_tune: int = option(0, "after --epochs of head-only training, fine-tune this many epochs with the backbone "
+                               "unfrozen (all, or --unfreeze-from/--unfreeze-last) at --fine-tune-lr",
+                            "model and data", metavar="EPOCHS")
+    fine_tune_lr: float | None = option(None, "lr of the fine-tuning phase (default: the recipe's, else lr/10)",
+                                        "model and data")
+    head: list[int] = option(None, "hidden dense layers of the head, e.g. 256,128", "model and data",
+                             default_factory=list)
+    dropout: list[float] | None = option(None, "head dropout: one value or one per hidden layer, e.g. 0.5,0.3",
+                                         "model and data")
+    pretrained: bool | None = option(None, "use pretrained weights (default: the recipe's)", "model and data")
+    weights: str | None = option(None, "pretrained weight file, or a folder of them", "model and data", metavar="PATH")
+    input_size: int | None = option(None, "input image size (default: the recipe's)", "model and data")
+    val_ratio: float = option(0.2, "fraction held out for validation", "model and data")
+    seed: int = option(0, "seed of split, init, augmentation and order", "model and data")
+    workers: int | None = option(None, "data loader processes (default: 0 with cached small images, else 2)",
+                                 "model and data")
+    cache: bool = option(True, "decode images once into the image cache", "model and data")
+    feature_cache: bool = option(True, "compute the frozen part's features once and train on them", "model and data")
+    feature_views: int | None = option(None, "augmented views cached for feature caching "
+                                             "(default 1 without augmentation, else min(epochs, 4))",
+                                       "model and data", metavar="K")
+    # -- callbacks
+    early_stopping: int | None = option(None, "stop after PATIENCE epochs without improvement", "callbacks",
+                                        metavar="PATIENCE")
+    monitor: str = option("val_loss", "metric for the best checkpoint, early stopping and reduce-lr", "callbacks",
+                          choices=MONITORS)
+    min_delta: float = option(0.0, "smallest change that counts as an improvement", "callbacks")
+    restore_best: bool = option(True, "early stopping restores the best weights", "callbacks")
+    reduce_lr: int | None = option(None, "multiply lr by --reduce-lr-factor after PATIENCE stalled epochs",
+                                   "callbacks", metavar="PATIENCE")
+    reduce_lr_factor: float = option(0.1, "lr factor of ReduceLROnPlateau", "callbacks")
+    reduce_lr_min: float = option(0.0, "lower bound of the lr", "callbacks")
+    # -- speed
+    device: str | None = option(None, "cpu | cuda | cuda:N (default: cuda if available, else cpu)", "speed")
+    threads: int | None = option(None, "CPU threads (default: all cores, shared among torchrun processes)", "speed")
+    channels_last: bool | None = option(None, "channels-last memory format (default: on for CPU)", "speed")
+    amp: str = option("none", "bf16 autocast", "speed", choices=AMP_MODES)
+    # -- run folder
+    run_dir: str = option("runs", "parent folder of runs", "run folder")
+    name: str | None = option(None, "run name (default: the recipe name)", "run folder")
+    resume: bool = option(False, "continue the run RUN_DIR/NAME from its last completed epoch", "run folder")
+    overwrite: bool = option(False, "replace an existing run of the same name", "run folder")
 
     def __post_init__(self) -> None:
-        if isinstance(self.head, str):
-            self.head = parse_int_list(self.head, "--head")
-        if isinstance(self.dropout, str):
-            self.dropout = parse_float_list(self.dropout, "--dropout")
-        if isinstance(self.class_weights, str) and self.class_weights != "auto":
-            self.class_weights = parse_float_list(self.class_weights, "--class-weights")
+        hints = _hints()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str):
+                setattr(self, f.name, convert(f.name, value, hints[f.name]))
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
@@ -86,23 +119,28 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(msg)
 
+        def one_of(name: str, choices: tuple) -> None:
+            value = getattr(self, name)
+            need(value is None or value in choices, f"unknown --{name.replace('_', '-')} {value!r}: choose from "
+                                                    f"{', '.join(choices)}")
+
+        for f in dataclasses.fields(self):
+            if f.metadata.get("choices"):
+                one_of(f.name, f.metadata["choices"])
         need(int(self.epochs) >= 1, f"--epochs must be at least 1, got {self.epochs}")
         need(int(self.batch_size) >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), f"--lr must be a positive number, got {self.lr}")
-        need(self.optimizer is None or self.optimizer in OPTIMIZERS, f"unknown --optimizer {self.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
-        need(self.schedule in SCHEDULES, f"unknown --schedule {self.schedule!r}: choose from {', '.join(SCHEDULES)}")
-        need(int(self.warmup) >= 0, f"--warmup must be >= 0 epochs, got {self.warmup}")
+        need(self.warmup is None or int(self.warmup) >= 0, f"--warmup must be >= 0 epochs, got {self.warmup}")
         need(self.step_size is None or int(self.step_size) >= 1, f"--step-size must be at least 1, got {self.step_size}")
         need(0.0 < self.gamma <= 1.0, f"--gamma must be in (0, 1], got {self.gamma}")
         need(self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}")
         need(0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}")
         need(self.weight_decay is None or self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
-        need(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0,
+             f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.class_weights is not None and self.class_weights != "auto":
             need(isinstance(self.class_weights, (list, tuple)) and all(w >= 0 for w in self.class_weights),
                  "--class-weights must be 'auto' or comma-separated non-negative numbers, one per class")
-        need(self.augment is None or self.augment in AUGMENTS, f"unknown --augment {self.augment!r}: choose from {', '.join(AUGMENTS)}")
-        need(self.freeze is None or self.freeze in FREEZE_POLICIES, f"unknown --freeze {self.freeze!r}: choose from {', '.join(FREEZE_POLICIES)}")
         need(self.unfreeze_from is None or int(self.unfreeze_from) >= 0, f"--unfreeze-from must be >= 0, got {self.unfreeze_from}")
         need(self.unfreeze_last is None or int(self.unfreeze_last) >= 1, f"--unfreeze-last must be at least 1, got {self.unfreeze_last}")
         need(self.unfreeze_from is None or self.unfreeze_last is None, "give --unfreeze-from or --unfreeze-last, not both")
@@ -121,9 +159,7 @@ class TrainConfig:
         need(self.early_stopping is None or int(self.early_stopping) >= 0, f"--early-stopping patience must be >= 0, got {self.early_stopping}")
         need(self.reduce_lr is None or int(self.reduce_lr) >= 1, f"--reduce-lr patience must be at least 1, got {self.reduce_lr}")
         need(0.0 < self.reduce_lr_factor < 1.0, f"--reduce-lr-factor must be between 0 and 1, got {self.reduce_lr_factor}")
-        need(self.monitor in MONITORS, f"unknown --monitor {self.monitor!r}: choose from {', '.join(MONITORS)}")
         need(self.threads is None or int(self.threads) >= 1, f"--threads must be at least 1, got {self.threads}")
-        need(self.amp in AMP_MODES, f"unknown --amp {self.amp!r}: choose from {', '.join(AMP_MODES)}")
         need(self.device is None or self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
              f"unknown --device {self.device!r}: use cpu, cuda or cuda:N")
         need(bool(str(self.run_dir)), "--run-dir must not be empty")
@@ -135,9 +171,9 @@ class TrainConfig:
 
     # ---- recipe defaults -----------------------------------------------------------------------
     def resolve(self, recipe_defaults: dict | None) -> "TrainConfig":
-        """Fill options left at ``None`` from the recipe's defaults (returns a new config)."""
-        d = {**FALLBACK_DEFAULTS, **(recipe_defaults or {})}
-        updates = {k: d[k] for k in ("lr", "augment", "weight_decay", "freeze", "optimizer") if getattr(self, k) is None}
+        """Fill options left at ``None`` from the recipe's defaults and validate (returns a new config)."""
+        d = {**FALLBACK_DEFAULTS, "schedule": "cosine", "warmup": 0, "label_smoothing": 0.0, **(recipe_defaults or {})}
+        updates = {k: d[k] for k in RECIPE_OPTIONS if getattr(self, k) is None}
         cfg = dataclasses.replace(self, **updates)
         if cfg.fine_tune:
             cfg.freeze = "frozen"
@@ -160,6 +196,52 @@ class TrainConfig:
     @property
     def total_epochs(self) -> int:
         return int(self.epochs) + int(self.fine_tune)
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def base_type(hint) -> type:
+    """``int | None`` -> int, ``list[float] | None`` -> list, ``bool`` -> bool, ``Any`` -> str."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if args else str
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return list
+    return hint if hint in (int, float, bool, str) else str
+
+
+def list_item_type(hint) -> type:
+    """The item type of a ``list[T]`` (or ``list[T] | None``) hint."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if typing.get_origin(a) is list)
+    return typing.get_args(hint)[0]
+
+
+def convert(name: str, text: str, hint) -> Any:
+    """Text (a CLI value) -> the field's type; a one-line ConfigError when it does not parse."""
+    flag = f"--{name.replace('_', '-')}"
+    kind = base_type(hint)
+    if name == "class_weights":
+        return text if text.strip() == "auto" else parse_float_list(text, flag)
+    if kind is list:
+        item = list_item_type(hint)
+        return parse_int_list(text, flag) if item is int else parse_float_list(text, flag)
+    if kind is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{flag} must be true or false, got {text!r}")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    return text
 
 
 def parse_int_list(text: str, flag: str) -> list[int]:

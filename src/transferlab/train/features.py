@@ -1,24 +1,37 @@
-"""Feature caching for a frozen backbone (or frozen lower part of it).
+"""Feature caching: what a training phase trains on when the lower part of the network is frozen.
 
-When the lower part of the network is frozen, it computes the same function in every epoch, so
-it runs once: :func:`extract` passes the training images (``views`` times when augmentation is
-on, each pass with fresh random augmentation) and the validation images through it, and the
-trainable top (``head`` or ``upper + head``) trains on the cached tensors. Epoch ``e`` uses view
-``(e - 1) % views`` (:class:`FeatureViews`, indexed by the ``(epoch, index)`` keys of
-:class:`~transferlab.train.sampling.EpochSampler`). The batches come from the same sampler as the
-images would, so cached and uncached training see the same samples in the same order and agree
-within float tolerance.
+A frozen lower part computes the same function in every epoch, so it runs once:
+:func:`phase_inputs` cuts the backbone at the block boundary below its first trainable layer
+(:func:`transferlab.models.split_backbone`), passes the training images through the frozen part
+(``views`` times when augmentation is on, each pass with the augmentation the images would get in
+epoch ``v``) and the validation images once, and hands the loop the trainable top (``head``, or
+``upper + head``) with loaders over the cached tensors. Epoch ``e`` reads view ``(e - 1) % views``
+(:class:`FeatureViews`, indexed by the ``(epoch, index)`` keys of
+:class:`~transferlab.train.sampling.EpochSampler`), so cached and uncached training see the same
+samples in the same order and agree within float tolerance. When nothing is frozen, the cache would
+not fit in memory (``TRANSFERLAB_FEATURE_CACHE_GB``, default 4) or the backbone cannot be cut, the
+loop trains the whole model on images instead.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .. import _progress
+from ..data.loader import make_loader
+from ..models import split_backbone
+from ..models.freeze import backbone_layers
+from .distributed import DistInfo
 from .loop import autocast, to_device
+from .sampling import SeededItems, train_loader, val_loader
+
+DEFAULT_CACHE_GB = 4.0
 
 
 class FeatureViews(Dataset):
@@ -45,6 +58,127 @@ class FeatureViews(Dataset):
         return list(zip(feats.unbind(0), labels.unbind(0)))
 
 
+@dataclass
+class PhaseInputs:
+    """What the training loop runs in one phase: ``net`` (the model, or the part above the cached
+    features) and its loaders."""
+
+    net: nn.Module
+    train_loader: object
+    val_loader: object
+    cached: bool
+
+
+@dataclass
+class Settings:
+    """The training options feature caching needs (from the run's TrainConfig)."""
+
+    batch_size: int
+    seed: int
+    views: int
+    workers: int | None
+    amp: str
+    enabled: bool = True
+
+
+def max_cache_bytes() -> int:
+    """The feature cache's memory limit: ``TRANSFERLAB_FEATURE_CACHE_GB`` (default 4) GiB."""
+    return int(float(os.environ.get("TRANSFERLAB_FEATURE_CACHE_GB", DEFAULT_CACHE_GB)) * 2**30)
+
+
+def frozen_part(model) -> tuple[nn.Module | None, nn.Module | None]:
+    """``(lower, upper)``: the frozen bottom of the backbone worth caching and the rest of it
+    (``upper`` None when the whole backbone is frozen); ``(None, None)`` when nothing can be cached.
+    Reads ``model.frozen_layers`` as set by :func:`transferlab.models.apply_freeze`."""
+    total = len(backbone_layers(model.backbone))
+    n = int(model.frozen_layers)
+    if n == 0:
+        return None, None
+    if n >= total:
+        return model.backbone, None
+    parts = split_backbone(model, n)
+    if parts is None or len(parts[0]) == 0:
+        return None, None
+    return parts
+
+
+def phase_inputs(model, datasets: dict, settings: Settings, *, dist: DistInfo, device: torch.device,
+                 channels_last: bool, progress: bool, log: Callable[[str], None]) -> PhaseInputs:
+    """The net and loaders for a phase whose freezing is already applied to ``model``."""
+    lower, upper = frozen_part(model) if settings.enabled else (None, None)
+    if lower is not None:
+        cached = cache_features(lower, datasets["train"], datasets["val"], settings, dist=dist, device=device,
+                                channels_last=channels_last, progress=progress, log=log)
+        if cached is not None:
+            train_feats, val_feats = cached
+            net = model.head if upper is None else nn.Sequential(upper, model.head)
+            return PhaseInputs(
+                net,
+                train_loader(train_feats, batch_size=settings.batch_size, seed=settings.seed, dist=dist,
+                             seeded=False, workers=0),
+                val_loader(val_feats, batch_size=settings.batch_size, seed=settings.seed, dist=dist, workers=0),
+                cached=True)
+    return PhaseInputs(
+        model,
+        train_loader(datasets["train"], batch_size=settings.batch_size, seed=settings.seed, dist=dist, seeded=True,
+                     workers=settings.workers),
+        val_loader(datasets["val"], batch_size=settings.batch_size, seed=settings.seed, dist=dist,
+                   workers=settings.workers),
+        cached=False)
+
+
+def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, dist: DistInfo, device: torch.device,
+                   channels_last: bool, progress: bool, log: Callable[[str], None]
+                   ) -> tuple[FeatureViews, TensorDataset] | None:
+    """``lower``'s outputs for ``settings.views`` augmented passes over the training images and one
+    over the validation images; None (with a message) when they would not fit in memory."""
+    views = int(settings.views)
+    x0 = to_device(train_ds[0][0].unsqueeze(0), device, channels_last)
+    need = estimate_bytes(lower, x0, len(train_ds) * views + len(val_ds))
+    limit = max_cache_bytes()
+    if need > limit:
+        log(f"feature cache would need {need / 2**30:.1f} GiB (limit TRANSFERLAB_FEATURE_CACHE_GB="
+            f"{limit / 2**30:g}); training without it")
+        return None
+    t0 = time.perf_counter()
+    common = dict(lower=lower, settings=settings, dist=dist, device=device, channels_last=channels_last,
+                  progress=progress and dist.is_main)
+    train_views, labels = [], None
+    for v in range(1, views + 1):  # view v = the augmentation images get in epoch v without caching
+        feats, labels = _extract_split(train_ds, view=v,
+                                       description=f"features {v}/{views}" if views > 1 else "features train", **common)
+        train_views.append(feats)
+    val_feats, val_labels = _extract_split(val_ds, view=None, description="features val", **common)
+    log(f"cached frozen-backbone features: {views} view(s) of {len(train_ds)} train + {len(val_ds)} val "
+        f"images, {tuple(train_views[0].shape[1:])} each, {time.perf_counter() - t0:.1f}s")
+    return FeatureViews(train_views, labels), TensorDataset(val_feats, val_labels)
+
+
+def _extract_split(dataset, *, lower, settings: Settings, view: int | None, description: str, dist: DistInfo,
+                   device, channels_last: bool, progress: bool):
+    """Features of ``dataset`` (train: augmented as in epoch ``view``); with DDP each rank computes a
+    shard and they are all-gathered."""
+    mine = range(dist.rank, len(dataset), dist.world_size)
+    if view is None:
+        ds, sampler = (Subset(dataset, mine) if dist.enabled else dataset), None
+    else:
+        ds, sampler = SeededItems(dataset, seed=settings.seed), [(view, i) for i in mine]
+    loader = make_loader(ds, batch_size=settings.batch_size, shuffle=False, seed=settings.seed,
+                         workers=settings.workers, sampler=sampler)
+    feats, labels = extract(lower, loader, device=device, channels_last=channels_last, amp=settings.amp,
+                            description=description, progress=progress)
+    if not dist.enabled:
+        return feats, labels
+    shards: list = [None] * dist.world_size
+    torch.distributed.all_gather_object(shards, (feats, labels))
+    full_f = torch.empty((len(dataset), *feats.shape[1:]), dtype=feats.dtype)
+    full_y = torch.empty((len(dataset),), dtype=labels.dtype)
+    for r, (f, y) in enumerate(shards):
+        full_f[r::dist.world_size] = f
+        full_y[r::dist.world_size] = y
+    return full_f, full_y
+
+
 @torch.no_grad()
 def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bool = False,
             amp: str = "none", description: str = "caching features", progress: bool = True
@@ -60,11 +194,11 @@ def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bo
     return torch.cat(feats), torch.cat(labels)
 
 
-def estimate_bytes(lower: nn.Module, sample: torch.Tensor, n_images: int, views: int) -> int:
-    """Bytes the cache of ``n_images * views`` feature tensors will take (one forward of ``sample``)."""
+def estimate_bytes(lower: nn.Module, sample: torch.Tensor, n_items: int) -> int:
+    """Bytes the cache of ``n_items`` feature tensors will take (one forward pass of ``sample``)."""
     with torch.no_grad():
         was = lower.training
         lower.eval()
         f = lower(sample[:1])
         lower.train(was)
-    return int(f[0].numel()) * 4 * n_images * views
+    return int(f[0].numel()) * 4 * n_items

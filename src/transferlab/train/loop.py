@@ -17,9 +17,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.progress import TextColumn
 from torch import nn
 
 from .. import _progress
+from ..checkpoint import save_model
 from .callbacks import Callback
 from .distributed import DistInfo, all_reduce_sum
 from .schedule import current_lr
@@ -30,7 +32,7 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, scheduler=None, criterion: nn.Module | None = None,
                  device: torch.device | str = "cpu", callbacks: Sequence[Callback] = (),
                  history: list[dict[str, Any]] | None = None, phase: int = 0, total_epochs: int | None = None,
-                 eval_modules: Sequence[nn.Module] = (), channels_last: bool = False, amp: str = "none",
+                 channels_last: bool = False, amp: str = "none",
                  dist: DistInfo | None = None, meta: dict[str, Any] | None = None,
                  progress: bool = True, log: Callable[[str], None] | None = None,
                  commit: Callable[["Trainer"], None] | None = None):
@@ -44,7 +46,6 @@ class Trainer:
         self.history = history if history is not None else []
         self.phase = phase
         self.total_epochs = total_epochs
-        self.eval_modules = list(eval_modules)
         self.channels_last = channels_last
         self.amp = amp
         self.dist = dist or DistInfo()
@@ -71,8 +72,6 @@ class Trainer:
     def save_checkpoint(self, path: str | Path, epoch: int, logs: dict[str, Any]) -> None:
         if not self.is_main:
             return
-        from ..checkpoint import save_model
-
         metrics = {k: v for k, v in logs.items() if k != "epoch"}
         save_model(path, self.model, {**self.meta, "epoch": int(epoch), "metrics": metrics})
 
@@ -83,9 +82,9 @@ class Trainer:
         return to_device(x, self.device, self.channels_last), y.to(self.device, non_blocking=True)
 
     def _set_train_mode(self) -> None:
-        self.net.train()
-        for m in self.eval_modules:  # frozen parts keep inference behaviour (BatchNorm stats, dropout)
-            m.eval()
+        # the full model's train(): frozen layers keep inference behaviour (Classifier.train), and
+        # ``net`` (the model, or its part above cached features) shares its modules
+        self.model.train()
 
     # ---- one epoch -------------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
@@ -207,8 +206,6 @@ class _EpochBar:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import TextColumn
-
             self._bar = _progress.make_progress(TextColumn("{task.fields[stats]}"))
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=self.total, stats="")

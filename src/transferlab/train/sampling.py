@@ -6,14 +6,18 @@ generator seeded from ``(seed, epoch)`` (like ``DistributedSampler.set_epoch``, 
 ``dataset[index]`` with torch's RNG seeded from ``(seed, epoch, index)`` in a forked RNG, so a
 sample's random augmentation is a function of those three numbers alone: the same with 0 or N
 loader workers (persistent or not), after ``--resume``, and under DDP. The main process's RNG
-stream (dropout) is untouched by data loading.
+stream (dropout) is untouched by data loading. :func:`train_loader` and :func:`val_loader` build
+the training loop's loaders from them.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, Subset
+
+from ..data.loader import make_loader
+from .distributed import DistInfo
 
 _MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant
 
@@ -70,3 +74,21 @@ class SeededItems(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(self.seed, epoch, index))
             return self.dataset[index]
+
+
+def train_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, seeded: bool, workers: int | None = None):
+    """Shuffled batches of ``(epoch, index)`` keys: the order and each image's augmentation depend
+    only on (seed, epoch, index) -- not on workers, resume or the number of processes.
+    ``seeded=False`` for datasets with no randomness of their own (cached features)."""
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, num_replicas=dist.world_size, rank=dist.rank)
+    if seeded:
+        dataset = SeededItems(dataset, seed=seed)
+    return make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed, workers=workers, sampler=sampler)
+
+
+def val_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, workers: int | None = None):
+    """Validation batches in order; under DDP an exact shard per rank (no padding), since the
+    metrics are summed over ranks."""
+    if dist.enabled:
+        dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
+    return make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed, workers=workers)

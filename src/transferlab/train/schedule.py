@@ -13,11 +13,11 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.optim import lr_scheduler as S
 
+from ..choices import OPTIMIZERS, SCHEDULES
 from ..errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
 
 
 def param_groups(modules: nn.Module | Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
@@ -57,8 +57,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int, *,
                     min_lr: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-epoch schedule over ``epochs`` epochs; the first ``warmup`` ramp linearly from
     ``warmup_factor * lr`` up to ``lr``."""
-    from torch.optim import lr_scheduler as S
-
     warmup = max(0, min(int(warmup), epochs - 1))
     main_epochs = max(1, epochs - warmup)
     if name == "constant":

@@ -1,0 +1,17 @@
+"""Every fixed set of choices, defined once.
+
+The API validates with these lists and the CLI offers them, so a new choice is added in one place.
+This module imports nothing heavy: the CLI builds its parser from it without loading PyTorch.
+"""
+from __future__ import annotations
+
+AUGMENTS = ("none", "light", "strong")               # transferlab.data.transforms.build_transform presets
+FREEZE_POLICIES = ("frozen", "full")                 # transferlab.models.apply_freeze
+OPTIMIZERS = ("sgd", "adam", "adamw")                # transferlab.train.schedule.build_optimizer
+SCHEDULES = ("constant", "cosine", "step")           # transferlab.train.schedule.build_scheduler
+MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
+AMP_MODES = ("none", "bf16")                         # autocast in training and feature caching
+EVAL_SPLITS = ("val", "test", "train", "all")        # transferlab.evaluate
+EXPORT_FORMATS = ("onnx", "torchscript")             # transferlab.export
+QUANTIZE = ("int8",)
+BACKENDS = ("auto", "onnx", "int8", "torch")         # transferlab.predict.Predictor

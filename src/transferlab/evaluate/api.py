@@ -1,0 +1,204 @@
+"""``evaluate(run, ...)``: a trained run's metrics, predictions and plots on a data split.
+
+It reloads the run's best checkpoint, rebuilds the run's own data split (``config.json`` records
+the data source, ``val_ratio`` and ``seed``; see :func:`transferlab.runfolder.load_run_splits`),
+predicts the images and writes ``RUN/eval-<split>/``: ``metrics.json``, ``predictions.csv`` and
+``history.png``, ``confusion_matrix.png``, ``roc.png``, ``f1.png``, ``mistakes.png`` and, for CNNs,
+``gradcam.png``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import runfolder
+from .._atomic import atomic_write_text
+from .._progress import track
+from ..checkpoint import load_model
+from ..choices import EVAL_SPLITS
+from ..data import ImageDataset, build_transform, make_loader, open_image
+from ..errors import DataError
+from . import plots
+from .gradcam import gradcam_plot
+from .metrics import compute_metrics, roc_curves
+
+
+def _check_classes(run_classes: list[str], data_classes: list[str], source: str) -> None:
+    if list(run_classes) == list(data_classes):
+        return
+    missing = [c for c in run_classes if c not in data_classes]
+    extra = [c for c in data_classes if c not in run_classes]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if extra:
+        parts.append(f"unknown {', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}")
+    detail = "; ".join(parts) or "different order"
+    raise DataError(f"the classes of {source} do not match the run's ({len(run_classes)} classes): {detail}")
+
+
+def _samples(splits, split: str):
+    if split == "all":
+        samples = list(splits.train) + list(splits.val) + list(splits.test)
+    else:
+        samples = list(splits.split(split))
+    if not samples:
+        hint = " (this dataset has no test split; use --split val)" if split == "test" else ""
+        raise DataError(f"no images in the {split!r} split of {splits.root}{hint}")
+    return samples
+
+
+def _display_image(path: str, size: int = 128):
+    img = open_image(path)
+    img.thumbnail((size, size))
+    return np.asarray(img)
+
+
+def evaluate(
+    run,
+    data=None,
+    split: str | None = None,
+    *,
+    batch_size: int = 64,
+    out: str | Path | None = None,
+    plots: bool = True,
+    gradcam: int = 6,
+    mistakes: int = 12,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run on a data split; write ``metrics.json``, ``predictions.csv`` and plots.
+
+    ``run``: a run folder (or a ``Run``). ``data``: ``None`` = the run's own dataset and split
+    (rebuilt from ``config.json``), a dataset path (its class names must equal the run's), or a
+    ``DataSplits``. ``split``: ``"val"``, ``"test"``, ``"train"`` or ``"all"``; default ``"val"``,
+    or ``"all"`` when ``data`` is another dataset path (not the one the run was trained on). Output goes to ``out`` (default
+    ``RUN/eval-<split>``). ``gradcam``/``mistakes``: how many images in those grids (0 = none).
+    Returns the metrics dict written to ``metrics.json``.
+    """
+    run_dir = runfolder.run_path(run)
+    if not run_dir.exists():
+        raise DataError(f"run not found: {run_dir}")
+    model, meta = load_model(run_dir)
+    classes = [str(c) for c in meta["classes"]]
+    config = runfolder.read_config(run_dir)
+    splits, source, foreign = runfolder.load_run_splits(run_dir, config, data, progress)
+    if split is None:
+        split = "all" if foreign else "val"
+    if split not in EVAL_SPLITS:
+        raise DataError(f"unknown split {split!r}: choose from {', '.join(EVAL_SPLITS)}")
+    _check_classes(classes, splits.classes, source)
+    samples = _samples(splits, split)
+    out_dir = Path(out) if out is not None else runfolder.eval_dir(run_dir, split)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    cfg = dict(meta.get("data_cfg") or getattr(model, "data_cfg", {}))
+    dataset = ImageDataset(samples, cfg, transform=build_transform(cfg, train=False))
+    if workers is None and len(samples) < 512:
+        workers = 0  # worker start-up costs more than it saves on a small split
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers)
+
+    # channels_last: 1.7-1.8x faster CPU inference for MobileNetV2 / EfficientNet-Lite0 at batch 32 (measured)
+    cl = torch.channels_last
+    model = model.to(memory_format=cl)
+    probs_parts, label_parts = [], []
+    infer_seconds = 0.0
+    with torch.inference_mode():
+        # warm-up (lazy initialisation, allocator) so ms/image measures steady state; straight from the
+        # dataset, as a first loader pass would start (and drop) its worker processes
+        warm = torch.stack([dataset[i][0] for i in range(min(len(dataset), 8))])
+        model(warm.contiguous(memory_format=cl))
+        for x, y in track(loader, f"evaluating {run_dir.name} ({split})", total=len(loader), progress=progress):
+            t0 = time.perf_counter()
+            logits = model(x.contiguous(memory_format=cl))
+            infer_seconds += time.perf_counter() - t0
+            probs_parts.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            label_parts.append(np.asarray(y).reshape(-1))
+    probs = np.concatenate(probs_parts).astype(np.float64)
+    labels = np.concatenate(label_parts).astype(np.int64)
+    preds = probs.argmax(axis=1)
+
+    metrics = compute_metrics(labels, probs, classes)
+    ckpt = runfolder.resolve_checkpoint(run_dir)
+    metrics.update({
+        "run": str(run_dir),
+        "output_dir": str(out_dir),
+        "recipe": meta.get("recipe"),
+        "split": split,
+        "data": source,
+        "checkpoint": ckpt.name,
+        "epoch": meta.get("epoch"),
+        "inference_ms_per_image": 1000.0 * infer_seconds / max(1, len(labels)),
+        "inference_batch_size": int(batch_size),
+        "model_size_mb": ckpt.stat().st_size / 1e6,
+        "num_params": int(sum(p.numel() for p in model.parameters())),
+        "notes": [],
+        "plots": {},
+    })
+
+    # predictions.csv
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "true", "predicted", "confidence", *[f"prob_{c}" for c in classes]])
+    for (path, _), t, p, row in zip(samples, labels, preds, probs):
+        w.writerow([path, classes[t], classes[p], f"{row[p]:.6f}", *[f"{v:.6f}" for v in row]])
+    atomic_write_text(out_dir / runfolder.PREDICTIONS, buf.getvalue())
+    recorded = (config.get("split_counts") or {}).get(split)
+    if not foreign and recorded is not None and int(recorded) != len(samples):
+        metrics["notes"].append(f"the {split} split has {len(samples)} images but had {recorded} when the run "
+                                "was trained: the dataset changed since")
+
+    if plots:
+        metrics["plots"] = _write_plots(
+            out_dir, run_dir, model, dataset, samples, labels, preds, probs, classes, cfg, metrics,
+            gradcam=gradcam, mistakes=mistakes,
+        )
+    atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _write_plots(out_dir, run_dir, model, dataset, samples, labels, preds, probs, classes, cfg, metrics,
+                 *, gradcam: int, mistakes: int) -> dict[str, str]:
+    written: dict[str, str] = {}
+
+    def attempt(key: str, fn, *args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # a plot must never lose the metrics
+            metrics["notes"].append(f"{key} plot failed: {type(exc).__name__}: {exc}")
+            return None
+        if isinstance(result, str):  # a skip note
+            metrics["notes"].append(result)
+            return None
+        written[key] = f"{key}.png"
+        return result
+
+    history = runfolder.read_history(run_dir)
+    if history:
+        attempt("history", plots.plot_history, history, out_dir / "history.png", run_dir.name)
+    else:
+        metrics["notes"].append("no history.csv in the run: training curves skipped")
+    attempt("confusion_matrix", plots.plot_confusion, metrics["confusion_matrix"], classes,
+            out_dir / "confusion_matrix.png", metrics["confusion_matrix_normalized"])
+    attempt("roc", plots.plot_roc, roc_curves(labels, probs, classes), classes, out_dir / "roc.png")
+    attempt("f1", plots.plot_f1_bars, metrics["per_class"], out_dir / "f1.png", metrics["macro_avg"]["f1"])
+    if mistakes > 0:
+        wrong = np.flatnonzero(preds != labels)
+        wrong = wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:mistakes]
+
+        def mistakes_plot():
+            items = [{"image": _display_image(samples[i][0]), "true": classes[labels[i]],
+                      "pred": classes[preds[i]], "prob": float(probs[i, preds[i]])} for i in wrong]
+            return plots.plot_mistakes(items, out_dir / "mistakes.png")
+
+        attempt("mistakes", mistakes_plot)
+    if gradcam > 0:
+        attempt("gradcam", gradcam_plot, model, dataset, labels, classes, cfg, out_dir / "gradcam.png", gradcam)
+    return written
