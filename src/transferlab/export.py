@@ -176,7 +176,7 @@ def _export_onnx(model, input_size: int, path: Path, opset: int, info: dict) -> 
     to the TorchScript-based one if it fails. Returns the exporter used."""
     dummy = torch.randn(2, 3, input_size, input_size)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
-        tmp_path = Path(tmp) / "model.onnx"
+        tmp_path = Path(tmp) / path.name
         errors = []
         for exporter in ("dynamo", "torchscript"):
             try:
