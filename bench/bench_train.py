@@ -99,7 +99,7 @@ def trainer_step_rate(channels_last: bool, steps: int = 6) -> float:
 
 
 def main() -> int:
-    from transferlab.data.sample import write_sample
+    from transferlab.data.sample import write_digits
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
     torch.set_num_threads(threads)
@@ -108,7 +108,7 @@ def main() -> int:
                      "model": MODEL, "input_size": SIZE, "batch_size": BATCH}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("TRANSFERLAB_CACHE", str(Path(tmp) / "cache"))
-        data = write_sample(Path(tmp) / "digits", per_class=30, size=32)
+        data = write_digits(Path(tmp) / "digits", per_class=30, size=32)
         print(f"1. frozen {MODEL} at {SIZE}px, 240 train + 60 val images, 8 epochs ...", flush=True)
         c = caching(data, Path(tmp) / "runs")
     results["feature_caching"] = c

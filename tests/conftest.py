@@ -50,9 +50,9 @@ def weights_dir(shared_dir: Path) -> Path:
 def digits_dir(tmp_path_factory) -> Path:
     """The built-in sample (real handwritten digits), 30 images per class, 32x32 grayscale PNGs,
     written once per test session as ``DIR/0/*.png`` .. ``DIR/9/*.png``."""
-    from transferlab.data.sample import write_sample
+    from transferlab.data.sample import write_digits
 
-    return write_sample(tmp_path_factory.mktemp("digits") / "digits", per_class=30, size=32)
+    return write_digits(tmp_path_factory.mktemp("digits") / "digits", per_class=30, size=32)
 
 
 CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

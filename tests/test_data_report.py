@@ -118,15 +118,35 @@ def test_cli_inspect_reports_broken_files_as_warnings(mixed_dir, tmp_path, capsy
 
 
 def test_sample_data_command_and_write_sample(tmp_path, capsys):
-    assert main(["sample-data", str(tmp_path / "s"), "--per-class", "3", "--size", "16"]) == 0
+    assert main(["sample-data", "digits", str(tmp_path / "s"), "--per-class", "3", "--size", "16"]) == 0
     assert "wrote 30 images in 10 classes" in capsys.readouterr().out
     files = sorted((tmp_path / "s").rglob("*.png"))
     assert len(files) == 30 and sorted({f.parent.name for f in files}) == [str(d) for d in range(10)]
     with Image.open(files[0]) as im:
         assert im.size == (16, 16) and im.mode == "L" and im.getextrema()[1] > 100  # real ink
     before = files[0].stat().st_mtime_ns
-    write_sample(tmp_path / "s", per_class=3, size=16)  # same options: no rewrite
+    write_sample(tmp_path / "s", "digits", per_class=3, size=16)  # same options: no rewrite
     assert files[0].stat().st_mtime_ns == before
-    write_sample(tmp_path / "s", per_class=5, size=16)  # other options: rewritten
+    write_sample(tmp_path / "s", "digits", per_class=5, size=16)  # other options: rewritten
     assert len(list((tmp_path / "s").rglob("*.png"))) == 50
-    assert main(["sample-data", str(tmp_path / "bad"), "--per-class", "0"]) == 2
+    assert main(["sample-data", "digits", str(tmp_path / "bad"), "--per-class", "0"]) == 2
+
+
+def test_cifar10_sample_ships_real_photos_in_a_train_test_layout(tmp_path, capsys):
+    """The default sample: 200 train + 40 test real CIFAR-10 photos per class, from the package itself."""
+    from transferlab.data import load_data
+
+    assert main(["sample-data", "cifar10", str(tmp_path / "photos")]) == 0
+    assert "wrote 2400 images in 10 classes" in capsys.readouterr().out
+    splits = load_data(tmp_path / "photos", progress=False)
+    assert splits.layout == "train-test" and len(splits.classes) == 10 and "airplane" in splits.classes
+    assert len(splits.train) + len(splits.val) == 2000 and len(splits.test) == 400
+    with Image.open(splits.test[0][0]) as im:
+        assert im.size == (32, 32) and im.mode == "RGB" and len(set(im.getdata())) > 100  # a photo, not a flat test pattern
+    assert write_sample(tmp_path / "few", per_class=5).is_dir()
+    assert len(list((tmp_path / "few" / "train").rglob("*.jpg"))) == 50
+    assert len(list((tmp_path / "few" / "test").rglob("*.jpg"))) == 400
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("keep me")
+    assert main(["sample-data", "cifar10", str(tmp_path / "taken")]) == 2  # never writes over other files
+    assert "already holds other files" in capsys.readouterr().err
