@@ -60,6 +60,46 @@ def test_early_stopping_mode_max_and_min_delta():
     assert stopped == 3 and es.best == 0.5
 
 
+def test_early_stopping_min_delta_on_the_default_falling_monitor():
+    """val_loss (the default monitor) goes down: only a fall by more than min_delta improves, a rise never does."""
+    es = EarlyStopping(patience=2, min_delta=0.05)
+    assert es.monitor == "val_loss"
+    _, stopped = drive(es, [1.0, 0.97, 1.02, 0.5])  # -0.03 is too small, +0.02 is worse
+    assert stopped == 3 and es.best == 1.0 and es.best_epoch == 1 and es.wait == 2
+    es = EarlyStopping(patience=1, min_delta=0.05)
+    _, stopped = drive(es, [1.0, 0.94, 0.90])  # -0.06 improves, then -0.04 does not
+    assert stopped == 3 and es.best == 0.94 and es.best_epoch == 2
+
+
+@pytest.mark.parametrize("monitor, values", [("val_loss", [1.0, 0.75]), ("val_acc", [0.5, 0.75])])
+def test_a_change_of_exactly_min_delta_is_not_an_improvement(monitor, values):
+    es = EarlyStopping(monitor=monitor, patience=1, min_delta=0.25)  # binary-exact values: no rounding
+    _, stopped = drive(es, values, monitor=monitor)
+    assert stopped == 2 and es.best == values[0]
+    es = EarlyStopping(monitor=monitor, patience=1, min_delta=-0.25)  # the sign of min_delta is ignored
+    _, stopped = drive(es, values, monitor=monitor)
+    assert stopped == 2 and es.best == values[0]
+    es = EarlyStopping(monitor=monitor, patience=1)  # min_delta 0: the same change is an improvement
+    _, stopped = drive(es, values, monitor=monitor)
+    assert stopped is None and es.best == values[1] and es.best_epoch == 2
+
+
+@pytest.mark.parametrize("monitor, mode", [("val_loss", "min"), ("loss", "min"), ("val_acc", "max"),
+                                           ("acc", "max"), ("fmeasure_macro", "max")])
+def test_auto_mode_follows_the_metric_name(monitor, mode):
+    es = EarlyStopping(monitor=monitor, patience=1)
+    t, _ = drive(es, [0.5], monitor=monitor)
+    assert es._m.mode == mode and es.best == 0.5
+    better, worse = (0.4, 0.6) if mode == "min" else (0.6, 0.4)
+    es.on_epoch_end(t, 2, {monitor: worse})
+    assert es.stop_training
+    es = EarlyStopping(monitor=monitor, patience=1)
+    _, stopped = drive(es, [0.5, better], monitor=monitor)
+    assert stopped is None and es.best == better
+    assert EarlyStopping(monitor=monitor, mode="max")._m.mode == "max"  # an explicit mode wins
+    assert EarlyStopping(monitor=monitor, mode="min")._m.mode == "min"
+
+
 def test_early_stopping_patience_zero_and_nan():
     es = EarlyStopping(patience=0)
     _, stopped = drive(es, [1.0, 1.0])
@@ -106,6 +146,28 @@ def test_model_checkpoint_saves_last_every_epoch_and_best_on_improvement(tmp_pat
     mc2 = ModelCheckpoint(tmp_path, monitor="val_acc")
     mc2.load_state_dict(mc.state_dict())
     assert mc2.best == 0.8 and mc2.best_epoch == 4
+
+
+def test_model_checkpoint_min_delta_on_val_loss_saves_only_real_improvements(tmp_path):
+    mc = ModelCheckpoint(tmp_path, min_delta=0.05)  # the default monitor, val_loss, goes down
+    t, _ = drive(mc, [1.0, 0.97, 1.02, 0.9, 0.86])
+    assert [e for name, e in t.saved if name == "best.safetensors"] == [1, 4]
+    assert mc.best == 0.9 and mc.best_epoch == 4
+    assert [e for name, e in t.saved if name == "last.safetensors"] == [1, 2, 3, 4, 5]
+    assert all(p == "best.safetensors" or p == "last.safetensors" for p, _ in t.saved)
+
+
+def test_model_checkpoint_flags_and_best_across_phases(tmp_path):
+    mc = ModelCheckpoint(tmp_path, save_last=False)
+    t, _ = drive(mc, [1.0, 0.5, 0.7])
+    assert t.saved == [("best.safetensors", 1), ("best.safetensors", 2)]
+    t.phase = 1  # a fine-tuning phase keeps the best of the first one
+    mc.on_train_begin(t)
+    mc.on_epoch_end(t, 4, {"val_loss": 0.6})
+    assert t.saved[-1] == ("best.safetensors", 2) and mc.best == 0.5
+    mc = ModelCheckpoint(tmp_path, save_best=False)
+    t, _ = drive(mc, [1.0, 0.5])
+    assert t.saved == [("last.safetensors", 1), ("last.safetensors", 2)] and mc.best == 0.5
 
 
 def test_reduce_lr_on_plateau_reduces_at_the_right_epochs_and_resumes():
