@@ -66,13 +66,14 @@ def test_val_ratio_configurable(digits_dir):
 
 
 def test_uneven_classes_rounding_and_one_image_class(tmp_path):
-    root = _class_tree(tmp_path / "d", {"a": 11, "b": 3, "c": 2, "solo": 1})
+    # round(n * 0.2) half up, at least 1, at most n - 1: 8 -> 2 (1.6; truncating would give 1), 11 -> 2 (2.2)
+    root = _class_tree(tmp_path / "d", {"a": 11, "b": 3, "c": 2, "e": 8, "solo": 1})
     with pytest.warns(DataWarning, match="class 'solo' has only 1 image"):
         s = load_data(root, progress=False)
     val = s.counts()["val"]
     train = s.counts()["train"]
-    assert val == {"a": 2, "b": 1, "c": 1, "solo": 0}
-    assert train == {"a": 9, "b": 2, "c": 1, "solo": 1}
+    assert val == {"a": 2, "b": 1, "c": 1, "e": 2, "solo": 0}
+    assert train == {"a": 9, "b": 2, "c": 1, "e": 6, "solo": 1}
     assert any("solo" in w for w in s.warnings)
 
 
