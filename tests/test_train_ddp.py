@@ -1,4 +1,5 @@
-"""DistributedDataParallel on CPU: ``torchrun --nproc_per_node 2 -m transferlab train ...`` with gloo."""
+"""DistributedDataParallel on CPU: ``torchrun --nproc_per_node 2 -m transferlab train ...`` with gloo,
+checked against a single-process run, and the metric reduction over ranks in-process."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+from torch import nn
+
 from transferlab.checkpoint import read_meta
+from transferlab.train import Run, train
+from transferlab.train.distributed import DistInfo, all_reduce_sum, env_rank, env_world_size, setup
+from transferlab.train.loop import Trainer
 
 
 def _torchrun() -> list[str]:
@@ -15,25 +23,86 @@ def _torchrun() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
 
 
-def test_torchrun_two_gloo_processes_train_one_run(digits_dir, tmp_path):
-    env = {**os.environ, "TRANSFERLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+def test_torchrun_two_gloo_processes_match_one_process(digits_dir, tmp_path, monkeypatch):
+    """Two ranks of batch 16 see the same global batches of 32 as one process (cnn_base has no batch
+    norm or dropout), so the history -- every loss and accuracy, over all 240 train and 60 val
+    images -- is the single-process one. Metrics of rank 0 alone (its 120 / 30 images) would differ."""
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = tmp_path / "runs"
+    # head on cached features (caching split across the ranks), then one fine-tuning epoch
+    common = ["--model", "cnn_base", "--freeze", "frozen", "--epochs", "2", "--fine-tune", "1", "--lr", "3e-3",
+              "--input-size", "32"]
     cmd = [*_torchrun(), "--nproc_per_node", "2", "--standalone", "-m", "transferlab", "train", str(digits_dir),
-           "--model", "cnn_bn", "--epochs", "2", "--fine-tune", "1", "--input-size", "32", "--batch-size", "16",
-           "--run-dir", str(runs), "--name", "ddp", "--no-progress"]
+           *common, "--batch-size", "16", "--run-dir", str(runs), "--name", "ddp", "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [p.name for p in runs.iterdir()] == ["ddp"]  # exactly one run folder
     run = runs / "ddp"
     assert sorted(p.name for p in run.glob("*.safetensors")) == ["best.safetensors", "last.safetensors"]
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["world_size"] == 2
-    lines = (run / "history.csv").read_text().splitlines()
-    assert len(lines) == 1 + 3  # header + 2 head-only epochs + 1 fine-tuning epoch
+    assert cfg["world_size"] == 2 and cfg["batch_size"] == 16
     assert proc.stdout.count("epoch 3/3") == 1  # rank 0 alone prints
-    meta = read_meta(run, "last")
-    assert meta["epoch"] == 3
-    # metrics are summed over both ranks: accuracy over all 60 validation images
-    for line in lines[1:]:
-        val_acc = float(line.split(",")[4])
-        assert abs(val_acc * 60 - round(val_acc * 60)) < 1e-6
+    assert "cached frozen-backbone features" in proc.stdout
+    assert read_meta(run, "last")["epoch"] == 3
+
+    single = train(digits_dir, model="cnn_base", freeze="frozen", epochs=2, fine_tune=1, lr=3e-3, input_size=32,
+                   batch_size=32, run_dir=tmp_path / "single", progress=False)
+    ddp = Run.load(run).history
+    assert [r["epoch"] for r in ddp] == [1, 2, 3] and len(single.history) == 3
+    for got, want in zip(ddp, single.history):
+        for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            assert got[k] == pytest.approx(want[k], abs=1e-5), (k, got, want)
+    assert single.history[-1]["val_loss"] < single.history[0]["val_loss"]  # it learns: not a constant history
+
+
+class _OtherRank:
+    """Stands in for torch.distributed.all_reduce with one other rank that contributed ``values``."""
+
+    def __init__(self, values):
+        self.values, self.calls = values, 0
+
+    def __call__(self, tensor, op=None):
+        assert op == torch.distributed.ReduceOp.SUM
+        assert tensor.dtype == torch.float64  # counts and sums are summed exactly
+        self.calls += 1
+        tensor += torch.tensor(self.values, dtype=tensor.dtype)
+
+
+def test_metrics_are_summed_over_ranks(monkeypatch):
+    """Each rank trains and validates on its shard; the epoch's loss and accuracy are over all ranks' images."""
+    other = _OtherRank([6.0, 3, 4])  # the other rank: loss sum 6.0, 3 correct of 4 images
+    monkeypatch.setattr(torch.distributed, "all_reduce", other)
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1, 1, 0])  # 3 of 4 right
+    with torch.no_grad():
+        loss_sum = float(nn.functional.cross_entropy(net(x), y, reduction="sum"))
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the weights stay, so both passes see the same logits
+    trainer = Trainer(net, net, [(x[:2], y[:2]), (x[2:], y[2:])], [(x[:3], y[:3]), (x[3:], y[3:])], optimizer=opt,
+                      dist=DistInfo(world_size=2, rank=0), progress=False, log=lambda m: None)
+    val = trainer.evaluate()
+    assert val == {"val_loss": pytest.approx((loss_sum + 6.0) / 8), "val_acc": pytest.approx(6 / 8)}
+    logs = trainer.train_one_epoch(1)
+    assert logs["train_loss"] == pytest.approx((loss_sum + 6.0) / 8) and logs["train_acc"] == pytest.approx(6 / 8)
+    assert logs["images"] == 8 and other.calls == 2
+
+
+def test_single_process_needs_no_process_group(monkeypatch):
+    def no_all_reduce(*a, **k):
+        raise AssertionError("all_reduce in a single process")
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", no_all_reduce)
+    assert all_reduce_sum([1.5, 2.0], DistInfo(), torch.device("cpu")) == [1.5, 2.0]
+    for var in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert (env_world_size(), env_rank()) == (1, 0)
+    info = setup("cpu")
+    assert info == DistInfo() and not info.enabled and info.is_main
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    assert (env_world_size(), env_rank()) == (4, 3)
+    info = DistInfo(world_size=4, rank=3)
+    assert info.enabled and not info.is_main and DistInfo(world_size=4, rank=0).is_main
