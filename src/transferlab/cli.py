@@ -18,6 +18,7 @@ from .errors import TransferlabError
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample-data": ("transferlab.commands.sample_data", "write the built-in sample dataset (real handwritten digits) as class folders"),
     "inspect": ("transferlab.commands.inspect", "report on a dataset: counts, sizes, formats, broken and duplicate files"),
+    "doctor": ("transferlab.commands.doctor", "find duplicates, leakage, likely label errors and outliers in a dataset"),
     "models": ("transferlab.commands.models", "list the model recipes"),
     "train": ("transferlab.commands.train", "train one model recipe on a dataset"),
     "evaluate": ("transferlab.commands.evaluate", "evaluate a trained run: metrics, plots, predictions"),

@@ -1,0 +1,261 @@
+"""``diagnose``: every check of the data doctor over one dataset, as one JSON-ready dict.
+
+>>> report = diagnose("DATA", out="doctor")        # doctest: +SKIP
+>>> report["summary"]                               # doctest: +SKIP
+{'images': 2359, 'duplicate_groups': 212, 'cross_split': 90, 'conflicting_labels': 6, ...}
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from . import checks as _checks
+from . import duplicates as _dups
+from . import labels as _labels
+from . import outliers as _outliers
+
+SPLIT_ORDER = ("train", "val", "test")
+REPORT_VERSION = 1
+#: most pairs kept per duplicate group in the report (a group of 50 copies has 1,225 pairs)
+MAX_PAIRS_PER_GROUP = 30
+
+
+def _load(data, *, val_ratio: float, seed: int, workers: int | None, progress: bool):
+    from ..data import DataSplits, load_data
+
+    if isinstance(data, DataSplits):
+        if not data.scanned:
+            raise ConfigError("diagnose needs scanned DataSplits (load_data(..., scan=True)): it uses each file's "
+                              "hash, size and mode")
+        return data
+    if data is None or str(data).strip() == "":
+        raise DataError("no dataset path given")
+    with warnings.catch_warnings():  # load_data's notes are kept in splits.warnings and reported
+        warnings.simplefilter("ignore")
+        return load_data(data, val_ratio=val_ratio, seed=seed, scan=True, workers=workers, progress=progress)
+
+
+def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | None = None,
+             threshold: float = _dups.THRESHOLD, ratio: float | None = _dups.RATIO,
+             hash_distance: tuple[int, int] | None = _dups.HASH_DISTANCE, folds: int = _labels.FOLDS,
+             outlier_z: float = _outliers.Z, val_ratio: float = 0.2, seed: int = 0, amp: str = "auto",
+             weights: str | None = None, cache: bool | str = True, workers: int | None = None,
+             out: str | os.PathLike | None = None, html: bool = True, progress: bool = True) -> dict:
+    """Find, rank and explain the problems of an image dataset; never touches its files.
+
+    ``data``: a dataset path (class folders, train/test folders, CSV) or scanned
+    :class:`~transferlab.data.DataSplits`. ``threshold``: cosine similarity of centred embeddings
+    from which two images are near-duplicates; ``ratio``: the ratio test for datasets whose
+    images all look alike to the backbone (None turns it off); ``hash_distance``: (pHash, dHash)
+    bits. ``out``: a folder for ``doctor.json`` and (``html=True``) ``doctor.html``.
+
+    Returns the report dict (what ``doctor.json`` holds): ``summary``, ``duplicates``,
+    ``label_issues``, ``outliers``, ``warnings``, ``files``, ``settings``, ``timing`` ...
+    """
+    threshold = _dups.check_threshold(threshold)
+    if ratio is not None:
+        ratio = _dups.check_threshold(ratio, "ratio", 0.0, 1.0)
+    if hash_distance is not None:
+        try:
+            hash_distance = (int(hash_distance[0]), int(hash_distance[1]))
+        except (TypeError, ValueError, IndexError):
+            raise ConfigError(f"hash_distance must be two bit counts (pHash, dHash), got {hash_distance!r}") from None
+        if not all(0 <= h <= 64 for h in hash_distance):
+            raise ConfigError(f"hash distances must be in 0..64 bits, got {hash_distance}")
+    try:
+        folds = int(folds)
+        outlier_z = float(outlier_z)
+    except (TypeError, ValueError):
+        raise ConfigError(f"folds must be an integer and outlier_z a number, got {folds!r}, {outlier_z!r}") from None
+    if folds < 2:
+        raise ConfigError(f"folds must be at least 2, got {folds}")
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    splits = _load(data, val_ratio=val_ratio, seed=seed, workers=workers, progress=progress)
+    timing["load"] = time.perf_counter() - t0
+
+    groups_in = [list(splits.split(name)) for name in SPLIT_ORDER]
+    paths = [p for g in groups_in for p, _ in g]
+    labels = np.array([y for g in groups_in for _, y in g], np.int64)
+    split_of = [name for name, g in zip(SPLIT_ORDER, groups_in) for _ in g]
+    if not paths:
+        raise DataError(f"no readable images in {splits.root}")
+    classes = list(splits.classes)
+    info = [splits.info.get(p) for p in paths]
+    sha1 = [i.sha1 if i else "" for i in info]
+
+    t = time.perf_counter()
+    sig = _signals(groups_in, backbone=backbone, input_size=input_size, amp=amp, weights=weights, cache=cache,
+                   workers=workers, progress=progress)
+    timing["embed"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pairs = _dups.near_duplicate_pairs(sig["features"], phash=sig["phash"], dhash=sig["dhash"], sha1=sha1,
+                                       threshold=threshold, ratio=ratio, hash_distance=hash_distance)
+    comps = _dups.near_duplicate_groups(len(paths), pairs)
+    group_of = np.arange(len(paths)) + len(paths)  # singletons: ids that no group uses
+    for g, members in enumerate(comps):
+        group_of[members] = g
+    timing["duplicates"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    issues, label_note = _label_issues(sig["features"], labels, group_of, folds=folds, seed=seed)
+    timing["labels"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    scores = _outliers.outlier_scores(sig["features"], labels, groups=group_of)
+    flagged = _outliers.flag_outliers(scores, pixel_std=sig["pixel_std"], z=outlier_z)
+    timing["outliers"] = time.perf_counter() - t
+
+    from .hashing import is_gray
+
+    gray = [bool(g) or (i is not None and i.mode in _checks.GRAY_MODES) for g, i in zip(is_gray(sig["color_spread"]), info)]
+    sizes = [(i.width, i.height) if i else None for i in info]
+    broken = [{"path": b.path, "reason": b.reason} for b in splits.broken]
+    warn = _checks.dataset_checks(classes=classes, labels=labels.tolist(), splits=split_of, sizes=sizes, gray=gray,
+                                  input_size=sig["input_size"], broken=broken)
+    if label_note:
+        warn.append({"kind": "label-check", "severity": "info", "message": label_note})
+
+    def item(i: int) -> dict:
+        return {"path": paths[i], "label": classes[labels[i]], "split": split_of[i]}
+
+    duplicates = []
+    by_pair: dict[tuple[int, int], dict] = {(p["a"], p["b"]): p for p in pairs}
+    for g, members in enumerate(comps):
+        kinds = _dups.classify_group(members, labels.tolist(), split_of)
+        inside = [by_pair[(a, b)] for a in members for b in members if a < b and (a, b) in by_pair]
+        inside.sort(key=lambda p: -(p["similarity"] if p["similarity"] is not None else 2.0))
+        exact = len({sha1[i] for i in members}) == 1 and bool(sha1[members[0]])
+        signals = sorted({s for p in inside for s in p["signals"]}, key=["sha1", "hash", "embedding"].index)
+        sims = [p["similarity"] for p in inside if p["similarity"] is not None]
+        duplicates.append({
+            "id": g, "kinds": kinds, "exact": exact, "signals": signals, "size": len(members),
+            "similarity": round(min(sims), 4) if sims else None,
+            "files": [item(i) for i in members],
+            "classes": sorted({classes[labels[i]] for i in members}),
+            "splits": [s for s in SPLIT_ORDER if any(split_of[i] == s for i in members)],
+            "pairs": [{"a": paths[p["a"]], "b": paths[p["b"]], "signals": p["signals"], "similarity": p["similarity"],
+                       "hash_distance": p["hash_distance"]} for p in inside[:MAX_PAIRS_PER_GROUP]],
+        })
+    rank = {"conflicting-labels": 0, "cross-split": 1, "within-class": 2}
+    duplicates.sort(key=lambda d: (min(rank[k] for k in d["kinds"]), -d["size"], d["files"][0]["path"]))
+    for new_id, d in enumerate(duplicates):
+        d["id"] = new_id
+    group_id = {f["path"]: d["id"] for d in duplicates for f in d["files"]}
+
+    label_rows = []
+    for it in issues:
+        i = it["index"]
+        label_rows.append({**item(i), "given": classes[it["given"]], "suggested": classes[it["suggested"]],
+                           "score": it["score"], "p_given": it["p_given"], "p_suggested": it["p_suggested"],
+                           "group": group_id.get(paths[i])})
+    outlier_rows = []
+    for i in flagged:
+        near = int(scores["nearest"][i])
+        blank = float(sig["pixel_std"][i]) < _outliers.BLANK_STD
+        if blank:
+            reason = f"blank frame (pixel std {float(sig['pixel_std'][i]):.1f} of 255)"
+        elif scores["dataset_z"][i] >= scores["class_z"][i]:
+            reason = "unlike anything in the dataset"
+        else:
+            reason = f"unlike the rest of class '{classes[labels[i]]}'"
+        outlier_rows.append({**item(i), "score": round(float(scores["score"][i]), 2), "reason": reason,
+                             "dataset_z": round(float(scores["dataset_z"][i]), 2),
+                             "class_z": round(float(scores["class_z"][i]), 2),
+                             "nearest": paths[near] if near >= 0 else None,
+                             "nearest_similarity": round(1.0 - float(scores["dataset_distance"][i]), 4)
+                             if np.isfinite(scores["dataset_distance"][i]) else None,
+                             "group": group_id.get(paths[i])})
+
+    n_cross = sum("cross-split" in d["kinds"] for d in duplicates)
+    n_conf = sum("conflicting-labels" in d["kinds"] for d in duplicates)
+    report = {
+        "version": REPORT_VERSION,
+        "root": splits.root,
+        "layout": splits.layout,
+        "classes": classes,
+        "counts": {s: int(sum(1 for x in split_of if x == s)) for s in SPLIT_ORDER},
+        "summary": {
+            "images": len(paths),
+            "duplicate_groups": len(duplicates),
+            "exact_groups": sum(d["exact"] for d in duplicates),
+            "cross_split": n_cross,
+            "conflicting_labels": n_conf,
+            "duplicate_images": sum(d["size"] for d in duplicates),
+            "label_issues": len(label_rows),
+            "outliers": len(outlier_rows),
+            "warnings": sum(w["severity"] == "warning" for w in warn),
+        },
+        "duplicates": duplicates,
+        "label_issues": label_rows,
+        "outliers": outlier_rows,
+        "warnings": warn,
+        "broken": broken,
+        "load_warnings": list(splits.warnings),
+        "files": [[paths[i], classes[labels[i]], split_of[i]] for i in range(len(paths))],
+        "settings": {
+            "backbone": backbone, "input_size": sig["input_size"], "precision": sig["amp"],
+            "threshold": threshold, "ratio": ratio, "ratio_reference": _dups.REFERENCE, "ratio_floor": _dups.FLOOR,
+            "hash_distance": list(hash_distance) if hash_distance else None, "folds": folds,
+            "outlier_z": outlier_z, "val_ratio": val_ratio, "seed": seed,
+        },
+        "timing": {**{k: round(v, 2) for k, v in timing.items()}, "embed_cached": bool(sig["cached"]),
+                   "images_per_s": round(sig["images_per_s"], 1)},
+    }
+    if out is not None:
+        write_outputs(report, out, html=html)
+    return report
+
+
+def _signals(groups_in, **kwargs) -> dict:
+    from .embeddings import compute_signals
+
+    return compute_signals([g for g in groups_in], **kwargs)
+
+
+def _label_issues(features: np.ndarray, labels: np.ndarray, group_of: np.ndarray, *, folds: int,
+                  seed: int) -> tuple[list[dict], str | None]:
+    """cleanlab's label issues over the classes with enough images; a note when some are left out."""
+    counts = Counter(labels.tolist())
+    need = 2
+    keep_classes = {c for c, n in counts.items() if n >= need}
+    if len(keep_classes) < 2:
+        return [], "label errors not checked: fewer than 2 classes have 2 or more images"
+    keep = np.flatnonzero(np.isin(labels, list(keep_classes)))
+    note = None
+    if len(keep) < len(labels):
+        skipped = sorted(c for c in counts if c not in keep_classes)
+        note = f"label errors not checked in {len(skipped)} class(es) with a single image"
+    y = labels[keep]
+    probs = _labels.out_of_fold_probs(features[keep], y, folds=folds, seed=seed, groups=group_of[keep])
+    issues = _labels.label_issues(y, probs)
+    for it in issues:
+        it["index"] = int(keep[it["index"]])
+    return issues, note
+
+
+def write_outputs(report: dict, out: str | os.PathLike, *, html: bool = True) -> dict[str, Path]:
+    """Write ``doctor.json`` (and ``doctor.html``) into the folder ``out``; returns their paths."""
+    from .._atomic import write_json
+
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
+    if not folder.is_dir():
+        raise ConfigError(f"output path is not a folder: {folder}")
+    written = {"json": folder / "doctor.json"}
+    write_json(written["json"], report)
+    if html:
+        from .html import write_html
+
+        written["html"] = write_html(report, folder / "doctor.html")
+    return written

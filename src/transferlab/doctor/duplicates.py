@@ -1,0 +1,212 @@
+"""Exact and near-duplicate images: pairs from three signals, grouped, then classified.
+
+Signals (each pair records which ones flagged it):
+
+``sha1``       identical file bytes (the validation scan's hash).
+``hash``       perceptual hashes within ``hash_distance`` bits: pHash AND dHash (64 bits each) --
+               re-encoded, resized or recoloured copies of one picture.
+``embedding``  cosine similarity of centred backbone embeddings ``>= threshold`` (default
+               :data:`THRESHOLD`) -- crops, resizes, small edits; OR, for datasets whose images all
+               look alike to the backbone (e.g. 32 px CIFAR photos upscaled), a pair that is far
+               closer to each other than to anything else: cosine ``>= floor`` and distance
+               ``<= ratio x`` the distance of each image's ``reference``-th nearest neighbour
+               (Lowe's ratio test). Shifted copies of a 32x32 photo pass it; two different blurry
+               photos of grass do not.
+
+Pairs are joined into groups (connected components); :func:`classify_group` says whether a group
+sits within one class, spans classes (conflicting labels) and/or spans splits (leakage).
+
+>>> import numpy as np
+>>> emb = np.array([[1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+>>> pairs = near_duplicate_pairs(emb, threshold=0.9)
+>>> [(p["a"], p["b"], p["signals"]) for p in pairs]
+[(0, 1, ['embedding'])]
+>>> near_duplicate_groups(4, pairs)
+[[0, 1]]
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+
+#: default cosine similarity (centred embeddings) from which two images count as near-duplicates.
+#: Measured on ../shared/data/cars: crops, resizes and overlays of one photo score 0.89-0.99,
+#: different photos of one car model rarely pass 0.90.
+THRESHOLD = 0.90
+#: default ratio test: a pair's embedding distance at most this times each image's distance to
+#: its REFERENCE-th nearest neighbour (with cosine >= FLOOR) counts as a near-duplicate.
+RATIO = 0.4
+REFERENCE = 5
+FLOOR = 0.6
+#: default Hamming distance (bits of 64) for both pHash and dHash.
+HASH_DISTANCE = (4, 6)
+
+_BLOCK = 1024
+
+
+def check_threshold(threshold: float, name: str = "threshold", low: float = -1.0, high: float = 1.0) -> float:
+    """Validate a similarity threshold (ConfigError with the allowed range)."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in ({low}, {high}], got {threshold!r}") from None
+    if not low < value <= high or value != value:
+        raise ConfigError(f"{name} must be in ({low}, {high}], got {threshold}")
+    return value
+
+
+#: fewer images than this are not centred (the mean of a handful of images is mostly the images)
+MIN_CENTRED = 20
+
+
+def normalize(embeddings: np.ndarray, *, center: bool = True) -> np.ndarray:
+    """Centre the embeddings on their mean (from :data:`MIN_CENTRED` images on) and scale each to
+    unit length (float32). Centring removes what every image of the dataset shares, so the cosine
+    measures what sets two images apart (duplicates); uncentred, it also measures how typical an
+    image is (outliers). An all-zero embedding stays zero (similarity 0 to everything)."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D [N, F], got shape {x.shape}")
+    if center and len(x) >= MIN_CENTRED:
+        x = x - x.mean(0, keepdims=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _neighbours(z: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` cosine neighbours of every row (self and same-``exclude``-id rows left out):
+    ``(indices [N, k], similarities [N, k])``, most similar first."""
+    n = len(z)
+    k = max(0, min(k, n - 1))
+    idx = np.zeros((n, k), np.int64)
+    sim = np.zeros((n, k), np.float32)
+    if k == 0:
+        return idx, sim
+    for start in range(0, n, _BLOCK):
+        block = z[start:start + _BLOCK] @ z.T
+        rows = np.arange(block.shape[0])
+        block[rows, start + rows] = -np.inf
+        if exclude is not None:
+            block[exclude[start:start + _BLOCK, None] == exclude[None, :]] = -np.inf
+        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        vals = np.take_along_axis(block, part, 1)
+        order = np.argsort(-vals, axis=1)
+        idx[start:start + _BLOCK] = np.take_along_axis(part, order, 1)
+        sim[start:start + _BLOCK] = np.take_along_axis(vals, order, 1)
+    return idx, sim
+
+
+def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndarray | None = None,
+                         dhash: np.ndarray | None = None, sha1: Sequence[str] | None = None,
+                         threshold: float = THRESHOLD, ratio: float | None = RATIO, reference: int = REFERENCE,
+                         floor: float = FLOOR, hash_distance: tuple[int, int] | None = HASH_DISTANCE,
+                         max_pairs: int = 200_000) -> list[dict]:
+    """Every pair ``a < b`` flagged by at least one signal, as dicts ``{"a", "b", "signals":
+    [...], "similarity": cosine or None, "hash_distance": [phash, dhash] bits or None}``,
+    sorted by similarity (highest first). Give any subset of the signals' inputs."""
+    threshold = check_threshold(threshold)
+    n = next((len(x) for x in (embeddings, phash, sha1) if x is not None), 0)
+    found: dict[tuple[int, int], set[str]] = {}
+
+    def add(a: np.ndarray, b: np.ndarray, signal: str) -> None:
+        for i, j in zip(a.tolist(), b.tolist()):
+            if i != j:
+                found.setdefault((min(i, j), max(i, j)), set()).add(signal)
+        if len(found) > max_pairs:
+            raise ConfigError(f"more than {max_pairs} near-duplicate pairs: the threshold ({threshold}) is far too "
+                              f"low for this data; raise it")
+
+    if sha1 is not None:
+        by: dict[str, list[int]] = {}
+        for i, h in enumerate(sha1):
+            if h:
+                by.setdefault(h, []).append(i)
+        for members in by.values():
+            for x in range(len(members)):
+                for y in range(x + 1, len(members)):
+                    found.setdefault((members[x], members[y]), set()).add("sha1")
+    if phash is not None and dhash is not None and hash_distance is not None and n > 1:
+        ph, dh = np.asarray(phash, np.uint64), np.asarray(dhash, np.uint64)
+        for start in range(0, n, _BLOCK):
+            dp = np.bitwise_count(ph[start:start + _BLOCK, None] ^ ph[None, :])
+            dd = np.bitwise_count(dh[start:start + _BLOCK, None] ^ dh[None, :])
+            i, j = np.nonzero((dp <= hash_distance[0]) & (dd <= hash_distance[1]))
+            keep = start + i < j
+            add(start + i[keep], j[keep], "hash")
+    z = None
+    if embeddings is not None and n > 1:
+        z = normalize(embeddings)
+        for start in range(0, n, _BLOCK):
+            block = z[start:start + _BLOCK] @ z.T
+            i, j = np.nonzero(block >= threshold)
+            keep = start + i < j
+            add(start + i[keep], j[keep], "embedding")
+        if ratio is not None and n > reference:
+            groups = _exact_ids(sha1, n)
+            nbr, sim = _neighbours(z, reference, groups)
+            ref_dist = 1.0 - sim[:, -1]  # distance to the reference-th neighbour (exact copies collapsed)
+            for rank in range(reference - 1):
+                a, b, s = np.arange(n), nbr[:, rank], sim[:, rank]
+                d = 1.0 - s
+                ok = (s >= floor) & (d <= ratio * ref_dist) & (d <= ratio * ref_dist[b])
+                add(a[ok], b[ok], "embedding")
+    out = []
+    for (a, b), signals in found.items():
+        item = {"a": a, "b": b, "signals": sorted(signals, key=["sha1", "hash", "embedding"].index),
+                "similarity": round(float(z[a] @ z[b]), 4) if z is not None else None,
+                "hash_distance": None}
+        if phash is not None and dhash is not None:
+            item["hash_distance"] = [int(np.bitwise_count(np.uint64(phash[a]) ^ np.uint64(phash[b]))),
+                                     int(np.bitwise_count(np.uint64(dhash[a]) ^ np.uint64(dhash[b])))]
+        out.append(item)
+    out.sort(key=lambda p: (-(p["similarity"] if p["similarity"] is not None else 2.0), p["a"], p["b"]))
+    return out
+
+
+def _exact_ids(sha1: Sequence[str] | None, n: int) -> np.ndarray | None:
+    if sha1 is None:
+        return None
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(h or f"#{i}", len(ids)) for i, h in enumerate(sha1)], np.int64)
+
+
+def near_duplicate_groups(n: int, pairs: Sequence[dict]) -> list[list[int]]:
+    """Connected components (of 2+ items) of the pair graph over ``n`` items, each sorted, the
+    largest first."""
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p in pairs:
+        ra, rb = find(p["a"]), find(p["b"])
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    comps: dict[int, list[int]] = {}
+    for i in range(n):
+        comps.setdefault(find(i), []).append(i)
+    groups = [sorted(c) for c in comps.values() if len(c) > 1]
+    return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+def classify_group(members: Sequence[int], labels: Sequence[int], splits: Sequence[str]) -> list[str]:
+    """Kinds of a group: ``"cross-split"`` (leakage) when it spans splits, ``"conflicting-labels"``
+    when it spans classes, ``"within-class"`` otherwise.
+
+    >>> classify_group([0, 1], [3, 3], ["train", "test"])
+    ['cross-split']
+    >>> classify_group([0, 1, 2], [0, 1, 1], ["train", "train", "train"])
+    ['conflicting-labels']
+    """
+    kinds = []
+    if len({splits[i] for i in members}) > 1:
+        kinds.append("cross-split")
+    if len({labels[i] for i in members}) > 1:
+        kinds.append("conflicting-labels")
+    return kinds or ["within-class"]

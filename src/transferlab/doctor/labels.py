@@ -1,0 +1,186 @@
+"""Likely label errors: out-of-fold predicted probabilities from a linear head on the embeddings,
+ranked by ``cleanlab`` (confident learning).
+
+Each image's class probabilities come from a logistic regression on standardised embeddings
+(:class:`SoftmaxRegression`, scikit-learn's model fitted in PyTorch) that
+never saw that image (``cross_val_predict`` over stratified folds), so a mislabelled photo is not
+"remembered" with its wrong label. ``cleanlab.filter.find_label_issues`` then picks the examples
+whose given label disagrees with what the rest of the data implies (estimated noise rates), ranked
+by self-confidence (the probability of the given label, lowest first), and
+``cleanlab.rank.get_label_quality_scores`` gives every image a quality score in [0, 1].
+
+>>> probs = out_of_fold_probs(features, labels, folds=5, seed=0)     # doctest: +SKIP
+>>> issues = label_issues(labels, probs)                              # doctest: +SKIP
+>>> issues[0]                                                         # doctest: +SKIP
+{'index': 17, 'given': 3, 'suggested': 1, 'score': 0.012, 'p_given': 0.012, 'p_suggested': 0.95}
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import ConfigError
+
+FOLDS = 5
+#: inverse regularisation strength of the logistic regression (on standardised features)
+C = 0.003
+
+
+class SoftmaxRegression:
+    """Multinomial logistic regression (L2 penalty ``1 / (2 C)`` on the weights, as scikit-learn's
+    ``LogisticRegression(C=C)``) fitted by full-batch L-BFGS in PyTorch: a scikit-learn estimator
+    (``fit``, ``predict_proba``, ``classes_``) for ``cross_val_predict``.
+
+    scikit-learn's own solver spends most of its time in SciPy's L-BFGS-B bookkeeping for the
+    12,800 weights of 1,280 features x 10 classes (measured 60 ms a step on this 2-core machine,
+    2-40 s per fit); this one takes milliseconds per step.
+    """
+
+    _estimator_type = "classifier"
+
+    def __init__(self, C: float = 0.05, max_iter: int = 200, tol: float = 1e-6):
+        self.C, self.max_iter, self.tol = C, max_iter, tol
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"C": self.C, "max_iter": self.max_iter, "tol": self.tol}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, Tags
+
+        return Tags(estimator_type="classifier", target_tags=None, classifier_tags=ClassifierTags())
+
+    def fit(self, X, y):
+        import torch
+
+        X = np.asarray(X, dtype=np.float32)
+        self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)
+        self.mean_ = X.mean(0)
+        self.scale_ = X.std(0)
+        self.scale_[self.scale_ < 1e-8] = 1.0
+        x = torch.from_numpy((X - self.mean_) / self.scale_)
+        t = torch.from_numpy(yi.astype(np.int64))
+        k = len(self.classes_)
+        w = torch.zeros(x.shape[1], k, requires_grad=True)
+        b = torch.zeros(k, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=int(self.max_iter), tolerance_grad=self.tol,
+                                tolerance_change=1e-9, history_size=10, line_search_fn="strong_wolfe")
+        n, lam = len(x), 1.0 / (2.0 * float(self.C))
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x @ w + b, t, reduction="sum") / n + lam * (w * w).sum() / n
+            loss.backward()
+            return loss
+
+        if k > 1:
+            opt.step(closure)
+        self.coef_, self.intercept_ = w.detach().numpy().copy(), b.detach().numpy().copy()
+        return self
+
+    def predict_proba(self, X):
+        X = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
+        z = X @ self.coef_ + self.intercept_
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+def fold_count(labels: np.ndarray, folds: int = FOLDS) -> int:
+    """Folds for a stratified split: ``folds``, fewer when the smallest class is smaller (>= 2)."""
+    counts = np.bincount(np.asarray(labels))
+    counts = counts[counts > 0]
+    return int(max(2, min(int(folds), int(counts.min()) if len(counts) else 2)))
+
+
+def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, *, folds: int = FOLDS, seed: int = 0,
+                      C: float = C, max_iter: int = 100, groups: np.ndarray | None = None,
+                      estimator=None) -> np.ndarray:
+    """Out-of-fold class probabilities ``[N, K]`` (K = ``labels.max() + 1``) of a logistic
+    regression on standardised ``features``; each class needs at least 2 images.
+
+    ``groups`` (e.g. near-duplicate group ids) keeps each group inside one fold
+    (``StratifiedGroupKFold``), so a copy in the training folds cannot vouch for its twin.
+    ``estimator``: any scikit-learn classifier with ``predict_proba`` instead of
+    :class:`SoftmaxRegression` (e.g. ``make_pipeline(StandardScaler(), LogisticRegression())``,
+    same probabilities within 0.006 on the digits, 37x slower).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+
+    x = np.asarray(features, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(x) != len(y):
+        raise ConfigError(f"{len(x)} feature rows but {len(y)} labels")
+    counts = np.bincount(y)
+    if (counts[counts > 0] < 2).any() or (counts > 0).sum() < 2:
+        raise ConfigError("label checks need at least 2 classes with at least 2 images each")
+    k = fold_count(y, folds)
+    model = estimator if estimator is not None else SoftmaxRegression(C=C, max_iter=max_iter)
+    if groups is not None and len(np.unique(groups)) < len(y):
+        cv = StratifiedGroupKFold(n_splits=min(k, len(np.unique(groups))), shuffle=True, random_state=seed)
+    else:
+        cv, groups = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        warnings.filterwarnings("ignore", message=".*[Nn]umber of classes in training fold.*")
+        probs = cross_val_predict(model, x, y, cv=cv, method="predict_proba", groups=groups)
+    full = np.zeros((len(y), int(y.max()) + 1), np.float64)
+    present = np.flatnonzero(counts > 0)
+    full[:, present] = probs
+    return full
+
+
+def label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str = "prune_by_noise_rate") -> list[dict]:
+    """Likely label errors, most likely first: ``[{"index", "given", "suggested", "score",
+    "p_given", "p_suggested"}]`` (``score``: cleanlab's label quality, lower is worse).
+
+    Only classes that occur in ``labels`` take part; ``pred_probs`` rows are renormalised over them.
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(pred_probs, dtype=np.float64)
+    if p.ndim != 2 or len(p) != len(y):
+        raise ConfigError(f"pred_probs must be [N, K] with N = {len(y)}, got shape {p.shape}")
+    present = np.unique(y)
+    if len(present) < 2:
+        return []
+    remap = np.full(p.shape[1], -1)
+    remap[present] = np.arange(len(present))
+    yy = remap[y]
+    pp = p[:, present]
+    pp = np.clip(pp, 1e-12, None)
+    pp = pp / pp.sum(1, keepdims=True)
+    scores = get_label_quality_scores(yy, pp, method="self_confidence")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranked = find_label_issues(yy, pp, filter_by=filter_by, return_indices_ranked_by="self_confidence")
+    out = []
+    for i in np.asarray(ranked, dtype=np.int64).tolist():
+        s = int(np.argmax(pp[i]))
+        out.append({"index": i, "given": int(y[i]), "suggested": int(present[s]), "score": round(float(scores[i]), 4),
+                    "p_given": round(float(pp[i, yy[i]]), 4), "p_suggested": round(float(pp[i, s]), 4)})
+    return out
+
+
+def label_scores(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """cleanlab's per-image label quality (self-confidence), ``[N]`` in [0, 1], lower is worse."""
+    from cleanlab.rank import get_label_quality_scores
+
+    y = np.asarray(labels, dtype=np.int64)
+    present = np.unique(y)
+    remap = np.full(pred_probs.shape[1], -1)
+    remap[present] = np.arange(len(present))
+    pp = np.clip(np.asarray(pred_probs, np.float64)[:, present], 1e-12, None)
+    return get_label_quality_scores(remap[y], pp / pp.sum(1, keepdims=True), method="self_confidence")
