@@ -143,3 +143,18 @@ def test_cli_predict_formats(exported_run, image_tree, tmp_path, capsys):
 
     assert main(["predict", str(exported_run), str(image_tree / "empty.png"), "--no-progress"]) == 2
     assert "no image could be classified" in capsys.readouterr().err
+
+
+def test_pixels_then_normalize_is_load_bit_for_bit(exported_run, image_tree):
+    """The server keeps uint8 pixels while an image waits for its batch: normalising them later (one
+    image or a batch) gives exactly the numbers of Preprocess.load."""
+    from transferlab.runtime import Preprocess
+
+    pre = Preprocess({"input_size": 24, "load_size": 28, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    files = [image_tree / "img0.png", image_tree / "sub" / "img1.jpg"]
+    px = [pre.pixels(f) for f in files]
+    assert px[0].dtype == np.uint8 and px[0].shape == (24, 24, 3)
+    want = np.stack([pre.load(f) for f in files])
+    assert np.array_equal(pre.normalize(np.stack(px)), want)
+    assert np.array_equal(pre.normalize(px[1]), want[1])
+    assert np.array_equal(pre.normalize(np.stack(px)[:, :, ::-1]), want[..., ::-1])   # the TTA mirror

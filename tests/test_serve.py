@@ -143,9 +143,48 @@ def test_truncated_jpeg_and_bomb(client, jpeg, bomb, png):
     assert len(bomb) < 1024 * 1024
     r = client.post("/predict", files={"files": ("bomb.png", bomb, "image/png")})
     assert r.status_code == 400 and "bomb.png: decompression bomb" in r.json()["detail"]
-    r = client.post("/predict", files=[("files", ("ok.png", png, "image/png")), ("files", ("cut.jpg", jpeg[:100], "image/jpeg"))])
-    assert r.status_code == 400 and r.json()["detail"].startswith("cut.jpg: ")
     assert client.post("/predict", files={"files": ("ok.png", png, "image/png")}).status_code == 200
+
+
+def test_good_and_bad_files_are_answered_per_file(client, png, jpeg):
+    """One bad file does not sink the request: the good ones get predictions, each bad one an error entry."""
+    r = client.post("/predict?topk=3", files=[("files", ("ok.png", png, "image/png")),
+                                              ("files", ("cut.jpg", jpeg[:100], "image/jpeg")),
+                                              ("files", ("notes.txt", b"hello", "text/plain")),
+                                              ("files", ("empty.png", b"", "image/png")),
+                                              ("files", ("b.jpg", jpeg, "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    preds = body["predictions"]
+    assert [p["filename"] for p in preds] == ["ok.png", "cut.jpg", "notes.txt", "empty.png", "b.jpg"]
+    assert body["errors"] == 3
+    assert preds[1] == {"filename": "cut.jpg", "error": "truncated image", "status": 400}
+    assert preds[2]["status"] == 415 and preds[2]["error"].startswith("not an image (content type text/plain)")
+    assert preds[3] == {"filename": "empty.png", "error": "empty file (zero bytes)", "status": 400}
+    alone = {name: client.post("/predict?topk=3", files={"files": (name, data, ctype)}).json()["predictions"][0]
+             for name, data, ctype in (("ok.png", png, "image/png"), ("b.jpg", jpeg, "image/jpeg"))}
+    for p in (preds[0], preds[4]):             # the same answer as when sent alone
+        assert "error" not in p and len(p["top"]) == 3
+        assert p["label"] == alone[p["filename"]]["label"]
+        assert np.allclose([t["prob"] for t in p["top"]], [t["prob"] for t in alone[p["filename"]]["top"]], atol=1e-6)
+
+    # with tta too, and the good file's answer does not depend on its bad neighbour
+    r = client.post("/predict?tta=true", files=[("files", ("cut.jpg", jpeg[:100], "image/jpeg")),
+                                                ("files", ("ok.png", png, "image/png"))])
+    assert r.status_code == 200 and r.json()["predictions"][0]["status"] == 400 and "top" in r.json()["predictions"][1]
+
+
+@pytest.mark.parametrize("files, status, detail", [
+    ([("cut.jpg", "cut", "image/jpeg"), ("empty.png", b"", "image/png")], 400,
+     "cut.jpg: truncated image; empty.png: empty file (zero bytes)"),
+    ([("a.txt", b"hello", "text/plain"), ("b.png", b"hello", "image/png")], 415, "a.txt: not an image"),
+    ([("a.txt", b"hello", "text/plain"), ("empty.png", b"", "image/png")], 400, "empty.png: empty file"),
+])
+def test_a_request_with_no_good_file_is_a_4xx(client, jpeg, files, status, detail):
+    files = [("files", (n, jpeg[:100] if d == "cut" else d, t)) for n, d, t in files]
+    r = client.post("/predict", files=files)
+    assert r.status_code == status, r.text
+    assert detail in r.json()["detail"]
 
 
 def test_oversize_uploads(client, png):
@@ -190,6 +229,44 @@ def test_lying_content_length_is_caught_while_reading(app):
     assert start["status"] == 413
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert "upload too large" in json.loads(body)["detail"]
+
+
+def test_favicon(client):
+    from PIL import Image
+
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/x-icon"
+    assert Image.open(io.BytesIO(r.content)).format == "ICO"
+    assert 'rel="icon" href="/favicon.ico"' in client.get("/").text
+
+
+def test_model_reports_validation_accuracy(client, exported_run, tmp_path):
+    assert client.get("/model").json()["val_accuracy"] == 0.5          # the checkpoint's val_acc
+    import shutil
+
+    run = shutil.copytree(exported_run, tmp_path / "run")
+    (run / "eval-val").mkdir()
+    (run / "eval-val" / "metrics.json").write_text(json.dumps({"accuracy": 0.93, "val_acc": 0.1}))
+    with TestClient(create_app(run)) as c:
+        assert c.get("/model").json()["val_accuracy"] == 0.93       # evaluation's accuracy wins
+
+
+def test_in_flight_limit_queues_requests_before_reading_them(exported_run, png):
+    """With max_in_flight=2, no more than 2 requests reach the model together, however many arrive."""
+    import httpx
+
+    app = create_app(exported_run, max_batch=8, max_wait_ms=150, max_in_flight=2)
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            return await asyncio.gather(*[c.post("/predict", files={"files": (f"{i}.png", png, "image/png")})
+                                          for i in range(8)])
+
+    assert all(r.status_code == 200 for r in asyncio.run(go()))
+    sizes = list(app.state.batcher.batch_sizes)
+    assert sum(sizes) == 8 and max(sizes) <= 2, sizes
+    assert create_app(exported_run).state.batcher.max_batch == 8       # the default batch
 
 
 def test_bad_query_and_methods(client):

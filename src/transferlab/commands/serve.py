@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=10, help="request size limit in MB (default 10)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: ONNX Runtime when exported, else PyTorch (default auto)")
-    parser.add_argument("--max-batch", type=int, default=32, help="images per batched model call (default 32)")
+    parser.add_argument("--max-batch", type=int, default=8,
+                        help="images per batched model call (default 8: larger batches are no faster on a CPU "
+                             "and need more memory)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a request waits for others to share its batch (default 5 ms)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the usable cores)")

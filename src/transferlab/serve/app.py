@@ -2,8 +2,17 @@
 offline OpenAPI docs at ``/docs``.
 
 The model is loaded once (:class:`transferlab.predict.Predictor`: ONNX Runtime when the run was
-exported, else PyTorch); concurrent requests are micro-batched (:mod:`.batching`). Every bad
-request gets a 4xx JSON error ``{"detail": "..."}``:
+exported, else PyTorch); concurrent requests are micro-batched (:mod:`.batching`). With an ONNX
+backend the server imports no PyTorch (tests/test_serve_lean.py checks a real server process).
+
+Memory stays bounded under load: at most ``max_in_flight`` ``POST /predict`` requests are read at
+once (later ones wait before their body is read), at most ``threads`` images decode at once, and
+an image waits for its batch as ``uint8`` pixels (normalised when the batch runs).
+
+A file that cannot be classified gets an error entry in place of its prediction
+(``{"filename", "error", "status"}``) while the other files of the request are answered; a request
+with no good file gets a 4xx JSON error ``{"detail": "..."}`` (the files' own status when they
+agree, else 400):
 
 =====  ==========================================================================================
 400    empty file, truncated/corrupt image, decompression bomb, no file field, too many files
@@ -13,7 +22,9 @@ request gets a 4xx JSON error ``{"detail": "..."}``:
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -90,6 +101,30 @@ class BodyLimitMiddleware:
                 await _send_json(send, 413, exc.detail)
 
 
+class InFlightLimit:
+    """At most ``limit`` ``POST /predict`` requests are processed at once; later ones wait here,
+    before their body is read (uvicorn stops reading a socket whose request is not consumed), so
+    a burst of requests costs memory for ``limit`` uploads, not for all of them."""
+
+    def __init__(self, app, limit: int, path: str = "/predict"):
+        self.app = app
+        self.limit = max(1, int(limit))
+        self.path = path
+        self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def _gate(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop not in self._gates:  # one per event loop (a test client runs its own)
+            self._gates = {loop: asyncio.Semaphore(self.limit)}
+        return self._gates[loop]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != self.path:
+            return await self.app(scope, receive, send)
+        async with self._gate():
+            await self.app(scope, receive, send)
+
+
 async def _send_json(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -112,16 +147,52 @@ def model_metrics(run: Path, meta: dict) -> tuple[dict | None, str | None]:
     return (metrics, "checkpoint") if metrics else (None, None)
 
 
+def val_accuracy(metrics: dict | None, source: str | None) -> float | None:
+    """Validation accuracy from evaluation metrics (``accuracy``) or a checkpoint's (``val_acc``)."""
+    if not metrics:
+        return None
+    value = metrics.get("val_acc") if source == "checkpoint" else metrics.get("accuracy", metrics.get("val_acc"))
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "auto",
-               predictor: Predictor | None = None, topk: int = 5, max_batch: int = 32,
-               max_wait_ms: float = 5.0, threads: int | None = None) -> FastAPI:
-    """The web app for a run. The model is loaded here, once."""
+               predictor: Predictor | None = None, topk: int = 5, max_batch: int = 8,
+               max_wait_ms: float = 5.0, threads: int | None = None,
+               max_in_flight: int | None = None) -> FastAPI:
+    """The web app for a run. The model is loaded here, once.
+
+    ``max_batch``: images per model call (8: on a CPU larger batches are no faster, and ONNX
+    Runtime's working memory grows with the batch, see bench/README.md). ``max_in_flight``:
+    ``POST /predict`` requests processed at once (default ``2 * max_batch``; the rest queue).
+    """
     run = Path(run)
     predictor = predictor or Predictor(run, backend=backend, threads=threads, batch_size=max_batch)
+    pre = predictor.preprocess
     max_bytes = int(float(max_upload_mb) * MB)
     metrics, metrics_source = model_metrics(run, predictor.meta)
-    batcher = MicroBatcher(predictor.predict_arrays, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    batcher = MicroBatcher(lambda pixels: predictor.predict_arrays(pre.normalize(pixels)),
+                           max_batch=max_batch, max_wait_ms=max_wait_ms)
+    decode_slots = threading.BoundedSemaphore(predictor.threads)  # a decoded photo can be large
     started_at = time.time()
+
+    def decode(data: bytes) -> np.ndarray:
+        with decode_slots:
+            return pre.pixels(data)
+
+    async def read_upload(up: UploadFile) -> tuple[np.ndarray | None, int, str]:
+        """(pixels, 200, "") for a good image, else (None, status, reason)."""
+        ctype = (up.content_type or "").lower()
+        if ctype and not ctype.startswith(ALLOWED_TYPES):
+            return None, 415, f"not an image (content type {ctype}); send JPEG, PNG, BMP, GIF, WebP or TIFF"
+        data = await up.read()
+        await up.close()
+        if not data:
+            return None, 400, "empty file (zero bytes)"
+        try:
+            return await run_in_threadpool(decode, data), 200, ""
+        except DataError as exc:
+            reason = str(exc).split(": ", 1)[-1]
+            return None, (415 if reason.startswith("not an image") else 400), reason
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -142,7 +213,8 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
     app.state.predictor = predictor
     app.state.batcher = batcher
     app.state.max_upload_bytes = max_bytes
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)
+    app.add_middleware(InFlightLimit, limit=max_in_flight or 2 * max(1, int(max_batch)))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes)  # outermost: refuses before queueing
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -165,7 +237,7 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
     @app.get("/model", summary="the model: recipe, classes, input size, backend, metrics")
     async def model_info() -> dict[str, Any]:
         return {**predictor.info, "metrics": metrics, "metrics_source": metrics_source,
-                "max_upload_mb": max_bytes / MB, "topk": topk}
+                "val_accuracy": val_accuracy(metrics, metrics_source), "max_upload_mb": max_bytes / MB, "topk": topk}
 
     @app.post("/predict", summary="classify one or more images (multipart field 'files' or 'file')")
     async def predict(
@@ -184,33 +256,34 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
                                 + (f"; got field(s): {got}" if got else ""))
         if len(uploads) > MAX_FILES:
             raise HTTPException(400, f"too many files: at most {MAX_FILES} per request")
-        arrays = []
-        for i, up in enumerate(uploads):
-            name = up.filename or f"file {i + 1}"
-            ctype = (up.content_type or "").lower()
-            if ctype and not ctype.startswith(ALLOWED_TYPES):
-                raise HTTPException(415, f"{name}: not an image (content type {ctype}); send JPEG, PNG, BMP, GIF, WebP or TIFF")
-            data = await up.read()
-            if not data:
-                raise HTTPException(400, f"{name}: empty file (zero bytes)")
-            try:
-                arrays.append(await run_in_threadpool(predictor.preprocess.load, data))
-            except DataError as exc:
-                reason = str(exc).split(": ", 1)[-1]
-                status = 415 if reason.startswith("not an image") else 400
-                raise HTTPException(status, f"{name}: {reason}") from None
-        batch = np.stack(arrays)
+        names = [up.filename or f"file {i + 1}" for i, up in enumerate(uploads)]
+        loaded = await asyncio.gather(*[read_upload(up) for up in uploads])
+        good = [px for px, _, _ in loaded if px is not None]
+        if not good:  # nothing to classify: the request itself is bad
+            statuses = {status for _, status, _ in loaded}
+            raise HTTPException(statuses.pop() if len(statuses) == 1 else 400,
+                                "; ".join(f"{name}: {reason}" for name, (_, _, reason) in zip(names, loaded)))
+        batch = np.stack(good)
         if tta:  # the image and its mirror in one submission: one batching window, one model call
             n = len(batch)
-            both = await batcher.submit(np.concatenate([batch, batch[..., ::-1]]))
+            both = await batcher.submit(np.concatenate([batch, batch[:, :, ::-1]]))
             probs = (both[:n] + both[n:]) / 2
         else:
             probs = await batcher.submit(batch)
-        rows = topk_rows(probs, predictor.classes, topk)
-        predictions = [{"filename": up.filename, "label": top[0]["class"], "prob": top[0]["prob"], "top": top}
-                       for up, top in zip(uploads, rows)]
-        return {"predictions": predictions, "backend": predictor.backend,
+        rows = iter(topk_rows(probs, predictor.classes, topk))
+        predictions = []
+        for up, (px, status, reason) in zip(uploads, loaded):
+            if px is None:
+                predictions.append({"filename": up.filename, "error": reason, "status": status})
+            else:
+                top = next(rows)
+                predictions.append({"filename": up.filename, "label": top[0]["class"], "prob": top[0]["prob"], "top": top})
+        return {"predictions": predictions, "backend": predictor.backend, "errors": len(uploads) - len(good),
                 "time_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon")
 
     @app.get("/", include_in_schema=False)
     async def index():

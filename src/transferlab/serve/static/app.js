@@ -9,11 +9,39 @@
   const status = document.getElementById("status");
   const results = document.getElementById("results");
   const model = document.getElementById("model");
+  const classesBox = document.getElementById("classes-box");
+  const classesSummary = document.getElementById("classes-summary");
+  const classList = document.getElementById("classes");
   let previewUrl = null;
 
   fetch("/model").then(r => r.json()).then(info => {
-    model.textContent = `${info.recipe} · ${info.num_classes} classes · ${info.backend} backend · ${info.input_size}px`;
+    const acc = typeof info.val_accuracy === "number"
+      ? `validation accuracy ${(info.val_accuracy * 100).toFixed(1)}%` : "validation accuracy not recorded";
+    model.textContent = `${info.recipe} · ${info.num_classes} classes · ${acc} · ${info.backend} backend · ${info.input_size}px`;
+    classList.replaceChildren(...info.classes.map(name => {
+      const li = document.createElement("li");
+      li.textContent = name;
+      return li;
+    }));
+    classesSummary.textContent = `${info.num_classes} classes`;
+    classesBox.open = info.num_classes <= 30;
+    classesBox.hidden = false;
   }).catch(() => { model.textContent = "model info unavailable"; });
+
+  function hidePreview() {
+    preview.hidden = true;
+    preview.removeAttribute("src");
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+  }
+
+  // the preview is shown only once the browser has decoded the file: a non-image (or an image
+  // format the browser cannot show) leaves no broken-image icon behind
+  preview.addEventListener("load", () => {
+    preview.classList.toggle("small", preview.naturalWidth < 160);
+    preview.hidden = false;
+  });
+  preview.addEventListener("error", hidePreview);
 
   function setStatus(text, isError) {
     status.textContent = text;
@@ -47,11 +75,11 @@
 
   async function classify(file) {
     if (!file) return;
-    if (previewUrl) URL.revokeObjectURL(previewUrl);
-    previewUrl = URL.createObjectURL(file);
-    preview.onload = () => preview.classList.toggle("small", preview.naturalWidth < 160);
-    preview.src = previewUrl;
-    preview.hidden = false;
+    hidePreview();
+    if (!file.type || file.type.startsWith("image/")) {
+      previewUrl = URL.createObjectURL(file);
+      preview.src = previewUrl;          // shown by the load handler, hidden again on error
+    }
     dropText.textContent = file.name;
     results.replaceChildren();
     results.dataset.state = "loading";
@@ -62,10 +90,12 @@
       const resp = await fetch("/predict?topk=5", { method: "POST", body: form });
       const body = await resp.json().catch(() => ({ detail: `HTTP ${resp.status}` }));
       if (!resp.ok) throw new Error(body.detail || `HTTP ${resp.status}`);
+      if (body.predictions[0].error) throw new Error(body.predictions[0].error);
       render(body.predictions[0]);
       setStatus(`${body.predictions[0].label} · ${body.time_ms.toFixed(0)} ms (${body.backend})`);
       results.dataset.state = "done";
     } catch (err) {
+      hidePreview();                     // the server could not read it either: show no picture
       setStatus(`error: ${err.message}`, true);
       results.dataset.state = "error";
     }
