@@ -95,12 +95,69 @@ def test_compare_cli_reuses_finished_runs(compared, digits_dir, monkeypatch, cap
     assert "reusing" in text and all(m in text for m in MODELS)
 
 
-def test_report_only_cli(compared, capsys):
-    out, _ = compared
+class _Trained(Exception):
+    pass
+
+
+def _recording_train(calls):
+    def fake_train(data, model="", **kwargs):
+        calls.append((model, kwargs))
+        raise _Trained(model)
+
+    return fake_train
+
+
+BASE = dict(epochs=1, input_size=32, batch_size=32)
+
+
+@pytest.mark.parametrize("change", [{"epochs": 3}, {"lr": 0.01}, {"batch_size": 16}, {"input_size": 40},
+                                    {"seed": 1}, {"val_ratio": 0.3}, {"augment": "light"}])
+def test_a_changed_option_trains_again_instead_of_reusing(compared, digits_dir, tmp_path, monkeypatch, change):
+    """A finished run is reused only for the same request: another number of epochs (or lr, batch size,
+    seed, ...) trains from scratch, not resumed from the finished run."""
+    out = shutil.copytree(compared[0], tmp_path / "cmp")
+    calls = []
+    monkeypatch.setattr(train_module, "train", _recording_train(calls))
+    rows = transferlab.compare(digits_dir, models=MODELS, out=out, progress=False, **{**BASE, **change})
+    assert [m for m, _ in calls] == MODELS
+    for _, kw in calls:
+        assert kw.get("overwrite") is True and not kw.get("resume")
+        assert {k: kw[k] for k in change if k in kw} == {k: v for k, v in change.items() if k in kw}
+        assert kw.get("epochs") == change.get("epochs", 1)
+    assert all(r["status"] == "failed" and "_Trained" in r["reason"] for r in rows)
+
+
+def test_options_that_do_not_change_the_model_reuse(compared, digits_dir, tmp_path, monkeypatch):
+    out = shutil.copytree(compared[0], tmp_path / "cmp")
+    calls = []
+    monkeypatch.setattr(train_module, "train", _recording_train(calls))
+    rows = transferlab.compare(digits_dir, models=MODELS, out=out, progress=False, workers=0, threads=1, **BASE)
+    assert calls == [] and all(r["status"] == "ok" for r in rows)
+
+
+def test_retrain_trains_finished_recipes_again(compared, digits_dir, tmp_path, monkeypatch, capsys):
+    out = shutil.copytree(compared[0], tmp_path / "cmp")
+    calls = []
+    monkeypatch.setattr(train_module, "train", _recording_train(calls))
+    args = ["compare", str(digits_dir), "--models", ",".join(MODELS), "--epochs", "1", "--input-size", "32",
+            "--batch-size", "32", "--out", str(out), "--no-progress"]
+    assert main(args) == 0 and calls == []  # finished: reused
+    assert main([*args, "--retrain"]) == 1  # every recipe trained again (and here failed)
+    assert [m for m, _ in calls] == MODELS
+    assert all(kw.get("overwrite") is True and not kw.get("resume") for _, kw in calls)
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_report_only_cli(compared, tmp_path, capsys):
+    out = shutil.copytree(compared[0], tmp_path / "cmp")
     (out / "report.html").unlink()
     assert main(["compare", "--report-only", "--out", str(out), "--metric", "f1_macro"]) == 0
     assert (out / "report.html").is_file()
     assert "Leaderboard" in capsys.readouterr().out
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["metric"] == "f1_macro"
+    f1 = [r["f1_macro"] for r in board["rows"]]
+    assert f1 == sorted(f1, reverse=True) and board["rows"][0]["best"]
 
 
 @pytest.mark.browser

@@ -115,3 +115,32 @@ def test_report_with_a_corrupt_metrics_file_marks_that_model_failed(tmp_path):
     assert [(r["model"], r["status"]) for r in rows] == [("good", "ok"), ("broken", "failed")]
     assert "cannot read" in rows[1]["reason"] and "metrics.json" in rows[1]["reason"]
     assert "cannot read" in (out / "report.html").read_text()
+
+
+def test_metric_option_sorts_by_that_metric(tmp_path, capsys):
+    """`compare --report-only --metric f1_macro` ranks by macro F1 where accuracy would rank the other way."""
+    from transferlab.cli import main
+
+    out = tmp_path / "cmp"
+    for name, seed, acc, f1 in (("sharp", 1, 0.9, 0.5), ("even", 2, 0.8, 0.7)):
+        fake_run(out, name, skill=2.0, seconds=10, seed=seed)
+        path = out / "runs" / name / "eval-val" / "metrics.json"
+        m = json.loads(path.read_text())
+        m["accuracy"], m["macro_avg"]["f1"] = acc, f1
+        path.write_text(json.dumps(m))
+    (out / "state.json").write_text(json.dumps({"split": "val", "metric": "accuracy", "order": ["sharp", "even"],
+                                                "models": {"sharp": {"status": "ok"}, "even": {"status": "ok"}}}))
+
+    def board():
+        with (out / "leaderboard.csv").open() as f:
+            return [(r["model"], r["rank"], r["best"]) for r in csv.DictReader(f)]
+
+    assert main(["compare", "--report-only", "--out", str(out), "--metric", "f1_macro"]) == 0
+    assert board() == [("even", "1", "True"), ("sharp", "2", "False")]
+    assert json.loads((out / "leaderboard.json").read_text())["metric"] == "f1_macro"
+    assert "sorted by macro F1" in capsys.readouterr().out
+    assert "| 1 | **even** (best)" in (out / "report.md").read_text()
+    assert main(["compare", "--report-only", "--out", str(out), "--metric", "accuracy"]) == 0
+    assert board() == [("sharp", "1", "True"), ("even", "2", "False")]
+    assert main(["compare", "--report-only", "--out", str(out), "--metric", "ms_per_image"]) == 0
+    assert board()[0][0] == "sharp"  # lower is better: seed 1 has 2.0 ms, seed 2 has 3.0 ms
