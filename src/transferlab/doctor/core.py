@@ -151,8 +151,11 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     group_id = {f["path"]: d["id"] for d in duplicates for f in d["files"]}
 
     label_rows = []
+    as_outlier = set(flagged)
     for it in issues:
         i = it["index"]
+        if i in as_outlier:  # unlike every class: listed as an outlier, not as a label error
+            continue
         label_rows.append({**item(i), "given": classes[it["given"]], "suggested": classes[it["suggested"]],
                            "score": it["score"], "p_given": it["p_given"], "p_suggested": it["p_suggested"],
                            "group": group_id.get(paths[i])})

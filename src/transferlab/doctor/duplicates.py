@@ -10,8 +10,9 @@ Signals (each pair records which ones flagged it):
                look alike to the backbone (e.g. 32 px CIFAR photos upscaled), a pair that is far
                closer to each other than to anything else: cosine ``>= floor`` and distance
                ``<= ratio x`` the distance of each image's ``reference``-th nearest neighbour
-               (Lowe's ratio test). Shifted copies of a 32x32 photo pass it; two different blurry
-               photos of grass do not.
+               (Lowe's ratio test), with pHash within ``RATIO_HASH`` bits when hashes are given
+               (unrelated images are ~32 bits apart). Shifted copies of a 32x32 photo pass it; two
+               different blurry photos of grass do not.
 
 Pairs are joined into groups (connected components); :func:`classify_group` says whether a group
 sits within one class, spans classes (conflicting labels) and/or spans splits (leakage).
@@ -41,6 +42,7 @@ THRESHOLD = 0.90
 RATIO = 0.4
 REFERENCE = 5
 FLOOR = 0.6
+RATIO_HASH = 20
 #: default Hamming distance (bits of 64) for both pHash and dHash.
 HASH_DISTANCE = (4, 6)
 
@@ -152,6 +154,9 @@ def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndar
                 a, b, s = np.arange(n), nbr[:, rank], sim[:, rank]
                 d = 1.0 - s
                 ok = (s >= floor) & (d <= ratio * ref_dist) & (d <= ratio * ref_dist[b])
+                if phash is not None:  # the layout must agree too
+                    ph = np.asarray(phash, np.uint64)
+                    ok &= np.bitwise_count(ph[a] ^ ph[b]) <= RATIO_HASH
                 add(a[ok], b[ok], "embedding")
     out = []
     for (a, b), signals in found.items():

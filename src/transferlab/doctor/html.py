@@ -74,7 +74,7 @@ def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, 
         thumbs = dict(zip(wanted, pool.map(_thumb, wanted)))
 
     s, st = report["summary"], report["settings"]
-    head = "".join(f"<li>{e(line)}</li>" for line in summary(report))
+    head = "".join(f"<li>{e(line)}</li>" for line in summary(report) if not line.startswith("warning:"))
     settings = (f"backbone <code>{e(st['backbone'])}</code> at {st['input_size']} px ({e(st['precision'])}); "
                 f"near-duplicates: cosine similarity &ge; <b>{st['threshold']:g}</b> (<code>--threshold</code>)"
                 + (f", or the ratio test (distance &le; {st['ratio']:g}&times; that of the {st['ratio_reference']}th "
@@ -104,6 +104,8 @@ def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, 
         if kind == "conflicting-labels":
             items = [d for d in items if "cross-split" not in d["kinds"]]
         total = sum(1 for d in report["duplicates"] if kind in d["kinds"])
+        if kind == "conflicting-labels" and len(items) < total:
+            why += f" ({total - len(items)} of them also across splits, shown above)"
         sections.append(f"<h3>{e(title)}: {total}</h3><p class='note'>{e(why)}</p>"
                         + ("".join(group_html(d) for d in items) or "<p>none</p>"))
     label_html = "".join(
