@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_export_fixtures import digits_run, make_run, write_images  # noqa: F401
+from test_export_fixtures import digits_run, make_run, skewed, write_images  # noqa: F401
 
 import transferlab.export
 from transferlab.errors import ConfigError
@@ -98,10 +98,28 @@ def test_quantize_int8_static_reports_size_and_accuracy(run_copy, capsys):
     assert entry["method"].startswith("static")
     assert entry["size_bytes"] < entry["fp32_size_bytes"] == (run_copy / "export" / "model.onnx").stat().st_size
     acc = entry["val_accuracy"]
-    assert acc["images"] == 60 and 0 <= acc["int8"] <= 1 and 0 <= acc["fp32"] <= 1
+    # fp32 ONNX scores exactly what PyTorch scores on the 60 validation images; int8 stays close
+    assert acc["images"] == 60 and acc["fp32"] == pytest.approx(_torch_val_accuracy(run_copy), abs=1e-9)
+    assert acc["fp32"] >= 0.6 and abs(acc["int8"] - acc["fp32"]) <= 0.1
+    assert entry["vs_pytorch"]["top1_agreement"] >= 0.8
     # the int8 model runs at any batch size
     sess = _session(path)
     assert sess.run(None, {"input": np.zeros((3, 3, 32, 32), np.float32)})[0].shape == (3, 10)
+
+    # and serves predictions: --backend int8 agrees with the fp32 export on most validation images
+    from transferlab.data import load_data
+    from transferlab.predict import Predictor
+
+    val = [p for p, _ in load_data(json.loads((run_copy / "config.json").read_text())["data"], scan=False).val]
+    int8, fp32 = Predictor(run_copy, backend="int8"), Predictor(run_copy, backend="onnx")
+    assert int8.backend == "int8" and int8.model_file.name == "model.int8.onnx"
+    labels = [[r["label"] for r in p.predict_paths(val, topk=1)] for p in (int8, fp32)]
+    assert np.mean([a == b for a, b in zip(*labels)]) >= 0.8
+    from transferlab.cli import main
+
+    assert main(["predict", str(run_copy), val[0], "--backend", "int8", "--format", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["label"] == labels[0][0]
 
 
 def test_quantize_int8_without_data_is_dynamic_size_only(tmp_path, capsys):
@@ -148,6 +166,151 @@ def test_cli_export(run_copy, capsys):
     assert "parity OK" in capsys.readouterr().out
     assert main(["export", str(run_copy.parent / "missing")]) == 2
     assert "run not found" in capsys.readouterr().err
+
+
+def _torch_val_accuracy(run: Path) -> float:
+    import torch
+
+    from transferlab.checkpoint import load_model
+    from transferlab.data import load_data
+    from transferlab.runtime import Preprocess
+
+    model, meta = load_model(run)
+    val = load_data(json.loads((run / "config.json").read_text())["data"], scan=False).val
+    pre = Preprocess(meta["data_cfg"])
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(np.stack([pre.load(p) for p, _ in val])))
+    return float((logits.argmax(1).numpy() == np.array([y for _, y in val])).mean())
+
+
+def test_fixture_model_is_trained_not_uniform(run_copy):
+    """Deployment tests run on a fitted model: on a near-uniform one a 1% logit error hides under 1e-4."""
+    assert _torch_val_accuracy(run_copy) >= 0.6
+
+
+@pytest.fixture
+def skewed_onnx(monkeypatch):
+    """Every ONNX export writes a model whose logits are 1% off PyTorch's."""
+    real = transferlab.export._export_onnx
+    monkeypatch.setattr(transferlab.export, "_export_onnx",
+                        lambda model, *a, **k: real(skewed(model), *a, **k))
+
+
+def test_parity_mismatch_refuses_the_export(run_copy, skewed_onnx, capsys):
+    from transferlab.export import ParityError
+
+    with pytest.raises(ParityError, match=r"parity check failed: ONNX Runtime differs from PyTorch by") as info:
+        transferlab.export(run_copy)
+    assert "--accept-parity-mismatch" in str(info.value) and "\n" not in str(info.value)
+    assert "parity MISMATCH" in capsys.readouterr().out
+    diff = float(str(info.value).split("by ")[1].split(" ")[0])
+    assert diff > 1e-3  # a 1% logit error on a confident model is far over the 1e-4 tolerance
+    export_dir = run_copy / "export"
+    assert not (export_dir / "model.onnx").exists() and not (export_dir / "model.json").exists()
+    assert [p.name for p in export_dir.iterdir()] == []  # nothing staged left behind
+
+
+def test_parity_mismatch_keeps_the_earlier_export(run_copy, monkeypatch):
+    from transferlab.export import ParityError
+
+    good = transferlab.export(run_copy, verbose=False)
+    before = good.read_bytes(), (good.parent / "model.json").read_text()
+    real = transferlab.export._export_onnx
+    monkeypatch.setattr(transferlab.export, "_export_onnx", lambda model, *a, **k: real(skewed(model), *a, **k))
+    with pytest.raises(ParityError):
+        transferlab.export(run_copy, verbose=False)
+    assert (good.read_bytes(), (good.parent / "model.json").read_text()) == before
+
+
+def test_cli_export_exits_non_zero_on_mismatch_unless_accepted(run_copy, skewed_onnx, capsys):
+    from transferlab.cli import main
+
+    assert main(["export", str(run_copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: parity check failed") and "\n" not in err
+    assert not (run_copy / "export" / "model.onnx").exists()
+    assert main(["export", str(run_copy), "--accept-parity-mismatch"]) == 0
+    out = capsys.readouterr().out
+    assert "parity MISMATCH" in out and "keeping model.onnx" in out
+    parity = json.loads((run_copy / "export" / "model.json").read_text())["exports"]["onnx"]["parity"]
+    assert parity["ok"] is False and parity["accepted"] is True and parity["max_abs_diff"] > 1e-3
+    assert (run_copy / "export" / "model.onnx").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_torchscript_parity_mismatch_is_refused(run_copy, monkeypatch):
+    from transferlab.export import ParityError
+
+    real = transferlab.export._export_torchscript
+    monkeypatch.setattr(transferlab.export, "_export_torchscript",
+                        lambda model, *a: real(skewed(model), *a))
+    with pytest.raises(ParityError, match="TorchScript differs"):
+        transferlab.export(run_copy, format="torchscript", verbose=False)
+    assert not (run_copy / "export" / "model.pt").exists()
+    path = transferlab.export(run_copy, format="torchscript", verbose=False, accept_mismatch=True)
+    assert path.is_file()
+    parity = json.loads((run_copy / "export" / "model.json").read_text())["exports"]["torchscript"]["parity"]
+    assert not parity["ok"] and parity["accepted"]
+
+
+def test_parity_compares_batch_n_and_batch_1():
+    from transferlab.export import _parity, _parity_line
+
+    reference = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    batch = np.zeros((3, 1))
+    exact = _parity(lambda x: reference[: len(x)], reference, batch, "3 given images", 1e-4)
+    assert exact == {"images": "3 given images", "batch_sizes": [3, 1], "max_abs_diff": 0.0, "top1_agreement": 1.0,
+                     "tolerance": 1e-4, "ok": True}
+    assert _parity_line("ONNX Runtime", exact) == (
+        "parity OK: ONNX Runtime vs PyTorch on 3 given images (batch 3 and 1): max |dprob| = 0.00e+00 "
+        "(tolerance 1e-04), top-1 agreement 100%")
+    # off only when run one image at a time (e.g. a batch-dependent export): still a mismatch
+    single_off = _parity(lambda x: reference[: len(x)] + (0.01 if len(x) == 1 else 0.0), reference, batch, "s", 1e-4)
+    assert single_off["max_abs_diff"] == pytest.approx(0.01) and not single_off["ok"]
+    assert single_off["top1_agreement"] == 1.0
+    # off at batch N: the largest difference counts, and the top-1 agreement is the share of equal argmaxes
+    swapped = reference.copy()
+    swapped[2] = [0.4, 0.3, 0.3]
+    n_off = _parity(lambda x: swapped[: len(x)], reference, batch, "s", 1e-4)
+    assert n_off["max_abs_diff"] == pytest.approx(0.1) and n_off["top1_agreement"] == pytest.approx(2 / 3)
+    assert not n_off["ok"] and "parity MISMATCH" in _parity_line("x", n_off) and "67%" in _parity_line("x", n_off)
+    # the tolerance is strict, and NaN never passes
+    assert not _parity(lambda x: reference[: len(x)] + 0.25, reference, batch, "s", 0.25)["ok"]
+    assert _parity(lambda x: reference[: len(x)] + 0.25, reference, batch, "s", 0.5)["ok"]
+    assert not _parity(lambda x: reference[: len(x)] * np.nan, reference, batch, "s", 1e-4)["ok"]
+
+
+def test_onnx_exporter_falls_back_to_torchscript_and_reports_both_failures(run_copy, monkeypatch):
+    import torch
+
+    real = torch.onnx.export
+    seen = []
+
+    def dynamo_fails(*args, dynamo=True, **kwargs):
+        seen.append(dynamo)
+        if dynamo:
+            raise RuntimeError("unsupported operator\nmore detail")
+        return real(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", dynamo_fails)
+    path = transferlab.export(run_copy, verbose=False)
+    assert seen == [True, False]
+    onnx_entry = json.loads((path.parent / "model.json").read_text())["exports"]["onnx"]
+    assert onnx_entry["exporter"] == "torchscript" and onnx_entry["parity"]["ok"]
+    sess = _session(path)
+    assert sess.run(None, {"input": np.zeros((4, 3, 32, 32), np.float32)})[0].shape == (4, 10)  # dynamic batch
+
+    def both_fail(*args, dynamo=True, **kwargs):
+        raise ValueError(f"no luck with dynamo={dynamo}")
+
+    monkeypatch.setattr(torch.onnx, "export", both_fail)
+    from transferlab.errors import TransferlabError
+
+    with pytest.raises(TransferlabError) as info:
+        transferlab.export(run_copy, verbose=False)
+    assert str(info.value) == ("ONNX export of 'cnn_bn' failed: dynamo: ValueError: no luck with dynamo=True; "
+                               "torchscript: ValueError: no luck with dynamo=False")
+    assert path.read_bytes()  # the earlier export is still there
 
 
 def test_run_splits_are_trainings_split_when_files_are_broken(tmp_path):

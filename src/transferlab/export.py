@@ -12,7 +12,10 @@ Writes into ``RUN/export/``:
 
 After exporting, outputs are compared with PyTorch on real images (the run's validation images
 when its data is reachable, else the ``images`` given, else random pixels), at batch sizes N and 1:
-the maximum absolute difference of the class probabilities must stay under ``tolerance``.
+the maximum absolute difference of the class probabilities must stay under ``tolerance``. An export
+that fails the check is not written (an earlier export and its ``model.json`` stay as they were)
+and :class:`ParityError` is raised, unless ``accept_mismatch=True`` (``--accept-parity-mismatch``),
+which keeps it with the failed check recorded as accepted in ``model.json``.
 
 >>> import transferlab as tl
 >>> path = tl.export("runs/mobilenet_v2")                       # doctest: +SKIP
@@ -21,10 +24,12 @@ the maximum absolute difference of the class probabilities must stay under ``tol
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +58,19 @@ CALIBRATION_IMAGES = 64     # training images used to calibrate static int8 quan
 ACCURACY_IMAGES = 1000      # validation images (at most) for the int8 accuracy change
 
 
+class ParityError(TransferlabError):
+    """The export's outputs differ from PyTorch's by more than the tolerance; it was not written."""
+
+
 def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *, opset: int = DEFAULT_OPSET,
            images: Sequence[str | Path] | None = None, tolerance: float = TOLERANCE,
-           splits=None, verbose: bool = True) -> Path:
+           splits=None, accept_mismatch: bool = False, verbose: bool = True) -> Path:
     """Export ``run`` and check the export against PyTorch; returns the exported file's path
     (``model.int8.onnx`` when ``quantize="int8"``).
 
     The check uses the run's validation images (``splits``: the run's ``DataSplits`` when the caller
-    already holds them, else they are loaded from ``RUN/config.json``), or ``images`` when given."""
+    already holds them, else they are loaded from ``RUN/config.json``), or ``images`` when given.
+    A failed check raises :class:`ParityError` and writes nothing, unless ``accept_mismatch``."""
     fmt = str(format).lower()
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
@@ -90,37 +100,39 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
             reference = softmax(model(torch.from_numpy(batch)).numpy())
         if fmt == "onnx":
             path = out_dir / runfolder.ONNX_NAME
-            t0 = time.perf_counter()
-            exporter = _export_onnx(model, pre.input_size, path, opset, info)
-            entry: dict[str, Any] = {"file": path.name, "size_bytes": path.stat().st_size, "opset": opset,
-                                     "exporter": exporter, "seconds": round(time.perf_counter() - t0, 2)}
-            session = ort_session(path)
-            entry["parity"] = _parity(lambda x: ort_probs(session, x), reference, batch, source, tolerance)
+            with _staged(path) as staged:
+                t0 = time.perf_counter()
+                exporter = _export_onnx(model, pre.input_size, staged, opset, info)
+                entry: dict[str, Any] = {"file": path.name, "size_bytes": staged.stat().st_size, "opset": opset,
+                                         "exporter": exporter, "seconds": round(time.perf_counter() - t0, 2)}
+                session = ort_session(staged)
+                entry["parity"] = _parity(lambda x: ort_probs(session, x), reference, batch, source, tolerance)
+                say(f"exported {path} ({_mb(entry['size_bytes'])}, opset {opset}, {exporter} exporter)")
+                _check_parity("ONNX Runtime", entry["parity"], path, accept_mismatch, say)
             exports["onnx"] = entry
-            say(f"exported {path} ({_mb(entry['size_bytes'])}, opset {opset}, {exporter} exporter)")
-            say(_parity_line("ONNX Runtime", entry["parity"]))
             if quantize:
                 exports["int8"] = _quantize_int8(path, out_dir / runfolder.INT8_NAME, pre, splits, meta, info, batch,
                                                  reference, source, session, say)
                 path = out_dir / runfolder.INT8_NAME
         else:
             path = out_dir / runfolder.TORCHSCRIPT_NAME
-            t0 = time.perf_counter()
-            _export_torchscript(model, pre.input_size, path)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                scripted = torch.jit.load(str(path), map_location="cpu").eval()
+            with _staged(path) as staged:
+                t0 = time.perf_counter()
+                _export_torchscript(model, pre.input_size, staged)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    scripted = torch.jit.load(str(staged), map_location="cpu").eval()
 
-            def ts_probs(x: np.ndarray) -> np.ndarray:
-                with torch.inference_mode():
-                    return softmax(scripted(torch.from_numpy(np.ascontiguousarray(x))).numpy())
+                def ts_probs(x: np.ndarray) -> np.ndarray:
+                    with torch.inference_mode():
+                        return softmax(scripted(torch.from_numpy(np.ascontiguousarray(x))).numpy())
 
-            entry = {"file": path.name, "size_bytes": path.stat().st_size, "exporter": "torch.jit.trace",
-                     "seconds": round(time.perf_counter() - t0, 2)}
-            entry["parity"] = _parity(ts_probs, reference, batch, source, tolerance)
+                entry = {"file": path.name, "size_bytes": staged.stat().st_size, "exporter": "torch.jit.trace",
+                         "seconds": round(time.perf_counter() - t0, 2)}
+                entry["parity"] = _parity(ts_probs, reference, batch, source, tolerance)
+                say(f"exported {path} ({_mb(entry['size_bytes'])}, torch.jit.trace)")
+                _check_parity("TorchScript", entry["parity"], path, accept_mismatch, say)
             exports["torchscript"] = entry
-            say(f"exported {path} ({_mb(entry['size_bytes'])}, torch.jit.trace)")
-            say(_parity_line("TorchScript", entry["parity"]))
     say(f"wrote {runfolder.write_export_meta(run, info)}")
     return path
 
@@ -223,6 +235,31 @@ def _parity(fn, reference: np.ndarray, batch: np.ndarray, source: str, tolerance
     agree = float((probs.argmax(1) == reference.argmax(1)).mean())
     return {"images": source, "batch_sizes": [int(len(batch)), 1], "max_abs_diff": diff,
             "top1_agreement": agree, "tolerance": tolerance, "ok": bool(diff < tolerance)}
+
+
+def _check_parity(name: str, parity: dict, path: Path, accept: bool, say) -> None:
+    """Print the parity line; a failed check raises ParityError unless ``accept`` (then it is recorded as accepted)."""
+    say(_parity_line(name, parity))
+    if parity["ok"]:
+        return
+    if not accept:
+        raise ParityError(
+            f"parity check failed: {name} differs from PyTorch by {parity['max_abs_diff']:.2e} in probability "
+            f"(tolerance {parity['tolerance']:.0e}, top-1 agreement {parity['top1_agreement']:.0%}) on "
+            f"{parity['images']}; {path} was not written. Pass --accept-parity-mismatch "
+            f"(accept_mismatch=True) to keep it anyway")
+    parity["accepted"] = True
+    say(f"warning: keeping {path.name} although it fails the parity check (--accept-parity-mismatch)")
+
+
+@contextmanager
+def _staged(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``, moved onto it when the block succeeds (else removed):
+    an export that fails its check never replaces the file in place."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".staged-") as tmp:
+        staged = Path(tmp) / path.name
+        yield staged
+        os.replace(staged, path)
 
 
 def _parity_line(name: str, parity: dict) -> str:

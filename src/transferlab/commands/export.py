@@ -1,7 +1,9 @@
 """``transferlab export RUN``: ONNX (dynamic batch, optional int8) or TorchScript, checked against PyTorch.
 
 Writes ``RUN/export/model.onnx`` (or ``model.pt``) and ``RUN/export/model.json`` (preprocessing
-metadata and the parity check). See :mod:`transferlab.export`.
+metadata and the parity check). An export whose outputs differ from PyTorch's by more than the
+tolerance is not written and the command exits with status 2, unless ``--accept-parity-mismatch``.
+See :mod:`transferlab.export`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     parser.add_argument("--images", metavar="PATH", nargs="+", default=None,
                         help="images for the parity check when the run's validation data is not reachable")
+    parser.add_argument("--accept-parity-mismatch", action="store_true",
+                        help="keep an export whose probabilities differ from PyTorch's by more than 1e-4 "
+                             "(recorded as accepted in model.json); without it such an export is refused")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     # CLI parser (`transferlab --help`) must not pay
     from ..export import export
 
-    path = export(args.run, format=args.format, quantize=args.quantize, opset=args.opset, images=args.images)
+    path = export(args.run, format=args.format, quantize=args.quantize, opset=args.opset, images=args.images,
+                  accept_mismatch=args.accept_parity_mismatch)
     print(f"done: {path}")
     return 0
