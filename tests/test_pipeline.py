@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -77,14 +78,45 @@ def test_transfer_model_without_weights_is_skipped_not_fatal(digits_dir, tmp_pat
     assert summary["best"]["model"] == "cnn_base"
 
 
-def test_run_command(digits_dir, tmp_path, capsys):
-    code = main(["run", str(digits_dir), "--out", str(tmp_path / "o"), "--models", "cnn_base", "--epochs", "1",
-                 "--no-progress"])
-    assert code == 0
+def test_run_command_deploys_only_an_export_that_passed_its_check(digits_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o"
+    args = ["run", str(digits_dir), "--out", str(out), "--models", "cnn_base", "--epochs", "1", "--no-progress"]
+    assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "best model: cnn_base" in printed
-    assert f"transferlab serve {tmp_path / 'o' / 'compare' / 'runs' / 'cnn_base'}" in printed
-    assert (tmp_path / "o" / "compare" / "runs" / "cnn_base" / "export" / "model.onnx").is_file()
+    run = out / "compare" / "runs" / "cnn_base"
+    onnx_path = run / "export" / "model.onnx"
+    assert "best model: cnn_base" in printed and f"exported:   {onnx_path}" in printed
+    assert f"serve it:   transferlab serve {run}" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["onnx"] == str(onnx_path) and summary["serve_command"] == f"transferlab serve {run}"
+    # what is deployed is this run's best checkpoint, checked against PyTorch on its validation images
+    from transferlab import runfolder
+    from transferlab.predict import Predictor
+
+    info = json.loads((run / "export" / "model.json").read_text())
+    assert info["source_checkpoint"]["sha256"] == runfolder.file_sha256(run / "best.safetensors")
+    parity = info["exports"]["onnx"]["parity"]
+    assert parity["ok"] and parity["images"].endswith("validation images") and parity["max_abs_diff"] < 1e-4
+    images = sorted(str(p) for p in Path(digits_dir).glob("*/*.png"))[::37]
+    served, reference = Predictor(run), Predictor(run, backend="torch")
+    assert served.backend == "onnx"
+    batch = np.stack([served.preprocess.load(p) for p in images])
+    np.testing.assert_allclose(served.predict_arrays(batch), reference.predict_arrays(batch), atol=1e-4)
+
+    # the same job again, but the export disagrees with PyTorch: an error, and nothing presented as deployed
+    import transferlab.export as export_module
+    from test_export_fixtures import skewed
+
+    real = export_module._export_onnx
+    monkeypatch.setattr(export_module, "_export_onnx", lambda model, *a, **k: real(skewed(model, 3.0), *a, **k))
+    before = onnx_path.read_bytes()
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "reusing" in captured.out and "parity MISMATCH" in captured.out
+    assert captured.err.strip().startswith("error: parity check failed") and "\n" not in captured.err.strip()
+    assert "serve it:" not in captured.out and "exported:" not in captured.out
+    assert not (out / "summary.json").exists()
+    assert onnx_path.read_bytes() == before  # the earlier, checked export is not replaced
 
 
 def test_run_command_bad_path_is_one_line_error(tmp_path, capsys):

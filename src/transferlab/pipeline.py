@@ -48,6 +48,9 @@ def run_pipeline(
     rank_rows([], metric)  # a bad metric name fails now, not after the data scan
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # an earlier job's summary must not present a model as deployed if this job stops short of it
+    # (e.g. the export fails its parity check: export raises ParityError and nothing is deployed)
+    (out / "summary.json").unlink(missing_ok=True)
     if data is None:
         data = sample_dir()
         log(f"no DATA given: using the built-in sample (real handwritten digits) at {data}")
