@@ -259,11 +259,28 @@ def test_unfreeze_from_boundary_cache_matches_uncached(tiny, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
 
 
-def test_feature_views_cycle_augmented_features(tiny, tmp_path):
-    run = train(tiny, model="cnn_bn", freeze="frozen", augment="light", feature_views=2, epochs=3,
-                run_dir=tmp_path, **FAST)
-    log = (run.dir / "train.log").read_text()
-    assert "2 view(s)" in log and len(run.history) == 3
+def test_feature_views_are_the_epochs_augmentations_and_cycle(tiny, tmp_path):
+    """View v holds the augmentation the images get in epoch v without caching: with as many views as
+    epochs, cached training is uncached training; with fewer, epochs cycle through the views."""
+    from transferlab.train.features import FeatureViews
+
+    kw = dict(model="cnn_bn", freeze="frozen", augment="light", epochs=2, lr=3e-3, run_dir=tmp_path, **FAST)
+    cached = train(tiny, name="views2", feature_views=2, **kw)
+    plain = train(tiny, name="plain", feature_cache=False, **kw)
+    one_view = train(tiny, name="views1", feature_views=1, **kw)
+    assert "2 view(s)" in (cached.dir / "train.log").read_text()
+    assert "1 view(s)" in (one_view.dir / "train.log").read_text()
+    assert_same_history(cached.history, plain.history, tol=1e-5)
+    # one view: epoch 2 sees epoch 1's augmentation again, so it is not the uncached epoch 2
+    assert_same_history(one_view.history[:1], plain.history[:1], tol=1e-5)
+    assert one_view.history[1]["train_loss"] != pytest.approx(plain.history[1]["train_loss"], abs=1e-5)
+
+    views = [torch.full((4, 2), float(v)) for v in range(3)]
+    fv = FeatureViews(views, torch.arange(4))
+    assert len(fv) == 4
+    assert [float(fv[(e, 1)][0][0]) for e in range(1, 8)] == [0, 1, 2, 0, 1, 2, 0]
+    batch = fv.__getitems__([(5, 3), (5, 0)])  # the DataLoader's batched fetch: epoch 5 reads view 2 (index 1)
+    assert [(f.tolist(), int(y)) for f, y in batch] == [([1.0, 1.0], 3), ([1.0, 1.0], 0)]
 
 
 def test_class_weights_auto_is_sklearn_balanced_and_changes_training(splits, tmp_path):
@@ -299,10 +316,27 @@ def test_optimizer_schedule_options_and_early_stopping_restore(tiny, tmp_path):
     run = train(tiny, model="cnn_base", epochs=4, optimizer="sgd", momentum=0.9, nesterov=True, lr=0.1,
                 schedule="step", step_size=2, gamma=0.5, warmup=1, label_smoothing=0.1, run_dir=tmp_path, **FAST)
     assert [r["lr"] for r in run.history] == pytest.approx([0.01, 0.1, 0.1, 0.05])
-    # patience 0 stops at the first epoch without improvement; best weights are restored
+    # patience 0 stops at the first epoch without improvement; the best epoch's weights are restored
     es = train(tiny, model="cnn_base", epochs=6, lr=0.5, optimizer="sgd", early_stopping=0, monitor="val_acc",
                name="es", run_dir=tmp_path, **FAST)
-    assert len(es.history) < 6
+    accs = [r["val_acc"] for r in es.history]
+    stopped, best = len(accs), len(accs) - 1
+    assert stopped < 6 and all(a < b for a, b in zip(accs[:-1], accs[1:-1])) and accs[-1] <= accs[-2]
+    assert es.best["epoch"] == best and read_meta(es.dir)["epoch"] == best
+    log = (es.dir / "train.log").read_text()
+    assert f"early stopping: val_acc did not improve for 0 epochs (best {accs[best - 1]:.4f} at epoch {best})" in log
+    assert f"restored the weights of epoch {best}" in log
+    # the model the run ends with (its committed state) is the best epoch's, not the stopped epoch's
+    from safetensors.torch import load_file
+
+    from transferlab import runfolder
+
+    final = runfolder.load_state(es.dir)["model"]
+    best_w, last_w = load_file(str(es.dir / "best.safetensors")), load_file(str(es.dir / "last.safetensors"))
+    assert read_meta(es.dir, "last")["epoch"] == stopped
+    keys = [k for k in final if k in best_w]
+    assert keys and all(torch.equal(final[k], best_w[k]) for k in keys)
+    assert not all(torch.equal(final[k], last_w[k]) for k in keys)
 
 
 def test_unknown_option_and_bad_values(tiny, tmp_path):
