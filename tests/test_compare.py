@@ -33,8 +33,15 @@ def test_compare_writes_leaderboard_and_reports(compared):
     assert rows[0]["accuracy"] >= rows[1]["accuracy"]
     for r in rows:
         assert r["epochs"] == 1 and r["params"] > 0 and r["size_mb"] > 0 and r["train_seconds"] > 0
-        assert r["ms_per_image"] > 0 and r["f1_macro"] is not None and r["train_val_gap"] is not None
-        assert (out / "runs" / r["model"] / "eval-val" / "metrics.json").is_file()
+        assert r["ms_per_image"] > 0
+        # each row is its run's evaluation and history
+        run = out / "runs" / r["model"]
+        m = json.loads((run / "eval-val" / "metrics.json").read_text())
+        assert m["num_samples"] == 60
+        assert (r["accuracy"], r["f1_macro"], r["auc_macro"]) == (m["accuracy"], m["macro_avg"]["f1"], m["roc_auc"]["macro"])
+        (last,) = transferlab.train.Run.load(run).history
+        assert r["train_val_gap"] == pytest.approx(last["train_acc"] - last["val_acc"])
+        assert r["accuracy"] == pytest.approx(last["val_acc"])  # evaluation agrees with training's validation
     with (out / "leaderboard.csv").open() as f:
         assert sorted(r["model"] for r in csv.DictReader(f)) == sorted(MODELS)
     assert len(json.loads((out / "leaderboard.json").read_text())["rows"]) == 2
