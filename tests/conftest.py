@@ -10,7 +10,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _find_shared() -> Path | None:
+    """``$TRANSFERLAB_SHARED``, else ``../shared`` or ``./shared``; ``TRANSFERLAB_SHARED=none`` runs the
+    suite as on a machine without it (to see which tests skip)."""
     env = os.environ.get("TRANSFERLAB_SHARED")
+    if env == "none":
+        return None
     candidates = [Path(env)] if env else []
     candidates += [REPO.parent / "shared", REPO / "shared"]
     for c in candidates:
@@ -59,15 +63,26 @@ CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev
                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run")
 
 
-@pytest.fixture
-def headless_chrome(tmp_path):
-    """Debian's Chromium driven by selenium (offline-safe flags); skips when it is not installed."""
+def chromium() -> str:
+    """The Chromium binary; skips the test when it is not installed."""
     import shutil
 
     chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chrome:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium chromium-driver)")
+    return chrome
+
+
+@pytest.fixture
+def headless_chrome(tmp_path):
+    """Debian's Chromium driven by selenium (offline-safe flags); skips when it is not installed, and
+    fails (not skips) when it is installed but does not start: a broken browser must not pass silently."""
+    import shutil
+
+    chrome = chromium()
     driver_path = shutil.which("chromedriver")
-    if not chrome or not driver_path:
-        pytest.skip("Debian chromium + chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    if not driver_path:
+        pytest.skip("Debian chromium-driver is not installed (apt-get install chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -78,7 +93,7 @@ def headless_chrome(tmp_path):
     try:
         browser = webdriver.Chrome(service=Service(driver_path), options=opts)
     except Exception as exc:  # pragma: no cover - a broken local browser install
-        pytest.skip(f"headless chromium did not start: {str(exc).splitlines()[0]}")
+        pytest.fail(f"headless chromium is installed ({chrome}) but did not start: {str(exc).splitlines()[0]}")
     browser.set_page_load_timeout(30)
     try:
         yield browser

@@ -11,6 +11,7 @@ import pytest
 
 import transferlab
 import transferlab.train as train_module
+from conftest import chromium
 from transferlab.cli import main
 from transferlab.errors import WeightsError
 
@@ -182,14 +183,12 @@ def test_report_images_load_in_headless_chromium(compared, headless_chrome):
         assert name in text
 
 
+@pytest.mark.browser
 def test_chromium_dump_dom(compared, tmp_path):
     """The plain command-line check (no selenium): Chromium parses the report offline."""
     out, _ = compared
-    chromium = shutil.which("chromium")
-    if not chromium:
-        pytest.skip("Debian's chromium is not installed")
     proc = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}",
          "--dump-dom", (out / "report.html").resolve().as_uri()],
         capture_output=True, text=True, timeout=120)

