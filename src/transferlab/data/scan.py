@@ -1,7 +1,7 @@
 """The validation scan: open and decode every file once, in parallel, never crashing.
 
 >>> info, broken = scan_files(["a.jpg", "empty.jpg"], workers=2, progress=False)   # doctest: +SKIP
->>> broken
+>>> broken                                                                          # doctest: +SKIP
 [BrokenFile(path='empty.jpg', reason='zero bytes')]
 >>> info["a.jpg"].width, info["a.jpg"].format                                      # doctest: +SKIP
 (640, 'JPEG')

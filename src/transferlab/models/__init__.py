@@ -2,8 +2,8 @@
 
     >>> from transferlab.models import create_model, apply_freeze
     >>> model = create_model("cnn_base", num_classes=10)            # from scratch, 64 px
-    >>> model = create_model("mobilenet_v2", 5, weights="mobilenet_v2-b0353104.pth")
-    >>> apply_freeze(model, "frozen")                               # -> trainable parameter count
+    >>> model = create_model("mobilenet_v2", 5, weights="mobilenet_v2-b0353104.pth")  # doctest: +SKIP
+    >>> apply_freeze(model, "frozen")                   # -> trainable parameter count   # doctest: +SKIP
 """
 from __future__ import annotations
 
