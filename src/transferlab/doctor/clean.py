@@ -56,7 +56,7 @@ def plan_clean(report: dict, *, drop_leaks: bool = True, drop_conflicts: bool = 
     drop_outliers, drop_issues, relabel = (_count("drop_outliers", drop_outliers), _count("drop_issues", drop_issues),
                                            _count("relabel", relabel))
     rows = {p: {"path": p, "label": y, "split": s, "action": "keep", "reason": "", "original_label": y}
-            for p, y, s in report["files"]}
+            for p, y, s, *_ in report["files"]}
 
     def drop(path: str, reason: str) -> None:
         r = rows.get(path)

@@ -39,7 +39,7 @@ from ..errors import ConfigError
 THRESHOLD = 0.90
 #: default ratio test: a pair's embedding distance at most this times each image's distance to
 #: its REFERENCE-th nearest neighbour (with cosine >= FLOOR) counts as a near-duplicate.
-RATIO = 0.4
+RATIO = 0.5
 REFERENCE = 5
 FLOOR = 0.6
 RATIO_HASH = 20
