@@ -1,0 +1,259 @@
+"""compare()'s bookkeeping with training and evaluation replaced by fakes that write the files a real
+run writes (milliseconds per call): what is reused, resumed, retrained or re-evaluated, and what
+state.json records. tests/test_compare.py runs the same paths with real training."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transferlab import runfolder
+from transferlab.compare import runner
+from transferlab.compare.leaderboard import rank_rows
+from transferlab.data import DataSplits
+from transferlab.errors import ConfigError, WeightsError
+from transferlab.evaluate import compute_metrics
+
+CLASSES = ["a", "b"]
+
+
+@pytest.fixture
+def splits(tmp_path) -> DataSplits:
+    files = [(str(tmp_path / "data" / c / f"{i}.png"), k) for k, c in enumerate(CLASSES) for i in range(5)]
+    return DataSplits(root=str(tmp_path / "data"), layout="class-folders", classes=CLASSES,
+                      train=[f for f in files if not f[0].endswith("4.png")],
+                      val=[f for f in files if f[0].endswith("4.png")], test=[])
+
+
+class Fakes:
+    """Fake train / evaluate recording their calls; ``fail`` maps a recipe to an exception to raise."""
+
+    def __init__(self):
+        self.trained: list[tuple[str, dict]] = []
+        self.evaluated: list[str] = []
+        self.fail: dict[str, BaseException] = {}
+        self.fail_eval: dict[str, BaseException] = {}
+        self.fail_resume = False
+
+    def train(self, splits, model="", **kw):
+        self.trained.append((model, kw))
+        if kw.get("resume") and self.fail_resume:
+            raise ConfigError("nothing to resume")
+        if model in self.fail:
+            raise self.fail[model]
+        run = Path(kw["run_dir"]) / kw["name"]
+        run.mkdir(parents=True, exist_ok=True)
+        epochs = kw["epochs"]
+        runfolder.write_history(run, [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5, "val_loss": 1.0,
+                                       "val_acc": 0.4, "lr": 0.001, "seconds": 0.5} for e in range(1, epochs + 1)])
+        runfolder.checkpoint_path(run, "best").write_bytes(b"weights")
+
+    def evaluate(self, run_dir, data=None, split="val", **kw):
+        name = Path(run_dir).name
+        self.evaluated.append(name)
+        if name in self.fail_eval:
+            raise self.fail_eval[name]
+        y = np.array([0, 1, 0, 1])
+        skill = {"cnn_base": 0.4, "cnn_bn": 0.9}.get(name, 0.7)  # accuracy 0 and 1
+        probs = np.where(np.eye(2)[y] == 1, skill, 1 - skill)
+        path = runfolder.metrics_path(run_dir, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(compute_metrics(y, probs, CLASSES)))
+
+
+@pytest.fixture
+def fakes(monkeypatch) -> Fakes:
+    f = Fakes()
+    monkeypatch.setattr(runner.train_stage, "train", f.train)
+    monkeypatch.setattr(runner.evaluate_stage, "evaluate", f.evaluate)
+    # the leaderboard without plots or HTML (tests/test_compare_report.py covers those)
+    monkeypatch.setattr(runner, "write_report",
+                        lambda out, metric="accuracy", models=None: rank_rows(runner.collect_rows(out, models), metric))
+    return f
+
+
+MODELS = ["cnn_base", "cnn_bn"]
+OPTS = dict(epochs=1, input_size=32, progress=False)
+
+
+def _state(out):
+    return json.loads((out / "state.json").read_text())
+
+
+class Console:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def print(self, *args, **kw):
+        self.lines.append(" ".join(str(a) for a in args))
+
+
+def test_first_compare_trains_and_evaluates_each_recipe_and_records_the_request(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    rows = runner.compare(splits, models=MODELS, out=out, lr=0.01, **OPTS)
+    assert [m for m, _ in fakes.trained] == MODELS and fakes.evaluated == MODELS
+    for name, kw in fakes.trained:
+        assert kw["overwrite"] is True and "resume" not in kw
+        assert kw["run_dir"] == str(out / "runs") and kw["name"] == name
+        assert (kw["epochs"], kw["seed"], kw["val_ratio"], kw["lr"], kw["input_size"]) == (1, 0, 0.2, 0.01, 32)
+    assert [r["model"] for r in rows] == ["cnn_bn", "cnn_base"] and all(r["status"] == "ok" for r in rows)
+    state = _state(out)
+    assert state["order"] == MODELS and state["split"] == "val" and state["epochs"] == 1
+    assert state["preset"] is None and state["metric"] == "accuracy" and state["data"] == splits.root
+    for name in MODELS:
+        entry = state["models"][name]
+        assert entry["status"] == "ok" and entry["trained"] is True and entry["reason"] == ""
+        assert entry["request"] == {"epochs": 1, "seed": 0, "val_ratio": 0.2, "input_size": 32, "lr": 0.01}
+        assert entry["train_wall_seconds"] >= 0
+
+
+def test_the_same_request_reuses_finished_recipes(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    runner.compare(splits, models=MODELS, out=out, **OPTS)
+    fakes.trained.clear()
+    fakes.evaluated.clear()
+    console = Console()
+    rows = runner.compare(splits, models=MODELS, out=out, console=console, workers=0, threads=1, **OPTS)
+    assert fakes.trained == [] and fakes.evaluated == []
+    assert console.lines == [f"[{i}/2] {m}: finished earlier, reusing {out / 'runs' / m}" for i, m in enumerate(MODELS, 1)]
+    assert all(r["status"] == "ok" for r in rows)
+
+
+@pytest.mark.parametrize("change", [{"epochs": 3}, {"lr": 0.1}, {"seed": 2}, {"val_ratio": 0.3},
+                                    {"batch_size": 8}, {"input_size": 48}])
+def test_a_changed_request_trains_afresh(splits, fakes, tmp_path, change):
+    out = tmp_path / "cmp"
+    runner.compare(splits, models=MODELS, out=out, **OPTS)
+    fakes.trained.clear()
+    runner.compare(splits, models=MODELS, out=out, **{**OPTS, **change})
+    assert [m for m, _ in fakes.trained] == MODELS
+    assert all(kw["overwrite"] is True and "resume" not in kw for _, kw in fakes.trained)
+    for name in MODELS:
+        request = _state(out)["models"][name]["request"]
+        assert all(request[k] == v for k, v in change.items())
+        history = runfolder.read_history(out / "runs" / name)
+        assert len(history) == change.get("epochs", 1)
+
+
+def test_retrain_trains_finished_recipes_afresh(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    runner.compare(splits, models=MODELS, out=out, **OPTS)
+    fakes.trained.clear()
+    runner.compare(splits, models=MODELS, out=out, retrain=True, **OPTS)
+    assert [m for m, _ in fakes.trained] == MODELS
+    assert all(kw["overwrite"] is True and "resume" not in kw for _, kw in fakes.trained)
+
+
+def test_lost_evaluation_is_redone_without_training(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    runner.compare(splits, models=MODELS, out=out, **OPTS)
+    runfolder.metrics_path(out / "runs" / "cnn_bn", "val").unlink()
+    fakes.trained.clear()
+    fakes.evaluated.clear()
+    rows = runner.compare(splits, models=MODELS, out=out, **OPTS)
+    assert fakes.trained == [] and fakes.evaluated == ["cnn_bn"]
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_interrupted_training_resumes_and_falls_back_to_a_fresh_start(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    fakes.fail["cnn_bn"] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        runner.compare(splits, models=MODELS, out=out, **OPTS)
+    entry = _state(out)["models"]["cnn_bn"]
+    assert entry["status"] == "training" and entry["trained"] is False
+    assert _state(out)["models"]["cnn_base"]["status"] == "ok"
+    del fakes.fail["cnn_bn"]
+    fakes.trained.clear()
+    console = Console()
+    runner.compare(splits, models=MODELS, out=out, console=console, **OPTS)
+    assert [(m, kw.get("resume"), kw.get("overwrite")) for m, kw in fakes.trained] == [("cnn_bn", True, None)]
+    assert "[2/2] cnn_bn: training 1 epoch(s) (resuming)" in console.lines
+    # a checkpoint lost after training: resumed too (same request), and a folder that cannot be
+    # resumed starts again from scratch
+    runfolder.checkpoint_path(out / "runs" / "cnn_base", "best").unlink()
+    fakes.trained.clear()
+    fakes.fail_resume = True
+    runner.compare(splits, models=MODELS, out=out, **OPTS)
+    assert [(m, kw.get("resume"), kw.get("overwrite")) for m, kw in fakes.trained] == [
+        ("cnn_base", True, None), ("cnn_base", None, True)]
+    assert _state(out)["models"]["cnn_base"]["status"] == "ok"
+
+
+def test_failures_are_isolated_and_recorded(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    fakes.fail["efficientnet_b0"] = WeightsError("no pretrained weights for 'efficientnet_b0' offline\nsecond line")
+    fakes.fail["cnn_base"] = RuntimeError("boom")
+    fakes.fail_eval["cnn_bn"] = ValueError("bad metrics")
+    console = Console()
+    rows = runner.compare(splits, models=["cnn_base", "cnn_bn", "efficientnet_b0"], out=out, console=console,
+                          **OPTS)
+    state = _state(out)["models"]
+    assert state["efficientnet_b0"] == {"status": "skipped", "request": {"epochs": 1, "seed": 0, "val_ratio": 0.2,
+                                                                       "input_size": 32},
+                                        "reason": "no pretrained weights for 'efficientnet_b0' offline"}
+    assert state["cnn_base"]["status"] == "failed" and state["cnn_base"]["reason"] == "RuntimeError: boom"
+    assert state["cnn_base"]["trained"] is False
+    assert state["cnn_bn"]["status"] == "failed" and state["cnn_bn"]["trained"] is True
+    assert state["cnn_bn"]["reason"] == "evaluation failed: ValueError: bad metrics"
+    assert {r["model"]: r["status"] for r in rows} == {"cnn_base": "failed", "cnn_bn": "failed",
+                                                       "efficientnet_b0": "skipped"}
+    assert any("efficientnet_b0: skipped - no pretrained weights" in line for line in console.lines)
+    assert any("cnn_base: failed - RuntimeError: boom" in line for line in console.lines)
+    # next time: the recipe whose evaluation failed is evaluated again, not retrained
+    fakes.fail.clear()
+    fakes.fail_eval.clear()
+    fakes.trained.clear()
+    fakes.evaluated.clear()
+    rows = runner.compare(splits, models=["cnn_base", "cnn_bn"], out=out, **OPTS)
+    assert [m for m, _ in fakes.trained] == ["cnn_base"] and fakes.evaluated == ["cnn_base", "cnn_bn"]
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_bad_requests_fail_before_any_training(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    with pytest.raises(ConfigError, match="unknown training option"):
+        runner.compare(splits, models=MODELS, out=out, epoch=3, progress=False)
+    with pytest.raises(ConfigError, match="--epochs must be at least 1, got 0"):
+        runner.compare(splits, models=MODELS, out=out, epochs=0, progress=False)
+    with pytest.raises(ConfigError, match="--preset"):
+        runner.compare(splits, preset="huge", out=out, progress=False)
+    with pytest.raises(ConfigError, match="--split"):
+        runner.compare(splits, models=MODELS, out=out, split="train", **OPTS)
+    with pytest.raises(ConfigError, match="has no test images"):
+        runner.compare(splits, models=MODELS, out=out, split="test", **OPTS)
+    with pytest.raises(ConfigError, match="no_such_recipe"):
+        runner.compare(splits, models=["no_such_recipe"], out=out, **OPTS)
+    with pytest.raises(ConfigError, match="--lr"):
+        runner.compare(splits, models=MODELS, out=out, lr=-1.0, **OPTS)
+    assert fakes.trained == []
+
+
+def test_preset_supplies_models_and_epochs(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    runner.compare(splits, preset="quick", out=out, input_size=32, progress=False)
+    assert [m for m, _ in fakes.trained] == runner.PRESETS["quick"]["models"]
+    assert {kw["epochs"] for _, kw in fakes.trained} == {runner.PRESETS["quick"]["epochs"]}
+    state = _state(out)
+    assert state["preset"] == "quick" and state["epochs"] == runner.PRESETS["quick"]["epochs"]
+
+
+def test_parse_models_and_jsonable():
+    assert runner.parse_models(None) is None
+    assert runner.parse_models(" a, b,,a ,c") == ["a", "b", "c"]
+    assert runner.parse_models(["x", "x", "y"]) == ["x", "y"]
+    with pytest.raises(ConfigError, match="--models is empty"):
+        runner.parse_models(" , ")
+    value = {"p": Path("/x/y"), 1: (1, 2.5, None, True), "o": object}
+    assert runner._jsonable(value) == {"p": "/x/y", "1": [1, 2.5, None, True], "o": repr(object)}
+    assert json.dumps(runner._jsonable(value))
+
+
+def test_read_state_tolerates_a_missing_or_damaged_file(tmp_path):
+    assert runner.read_state(tmp_path) == {"models": {}}
+    (tmp_path / "state.json").write_text("{not json")
+    assert runner.read_state(tmp_path) == {"models": {}}
+    (tmp_path / "state.json").write_text('{"split": "test"}')
+    assert runner.read_state(tmp_path) == {"split": "test", "models": {}}
