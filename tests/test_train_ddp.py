@@ -106,3 +106,108 @@ def test_single_process_needs_no_process_group(monkeypatch):
     assert (env_world_size(), env_rank()) == (4, 3)
     info = DistInfo(world_size=4, rank=3)
     assert info.enabled and not info.is_main and DistInfo(world_size=4, rank=0).is_main
+
+
+class _Recorder:
+    def __init__(self, result=None):
+        self.calls, self.result = [], result
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.result
+
+
+@pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("cuda", "nccl")])
+def test_setup_joins_the_process_group_from_the_launch_variables(monkeypatch, device, backend):
+    import torch.distributed as dist
+
+    for var, value in {"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(var, value)
+    init, set_device = _Recorder(), _Recorder()
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", init)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    info = setup(device)
+    assert info == DistInfo(world_size=4, rank=2, local_rank=1, local_world_size=2, initialized_here=True)
+    assert info.enabled and not info.is_main
+    assert init.calls == [((), {"backend": backend})]
+    assert set_device.calls == ([((1,), {})] if device == "cuda" else [])
+    # without the local variables: local rank 0, every process on this machine
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    info = setup("cpu")
+    assert (info.local_rank, info.local_world_size) == (0, 4)
+    # a group someone else started is joined, not started again
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    init.calls.clear()
+    info = setup("cpu")
+    assert not info.initialized_here and init.calls == [] and info.world_size == 4
+
+
+def test_cleanup_and_barrier_only_act_in_a_group(monkeypatch):
+    import torch.distributed as dist
+
+    from transferlab.train.distributed import barrier, cleanup
+
+    destroy, wait = _Recorder(), _Recorder()
+    monkeypatch.setattr(dist, "destroy_process_group", destroy)
+    monkeypatch.setattr(dist, "barrier", wait)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    cleanup(DistInfo(world_size=2, initialized_here=False))  # someone else's group: left alone
+    barrier(DistInfo())  # one process: nothing to wait for
+    assert destroy.calls == [] and wait.calls == []
+    cleanup(DistInfo(world_size=2, initialized_here=True))
+    barrier(DistInfo(world_size=2))
+    assert len(destroy.calls) == 1 and len(wait.calls) == 1
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    cleanup(DistInfo(world_size=2, initialized_here=True))  # already destroyed
+    assert len(destroy.calls) == 1
+
+
+def test_epoch_progress_shows_the_running_metrics_of_all_ranks(monkeypatch):
+    """The progress bar of rank 0 shows this rank's running loss/accuracy and all ranks' images/s."""
+    from transferlab.train import loop
+
+    bars = []
+
+    class Bar:
+        def __init__(self, description, total, enabled=True):
+            self.description, self.total, self.enabled, self.updates = description, total, enabled, []
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, step, **kw):
+            self.updates.append((step, kw))
+
+    monkeypatch.setattr(loop, "_EpochBar", Bar)
+    monkeypatch.setattr(torch.distributed, "all_reduce", _OtherRank([0.0, 0, 0]))
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1, 1, 0])
+    with torch.no_grad():
+        losses = nn.functional.cross_entropy(net(x), y, reduction="none")
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    trainer = Trainer(net, net, [(x[:2], y[:2]), (x[2:], y[2:])], [], optimizer=opt, total_epochs=3,
+                      dist=DistInfo(world_size=2, rank=0), progress=True, log=lambda m: None)
+    trainer.train_one_epoch(2)
+    (bar,) = bars
+    assert (bar.description, bar.total) == ("epoch 2/3", 2)
+    assert [step for step, _ in bar.updates] == [1, 2]
+    (_, first), (_, second) = bar.updates
+    assert first["loss"] == pytest.approx(float(losses[:2].mean())) and first["acc"] == 1.0 and first["lr"] == 0.0
+    assert second["loss"] == pytest.approx(float(losses.mean())) and second["acc"] == 0.75
+    assert second["ips"] > first["ips"] / 10 > 0  # images/s over both ranks (4 images seen x 2 ranks)
+    assert Trainer(net, net, [], [], optimizer=opt, dist=DistInfo(world_size=2, rank=1), progress=True).progress is False
+    assert Trainer(net, net, [], [], optimizer=opt, progress=False).progress is False
+    trainer = Trainer(net, net, [(x, y)], [], optimizer=opt, progress=False, log=lambda m: None)
+    trainer.train_one_epoch(1)
+    assert bars[-1].description == "epoch 1" and bars[-1].enabled is False
+    assert trainer.evaluate() == {"val_loss": pytest.approx(float("nan"), nan_ok=True),
+                                  "val_acc": pytest.approx(float("nan"), nan_ok=True)}
