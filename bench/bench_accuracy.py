@@ -145,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="tl-bench-acc-"))
     rows = []
     for protocol in protocols:
-        rows += run_protocol(protocol, args.quick, work)
+        rows += [{**r, "date": date.today().isoformat(), "quick": args.quick}
+                 for r in run_protocol(protocol, args.quick, work)]
+    # the protocols not run this time keep their earlier rows (each row says when it was measured)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    kept = [{"date": previous.get("date"), "quick": previous.get("quick"), **r}
+            for r in previous.get("rows", []) if r.get("protocol") not in protocols]
+    order = {name: i for i, name in enumerate(PROTOCOLS)}
+    rows = sorted(kept + rows, key=lambda r: order.get(r.get("protocol"), len(order)))  # stable within a protocol
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
         "date": date.today().isoformat(),
