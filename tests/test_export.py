@@ -332,3 +332,44 @@ def test_run_splits_are_trainings_split_when_files_are_broken(tmp_path):
         splits = run_splits(run)
     assert splits.val == trained.val and splits.train == trained.train
     assert not any("broken" in str(p) for p, _ in splits.train + splits.val)
+
+
+def test_parity_inputs_validation_then_given_images_then_random(tmp_path):
+    from transferlab.data import DataSplits
+    from transferlab.export import PARITY_IMAGES, _spread, parity_inputs
+    from transferlab.runtime import Preprocess
+
+    pre = Preprocess({"input_size": 16, "load_size": 18, "mean": [0.5] * 3, "std": [0.25] * 3})
+    good = write_images(tmp_path / "val", n=20)
+    broken = tmp_path / "bad" / "broken.png"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not an image")
+    val = [(str(p), 0) for p in good[:3]] + [(str(broken), 0)]
+    splits = DataSplits(root=str(tmp_path), layout="class-folders", classes=["a"], train=[], val=val, test=[])
+    batch, source = parity_inputs(pre, splits, None)
+    assert source == "3 validation images" and batch.shape == (3, 3, 16, 16) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[0], pre.load(str(good[0])))  # the images themselves, preprocessed
+    # more validation images than needed: PARITY_IMAGES of them, spread over the list
+    many = dataclasses_replace(splits, val=[(str(p), 0) for p in good])
+    batch, source = parity_inputs(pre, many, None)
+    assert source == f"{PARITY_IMAGES} validation images" and len(batch) == PARITY_IMAGES == 16
+    # validation unreadable or absent: the given images (at most PARITY_IMAGES of them), else random pixels
+    unreadable = dataclasses_replace(splits, val=[(str(broken), 0)])
+    batch, source = parity_inputs(pre, unreadable, [tmp_path / "val"])
+    assert source == f"{PARITY_IMAGES} given images" and len(batch) == PARITY_IMAGES
+    batch, source = parity_inputs(pre, None, good[:2])
+    assert source == "2 given images"
+    batch, source = parity_inputs(pre, unreadable, None)
+    assert source == "8 random images (no data reachable)" and batch.shape == (8, 3, 16, 16)
+    again, _ = parity_inputs(pre, None, [])
+    np.testing.assert_array_equal(batch, again)  # seeded: the same pixels every time
+    assert 0.5 < float(batch.std()) < 2.5  # uint8 noise normalised with mean 0.5 / std 0.25, not blank
+    # _spread: n items spread evenly, rounded to the nearest index
+    assert _spread(list(range(11)), 4) == [0, 3, 7, 10]
+    assert _spread(list(range(3)), 4) == [0, 1, 2] and _spread(list(range(4)), 4) == [0, 1, 2, 3]
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)

@@ -258,7 +258,7 @@ def test_config_rejects_bad_values_with_one_line(kw, match):
 
 
 def test_config_resolves_recipe_defaults_unless_overridden():
-    defaults = {"lr": 0.01, "augment": "light", "weight_decay": 1e-4, "freeze": "frozen", "finetune_lr": 1e-4}
+    defaults = {"lr": 0.01, "augment": "light", "weight_decay": 1e-4, "freeze": "frozen", "fine_tune_lr": 1e-4}
     cfg = TrainConfig(model="mobilenet_v2").resolve(defaults)
     assert (cfg.lr, cfg.augment, cfg.weight_decay, cfg.freeze, cfg.optimizer) == (0.01, "light", 1e-4, "frozen", "adam")
     assert cfg.name == "mobilenet_v2" and cfg.feature_views == 4
@@ -268,3 +268,74 @@ def test_config_resolves_recipe_defaults_unless_overridden():
     assert cfg.freeze == "frozen" and cfg.fine_tune_lr == 1e-4 and cfg.total_epochs == 12
     cfg = TrainConfig(model="x", fine_tune=2, lr=0.02).resolve(defaults)
     assert cfg.fine_tune_lr == pytest.approx(0.002)
+
+
+def test_early_stopping_state_carries_the_best_weights_to_a_resumed_run():
+    def set_weight(t, epoch):
+        with torch.no_grad():
+            t.model.weight.fill_(float(epoch))
+
+    es = EarlyStopping(patience=5)
+    t, _ = drive(es, [1.0, 0.5, 0.7], on_epoch=set_weight)  # ran out of epochs: best epoch 2 restored
+    state = es.state_dict()
+    assert set(state) == {"best", "best_epoch", "wait", "stopped_epoch", "stop_training", "phase", "best_weights"}
+    assert torch.all(state["best_weights"]["weight"] == 2.0)
+    resumed = EarlyStopping(patience=5)
+    resumed.load_state_dict(state)
+    t2 = FakeTrainer()
+    t2.epoch = 3
+    with torch.no_grad():
+        t2.model.weight.fill_(3.0)
+    resumed.on_train_begin(t2)
+    resumed.on_train_end(t2)  # the run resumed after its last epoch: the best weights come back
+    assert torch.all(t2.model.weight == 2.0) and t2.messages == ["restored the weights of epoch 2 (val_loss 0.5000)"]
+
+
+def test_reduce_lr_logs_each_reduction_once():
+    rl = ReduceLROnPlateau(factor=0.5, patience=2, min_delta=0.0)
+    t, _ = drive(rl, [1.0, 1.0, 1.0, 0.5])
+    assert t.messages == ["reduce lr on plateau: val_loss stalled for 2 epochs, lr 0.1 -> 0.05"]
+
+
+def test_reduce_lr_follows_mode_threshold_cooldown_and_floor():
+    def lrs(values, monitor="val_loss", lr=0.1, **kw):
+        rl = ReduceLROnPlateau(monitor=monitor, **{"factor": 0.5, "patience": 1, **kw})
+        t = FakeTrainer(lr=lr)
+        rl.on_train_begin(t)
+        out = []
+        for epoch, v in enumerate(values, 1):
+            rl.on_epoch_end(t, epoch, {monitor: v})
+            out.append(t.optimizer.param_groups[0]["lr"])
+        return out
+
+    # val_acc goes up: rising is improving (auto mode max), a fall is a plateau
+    assert lrs([0.5, 0.6, 0.7], monitor="val_acc") == [0.1, 0.1, 0.1]
+    assert lrs([0.5, 0.4], monitor="val_acc") == [0.1, 0.05]
+    # min_delta is absolute: from 0.5, 0.46 is not 0.05 better (a relative 5% would count 0.46 as better)
+    assert lrs([0.5, 0.46], min_delta=0.05) == [0.1, 0.05]
+    assert lrs([0.5, 0.44], min_delta=0.05) == [0.1, 0.1]
+    # the default min_delta (1e-4, absolute): a change of 1e-5 is a plateau
+    assert lrs([0.5, 0.49999]) == [0.1, 0.05]
+    # cooldown: after a reduction, one epoch in which no reduction happens
+    assert lrs([1.0, 1.0, 1.0, 1.0], cooldown=1) == [0.1, 0.05, 0.05, 0.025]
+    assert lrs([1.0, 1.0, 1.0, 1.0]) == [0.1, 0.05, 0.025, 0.0125]
+    # the floor
+    assert lrs([1.0, 1.0, 1.0], min_lr=0.06) == [0.1, 0.06, 0.06]
+
+
+def test_reduce_lr_state_without_a_scheduler_and_a_new_phase():
+    rl = ReduceLROnPlateau(patience=2)
+    assert rl.state_dict() == {"phase": None, "scheduler": None}  # before training began
+    rl.load_state_dict({"phase": 0, "scheduler": None})  # nothing to restore
+    t = FakeTrainer(lr=0.1)
+    rl.on_train_begin(t)
+    assert rl.scheduler.optimizer is t.optimizer and rl.scheduler.num_bad_epochs == 0
+    rl.on_epoch_end(t, 1, {"val_loss": 1.0})
+    rl.on_epoch_end(t, 2, {"val_loss": 1.0})
+    assert rl.scheduler.num_bad_epochs == 1
+    t.phase = 1  # a fine-tuning phase starts afresh
+    rl.on_train_begin(t)
+    assert rl.scheduler.num_bad_epochs == 0 and rl.state_dict()["phase"] == 1
+    saved = rl.state_dict()
+    rl.on_epoch_end(t, 3, {"val_loss": 0.5})
+    assert saved["scheduler"]["best"] == float("inf")  # a snapshot, not the live scheduler state
