@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default table")
     parser.add_argument("--output", "-o", metavar="FILE", default=None, help="write to FILE instead of stdout")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images per model call (default 8: on a CPU larger batches are no faster and need "
+                             "more memory)")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: ONNX Runtime when exported, else PyTorch (default auto)")
