@@ -149,3 +149,28 @@ def test_weights_folder_argument(weights_dir):
     assert m.weights_info["source"].endswith(MOBILENET_V2)
     with pytest.raises(WeightsError, match="no weights file for 'resnet50'"):
         create_model("resnet50", 3, weights=weights_dir)
+
+
+def test_files_that_do_not_fit_without_real_weights(tmp_path):
+    """The wrong-shape, unreadable, missing and wrapped-file paths on a generated weights file (no ../shared)."""
+    donor = create_model("mobilenet_v1_025_tf", 3, pretrained=False)
+    sd = {k: v.clone() for k, v in donor.backbone.state_dict().items()}
+    good = tmp_path / "good.pth"
+    torch.save(sd, good)
+    assert create_model("mobilenet_v1_025_tf", 3, weights=good).weights_info["mode"] == "timm names"
+    key = next(k for k in sd if k.endswith("conv_pw.weight"))
+    bad = tmp_path / "bad.pth"
+    torch.save({**sd, key: torch.zeros(7, 7, 1, 1)}, bad)
+    with pytest.raises(WeightsError, match="wrong shape") as exc:
+        create_model("mobilenet_v1_025_tf", 3, weights=bad)
+    assert key in str(exc.value) and "\n" not in str(exc.value)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read"):
+        create_model("mobilenet_v1_025_tf", 3, weights=junk)
+    with pytest.raises(WeightsError, match="not found"):
+        create_model("mobilenet_v1_025_tf", 3, weights=tmp_path / "missing.pth")
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, wrapped)
+    m = create_model("mobilenet_v1_025_tf", 3, weights=wrapped)
+    assert torch.equal(m.backbone.state_dict()[key], sd[key])

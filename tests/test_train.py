@@ -90,8 +90,8 @@ def test_run_folder_files_config_history_and_checkpoints(splits, tmp_path):
     for f in ("config.json", "history.csv", "best.safetensors", "last.safetensors", "last_state.pt", "train.log"):
         assert (run.dir / f).is_file(), f
     cfg = json.loads((run.dir / "config.json").read_text())
-    assert cfg["model"] == "cnn_bn" and cfg["epochs"] == 2 and cfg["seed"] == 3 and cfg["lr"] == 1e-3
-    assert cfg["augment"] == "light"  # the recipe's default
+    assert cfg["model"] == "cnn_bn" and cfg["epochs"] == 2 and cfg["seed"] == 3 and cfg["lr"] == 3e-3
+    assert cfg["augment"] == "shift"  # the recipe's default
     assert cfg["classes"] == [str(d) for d in range(10)] and cfg["num_classes"] == 10
     assert cfg["data_cfg"]["input_size"] == 32 and "mean" in cfg["data_cfg"]
     assert cfg["split_counts"] == {"train": 240, "val": 60, "test": 0}
@@ -163,11 +163,12 @@ def test_kill_and_resume_gives_the_uninterrupted_history(tiny, tmp_path, capsys)
     assert read_meta(resumed.dir)["epoch"] == read_meta(full.dir)["epoch"]
 
 
-def test_resume_needs_no_pretrained_weights_file(tiny, tmp_path, weights_dir):
+def test_resume_needs_no_pretrained_weights_file(tiny, tmp_path):
     """The saved state holds every tensor: a resumed pretrained run does not read its weights file again."""
-    import shutil
+    from transferlab.models import create_model
 
-    weights = shutil.copy(weights_dir / "mobilenetv1_025_224_keras_stm32.pth", tmp_path / "w.pth")
+    weights = tmp_path / "w.pth"  # a weights file of the right architecture (real ones: tests/test_models_weights.py)
+    torch.save(create_model("mobilenet_v1_025_tf", 10, pretrained=False).backbone.state_dict(), weights)
     kw = dict(model="mobilenet_v1_025_tf", weights=str(weights), freeze="frozen", epochs=2, run_dir=tmp_path, **FAST)
     with pytest.raises(KeyboardInterrupt):
         train(tiny, name="run", callbacks=[Kill(2)], **kw)

@@ -22,6 +22,7 @@ class FakeTrainer:
         self.epoch = 0
         self.messages: list[str] = []
         self.saved: list[tuple[str, int]] = []
+        self.saved_to: list[tuple[object, dict]] = []  # (path, logs) of each save
         self.is_main = True
 
     def log(self, msg):
@@ -29,6 +30,7 @@ class FakeTrainer:
 
     def save_checkpoint(self, path, epoch, logs):
         self.saved.append((path.name, epoch))
+        self.saved_to.append((path, logs))
 
 
 def drive(cb, values, monitor="val_loss", trainer=None, on_epoch=None):
@@ -339,3 +341,66 @@ def test_reduce_lr_state_without_a_scheduler_and_a_new_phase():
     saved = rl.state_dict()
     rl.on_epoch_end(t, 3, {"val_loss": 0.5})
     assert saved["scheduler"]["best"] == float("inf")  # a snapshot, not the live scheduler state
+
+
+def test_callback_defaults_and_fresh_state():
+    es = EarlyStopping()
+    assert (es.monitor, es.patience, es.min_delta, es.restore_best_weights) == ("val_loss", 5, 0.0, True)
+    assert es.stopped_epoch is None and es.best_weights is None and es.stop_training is False
+    assert es.best == math.inf and es.best_epoch is None and es.wait == 0
+    rl = ReduceLROnPlateau()
+    assert (rl.monitor, rl.factor, rl.patience, rl.min_lr, rl.min_delta, rl.cooldown) == ("val_loss", 0.1, 3, 0.0, 1e-4, 0)
+    mc = ModelCheckpoint("runs/x", monitor="val_acc")
+    assert mc.monitor == "val_acc" and mc.best == -math.inf and mc.best_epoch is None
+    assert ReduceLROnPlateau(patience=1).patience == 1 and ReduceLROnPlateau(factor=0.99).factor == 0.99
+
+
+def test_early_stopping_records_the_stopped_epoch_and_restores_only_when_it_should():
+    def set_weight(t, epoch):
+        with torch.no_grad():
+            t.model.weight.fill_(float(epoch))
+
+    es = EarlyStopping(patience=2)
+    drive(es, [1.0, 0.5, 0.6, 0.7], on_epoch=set_weight)
+    assert es.stopped_epoch == 4 and es.stop_training is True
+    # restore turned off: the last epoch's weights stay
+    es = EarlyStopping(patience=2, restore_best_weights=False)
+    t, _ = drive(es, [1.0, 0.5, 0.6, 0.7], on_epoch=set_weight)
+    assert torch.all(t.model.weight == 4.0) and es.best_weights is None and t.messages[-1].startswith("early stopping")
+    # the best epoch is the last one: nothing to restore, nothing said
+    es = EarlyStopping(patience=2)
+    t, _ = drive(es, [1.0, 0.5], on_epoch=set_weight)
+    assert torch.all(t.model.weight == 2.0) and t.messages == []
+    # no epoch ever improved (NaN losses): no best weights to restore
+    es = EarlyStopping(patience=1)
+    t, stopped = drive(es, [math.nan, math.nan], on_epoch=set_weight)
+    assert stopped == 1 and es.best_weights is None and not any("restored" in m for m in t.messages)
+
+
+def test_model_checkpoint_writes_into_its_folder_with_the_epoch_logs(tmp_path):
+    from pathlib import Path
+
+    mc = ModelCheckpoint(tmp_path / "run")
+    t = FakeTrainer()
+    mc.on_epoch_end(t, 1, {"epoch": 1, "val_loss": 0.5})
+    assert t.saved_to == [(Path(tmp_path / "run" / "last.safetensors"), {"epoch": 1, "val_loss": 0.5}),
+                          (Path(tmp_path / "run" / "best.safetensors"), {"epoch": 1, "val_loss": 0.5})]
+
+
+def test_bad_values_and_missing_metrics_are_explained():
+    with pytest.raises(ConfigError) as info:
+        EarlyStopping(mode="sideways")
+    assert str(info.value) == "mode must be auto, min or max, got 'sideways'"
+    with pytest.raises(ConfigError) as info:
+        EarlyStopping(patience=-1)
+    assert str(info.value) == "early-stopping patience must be >= 0, got -1"
+    for factor in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigError) as info:
+            ReduceLROnPlateau(factor=factor)
+        assert str(info.value) == f"reduce-lr factor must be between 0 and 1, got {factor}"
+    with pytest.raises(ConfigError) as info:
+        ReduceLROnPlateau(patience=0)
+    assert str(info.value) == "reduce-lr patience must be at least 1, got 0"
+    with pytest.raises(ConfigError) as info:
+        drive(EarlyStopping(monitor="val_f1"), [1.0])
+    assert str(info.value) == "monitored metric 'val_f1' is not in the logs (epoch, val_loss)"
