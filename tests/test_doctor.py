@@ -368,11 +368,17 @@ def _error_line(capsys) -> str:
     (["{tmp}/one", "--folds", "1"], "folds"),
     (["{tmp}/one", "--split-by-group"], "--write-clean"),
     (["{tmp}/one", "--write-clean", "x.txt"], ".csv"),
+    (["{tmp}/two", "--backbone", "no_such_model"], "no_such_model"),
+    (["{tmp}/two", "--backbone", "cnn_base"], "pretrained backbone"),
+    (["{tmp}/two", "--input-size", "8"], "at least 32"),
 ])
 def test_cli_bad_input_is_one_error_line(tmp_path, capsys, args, words):
     (tmp_path / "empty").mkdir()
-    (tmp_path / "one" / "cat").mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "cat" / "a.png")
+    for name, classes in (("one", ["cat"]), ("two", ["cat", "dog"])):
+        for c in classes:
+            (tmp_path / name / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(_photo(i + 10 * len(c), 16)).save(tmp_path / name / c / f"{i}.png")
     argv = ["doctor", *[a.format(tmp=tmp_path) for a in args], "--no-progress", "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     assert words in _error_line(capsys)

@@ -78,6 +78,9 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         raise ConfigError(f"folds must be an integer and outlier_z a number, got {folds!r}, {outlier_z!r}") from None
     if folds < 2:
         raise ConfigError(f"folds must be at least 2, got {folds}")
+    from .embeddings import _input_size, resolve_amp
+
+    _input_size(backbone, input_size), resolve_amp(amp)  # a bad backbone or size fails before the scan
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     splits = _load(data, val_ratio=val_ratio, seed=seed, workers=workers, progress=progress)

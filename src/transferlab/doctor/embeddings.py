@@ -131,10 +131,14 @@ def compute_signals(samples: Sequence[tuple[str, int]] | Sequence[Sequence[tuple
 
 
 def _input_size(backbone: str, input_size: int | None) -> int:
-    if input_size is None:
-        from ..models import get_recipe
+    from ..models import get_recipe
 
-        return int(get_recipe(backbone).input_size)
+    recipe = get_recipe(backbone)  # ConfigError listing the recipes for an unknown name
+    if not recipe.pretrained:
+        raise ConfigError(f"the doctor needs a pretrained backbone; '{recipe.name}' trains from scratch "
+                          f"(try efficientnet_lite0)")
+    if input_size is None:
+        return int(recipe.input_size)
     try:
         size = int(input_size)
     except (TypeError, ValueError):
