@@ -34,3 +34,18 @@ def test_training_speed_paragraph_quotes_bench_train_results():
                    f"channels-last {r['channels_last_vs_nchw']:.2f}x NCHW",
                    f"bf16 autocast {r['bf16_vs_fp32_channels_last']:.2f}x fp32"):
         assert figure in text, f"README's training-speed paragraph does not quote {figure!r} (train.json)"
+
+
+def test_data_loading_paragraph_quotes_bench_loader_results():
+    text = _paragraph("`python bench/bench_loader.py` measured")
+    r = _results("loader.json")
+    small, large = r["epoch_32px"], r["light_224px_from_cache"]
+    assert "`bench/results/loader.json`" in text and r["date"] in text
+    assert f"load average at {r['machine']['load_average_at_start']:.1f}" in text
+    images = int(r["data"].split(": ")[1].split()[0])  # "digits sample, 80% training split: 1438 images, ..."
+    for figure in (f"{images:,} digit images",
+                   f"{small['decoding_s']:.2f} s decoding and {small['from_cache_s']:.2f} s from the cache",
+                   f"{large['workers_0_images_per_s']:.1f} images/s in-process and "
+                   f"{large['workers_2_images_per_s']:.1f} images/s with two worker processes",
+                   f"starting two cost {r['worker_start_s']:.2f} s a pass"):
+        assert figure in text, f"README's data-loading figures do not quote {figure!r} (loader.json)"
