@@ -38,14 +38,19 @@ def test_bench_accuracy_one_protocol_keeps_the_others(tmp_path, monkeypatch):
     results = tmp_path / "accuracy.json"
     protocols = list(acc.PROTOCOLS)
     first, other = protocols[0], protocols[1]
-    results.write_text(json.dumps({"date": "2026-01-01", "quick": False, "rows": [
-        {"protocol": first, "model": "old", "accuracy": 0.5, "status": "ok"},
-        {"protocol": other, "model": "kept", "accuracy": 0.7, "status": "ok"}]}))
+    results.write_text(json.dumps({"protocols": {
+        first: {"date": "2026-01-01", "quick": False, "rows": [{"protocol": first, "model": "old", "status": "ok",
+                                                                 "accuracy": 0.5, "accuracy_tta": 0.5}]},
+        other: {"date": "2026-01-01", "quick": False, "rows": [{"protocol": other, "model": "kept", "status": "ok",
+                                                                 "accuracy": 0.7, "accuracy_tta": 0.7}]}}}))
     monkeypatch.setattr(acc, "RESULTS", results)
-    monkeypatch.setattr(acc, "run_protocol", lambda protocol, quick, work: [
-        {"protocol": protocol, "model": "new", "accuracy": 0.9, "status": "ok"}])
+    row = {"model": "new", "accuracy": 0.99, "accuracy_tta": 0.99, "f1_macro": 0.9, "seed_accuracy": 0.5,
+           "beats_seed": True, "train_seconds": 1.0, "train_images_per_s": 10.0, "status": "ok"}
+    monkeypatch.setattr(acc, "run_protocol", lambda protocol, quick, work: ([{"protocol": protocol, **row}], 12.0))
     assert acc.main(["--protocol", first, "--quick", "--work", str(tmp_path / "w")]) == 0
-    rows = json.loads(results.read_text())["rows"]
-    assert [(r["protocol"], r["model"]) for r in rows] == [(first, "new"), (other, "kept")]
-    assert rows[1]["date"] == "2026-01-01" and rows[1]["quick"] is False  # when each row was measured
-    assert rows[0]["quick"] is True and rows[0]["date"] != "2026-01-01"
+    saved = json.loads(results.read_text())["protocols"]
+    assert list(saved) == [first, other]                                    # the protocols' own order
+    assert [r["model"] for r in saved[first]["rows"]] == ["new"]
+    assert saved[first]["quick"] is True and saved[first]["date"] != "2026-01-01"  # when each was measured
+    assert saved[first]["target_met"] is True and saved[first]["within_30_min"] is True
+    assert saved[other]["rows"][0]["model"] == "kept" and saved[other]["date"] == "2026-01-01"

@@ -58,7 +58,7 @@ def test_train_augmentation_is_random_and_bad_name_lists_choices():
     torch.manual_seed(0)
     outs = [t(x) for _ in range(4)]
     assert any(not torch.equal(outs[0], o) for o in outs[1:])
-    with pytest.raises(ConfigError, match="none, light, strong"):
+    with pytest.raises(ConfigError, match="none, shift, light, strong"):
         build_transform(cfg, train=True, augment="heavy")
 
 

@@ -24,7 +24,8 @@ from transferlab.models.freeze import layer_parameters
 
 LADDER = ["cnn_base", "cnn_aug", "cnn_bn", "cnn_dropout"]
 CHEAP = LADDER + ["resnet_scratch", "resnet34_scratch", "mobilenet_v1", "mobilenet_v1_tf", "mobilenet_v1_025_tf",
-                  "mobilenet_v2", "mobilenet_v2_035", "efficientnet_b0", "efficientnet_lite0"]
+                  "mobilenet_v2", "mobilenet_v2_035", "efficientnet_b0", "efficientnet_lite0", "efficientnet_lite1",
+                  "efficientnet_lite2"]
 BIG = ["xception", "densenet121", "resnet50"]
 REQUIRED = set(CHEAP + BIG)
 
@@ -49,7 +50,15 @@ def test_registry_has_every_recipe():
         assert r.pretrained == (r.kind == "transfer")
         assert {"augment", "lr", "weight_decay", "freeze"} <= set(r.defaults)
     assert recipes["cnn_base"].defaults["augment"] == "none"
-    assert recipes["cnn_aug"].defaults["augment"] == "light"
+    assert recipes["cnn_aug"].defaults["augment"] == "shift"
+    # each rung adds one technique to the one below it
+    base, aug, bn, drop = (recipes[n].defaults for n in ("cnn_base", "cnn_aug", "cnn_bn", "cnn_dropout"))
+    assert aug["augment"] != base["augment"] and bn["augment"] == aug["augment"]
+    assert drop["weight_decay"] > bn["weight_decay"] == 0
+    # the CPU transfer recipes fine-tune their upper blocks after one head-only epoch
+    for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2"):
+        d = recipes[name].defaults
+        assert d["epochs"] == 1 and d["fine_tune"] >= 4 and d["unfreeze_last"] >= 8 and d["feature_views"] >= 2
     assert recipes["cnn_dropout"].defaults["weight_decay"] > 0
     assert recipes["efficientnet_lite0"].timm_name == "tf_efficientnet_lite0"
     assert recipes["mobilenet_v1"].timm_name == "mobilenetv1_100"
@@ -104,26 +113,53 @@ def test_big_recipe_single_forward(name):
 
 
 def test_ladder_architecture_and_input_sizes():
-    m = _model("cnn_base", 10)
+    m = _model("cnn_base", 10, input_size=32)
     convs = [l for _, l in m.layers() if isinstance(l, nn.Conv2d)]
-    assert [(c.out_channels, c.kernel_size) for c in convs] == [(6, (3, 3)), (16, (4, 4)), (16, (5, 5))]
+    # the seed shape, sized for photos: (conv3x3 > conv3x3 > maxpool) x 3 at 32 px, 32 -> 64 -> 128 filters
+    assert [(c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (32, (3, 3), (1, 1)), (32, (3, 3), (1, 1)), (64, (3, 3), (1, 1)), (64, (3, 3), (1, 1)),
+        (128, (3, 3), (1, 1)), (128, (3, 3), (1, 1))]
     assert sum(isinstance(l, nn.MaxPool2d) for _, l in m.layers()) == 3
+    assert m.num_features == 128 * 4 * 4  # flattened from a 4x4 map
     linears = [l for l in m.head if isinstance(l, nn.Linear)]
-    assert [l.out_features for l in linears] == [256, 128, 10]
-    assert m.head_hidden == [256, 128]
-    for size in (32, 33, 48, 64, 100, 128):
+    assert [l.out_features for l in linears] == [256, 10] and m.head_hidden == [256]
+    # a stage more per doubling of the input, up to 5
+    for size, stages in ((32, 3), (33, 3), (48, 4), (64, 4), (100, 5), (128, 5), (256, 5)):
         mm = _model("cnn_base", 2, input_size=size).eval()
         assert mm.data_cfg["input_size"] == size
+        assert sum(isinstance(l, nn.MaxPool2d) for _, l in mm.layers()) == stages, size
         assert mm(torch.randn(1, 3, size, size)).shape == (1, 2)
-    assert _model("cnn_base", 2, input_size=32).num_features == 16
     with pytest.raises(ConfigError, match="32"):
         _model("cnn_base", 2, input_size=31)
-    bn = _model("cnn_bn")
-    assert sum(isinstance(l, nn.BatchNorm2d) for _, l in bn.layers()) == 3
-    dr = _model("cnn_dropout")
-    assert any(isinstance(l, nn.Dropout) for _, l in dr.layers())
+    bn = _model("cnn_bn", input_size=32)
+    assert sum(isinstance(l, nn.BatchNorm2d) for _, l in bn.layers()) == 6
+    assert all(c.bias is None for _, c in bn.layers() if isinstance(c, nn.Conv2d))  # bias-free before BN
+    dr = _model("cnn_dropout", input_size=32)
+    assert sum(isinstance(l, nn.Dropout) for _, l in dr.layers()) == 3  # after each stage
     assert any(isinstance(l, nn.Dropout) for l in dr.head)
-    assert dr.head_dropout == [0.5, 0.5]
+    assert dr.head_dropout == [0.3]
+
+
+def test_resnet_scratch_keeps_small_photos_at_full_resolution():
+    small = _model("resnet_scratch", 10, input_size=32).eval()
+    assert small.backbone.conv1[0].stride == (1, 1) and isinstance(small.backbone.maxpool, nn.Identity)
+    big = _model("resnet_scratch", 10, input_size=128).eval()
+    assert big.backbone.conv1[0].stride == (2, 2) and not isinstance(big.backbone.maxpool, nn.Identity)
+    assert [b.conv1.out_channels for b in small.backbone.layer1] == [32, 32]
+    assert small(torch.randn(2, 3, 32, 32)).shape == big(torch.randn(2, 3, 128, 128)).shape == (2, 10)
+    seed = _model("resnet34_scratch", 3, input_size=64).backbone  # the seeds' ResNet-34: ImageNet stem at every size
+    assert seed.layer3[5].conv2.out_channels == 256 and seed.conv1[0].stride == (2, 2)
+
+
+def test_recipes_pick_their_input_size_for_the_data():
+    from transferlab.models import get_recipe
+
+    assert get_recipe("cnn_bn").input_for(32) == (32, None)        # CIFAR-size photos: their own size
+    assert get_recipe("cnn_bn").input_for(150) == (128, None)      # larger photos: at most 128 px
+    assert get_recipe("cnn_bn").input_for(70) == (64, None)
+    assert get_recipe("efficientnet_lite0").input_for(32) == (128, 1.0)   # upscaled, nothing cropped
+    assert get_recipe("efficientnet_lite2").input_for(300) == (260, None)  # native size
+    assert get_recipe("efficientnet_lite0").input_for(None) == (224, None)
 
 
 def test_head_options():
@@ -207,17 +243,17 @@ def test_unfreeze_last_counts_blocks():
     m = _model("mobilenet_v2")
     groups = backbone_blocks(m.backbone)
     assert len(groups) == 18  # stem + 17 inverted-residual blocks (conv_head joins the last one)
-    ladder = backbone_blocks(_model("cnn_bn").backbone)
-    assert len(ladder) == 3  # one per conv unit
+    ladder = backbone_blocks(_model("cnn_bn", input_size=32).backbone)
+    assert len(ladder) == 3  # one per stage (conv, bn, relu, conv, bn, relu, pool)
 
 
 def test_frozen_bn_keeps_running_stats():
     m = _model("cnn_bn")
     apply_freeze(m, "frozen")
     m.train()
-    before = m.backbone.bn1.running_mean.clone()
+    before = m.backbone.bn1_1.running_mean.clone()
     m(torch.randn(4, 3, 64, 64) * 3 + 1)
-    assert torch.equal(before, m.backbone.bn1.running_mean)
+    assert torch.equal(before, m.backbone.bn1_1.running_mean)
 
 
 # ---------------------------------------------------------------- split_backbone

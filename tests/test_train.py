@@ -192,7 +192,7 @@ def test_crash_inside_a_callback_resumes_from_the_last_committed_epoch(tiny, tmp
 
 
 def test_fine_tune_continues_history_with_lower_lr_and_resumes(tiny, tmp_path):
-    kw = dict(model="cnn_bn", epochs=2, fine_tune=2, lr=2e-3, augment="none", schedule="constant",
+    kw = dict(model="cnn_bn", epochs=2, fine_tune=2, lr=2e-3, augment="none", schedule="constant", warmup=0,
               run_dir=tmp_path, **FAST)
     full = train(tiny, name="full", **kw)
     assert [r["epoch"] for r in full.history] == [1, 2, 3, 4]

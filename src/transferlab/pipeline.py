@@ -1,14 +1,15 @@
-"""The main job: inspect -> compare -> evaluate -> export the best -> report.
+"""The main job: inspect -> doctor -> (plan a budget) -> compare -> export the best -> report.
 
 This is what ``transferlab run [DATA]`` does, and what the seed notebooks do by hand::
 
-    import transferlab.pipeline as pl
-    result = pl.run_pipeline()                 # the built-in sample, CPU-friendly preset
+    from transferlab.pipeline import run_pipeline
+    result = run_pipeline()                    # the built-in photo sample, the quick preset
+    result = run_pipeline("photos/", budget=15 * 60)   # the best models that fit 15 minutes here
     print(result["best"]["model"], result["onnx"])
 
-With no data it uses the built-in sample (scikit-learn's handwritten digits written out
-as class folders). Transfer models whose pretrained weights cannot be had offline are
-skipped by ``compare`` with a one-line reason.
+With no data it uses the built-in sample (2,400 real CIFAR-10 photos shipped with the package).
+Transfer models whose pretrained weights cannot be had offline are skipped by ``compare`` with a
+one-line reason.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from . import compare as compare_stage
+from . import doctor as doctor_stage
 from . import export as export_stage
 from ._atomic import atomic_write_text
-from .compare.leaderboard import rank_rows
+from .budget import plan_budget
+from .compare.leaderboard import fmt, rank_rows
 from .data import inspect_data, load_data
 from .data.sample import sample_dir
 from .errors import TransferlabError
@@ -32,6 +35,8 @@ def run_pipeline(
     preset: str = "quick",
     models: list[str] | None = None,
     epochs: int | None = None,
+    budget: float | None = None,
+    doctor: bool = True,
     metric: str = "accuracy",
     export_format: str = "onnx",
     seed: int = 0,
@@ -43,9 +48,16 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run the whole job and return a summary dict.
 
-    Returns ``{"data", "inspect", "leaderboard", "best", "onnx", "report", "serve_command"}``.
+    ``budget`` (seconds): instead of the preset, train the models :func:`transferlab.budget.plan_budget`
+    picks for this data on this machine, each stopped cleanly at its share. ``doctor``: run the data
+    doctor (``OUT/doctor/doctor.html``, summarised in the report).
+
+    Returns ``{"data", "inspect", "doctor", "plan", "leaderboard", "best", "onnx", "report",
+    "serve_command"}``.
     """
     rank_rows([], metric)  # a bad metric name fails now, not after the data scan
+    if budget is not None and models:
+        raise TransferlabError("give --budget or --models, not both: the budget picks the models")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # an earlier job's summary must not present a model as deployed if this job stops short of it
@@ -53,32 +65,49 @@ def run_pipeline(
     (out / "summary.json").unlink(missing_ok=True)
     if data is None:
         data = sample_dir()
-        log(f"no DATA given: using the built-in sample (real handwritten digits) at {data}")
+        log(f"no DATA given: using the built-in sample (2,400 real CIFAR-10 photos) at {data}")
     data = Path(data)
+    steps = ["inspecting the data", *(["the data doctor"] if doctor else []),
+             *(["planning the budget"] if budget is not None else []), "training and evaluating the models",
+             "exporting the best model", "writing the report"]
 
-    log("[1/4] inspecting the data")
+    def step(what: str) -> None:
+        log(f"step {steps.index(what) + 1}/{len(steps)}: {what}")
+
+    step("inspecting the data")
     splits = load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)  # scanned once, used by every stage
     report = inspect_data(splits, val_ratio=val_ratio, seed=seed)
     atomic_write_text(out / "inspect.json", json.dumps(report, indent=2, default=str))
     n_broken = len(report.get("broken", []))
-    log(
-        f"      {report['totals']['all']} images, {report['num_classes']} classes, "
-        f"imbalance ratio {report['imbalance']['ratio']}"
-        + (f", {n_broken} broken files skipped" if n_broken else "")
-    )
+    log(f"  {report['totals']['all']} images, {report['num_classes']} classes, imbalance ratio "
+        f"{report['imbalance']['ratio']}" + (f", {n_broken} broken files skipped" if n_broken else ""))
 
-    log(f"[2/4] training and evaluating the models (preset {preset})")
+    sections: list[dict[str, Any]] = []
+    doctor_report = None
+    if doctor:
+        step("the data doctor")
+        doctor_report = doctor_stage.diagnose(splits, out=out / "doctor", progress=progress)
+        lines = doctor_stage.summary(doctor_report)
+        for line in lines:
+            log(f"  {line}")
+        sections.append({"title": "Data doctor", "lines": lines, "link": "../doctor/doctor.html"})
+
+    plan = None
+    overrides = None
+    if budget is not None:
+        step("planning the budget")
+        plan = plan_budget(splits, budget, weights=train_kwargs.get("weights"), log=log)
+        lines = plan.explain()
+        for line in lines:
+            log(f"  {line}")
+        sections.append({"title": "Budget plan", "lines": lines})
+        models, overrides = plan.models, plan.overrides
+
+    step("training and evaluating the models")
+    log(f"  models: {', '.join(models)}" if models else f"  preset {preset}")
     rows = compare_stage.compare(
-        splits,
-        models=models,
-        preset=preset,
-        out=out / "compare",
-        epochs=epochs,
-        metric=metric,
-        seed=seed,
-        val_ratio=val_ratio,
-        progress=progress,
-        console=console,
+        splits, models=models, preset=preset, out=out / "compare", epochs=epochs, metric=metric, seed=seed,
+        val_ratio=val_ratio, overrides=overrides, sections=sections, progress=progress, console=console,
         **train_kwargs,
     )
     ranked = [r for r in rows if r.get("status") == "ok" and r.get("run_dir")]
@@ -86,14 +115,19 @@ def run_pipeline(
         raise TransferlabError("no model finished training; see the reasons above")
     best = ranked[0]
 
-    log(f"[3/4] exporting the best model ({best['model']}) to {export_format}")
+    step("exporting the best model")
+    log(f"  {best['model']} ({metric} {fmt(metric, best.get(metric))}) to {export_format}")
     exported = export_stage.export(best["run_dir"], format=export_format, splits=splits)
 
+    step("writing the report")
     report_html = out / "compare" / "report.html"
     serve_command = f"transferlab serve {best['run_dir']}"
     summary = {
         "data": str(data),
         "inspect": str(out / "inspect.json"),
+        "doctor": str(out / "doctor" / "doctor.json") if doctor_report is not None else None,
+        "plan": [{"recipe": c.recipe, "options": c.options, "seconds": c.seconds, "why": c.why}
+                 for c in plan.choices] if plan else None,
         "leaderboard": rows,
         "best": best,
         "onnx": str(exported),
@@ -101,5 +135,4 @@ def run_pipeline(
         "serve_command": serve_command,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    log("[4/4] done")
     return summary

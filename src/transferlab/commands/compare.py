@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=None, help="image side fed to every model (default: each recipe's)")
     parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction held out for validation (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    parser.add_argument("--weights", metavar="DIR", default=None,
-                        help="folder of pretrained weight files (sets TRANSFERLAB_WEIGHTS)")
+    parser.add_argument("--weights", metavar="PATH", default=None,
+                        help="pretrained weights: a folder of weight files (each recipe takes the file that fits "
+                             "it), or RECIPE=FILE[,RECIPE=FILE...]")
     parser.add_argument("--retrain", action="store_true", help="train every recipe again, even finished ones")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from OUT's existing runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -49,10 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only:
         rows = write_report(args.out, metric=args.metric)
     else:
-        if args.weights:
-            os.environ["TRANSFERLAB_WEIGHTS"] = str(args.weights)
-        kwargs = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("input_size", args.input_size))
-                  if v is not None}
+        kwargs = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("input_size", args.input_size),
+                                    ("weights", args.weights)) if v is not None}
         rows = compare(args.data, models=args.models, preset=args.preset, out=args.out, epochs=args.epochs,
                        metric=args.metric, split=args.split, seed=args.seed, val_ratio=args.val_ratio,
                        retrain=args.retrain, progress=not args.no_progress, console=console, **kwargs)

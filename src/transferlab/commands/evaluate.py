@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradcam", type=int, default=6, metavar="N", help="Grad-CAM images (default 6; 0 = none)")
     parser.add_argument("--mistakes", type=int, default=12, metavar="N",
                         help="most confident mistakes to show (default 12; 0 = none)")
+    parser.add_argument("--tta", action="store_true", help="average with the mirrored images (test-time augmentation)")
     parser.add_argument("--no-plots", action="store_true", help="metrics and predictions only")
     parser.add_argument("--workers", type=int, default=None, help="data loader workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     metrics = evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, out=args.out,
-                       plots=not args.no_plots, gradcam=max(0, args.gradcam), mistakes=max(0, args.mistakes),
+                       plots=not args.no_plots, tta=args.tta, gradcam=max(0, args.gradcam), mistakes=max(0, args.mistakes),
                        workers=args.workers, progress=not args.no_progress)
     print_summary(metrics)
     return 0

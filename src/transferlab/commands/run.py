@@ -7,31 +7,37 @@ With no DATA it runs on the built-in sample (real handwritten digits).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from rich.console import Console
 
 from ..choices import EXPORT_FORMATS
 from ..compare.leaderboard import METRICS
+from ..train.config import parse_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", nargs="?", default=None,
-                        help="ROOT/CLASS/*.jpg, ROOT/{train,test}/CLASS or a path,label CSV (default: the built-in digits sample)")
+                        help="ROOT/CLASS/*.jpg, ROOT/{train,test}/CLASS or a path,label CSV "
+                             "(default: the built-in sample, 2,400 CIFAR-10 photos)")
     parser.add_argument("--out", metavar="DIR", default="transferlab-out",
                         help="output folder: inspect.json, compare/ (runs, report.html), summary.json (default transferlab-out)")
     parser.add_argument("--preset", choices=("quick", "full"), default="quick",
-                        help="quick: a CPU-friendly set (default); full: the whole ladder and transfer set")
+                        help="quick: the from-scratch ladder and EfficientNet-Lite0 (default); "
+                             "full: the whole ladder and every transfer backbone")
     parser.add_argument("--models", metavar="A,B,C", default=None, help="recipes to compare instead of the preset's")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the preset's)")
+    parser.add_argument("--budget", metavar="DURATION", default=None,
+                        help="e.g. 15m: pick the recipes, input size and epochs that fit this much training time "
+                             "on this machine (measured with a short probe), stop each cleanly at its share")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: each recipe's own)")
+    parser.add_argument("--no-doctor", action="store_true", help="skip the data doctor step")
     parser.add_argument("--metric", choices=METRICS, default="accuracy", help="metric that picks the best model (default accuracy)")
     parser.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS, default="onnx",
                         help="export format for the best model (default onnx)")
     parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction held out for validation (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    parser.add_argument("--weights", metavar="DIR", default=None,
-                        help="folder of pretrained weight files (sets TRANSFERLAB_WEIGHTS)")
+    parser.add_argument("--weights", metavar="PATH", default=None,
+                        help="pretrained weights: a folder of weight files, or RECIPE=FILE[,RECIPE=FILE...]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -39,10 +45,11 @@ def run(args: argparse.Namespace) -> int:
     # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
     # CLI parser (`transferlab --help`) must not pay
     from ..compare import print_leaderboard
+    from ..compare.leaderboard import fmt
     from ..pipeline import run_pipeline
 
-    if args.weights:
-        os.environ["TRANSFERLAB_WEIGHTS"] = str(args.weights)
+    budget = parse_duration(args.budget, "--budget") if args.budget is not None else None
+    extra = {"weights": args.weights} if args.weights else {}
     console = Console() if sys.stdout.isatty() else Console(width=160)
     summary = run_pipeline(
         args.data,
@@ -50,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         models=args.models,
         epochs=args.epochs,
+        budget=budget,
+        doctor=not args.no_doctor,
         metric=args.metric,
         export_format=args.export_format,
         seed=args.seed,
@@ -57,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         console=console,
         log=lambda msg: console.print(msg, highlight=False),
+        **extra,
     )
     print_leaderboard(summary["leaderboard"], args.metric, console=console)
     best = summary["best"]
-    console.print(f"best model: {best['model']} ({args.metric} {best.get(args.metric)})", highlight=False)
+    console.print(f"best model: {best['model']} ({args.metric} {fmt(args.metric, best.get(args.metric))})",
+                  highlight=False)
     console.print(f"exported:   {summary['onnx']}", highlight=False)
     console.print(f"report:     {summary['report']}", highlight=False)
     console.print(f"serve it:   {summary['serve_command']}", highlight=False)

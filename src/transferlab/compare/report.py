@@ -46,8 +46,9 @@ def _img(path: Path | None, alt: str) -> str:
 
 
 def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, plots: Mapping[str, Path],
-               model_plots: Mapping[str, Mapping[str, Path]], info: Mapping[str, Any]) -> Path:
-    """Write ``OUT/report.html``."""
+               model_plots: Mapping[str, Mapping[str, Path]], info: Mapping[str, Any],
+               sections: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """Write ``OUT/report.html``; ``sections`` (``{"title", "lines", "link"}``) come before the leaderboard."""
     e = html.escape
     ok = [r for r in rows if r.get("status") == "ok"]
     best = next((r for r in rows if r.get("best")), None)
@@ -65,6 +66,12 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
     if best:
         parts.append(f"<p>Best by <b>{e(COLUMNS[metric][0])}</b>: <b>{e(best['model'])}</b> "
                      f"({e(fmt(metric, best.get(metric)))}).</p>")
+    for sec in sections:
+        parts.append(f"<h2>{e(str(sec.get('title', '')))}</h2><ul class=\"notes\">")
+        parts += [f"<li>{e(str(line))}</li>" for line in sec.get("lines", [])]
+        parts.append("</ul>")
+        if sec.get("link"):
+            parts.append(f'<p><a href="{e(str(sec["link"]))}">{e(str(sec.get("title", "details")))}: the full report</a></p>')
     parts += ["<h2>Leaderboard</h2>", '<div class="scroll"><table><thead><tr>',
               '<th>#</th><th class="name">model</th>']
     for col, (head, higher, _) in COLUMNS.items():
@@ -116,11 +123,15 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
 
 
 def write_markdown(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, plots: Mapping[str, Path],
-                   info: Mapping[str, Any]) -> Path:
+                   info: Mapping[str, Any], sections: Sequence[Mapping[str, Any]] = ()) -> Path:
     """Write ``OUT/report.md`` (plots linked as relative files)."""
     out = Path(out)
     lines = ["# Model comparison", ""]
     lines += [f"- **{k}**: {v}" for k, v in info.items() if v not in (None, "")]
+    for sec in sections:
+        lines += ["", f"## {sec.get('title', '')}", ""] + [f"- {line}" for line in sec.get("lines", [])]
+        if sec.get("link"):
+            lines.append(f"- [the full report]({sec['link']})")
     lines += ["", f"## Leaderboard (sorted by {COLUMNS[metric][0]})", ""]
     heads = ["#", "model", *[h for h, _, _ in COLUMNS.values()]]
     lines.append("| " + " | ".join(heads) + " |")

@@ -35,11 +35,14 @@ from .leaderboard import make_row, rank_rows, write_leaderboard
 from .report import write_html, write_markdown
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU-friendly: three small CNN ladder steps + one transfer model with offline weights
-    "quick": {"models": ["cnn_base", "cnn_bn", "cnn_dropout", "efficientnet_lite0"], "epochs": 5},
-    # the whole ladder (scratch CNNs, ResNet from scratch) and the transfer-learning models
-    "full": {"models": ["cnn_base", "cnn_aug", "cnn_bn", "cnn_dropout", "resnet_scratch",
-                        "mobilenet_v2", "efficientnet_b0", "densenet121", "xception"], "epochs": 10},
+    # CPU-friendly: the from-scratch ladder and one transfer model with offline weights, each with
+    # its recipe's own epochs
+    "quick": {"models": ["cnn_base", "cnn_aug", "cnn_bn", "cnn_dropout", "resnet_scratch", "efficientnet_lite0"],
+              "epochs": None},
+    # the whole ladder and every transfer backbone (those without weights to be had are skipped)
+    "full": {"models": ["cnn_base", "cnn_aug", "cnn_bn", "cnn_dropout", "resnet_scratch", "resnet34_scratch",
+                        "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                        "efficientnet_b0", "densenet121", "xception"], "epochs": None},
 }
 STATE_FILE = "state.json"
 # keyword arguments passed to train that do not change the model (not compared when resuming)
@@ -111,13 +114,15 @@ def _finished(entry: Mapping | None, run_dir: Path, request: Mapping, split: str
         and runfolder.metrics_path(run_dir, split).is_file()
 
 
-def check_requests(names: Sequence[str], train_kwargs: Mapping[str, Any], **common) -> None:
+def check_requests(names: Sequence[str], train_kwargs: Mapping[str, Any],
+                   overrides: Mapping[str, Mapping[str, Any]] | None = None, **common) -> None:
     """Every recipe name and training option is valid for every recipe, before the first model trains
     (a ConfigError naming the problem; unknown names list the known recipes)."""
     for name in names:
         recipe = get_recipe(name)
+        options = {**common, **train_kwargs, **((overrides or {}).get(name) or {})}
         try:
-            TrainConfig(model=name, run_dir="runs", **common, **train_kwargs).resolve(recipe.defaults)
+            TrainConfig(model=name, run_dir="runs", **options).resolve(recipe.defaults)
         except TypeError as exc:  # an option train() does not know
             raise ConfigError(f"unknown training option: {exc}") from None
 
@@ -134,6 +139,8 @@ def compare(
     seed: int = 0,
     val_ratio: float = 0.2,
     retrain: bool = False,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    sections: Sequence[Mapping[str, Any]] | None = None,
     eval_batch_size: int = 64,
     progress: bool = True,
     console=None,
@@ -143,8 +150,12 @@ def compare(
 
     ``data``: a dataset folder (default: the built-in digits sample) or a ``DataSplits``.
     ``models``: recipe names (list or ``"a,b,c"``); default: the ``preset``'s (``"quick"`` or
-    ``"full"``, see :data:`PRESETS`). ``epochs``: default the preset's. Other keyword arguments go
-    to ``transferlab.train`` (``batch_size``, ``lr``, ``input_size``, ...). A recipe that cannot
+    ``"full"``, see :data:`PRESETS`). ``epochs``: default each recipe's own. Other keyword arguments
+    go to ``transferlab.train`` (``batch_size``, ``lr``, ``input_size``, ...) for every recipe;
+    ``overrides`` maps a recipe to options for it alone (``{"efficientnet_lite2": {"fine_tune": 8}}``,
+    as ``run --budget`` plans them). Every name and option is checked before the first model
+    trains. ``sections`` (``{"title", "lines", "link"}`` each) are shown in the report above the
+    leaderboard, as ``transferlab run`` does with the data doctor's summary. A recipe that cannot
     get pretrained weights is skipped, one that fails is reported; neither stops the others.
     Returns the leaderboard rows (best first), also written to ``OUT/leaderboard.json``.
     """
@@ -152,14 +163,16 @@ def compare(
         raise ConfigError(f"unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     rank_rows([], metric)  # validates the metric name before any training
     names = parse_models(models) or list(PRESETS[preset]["models"])
-    epochs = int(epochs if epochs is not None else PRESETS[preset]["epochs"])
-    if epochs < 1:
+    epochs = epochs if epochs is not None else PRESETS[preset]["epochs"]
+    if epochs is not None and int(epochs) < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
-    unknown = sorted(set(train_kwargs) - set(TrainConfig.__dataclass_fields__) - _NOT_OPTIONS)
+    overrides = {name: dict(o) for name, o in (overrides or {}).items()}
+    unknown = sorted((set(train_kwargs) | {k for o in overrides.values() for k in o})
+                     - set(TrainConfig.__dataclass_fields__) - _NOT_OPTIONS)
     if unknown:
         raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
     check_requests(names, {k: v for k, v in train_kwargs.items() if k not in _NOT_OPTIONS},
-                   epochs=epochs, seed=seed, val_ratio=val_ratio)
+                   overrides, epochs=epochs, seed=seed, val_ratio=val_ratio)
     if data is None:
         data = sample_dir()
     out = Path(out)
@@ -172,6 +185,7 @@ def compare(
     if not splits.split(split):
         raise ConfigError(f"{splits.root} has no {split} images (layout {splits.layout}); use --split val")
     state = read_state(out)
+    state.update({"sections": [dict(sec) for sec in (sections or [])]})
     state.update({"data": str(splits.root), "split": split, "metric": metric,
                   "preset": preset if models is None else None, "epochs": epochs})
     entries: dict[str, Any] = state["models"]
@@ -179,8 +193,9 @@ def compare(
 
     for i, name in enumerate(names, 1):
         run_dir = runs_dir / name
-        request = _jsonable({"epochs": epochs, "seed": seed, "val_ratio": val_ratio,
-                             **{k: v for k, v in train_kwargs.items() if k not in _NOT_OPTIONS}})
+        options = {"epochs": epochs, **train_kwargs, **overrides.get(name, {})}
+        request = _jsonable({"seed": seed, "val_ratio": val_ratio,
+                             **{k: v for k, v in options.items() if k not in _NOT_OPTIONS}})
         entry = entries.get(name)
         if not retrain and _finished(entry, run_dir, request, split):
             say(f"[{i}/{len(names)}] {name}: finished earlier, reusing {run_dir}")
@@ -188,13 +203,13 @@ def compare(
         try:
             if retrain or not _trained(entry, run_dir, request):
                 resume = not retrain and bool(entry) and entry.get("request") == request
-                say(f"[{i}/{len(names)}] {name}: training {epochs} epoch(s)" + (" (resuming)" if resume else ""))
+                say(f"[{i}/{len(names)}] {name}: training" + (" (resuming)" if resume else ""))
                 # recorded first, so that an interrupted compare resumes this training next time
                 entries[name] = {"status": "training", "trained": False, "reason": "", "request": request}
                 _write_state(out, state)
                 t0 = time.perf_counter()
-                _train_recipe(splits, name, runs_dir, resume=resume, epochs=epochs, seed=seed, val_ratio=val_ratio,
-                              progress=progress, **train_kwargs)
+                _train_recipe(splits, name, runs_dir, resume=resume, seed=seed, val_ratio=val_ratio,
+                              progress=progress, **options)
                 entries[name] = entry = {"status": "trained", "trained": True, "reason": "", "request": request,
                                          "train_wall_seconds": time.perf_counter() - t0}
                 _write_state(out, state)
@@ -314,6 +329,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
                                    if (eval_dir / f"{k}.png").is_file()}
     info = {"data": state.get("data"), "split": split, "preset": state.get("preset"), "epochs": state.get("epochs"),
             "models": f"{len(ok)} evaluated of {len(rows)}", "sorted by": metric}
-    write_html(out, rows, metric, plots, model_plots, info)
-    write_markdown(out, rows, metric, plots, info)
+    sections = state.get("sections") or []
+    write_html(out, rows, metric, plots, model_plots, info, sections)
+    write_markdown(out, rows, metric, plots, info, sections)
     return rows

@@ -66,7 +66,10 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _cache(self) -> np.ndarray:
+    def cache_array(self) -> np.ndarray:
+        """The cached ``uint8 [N, L, L, 3]`` images (a memory map, or in RAM with ``in_memory``)."""
+        if self.cache_file is None:
+            raise ValueError("this ImageDataset has no image cache (build it with cache_dir)")
         if self._array is None:  # opened lazily so each DataLoader worker maps it itself
             self._array = np.load(self.cache_file, mmap_mode="r")
         return self._array
@@ -74,7 +77,7 @@ class ImageDataset(Dataset):
     def load(self, index: int) -> torch.Tensor:
         """The decoded, resized image ``index`` as ``uint8 [3, L, L]`` (before the transform)."""
         if self.cache_file is not None:
-            hwc = np.array(self._cache()[index])  # copy out of the read-only map
+            hwc = np.array(self.cache_array()[index])  # copy out of the read-only map
         else:
             hwc = load_image(self.samples[index][0], self.load_size, self.interpolation)
         return torch.from_numpy(hwc).permute(2, 0, 1).contiguous()

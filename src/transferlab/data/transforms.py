@@ -8,6 +8,8 @@ take that ``uint8`` tensor ``[3, L, L]`` and return ``float32 [3, S, S]`` normal
 Augmentation presets (``augment=``, used only when ``train=True``):
 
 ``none``    centre crop ``S`` (same as eval).
+``shift``   horizontal flip + a random shift of up to 1/8 of the side (``RandomCrop`` with reflect
+            padding), the standard for small photos such as CIFAR-10; centre crop ``S`` first.
 ``light``   horizontal flip; small rotate / shift / zoom like Keras' ImageDataGenerator
             (``RandomAffine(10 degrees, translate 0.1, scale 0.9-1.1)``); then centre crop ``S``.
 ``strong``  ``RandomResizedCrop(S, scale=(0.25, 1))`` + flip + ``TrivialAugmentWide`` then
@@ -64,6 +66,13 @@ def build_transform(cfg: dict, *, train: bool, augment: str = "none") -> v2.Comp
     finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=mean, std=std)]
     if not train or augment == "none":
         steps = [v2.CenterCrop(size), *finish]
+    elif augment == "shift":
+        steps = [
+            v2.CenterCrop(size),
+            v2.RandomHorizontalFlip(),
+            v2.RandomCrop(size, padding=max(1, size // 8), padding_mode="reflect"),
+            *finish,
+        ]
     elif augment == "light":
         steps = [
             v2.RandomHorizontalFlip(),

@@ -86,6 +86,11 @@ class DataSplits:
             out[name] = c
         return out
 
+    def typical_side(self, split: str = "train") -> float | None:
+        """The median shorter side (px) of a split's images, from the scan (None when not scanned)."""
+        sides = sorted(min(i.width, i.height) for i in (self.info.get(p) for p, _ in self.split(split)) if i)
+        return float(sides[len(sides) // 2]) if sides else None
+
     def __repr__(self) -> str:
         return (
             f"DataSplits(root={self.root!r}, layout={self.layout!r}, classes={len(self.classes)}, "

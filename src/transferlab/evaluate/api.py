@@ -71,6 +71,7 @@ def evaluate(
     plots: bool = True,
     gradcam: int = 6,
     mistakes: int = 12,
+    tta: bool = False,
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -80,7 +81,8 @@ def evaluate(
     (rebuilt from ``config.json``), a dataset path (its class names must equal the run's), or a
     ``DataSplits``. ``split``: ``"val"``, ``"test"``, ``"train"`` or ``"all"``; default ``"val"``,
     or ``"all"`` when ``data`` is another dataset path (not the one the run was trained on). Output goes to ``out`` (default
-    ``RUN/eval-<split>``). ``gradcam``/``mistakes``: how many images in those grids (0 = none).
+    ``RUN/eval-<split>``). ``gradcam``/``mistakes``: how many images in those grids (0 = none). ``tta``:
+    average each image's probabilities with its mirror image's (test-time augmentation).
     Returns the metrics dict written to ``metrics.json``.
     """
     run_dir = runfolder.run_path(run)
@@ -117,9 +119,12 @@ def evaluate(
         model(warm.contiguous(memory_format=cl))
         for x, y in track(loader, f"evaluating {run_dir.name} ({split})", total=len(loader), progress=progress):
             t0 = time.perf_counter()
-            logits = model(x.contiguous(memory_format=cl))
+            probs = torch.softmax(model(x.contiguous(memory_format=cl)).float(), dim=1)
+            if tta:  # test-time augmentation: averaged with the mirrored images
+                flipped = x.flip(-1).contiguous(memory_format=cl)
+                probs = (probs + torch.softmax(model(flipped).float(), dim=1)) / 2
             infer_seconds += time.perf_counter() - t0
-            probs_parts.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            probs_parts.append(probs.cpu().numpy())
             label_parts.append(np.asarray(y).reshape(-1))
     probs = np.concatenate(probs_parts).astype(np.float64)
     labels = np.concatenate(label_parts).astype(np.int64)
@@ -137,6 +142,7 @@ def evaluate(
         "epoch": meta.get("epoch"),
         "inference_ms_per_image": 1000.0 * infer_seconds / max(1, len(labels)),
         "inference_batch_size": int(batch_size),
+        "tta": bool(tta),
         "model_size_mb": ckpt.stat().st_size / 1e6,
         "num_params": int(sum(p.numel() for p in model.parameters())),
         "notes": [],

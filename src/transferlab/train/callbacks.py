@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,37 @@ class ReduceLROnPlateau(Callback):
 
     def load_state_dict(self, state):
         self._pending = state if state.get("scheduler") is not None else None
+
+
+class TimeLimit(Callback):
+    """End training cleanly before a wall-clock limit: after an epoch, if another epoch like it
+    would end past ``seconds`` from ``start`` (default: now), the phase stops and no later phase
+    starts. The checkpoints written so far (``best.safetensors`` by ``--monitor``) are kept; the
+    first epoch always runs, so there is a model to keep."""
+
+    def __init__(self, seconds: float, start: float | None = None):
+        if not float(seconds) > 0:
+            raise ConfigError(f"time limit must be positive, got {seconds}")
+        self.seconds = float(seconds)
+        self.deadline = (time.monotonic() if start is None else float(start)) + self.seconds
+        self.expired = False
+        self._epoch_start = 0.0
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def on_train_begin(self, trainer) -> None:
+        self.stop_training = self.expired
+
+    def on_epoch_begin(self, trainer, epoch) -> None:
+        self._epoch_start = time.monotonic()
+
+    def on_epoch_end(self, trainer, epoch, logs) -> None:
+        took = time.monotonic() - self._epoch_start
+        if self.remaining() < took:
+            self.expired = self.stop_training = True
+            trainer.log(f"time limit: stopping after epoch {epoch} ({self.seconds:.0f} s budget; "
+                        f"another epoch would take {took:.0f} s, {max(0.0, self.remaining()):.0f} s are left)")
 
 
 class LambdaCallback(Callback):

@@ -21,15 +21,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from .. import _progress
-from ..data.loader import make_loader
 from ..models import split_backbone
 from ..models.freeze import backbone_layers
 from .distributed import DistInfo
 from .loop import autocast, to_device
-from .sampling import SeededItems, train_loader, val_loader
+from .sampling import image_batches, train_loader, val_loader
 
 DEFAULT_CACHE_GB = 4.0
 
@@ -78,6 +77,7 @@ class Settings:
     views: int
     workers: int | None
     amp: str
+    augment: str = "none"
     enabled: bool = True
 
 
@@ -121,7 +121,7 @@ def phase_inputs(model, datasets: dict, settings: Settings, *, dist: DistInfo, d
     return PhaseInputs(
         model,
         train_loader(datasets["train"], batch_size=settings.batch_size, seed=settings.seed, dist=dist, seeded=True,
-                     workers=settings.workers),
+                     workers=settings.workers, augment=settings.augment),
         val_loader(datasets["val"], batch_size=settings.batch_size, seed=settings.seed, dist=dist,
                    workers=settings.workers),
         cached=False)
@@ -160,11 +160,11 @@ def _extract_split(dataset, *, lower, settings: Settings, view: int | None, desc
     shard and they are all-gathered."""
     mine = range(dist.rank, len(dataset), dist.world_size)
     if view is None:
-        ds, sampler = (Subset(dataset, mine) if dist.enabled else dataset), None
+        loader = val_loader(dataset, batch_size=settings.batch_size, seed=settings.seed, dist=dist,
+                            workers=settings.workers)
     else:
-        ds, sampler = SeededItems(dataset, seed=settings.seed), [(view, i) for i in mine]
-    loader = make_loader(ds, batch_size=settings.batch_size, shuffle=False, seed=settings.seed,
-                         workers=settings.workers, sampler=sampler)
+        loader = image_batches(dataset, [(view, i) for i in mine], batch_size=settings.batch_size,
+                               seed=settings.seed, augment=settings.augment, workers=settings.workers)
     feats, labels = extract(lower, loader, device=device, channels_last=channels_last, amp=settings.amp,
                             description=description, progress=progress)
     if not dist.enabled:

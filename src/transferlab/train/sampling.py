@@ -16,19 +16,13 @@ import math
 import torch
 from torch.utils.data import Dataset, Sampler, Subset
 
+from ..data.batches import BATCHED_AUGMENTS, CachedBatches, mix_seeds
 from ..data.loader import make_loader
 from .distributed import DistInfo
 
-_MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant
-
-
 def mix_seed(*parts: int) -> int:
-    """A well-spread 63-bit seed from a few integers (splitmix64 style)."""
-    h = 0
-    for p in parts:
-        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * _MIX & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
+    """A well-spread 63-bit seed from a few integers (splitmix64 style; see data.batches.mix_seeds)."""
+    return int(mix_seeds(*parts)) & 0x7FFFFFFFFFFFFFFF
 
 
 class EpochSampler(Sampler):
@@ -76,19 +70,33 @@ class SeededItems(Dataset):
             return self.dataset[index]
 
 
-def train_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, seeded: bool, workers: int | None = None):
+def image_batches(dataset, keys, *, batch_size: int, seed: int, augment: str | None, workers: int | None = None):
+    """Batches of ``dataset`` over ``(epoch, index)`` keys: whole-array batches from the image cache
+    (:class:`~transferlab.data.batches.CachedBatches`) when the images are cached and ``augment`` has
+    a batched form, else a DataLoader of per-image transforms under per-sample seeds."""
+    if getattr(dataset, "cached", False) and (augment or "none") in BATCHED_AUGMENTS:
+        return CachedBatches(dataset, keys, batch_size=batch_size, seed=seed, augment=augment or "none")
+    return make_loader(SeededItems(dataset, seed=seed), batch_size=batch_size, shuffle=False, seed=seed,
+                       workers=workers, sampler=keys)
+
+
+def train_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, seeded: bool, workers: int | None = None,
+                 augment: str | None = None):
     """Shuffled batches of ``(epoch, index)`` keys: the order and each image's augmentation depend
     only on (seed, epoch, index) -- not on workers, resume or the number of processes.
     ``seeded=False`` for datasets with no randomness of their own (cached features)."""
     sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, num_replicas=dist.world_size, rank=dist.rank)
     if seeded:
-        dataset = SeededItems(dataset, seed=seed)
+        return image_batches(dataset, sampler, batch_size=batch_size, seed=seed, augment=augment, workers=workers)
     return make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed, workers=workers, sampler=sampler)
 
 
 def val_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, workers: int | None = None):
     """Validation batches in order; under DDP an exact shard per rank (no padding), since the
     metrics are summed over ranks."""
+    if getattr(dataset, "cached", False):
+        keys = [(0, i) for i in range(dist.rank, len(dataset), dist.world_size)]
+        return CachedBatches(dataset, keys, batch_size=batch_size, seed=seed, augment="none")
     if dist.enabled:
         dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
     return make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed, workers=workers)
