@@ -57,7 +57,14 @@ GROUPS: dict[str, dict] = {
         "what": "the export's parity check against PyTorch: inputs, comparison, verdict and refusal",
         "file": "src/transferlab/export.py",
         "functions": ["x__parity", "x__check_parity", "x__parity_line", "x_parity_inputs", "x__spread"],
-        "tests": ["tests/test_export.py"],
+        # the parity tests of test_export.py (the int8, TorchScript-format and exporter-fallback tests
+        # run the same check and take most of the file's time)
+        "tests": [f"tests/test_export.py::{t}" for t in (
+            "test_onnx_export_metadata_parity_and_dynamic_batch", "test_onnx_parity_on_generated_images_without_data",
+            "test_onnx_parity_falls_back_to_random_pixels", "test_parity_mismatch_refuses_the_export",
+            "test_parity_mismatch_keeps_the_earlier_export", "test_cli_export_exits_non_zero_on_mismatch_unless_accepted",
+            "test_torchscript_parity_mismatch_is_refused", "test_parity_compares_batch_n_and_batch_1",
+            "test_parity_inputs_validation_then_given_images_then_random")],
     },
     "distributed": {
         "what": "DDP set-up and the metrics summed over ranks (the epoch loop's reductions)",

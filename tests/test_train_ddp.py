@@ -211,3 +211,97 @@ def test_epoch_progress_shows_the_running_metrics_of_all_ranks(monkeypatch):
     assert bars[-1].description == "epoch 1" and bars[-1].enabled is False
     assert trainer.evaluate() == {"val_loss": pytest.approx(float("nan"), nan_ok=True),
                                   "val_acc": pytest.approx(float("nan"), nan_ok=True)}
+
+
+class _ModeProbe(nn.Module):
+    """Logits from a fixed linear map, plus 5 on class 1 while in training mode (so the mode shows)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(2))
+        self.modes: list[bool] = []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        out = self.linear(x)
+        return out + torch.tensor([0.0, 5.0]) if self.training else out
+
+
+class _Loader(list):
+    """A list of batches with a sampler that records set_epoch, like the training loader."""
+
+    def __init__(self, batches):
+        super().__init__(batches)
+        self.sampler = _Recorder()
+        self.sampler.set_epoch = self.sampler
+
+
+def test_one_epoch_trains_in_train_mode_steps_the_optimizer_and_validates_in_eval_mode(monkeypatch):
+    from transferlab.train import loop
+
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
+    bars = []
+
+    class Bar:
+        def __init__(self, description, total, enabled=True):
+            self.updates = []
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, step, **kw):
+            self.updates.append(kw["ips"])
+
+    monkeypatch.setattr(loop, "_EpochBar", Bar)
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1, 1, 0])
+    net = _ModeProbe()
+    reference = _ModeProbe()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    loader = _Loader([(x[:2], y[:2]), (x[2:], y[2:])])
+    trainer = Trainer(net, net, loader, [(x, y)], optimizer=opt, progress=True, log=lambda m: None)
+    logs = trainer.train_one_epoch(3)
+    assert loader.sampler.calls == [((3,), {})]  # the epoch's order and augmentation
+    assert net.modes == [True, True] and logs["lr"] == 0.1 and logs["images"] == 4
+    # the same two SGD steps by hand (zero_grad, backward, step per batch)
+    losses = []
+    reference.train()
+    for xb, yb in ((x[:2], y[:2]), (x[2:], y[2:])):
+        ref_opt.zero_grad()
+        loss = nn.functional.cross_entropy(reference(xb), yb)
+        loss.backward()
+        ref_opt.step()
+        losses.append(loss.item())
+    torch.testing.assert_close(net.linear.weight, reference.linear.weight)
+    assert logs["train_loss"] == pytest.approx(sum(losses) / 2)
+    assert bars[0].updates == [2 / 1, 4 / 2]  # images/s on the clock: 2 images after 1 s, 4 after 2 s
+    # validation: eval mode (no +5 on class 1), on the loader given or else the validation loader
+    val = trainer.evaluate()
+    with torch.no_grad():
+        want = nn.functional.cross_entropy(reference.eval()(x), y)
+    assert net.modes[-1] is False and val["val_loss"] == pytest.approx(float(want))
+    other = trainer.evaluate([(x[:1], y[:1])])
+    assert other["val_acc"] == 1.0 and other["val_loss"] < val["val_loss"]
+
+
+def test_a_one_image_epoch_averages_over_that_image(monkeypatch):
+    net = nn.Linear(2, 2, bias=False)
+    x, y = torch.tensor([[1.0, 3.0]]), torch.tensor([0])  # predicted class 1: wrong
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))
+        want = float(nn.functional.cross_entropy(net(x), y))
+    trainer = Trainer(net, net, [(x, y)], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.0), progress=False,
+                      log=lambda m: None)
+    logs = trainer.train_one_epoch(1)
+    assert logs["train_loss"] == pytest.approx(want) and logs["train_acc"] == 0.0 and logs["images"] == 1
+    empty = Trainer(net, net, [], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.0), progress=False,
+                    log=lambda m: None).train_one_epoch(1)
+    assert (empty["train_loss"], empty["train_acc"], empty["images"]) == (0.0, 0.0, 0)
