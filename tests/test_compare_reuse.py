@@ -36,9 +36,13 @@ class Fakes:
         self.fail: dict[str, BaseException] = {}
         self.fail_eval: dict[str, BaseException] = {}
         self.fail_resume = False
+        self.status_when_trained: list[str] = []
+        self.eval_kwargs: list[dict] = []
 
     def train(self, splits, model="", **kw):
         self.trained.append((model, kw))
+        state = json.loads((Path(kw["run_dir"]).parent / "state.json").read_text())
+        self.status_when_trained.append(state["models"][model]["status"])  # recorded before training starts
         if kw.get("resume") and self.fail_resume:
             raise ConfigError("nothing to resume")
         if model in self.fail:
@@ -53,6 +57,7 @@ class Fakes:
     def evaluate(self, run_dir, data=None, split="val", **kw):
         name = Path(run_dir).name
         self.evaluated.append(name)
+        self.eval_kwargs.append({"data": data, "split": split, **kw})
         if name in self.fail_eval:
             raise self.fail_eval[name]
         y = np.array([0, 1, 0, 1])
@@ -69,8 +74,12 @@ def fakes(monkeypatch) -> Fakes:
     monkeypatch.setattr(runner.train_stage, "train", f.train)
     monkeypatch.setattr(runner.evaluate_stage, "evaluate", f.evaluate)
     # the leaderboard without plots or HTML (tests/test_compare_report.py covers those)
-    monkeypatch.setattr(runner, "write_report",
-                        lambda out, metric="accuracy", models=None: rank_rows(runner.collect_rows(out, models), metric))
+    def report(out, metric="accuracy", models=None):
+        f.reports.append((metric, list(models)))
+        return rank_rows(runner.collect_rows(out, models), metric)
+
+    f.reports = []
+    monkeypatch.setattr(runner, "write_report", report)
     return f
 
 
@@ -257,3 +266,31 @@ def test_read_state_tolerates_a_missing_or_damaged_file(tmp_path):
     assert runner.read_state(tmp_path) == {"models": {}}
     (tmp_path / "state.json").write_text('{"split": "test"}')
     assert runner.read_state(tmp_path) == {"split": "test", "models": {}}
+
+
+def test_what_training_and_evaluation_are_given_and_the_time_recorded(splits, fakes, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    clock = iter(10.0 * i for i in range(1000))
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: next(clock))
+    runner.compare(splits, models=MODELS, out=out, metric="f1_macro", eval_batch_size=16, **OPTS)
+    assert fakes.status_when_trained == ["training", "training"]  # an interrupted compare resumes these
+    assert all(kw["progress"] is False for _, kw in fakes.trained)
+    assert fakes.eval_kwargs == [{"data": splits, "split": "val", "batch_size": 16, "progress": False}] * 2
+    assert fakes.reports == [("f1_macro", MODELS)]
+    assert [_state(out)["models"][m]["train_wall_seconds"] for m in MODELS] == [10.0, 10.0]
+    assert _state(out)["metric"] == "f1_macro"
+
+
+def test_a_message_less_failure_is_named_by_its_type(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    fakes.fail["cnn_base"] = RuntimeError()
+    rows = runner.compare(splits, models=["cnn_base"], out=out, **OPTS)
+    assert rows[0]["status"] == "failed" and _state(out)["models"]["cnn_base"]["reason"] == "RuntimeError"
+
+
+def test_bad_metric_and_val_ratio_fail_before_training(splits, fakes, tmp_path):
+    with pytest.raises(ConfigError, match="metric"):
+        runner.compare(splits, models=MODELS, out=tmp_path / "cmp", metric="nonsense", **OPTS)
+    with pytest.raises(ConfigError, match="val"):
+        runner.compare(splits, models=MODELS, out=tmp_path / "cmp", val_ratio=1.5, **OPTS)
+    assert fakes.trained == []
