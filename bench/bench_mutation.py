@@ -99,6 +99,12 @@ EQUIVALENT: dict[str, str] = {
         "replaces (never mutates) its list values, so the shallow copy holds the same values",
     "transferlab.export.x__spread__mutmut_1":
         "len(samples) <= n -> < n: with exactly n samples, linspace(0, n - 1, n) picks every index, the same list",
+    "transferlab.export.x_parity_inputs__mutmut_32":
+        "the random parity images' seed 0 -> 1: another fixed, equally uniform draw (only reproducibility is "
+        "specified, and the tests check it)",
+    "transferlab.export.x_parity_inputs__mutmut_41":
+        "rng.integers(..., dtype=np.uint8) -> the default int64: another fixed draw of the same 0-255 values, "
+        "which normalize() turns into float32 the same way",
     "transferlab.export.x_parity_inputs__mutmut_1":
         "arrays = [] -> None: it is only tested for truth before being assigned, and None and [] are both false",
 }
