@@ -21,20 +21,20 @@ Embeddings are cached under ``$TRANSFERLAB_CACHE/features`` (:func:`compute_sign
 """
 from __future__ import annotations
 
-from .checks import dataset_checks, wilson_interval
-from .clean import group_split, plan_clean, write_clean
-from .core import diagnose, write_outputs
-from .duplicates import HASH_DISTANCE, RATIO, THRESHOLD, classify_group, near_duplicate_groups, near_duplicate_pairs
-from .embeddings import compute_signals, features_cache_dir
-from .hashing import fingerprints, hamming, is_gray
-from .html import write_html
-from .labels import label_issues, out_of_fold_probs
-from .outliers import flag_outliers, outlier_scores
-from .render import render_report, summary
+from .._lazy import lazy_exports
 
-__all__ = [
-    "diagnose", "summary", "render_report", "write_html", "write_outputs", "write_clean", "plan_clean", "group_split",
-    "near_duplicate_pairs", "near_duplicate_groups", "classify_group", "THRESHOLD", "RATIO", "HASH_DISTANCE",
-    "out_of_fold_probs", "label_issues", "outlier_scores", "flag_outliers", "fingerprints", "hamming", "is_gray",
-    "dataset_checks", "wilson_interval", "compute_signals", "features_cache_dir",
-]
+# Imported on first use: the CLI offers the doctor's thresholds (.duplicates, no torch) and must not
+# load PyTorch through .core and .embeddings to build its parser (see transferlab/_lazy.py).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".core": ("diagnose", "write_outputs"),
+    ".render": ("render_report", "summary"),
+    ".html": ("write_html",),
+    ".clean": ("write_clean", "plan_clean", "group_split"),
+    ".duplicates": ("near_duplicate_pairs", "near_duplicate_groups", "classify_group", "THRESHOLD", "RATIO",
+                    "HASH_DISTANCE"),
+    ".labels": ("out_of_fold_probs", "label_issues"),
+    ".outliers": ("outlier_scores", "flag_outliers"),
+    ".hashing": ("fingerprints", "hamming", "is_gray"),
+    ".checks": ("dataset_checks", "wilson_interval"),
+    ".embeddings": ("compute_signals", "features_cache_dir"),
+})

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write_text
+
 from ..errors import ConfigError
 
 DEDUPE = ("exact", "near", "none")
@@ -166,8 +168,6 @@ def write_clean(report: dict, path: str | os.PathLike, *, split_by_group: bool =
     (``val_ratio`` and ``seed`` default to the report's). ``relative``: paths relative to the
     CSV's folder instead of absolute.
     """
-    from .._atomic import atomic_write_text
-
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise ConfigError(f"the clean dataset must be a .csv file, got {path}")

@@ -14,11 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import write_json
+from ..data import DataSplits, load_data
 from ..errors import ConfigError, DataError
+from ..models import get_recipe
 from . import checks as _checks
 from . import duplicates as _dups
 from . import labels as _labels
 from . import outliers as _outliers
+from .embeddings import _input_size, compute_signals, resolve_amp
+from .hashing import is_gray
+from .html import write_html
 
 SPLIT_ORDER = ("train", "val", "test")
 REPORT_VERSION = 1
@@ -27,8 +33,6 @@ MAX_PAIRS_PER_GROUP = 30
 
 
 def _load(data, *, val_ratio: float, seed: int, workers: int | None, progress: bool):
-    from ..data import DataSplits, load_data
-
     if isinstance(data, DataSplits):
         if not data.scanned:
             raise ConfigError("diagnose needs scanned DataSplits (load_data(..., scan=True)): it uses each file's "
@@ -78,8 +82,6 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         raise ConfigError(f"folds must be an integer and outlier_z a number, got {folds!r}, {outlier_z!r}") from None
     if folds < 2:
         raise ConfigError(f"folds must be at least 2, got {folds}")
-    from .embeddings import _input_size, resolve_amp
-
     _input_size(backbone, input_size), resolve_amp(amp)  # a bad backbone or size fails before the scan
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -97,6 +99,8 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     sha1 = [i.sha1 if i else "" for i in info]
 
     t = time.perf_counter()
+    if input_size is None:  # the size training would use for this data (128 px for small photos)
+        input_size = get_recipe(backbone).input_for(splits.typical_side())[0]
     sig = _signals(groups_in, backbone=backbone, input_size=input_size, amp=amp, weights=weights, cache=cache,
                    workers=workers, progress=progress)
     timing["embed"] = time.perf_counter() - t
@@ -119,13 +123,11 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     flagged = _outliers.flag_outliers(scores, pixel_std=sig["pixel_std"], z=outlier_z)
     timing["outliers"] = time.perf_counter() - t
 
-    from .hashing import is_gray
-
     gray = [bool(g) or (i is not None and i.mode in _checks.GRAY_MODES) for g, i in zip(is_gray(sig["color_spread"]), info)]
     sizes = [(i.width, i.height) if i else None for i in info]
     broken = [{"path": b.path, "reason": b.reason} for b in splits.broken]
     warn = _checks.dataset_checks(classes=classes, labels=labels.tolist(), splits=split_of, sizes=sizes, gray=gray,
-                                  input_size=sig["input_size"], broken=broken)
+                                  input_size=get_recipe(backbone).input_size, broken=broken)
     if label_note:
         warn.append({"kind": "label-check", "severity": "info", "message": label_note})
 
@@ -230,8 +232,6 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
 
 
 def _signals(groups_in, **kwargs) -> dict:
-    from .embeddings import compute_signals
-
     return compute_signals([g for g in groups_in], **kwargs)
 
 
@@ -266,8 +266,6 @@ def _label_issues(features: np.ndarray, labels: np.ndarray, *, folds: int,
 
 def write_outputs(report: dict, out: str | os.PathLike, *, html: bool = True) -> dict[str, Path]:
     """Write ``doctor.json`` (and ``doctor.html``) into the folder ``out``; returns their paths."""
-    from .._atomic import write_json
-
     folder = Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -278,7 +276,5 @@ def write_outputs(report: dict, out: str | os.PathLike, *, html: bool = True) ->
     written = {"json": folder / "doctor.json"}
     write_json(written["json"], report)
     if html:
-        from .html import write_html
-
         written["html"] = write_html(report, folder / "doctor.html")
     return written

@@ -19,12 +19,19 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .. import _progress
+from .._atomic import atomic_write
+from ..data import ImageDataset, build_transform
 from ..errors import ConfigError, DataError
+from ..models import create_model, get_recipe
+from .hashing import fingerprints
 
 FEATURES_VERSION = 2
 AMPS = ("auto", "bf16", "none")
@@ -45,8 +52,6 @@ def resolve_amp(amp: str | None) -> str:
         raise ConfigError(f"unknown precision {amp!r}; choose one of: {', '.join(AMPS)}")
     if amp != "auto":
         return amp
-    import torch
-
     try:
         return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "none"
     except Exception:  # noqa: BLE001 - an older or unusual build: stay in fp32
@@ -80,8 +85,6 @@ def _read(path: Path, n: int) -> dict | None:
 
 
 def _write(path: Path, arrays: dict) -> None:
-    from .._atomic import atomic_write
-
     def save(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -89,8 +92,6 @@ def _write(path: Path, arrays: dict) -> None:
     try:
         atomic_write(path, save)
     except OSError as exc:  # a read-only or full cache folder costs speed, not the diagnosis
-        import warnings
-
         warnings.warn(f"could not write the feature cache {path}: {exc}", stacklevel=3)
 
 
@@ -131,8 +132,6 @@ def compute_signals(samples: Sequence[tuple[str, int]] | Sequence[Sequence[tuple
 
 
 def _input_size(backbone: str, input_size: int | None) -> int:
-    from ..models import get_recipe
-
     recipe = get_recipe(backbone)  # ConfigError listing the recipes for an unknown name
     if not recipe.pretrained:
         raise ConfigError(f"the doctor needs a pretrained backbone; '{recipe.name}' trains from scratch "
@@ -149,13 +148,6 @@ def _input_size(backbone: str, input_size: int | None) -> int:
 
 
 def _compute(groups, *, backbone, size, amp, weights, batch_size, workers, progress) -> dict:
-    import torch
-
-    from .. import _progress
-    from ..data import ImageDataset, build_transform
-    from ..models import create_model
-    from .hashing import fingerprints
-
     model = create_model(backbone, num_classes=1, input_size=size, weights=weights)
     net = model.backbone.eval().to(memory_format=torch.channels_last)
     cfg = model.data_cfg

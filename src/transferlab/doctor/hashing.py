@@ -15,6 +15,7 @@ Hamming distance between two hashes (0..64) says how many bits differ.
 """
 from __future__ import annotations
 
+import imagehash
 import numpy as np
 from PIL import Image
 
@@ -35,8 +36,6 @@ def fingerprints(images: np.ndarray) -> dict[str, np.ndarray]:
     image is grayscale, see :func:`is_gray`), ``pixel_std`` and ``pixel_mean`` (``float32 [N]``,
     of the grayscale image, 0..255; a blank frame has a std near 0).
     """
-    import imagehash
-
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 images [N, H, W, 3], got shape {images.shape}")

@@ -10,6 +10,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .._atomic import atomic_write_text
+from ..data import open_image
+
 from .render import _short, summary
 
 THUMB = 112
@@ -34,8 +37,6 @@ table.summary td { padding: 2px 10px 2px 0; }
 
 
 def _thumb(path: str, size: int = THUMB) -> str | None:
-    from ..data import open_image
-
     try:
         img = open_image(path)
     except Exception:  # noqa: BLE001 - a thumbnail is optional
@@ -60,8 +61,6 @@ def _figure(report: dict, thumbs: dict, path: str | None, label: str = "", split
 def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, max_issues: int = 150,
                max_outliers: int = 60) -> Path:
     """Write the doctor's HTML page for ``report`` (the dict of :func:`diagnose`); returns its path."""
-    from .._atomic import atomic_write_text
-
     e = html.escape
     path = Path(path)
     groups = report["duplicates"][:max_groups]

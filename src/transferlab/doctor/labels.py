@@ -19,6 +19,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
+from cleanlab.filter import find_label_issues
+from cleanlab.rank import get_label_quality_scores
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+from sklearn.utils import ClassifierTags, Tags
 
 from ..errors import ConfigError
 
@@ -51,13 +57,9 @@ class SoftmaxRegression:
         return self
 
     def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags, Tags
-
         return Tags(estimator_type="classifier", target_tags=None, classifier_tags=ClassifierTags())
 
     def fit(self, X, y):
-        import torch
-
         X = np.asarray(X, dtype=np.float32)
         self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)
         self.mean_ = X.mean(0)
@@ -118,9 +120,6 @@ def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, *, folds: int = 
     :class:`SoftmaxRegression` (e.g. ``make_pipeline(StandardScaler(), LogisticRegression())``,
     same probabilities within 0.006 on the digits, 37x slower).
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
-
     x = np.asarray(features, dtype=np.float32)
     y = np.asarray(labels, dtype=np.int64)
     if len(x) != len(y):
@@ -151,9 +150,6 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str =
 
     Only classes that occur in ``labels`` take part; ``pred_probs`` rows are renormalised over them.
     """
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
-
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(pred_probs, dtype=np.float64)
     if p.ndim != 2 or len(p) != len(y):
@@ -181,8 +177,6 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str =
 
 def label_scores(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     """cleanlab's per-image label quality (self-confidence), ``[N]`` in [0, 1], lower is worse."""
-    from cleanlab.rank import get_label_quality_scores
-
     y = np.asarray(labels, dtype=np.int64)
     present = np.unique(y)
     remap = np.full(pred_probs.shape[1], -1)
