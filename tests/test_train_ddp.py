@@ -313,3 +313,20 @@ def test_a_one_image_epoch_averages_over_that_image(monkeypatch):
     empty = Trainer(net, net, [], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.0), progress=False,
                     log=lambda m: None).train_one_epoch(1)
     assert (empty["train_loss"], empty["train_acc"], empty["images"]) == (0.0, 0.0, 0)
+
+
+def test_the_sums_travel_on_the_trainers_device(monkeypatch):
+    """nccl reduces tensors on the GPU: the sums are put on the device given (here the meta device stands in)."""
+    devices = []
+
+    class Stop(Exception):
+        pass
+
+    def record(tensor, op=None):
+        devices.append((tensor.device, tensor.dtype, tensor.shape))
+        raise Stop
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", record)
+    with pytest.raises(Stop):
+        all_reduce_sum([1.0, 2.0, 3.0], DistInfo(world_size=2), torch.device("meta"))
+    assert devices == [(torch.device("meta"), torch.float64, (3,))]
