@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from ..evaluate.plots import figure, label_size, save_png, series
+from ..evaluate.plots import epoch_axis, figure, label_size, save_png, series
 
 
 def plot_val_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path) -> Path:
@@ -24,7 +24,7 @@ def plot_val_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path
             if np.isfinite(y).any():
                 ax.plot(epochs, y, "-o", markersize=3, color=cmap(i % cmap.N), label=name)
     for ax, label in zip(axes, ("validation accuracy", "validation loss")):
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.set_ylabel(label)
         ax.set_title(label.capitalize())
         ax.grid(alpha=0.3)
@@ -44,10 +44,21 @@ def plot_accuracy_vs_time(rows: Sequence[Mapping], path: str | Path, metric: str
     for name, x, y, best in pts:
         ax.scatter([x], [y], s=160 if best else 60, marker="*" if best else "o",
                    color="crimson" if best else "steelblue", zorder=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
     xs = [p[1] for p in pts if p[1] and p[1] > 0]
-    if len(xs) >= 2 and max(xs) / min(xs) > 20:
+    log_x = len(xs) >= 2 and max(xs) / min(xs) > 20
+    if log_x:
         ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.12)
+    # each label on the side of its point that faces the middle of the plot, so that the points at the
+    # edges (the best model is often the top-right one) keep their labels inside the axes
+    xlo, xhi = ax.get_xlim()
+    ylo, yhi = ax.get_ylim()
+    xmid = np.sqrt(xlo * xhi) if log_x and xlo > 0 else (xlo + xhi) / 2
+    for name, x, y, best in pts:
+        right, top = x > xmid, y > (ylo + yhi) / 2
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(-7 if right else 7, -6 if top else 6),
+                    ha="right" if right else "left", va="top" if top else "bottom", fontsize=9,
+                    fontweight="bold" if best else "normal", annotation_clip=False)
     if not pts:
         ax.text(0.5, 0.5, "no finished models", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("training time (s)")

@@ -16,6 +16,11 @@ from typing import Any
 from .._atomic import atomic_write_text
 from .leaderboard import COLUMNS, fmt
 
+#: each model's plots (``RUN/eval-<split>/<key>.png``, written by evaluate) in the order the report shows them
+MODEL_PLOTS = {"history": "Training history", "confusion_matrix": "Confusion matrix",
+               "mistakes": "Most confident mistakes", "roc": "ROC curves (one-vs-rest)", "f1": "Per-class F1",
+               "gradcam": "Grad-CAM"}
+
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 main{max-width:1200px;margin:0 auto;padding:24px}
@@ -28,6 +33,7 @@ td.name,th.name{text-align:left} td.reason{text-align:left;white-space:normal} t
 tr.skipped td,tr.failed td{color:#8a93a3;font-style:italic}
 .badge{display:inline-block;background:#1f6feb;color:#fff;border-radius:8px;padding:1px 7px;font-size:11px;margin-left:6px}
 .plots img,.model img{max-width:100%;height:auto;background:#fff;border:1px solid #e6e9ee;margin:8px 0}
+.model h4{margin:14px 0 0 0;font-size:14px;color:#2f3b52}
 details{background:#fff;border:1px solid #e6e9ee;border-radius:6px;padding:8px 12px;margin:10px 0}
 summary{cursor:pointer;font-weight:600} ul.notes li{margin:3px 0} code{background:#eef1f5;padding:1px 4px;border-radius:3px}
 .scroll{overflow-x:auto}
@@ -111,7 +117,8 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
         parts.append("<h2>Models</h2>")
         for r in ok:
             mp = model_plots.get(r["model"], {})
-            imgs = "".join(_img(p, f"{r['model']} {k}") for k, p in mp.items())
+            imgs = "".join(f"<h4>{e(MODEL_PLOTS.get(k, k))}</h4>{img}" for k, p in _ordered(mp)
+                           if (img := _img(p, f"{r['model']}: {MODEL_PLOTS.get(k, k)}")))
             parts.append(f'<details class="model"{" open" if r.get("best") else ""}><summary>{e(str(r["model"]))}'
                          f" &mdash; accuracy {e(fmt('accuracy', r.get('accuracy')))}</summary>"
                          f'<p class="meta">run folder: <code>{e(str(r.get("run_dir") or ""))}</code></p>{imgs}</details>')
@@ -122,9 +129,23 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
     return path
 
 
+def _ordered(model_plots: Mapping[str, Path]) -> list[tuple[str, Path]]:
+    """A model's plots in :data:`MODEL_PLOTS` order, unknown keys last."""
+    order = list(MODEL_PLOTS)
+    return sorted(model_plots.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+
+
+def _rel(path: Path, out: Path) -> str:
+    try:
+        return Path(path).relative_to(out).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
 def write_markdown(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, plots: Mapping[str, Path],
-                   info: Mapping[str, Any], sections: Sequence[Mapping[str, Any]] = ()) -> Path:
-    """Write ``OUT/report.md`` (plots linked as relative files)."""
+                   info: Mapping[str, Any], sections: Sequence[Mapping[str, Any]] = (),
+                   model_plots: Mapping[str, Mapping[str, Path]] | None = None) -> Path:
+    """Write ``OUT/report.md`` (plots linked as relative files; each model's under its own heading)."""
     out = Path(out)
     lines = ["# Model comparison", ""]
     lines += [f"- **{k}**: {v}" for k, v in info.items() if v not in (None, "")]
@@ -148,11 +169,14 @@ def write_markdown(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: s
     if plots:
         lines += ["", "## Plots", ""]
         for key, p in plots.items():
-            try:
-                rel = Path(p).relative_to(out)
-            except ValueError:
-                rel = Path(p)
-            lines += [f"![{key}]({rel.as_posix()})", ""]
+            lines += [f"![{key}]({_rel(p, out)})", ""]
+    ok = [r for r in rows if r.get("status") == "ok" and (model_plots or {}).get(r["model"])]
+    if ok:
+        lines += ["", "## Models", ""]
+        for r in ok:
+            lines += [f"### {r['model']}" + (" (best)" if r.get("best") else ""), ""]
+            for key, p in _ordered(model_plots[r["model"]]):
+                lines += [f"**{MODEL_PLOTS.get(key, key)}**", "", f"![{r['model']} {key}]({_rel(p, out)})", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

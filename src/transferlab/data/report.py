@@ -109,11 +109,17 @@ def load_scanned(source, *, val_ratio: float = 0.2, seed: int = 0, workers: int 
         return load_data(source, val_ratio=val_ratio, seed=seed, scan=True, workers=workers, progress=progress)
 
 
+def _titled(title: str, **kwargs) -> Table:
+    """A table at least as wide as its title: rich wraps a title to the table's width, and a table of
+    short columns (``0``, ``8``, ``2``) would break ``images per class (...)`` over two lines."""
+    return Table(title=title, min_width=len(title) + 4, **kwargs)
+
+
 def render_report(report: dict, max_rows: int = 20) -> list:
     """Rich renderables (tables) for a report dict; print them with a ``rich.console.Console``."""
     out: list = []
     used = [s for s in SPLITS if report["totals"][s]]
-    t = Table(title=f"images per class ({report['layout']}, {report['num_classes']} classes)")
+    t = _titled(f"images per class ({report['layout']}, {report['num_classes']} classes)")
     t.add_column("class")
     for s in used:
         t.add_column(s, justify="right")
@@ -141,7 +147,7 @@ def render_report(report: dict, max_rows: int = 20) -> list:
     out.append(s)
 
     if report["broken"]:
-        b = Table(title="broken files (skipped)")
+        b = _titled("broken files (skipped)")
         b.add_column("file", overflow="fold")
         b.add_column("reason")
         for item in report["broken"][:max_rows]:
@@ -150,7 +156,7 @@ def render_report(report: dict, max_rows: int = 20) -> list:
             b.add_row(f"... and {len(report['broken']) - max_rows} more", "")
         out.append(b)
     if report["duplicates"]:
-        d = Table(title="duplicate files (same content)")
+        d = _titled("duplicate files (same content)")
         d.add_column("files", overflow="fold")
         d.add_column("splits")
         d.add_column("classes")

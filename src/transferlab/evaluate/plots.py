@@ -13,6 +13,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure  # rendered by Agg on savefig; pyplot is never touched
+from matplotlib.ticker import MaxNLocator
 
 ANNOTATE_MAX_CLASSES = 20  # confusion-matrix cells get their numbers up to this many classes
 DPI = 100
@@ -33,6 +34,12 @@ def label_size(n: int) -> float:
     return 10 if n <= 15 else 8 if n <= 30 else 6
 
 
+def epoch_axis(ax) -> None:
+    """An x axis of epochs: integer ticks only (1, 2, 3, not 1.0, 1.5, 2.0)."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def series(history: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in history], dtype=float)
 
@@ -47,7 +54,7 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | Path, title
             y = series(history, f"{split}_{what}")
             if np.isfinite(y).any():
                 ax.plot(epochs, y, style, markersize=3, label=f"{split}")
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.set_ylabel("loss" if what == "loss" else "accuracy")
         ax.set_title(("Loss" if what == "loss" else "Accuracy") + (f" - {title}" if title else ""))
         ax.grid(alpha=0.3)
@@ -123,9 +130,9 @@ def plot_f1_bars(per_class: Mapping[str, Mapping[str, float]], path: str | Path,
     fig = figure(max(6.0, min(24.0, 1.5 + 0.4 * n)), 4.5)
     ax = fig.subplots()
     ax.bar(range(n), f1, color="steelblue")
-    if macro is not None:
+    if macro is not None:  # the legend sits outside the axes, where it cannot cover a bar
         ax.axhline(macro, color="crimson", ls="--", lw=1.2, label=f"macro F1 {macro:.3f}")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
     ax.set_xticks(range(n), names, rotation=45 if n > 8 else 0, ha="right" if n > 8 else "center", fontsize=label_size(n))
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1")
