@@ -7,9 +7,10 @@ classes, images far smaller than the model's input, grayscale mixed with colour.
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
+
+from .._stats import wilson_interval
 
 #: a class with fewer images than this (all splits together) is "too small"
 MIN_CLASS = 10
@@ -18,16 +19,6 @@ IMBALANCE = 3.0
 #: half-width of the 95% interval of a 0.90 accuracy above which the evaluation split is "too small"
 MAX_HALF_WIDTH = 0.05
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-
-
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval (95% by default) of a proportion ``p`` measured on ``n`` items."""
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _warn(kind: str, message: str, severity: str = "warning", **extra) -> dict:
@@ -79,10 +70,11 @@ def dataset_checks(*, classes: Sequence[str], labels: Sequence[int], splits: Seq
     if sides:
         median = sides[len(sides) // 2]
         if median * 2 <= input_size:
-            out.append(_warn("small-images", f"the median image is {median} px on its short side but the model input "
-                             f"is {input_size} px: images are upscaled {input_size / median:.0f}x; a smaller input "
-                             f"size or a from-scratch CNN may do as well, faster", median_side=median,
-                             input_size=input_size))
+            out.append(_warn("small-images", f"the median image is {median} px on its short side, "
+                             f"{input_size / median:.0f}x below the {input_size} px the pretrained backbones were "
+                             f"trained at: training upscales such photos to 128 px for them (not to {input_size}: "
+                             f"more pixels add compute, not information) and trains from-scratch nets near "
+                             f"{median} px; --input-size overrides", median_side=median, input_size=input_size))
     # 4. grayscale mixed with colour
     n_gray = sum(bool(g) for g in gray)
     if 0 < n_gray < len(gray):
