@@ -26,6 +26,7 @@ from .compare.leaderboard import fmt, rank_rows
 from .data import inspect_data, load_data
 from .data.sample import sample_dir
 from .errors import TransferlabError
+from .tracking import log_export
 
 
 def run_pipeline(
@@ -44,13 +45,16 @@ def run_pipeline(
     progress: bool = True,
     console=None,
     log=print,
+    tracking: list[str] | None = None,
     **train_kwargs: Any,
 ) -> dict[str, Any]:
     """Run the whole job and return a summary dict.
 
     ``budget`` (seconds): instead of the preset, train the models :func:`transferlab.budget.plan_budget`
     picks for this data on this machine, each stopped cleanly at its share. ``doctor``: run the data
-    doctor (``OUT/doctor/doctor.html``, summarised in the report).
+    doctor (``OUT/doctor/doctor.html``, summarised in the report). ``tracking``: train's ``log`` option
+    (``["tensorboard", "mlflow"]``; ``log`` here is the progress printer); with MLflow the exported best
+    model is added to its run.
 
     Returns ``{"data", "inspect", "doctor", "plan", "leaderboard", "best", "onnx", "report",
     "serve_command"}``.
@@ -104,11 +108,11 @@ def run_pipeline(
         models, overrides = plan.models, plan.overrides
 
     step("training and evaluating the models")
-    log(f"  models: {', '.join(models)}" if models else f"  preset {preset}")
+    log(f"  models: {', '.join(compare_stage.parse_models(models))}" if models else f"  preset {preset}")
     rows = compare_stage.compare(
         splits, models=models, preset=preset, out=out / "compare", epochs=epochs, metric=metric, seed=seed,
         val_ratio=val_ratio, overrides=overrides, sections=sections, progress=progress, console=console,
-        **train_kwargs,
+        **({"log": tracking} if tracking else {}), **train_kwargs,
     )
     ranked = [r for r in rows if r.get("status") == "ok" and r.get("run_dir")]
     if not ranked:
@@ -118,6 +122,7 @@ def run_pipeline(
     step("exporting the best model")
     log(f"  {best['model']} ({metric} {fmt(metric, best.get(metric))}) to {export_format}")
     exported = export_stage.export(best["run_dir"], format=export_format, splits=splits)
+    log_export(best["run_dir"], exported, log=log)  # to the best run's MLflow run (--log mlflow)
 
     step("writing the report")
     report_html = out / "compare" / "report.html"

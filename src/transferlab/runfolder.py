@@ -13,6 +13,8 @@
       .lock                present while a process trains into the folder
       eval-<split>/        written by evaluate: metrics.json, predictions.csv, *.png
       export/              written by export: model.onnx, model.int8.onnx, model.pt, model.json
+      tensorboard/         with --log tensorboard: event files (train/, validation/, hparams)
+      tracking.json        with --log mlflow: the MLflow run this folder logs to (URI, experiment, run id)
 
 >>> from transferlab import runfolder
 >>> config = runfolder.read_config("runs/cnn_bn")                     # doctest: +SKIP
@@ -59,6 +61,8 @@ ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 TORCHSCRIPT_NAME = "model.pt"
 EXPORT_META = "model.json"
+TENSORBOARD_DIR = "tensorboard"
+TRACKING = "tracking.json"
 
 
 def run_path(run) -> Path:
@@ -363,3 +367,22 @@ def write_export_meta(run, info: dict) -> Path:
     path = export_dir(run) / EXPORT_META
     write_json(path, info)
     return path
+
+
+# ---------------------------------------------------------------- experiment tracking (--log)
+
+def tensorboard_dir(run) -> Path:
+    return run_path(run) / TENSORBOARD_DIR
+
+
+def read_tracking(run) -> dict | None:
+    """``RUN/tracking.json`` (the MLflow run of a run trained with ``--log mlflow``), or None."""
+    p = run_path(run) / TRACKING
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_tracking(run, info: dict) -> None:
+    write_json(run_path(run) / TRACKING, info)

@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", metavar="A,B,C", default=None,
                         help="comma-separated recipes (default: the preset's; see `transferlab models`)")
     parser.add_argument("--preset", choices=("quick", "full"), default="quick",
-                        help="quick: cnn_base,cnn_bn,cnn_dropout,efficientnet_lite0 (5 epochs); "
-                             "full: the CNN ladder, resnet_scratch and mobilenet_v2,efficientnet_b0,densenet121,xception (10 epochs)")
+                        help="quick: cnn_base,cnn_aug,cnn_bn,efficientnet_lite0; full: the whole ladder, the ResNets "
+                             "from scratch and every transfer backbone (each recipe with its own epochs)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per recipe (default: the preset's)")
     parser.add_argument("--metric", choices=METRICS, default="accuracy", help="leaderboard sort key (default accuracy)")
     parser.add_argument("--out", metavar="DIR", default="compare", help="output folder (default compare)")
@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="PATH", default=None,
                         help="pretrained weights: a folder of weight files (each recipe takes the file that fits "
                              "it), or RECIPE=FILE[,RECIPE=FILE...]")
+    parser.add_argument("--log", metavar="tensorboard,mlflow", default=None,
+                        help="experiment tracking for every model trained: TensorBoard event files in each run "
+                             "folder and/or an MLflow run each (MLFLOW_TRACKING_URI); needs pip install "
+                             "'transferlab[tracking]'")
     parser.add_argument("--retrain", action="store_true", help="train every recipe again, even finished ones")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from OUT's existing runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         rows = write_report(args.out, metric=args.metric)
     else:
         kwargs = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("input_size", args.input_size),
-                                    ("weights", args.weights)) if v is not None}
+                                    ("weights", args.weights), ("log", args.log)) if v is not None}
         rows = compare(args.data, models=args.models, preset=args.preset, out=args.out, epochs=args.epochs,
                        metric=args.metric, split=args.split, seed=args.seed, val_ratio=args.val_ratio,
                        retrain=args.retrain, progress=not args.no_progress, console=console, **kwargs)

@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
     parser.add_argument("--weights", metavar="PATH", default=None,
                         help="pretrained weights: a folder of weight files, or RECIPE=FILE[,RECIPE=FILE...]")
+    parser.add_argument("--log", metavar="tensorboard,mlflow", default=None,
+                        help="experiment tracking for every model trained: TensorBoard event files in each run "
+                             "folder and/or an MLflow run each (MLFLOW_TRACKING_URI), the exported best model "
+                             "added to its MLflow run; needs pip install 'transferlab[tracking]'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import run_pipeline
 
     budget = parse_duration(args.budget, "--budget") if args.budget is not None else None
-    extra = {"weights": args.weights} if args.weights else {}
+    extra = {k: v for k, v in (("weights", args.weights), ("tracking", args.log)) if v}
     console = Console() if sys.stdout.isatty() else Console(width=160)
     summary = run_pipeline(
         args.data,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import runfolder
+from .. import runfolder, tracking
 from .._atomic import atomic_write_text
 from .._progress import track
 from ..checkpoint import load_model
@@ -167,6 +167,8 @@ def evaluate(
             gradcam=gradcam, mistakes=mistakes,
         )
     atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
+    if out is None:  # the run's own evaluation: to its MLflow run too, when trained with --log mlflow
+        tracking.log_evaluation(run_dir, metrics, out_dir)
     return metrics
 
 
