@@ -39,6 +39,11 @@ import time
 from datetime import date
 from pathlib import Path
 
+# as transferlab itself does (transferlab/__init__.py), before torch loads libgomp: waiting OpenMP
+# threads sleep instead of spinning, which on a busy machine made PyTorch several times slower (and
+# here would make the bare loop / eager baseline look worse than it is)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 
 HERE = Path(__file__).resolve().parent

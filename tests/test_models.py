@@ -115,12 +115,12 @@ def test_big_recipe_single_forward(name):
 def test_ladder_architecture_and_input_sizes():
     m = _model("cnn_base", 10, input_size=32)
     convs = [l for _, l in m.layers() if isinstance(l, nn.Conv2d)]
-    # the seed shape, sized for photos: (conv3x3 > conv3x3 > maxpool) x 3 at 32 px, 32 -> 64 -> 128 filters
+    # the seed shape, sized for a CPU: (conv3x3 > conv3x3 > maxpool) x 3 at 32 px, 16 -> 32 -> 64 filters
     assert [(c.out_channels, c.kernel_size, c.padding) for c in convs] == [
-        (32, (3, 3), (1, 1)), (32, (3, 3), (1, 1)), (64, (3, 3), (1, 1)), (64, (3, 3), (1, 1)),
-        (128, (3, 3), (1, 1)), (128, (3, 3), (1, 1))]
+        (16, (3, 3), (1, 1)), (16, (3, 3), (1, 1)), (32, (3, 3), (1, 1)), (32, (3, 3), (1, 1)),
+        (64, (3, 3), (1, 1)), (64, (3, 3), (1, 1))]
     assert sum(isinstance(l, nn.MaxPool2d) for _, l in m.layers()) == 3
-    assert m.num_features == 128 * 4 * 4  # flattened from a 4x4 map
+    assert m.num_features == 64 * 4 * 4  # flattened from a 4x4 map
     linears = [l for l in m.head if isinstance(l, nn.Linear)]
     assert [l.out_features for l in linears] == [256, 10] and m.head_hidden == [256]
     # a stage more per doubling of the input, up to 5
@@ -145,7 +145,7 @@ def test_resnet_scratch_keeps_small_photos_at_full_resolution():
     assert small.backbone.conv1[0].stride == (1, 1) and isinstance(small.backbone.maxpool, nn.Identity)
     big = _model("resnet_scratch", 10, input_size=128).eval()
     assert big.backbone.conv1[0].stride == (2, 2) and not isinstance(big.backbone.maxpool, nn.Identity)
-    assert [b.conv1.out_channels for b in small.backbone.layer1] == [32, 32]
+    assert [b.conv1.out_channels for b in small.backbone.layer1] == [16, 16]
     assert small(torch.randn(2, 3, 32, 32)).shape == big(torch.randn(2, 3, 128, 128)).shape == (2, 10)
     seed = _model("resnet34_scratch", 3, input_size=64).backbone  # the seeds' ResNet-34: ImageNet stem at every size
     assert seed.layer3[5].conv2.out_channels == 256 and seed.conv1[0].stride == (2, 2)

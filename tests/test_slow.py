@@ -1,7 +1,7 @@
 """Slow tests: the README's main job exactly as a new user runs it, and its served result.
 
 Excluded from the default run (``-m 'not slow'`` in pyproject); run them with ``python -m pytest -m slow``.
-About 3 minutes on a 2-core CPU.
+About 6 minutes on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -34,20 +34,24 @@ def main_job(tmp_path_factory):
 def test_main_job_trains_the_quick_preset_well(main_job):
     out, stdout, summary = main_job
     rows = {r["model"]: r for r in summary["leaderboard"]}
-    assert set(rows) == {"cnn_base", "cnn_bn", "cnn_dropout", "efficientnet_lite0"}
+    assert set(rows) == {"cnn_base", "cnn_aug", "cnn_bn", "efficientnet_lite0"}
     # the transfer model's weights come from an installed package, so it trains offline too
     assert all(r["status"] == "ok" for r in rows.values()), rows
-    # 1,797 real digits, 20% held out: the scratch CNNs reach ~0.97, the frozen+fine-tuned Lite0 ~0.81
-    assert summary["best"]["accuracy"] >= 0.95
-    assert rows["efficientnet_lite0"]["accuracy"] >= 0.7
+    # 2,400 real CIFAR-10 photos: transfer learning is the point, and it shows
+    assert summary["best"]["model"] == "efficientnet_lite0"
+    scratch = [rows[m]["accuracy"] for m in ("cnn_base", "cnn_aug", "cnn_bn")]
+    assert rows["efficientnet_lite0"]["accuracy"] >= 0.75
+    assert rows["efficientnet_lite0"]["accuracy"] >= max(scratch) + 0.15
+    assert rows["cnn_bn"]["accuracy"] > rows["cnn_base"]["accuracy"]  # the ladder climbs
     report = json.loads((out / "inspect.json").read_text())
-    assert report["totals"]["all"] == 1797 and report["num_classes"] == 10
+    assert report["totals"]["all"] == 2400 and report["num_classes"] == 10
+    assert (out / "doctor" / "doctor.html").is_file() and "Data doctor" in Path(summary["report"]).read_text()
     assert summary["serve_command"] in stdout
     assert Path(summary["report"]).is_file() and Path(summary["onnx"]).is_file()
 
 
-def test_served_best_model_classifies_held_out_digits(main_job):
-    """The exported best model, behind the REST API, agrees with its own evaluation on held-out images."""
+def test_served_best_model_classifies_held_out_photos(main_job):
+    """The exported best model, behind the REST API, agrees with its own evaluation on held-out photos."""
     from fastapi.testclient import TestClient
 
     from transferlab.serve import create_app
@@ -58,9 +62,9 @@ def test_served_best_model_classifies_held_out_digits(main_job):
         rows = list(csv.DictReader(f))[:60]
     with TestClient(create_app(run)) as client:
         assert client.get("/model").json()["backend"] == "onnx"
-        files = [("files", (Path(r["path"]).name, Path(r["path"]).read_bytes(), "image/png")) for r in rows]
+        files = [("files", (Path(r["path"]).name, Path(r["path"]).read_bytes(), "image/jpeg")) for r in rows]
         preds = client.post("/predict?topk=1", files=files).json()["predictions"]
     served = [p["label"] for p in preds]
     assert served == [r["predicted"] for r in rows]  # the ONNX server reproduces the PyTorch evaluation
     accuracy = sum(s == r["true"] for s, r in zip(served, rows)) / len(rows)
-    assert accuracy >= 0.9
+    assert accuracy >= 0.7

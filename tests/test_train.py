@@ -155,7 +155,7 @@ def test_kill_and_resume_gives_the_uninterrupted_history(tiny, tmp_path, capsys)
     with pytest.raises(KeyboardInterrupt):
         train(tiny, name="killed", callbacks=[Kill(3)], **kw)
     out = capsys.readouterr().out
-    assert "interrupted: 2 completed epoch(s)" in out and "--resume" in out
+    assert "2 completed epoch(s) are saved" in out and "--resume" in out
     assert len(Run.load(tmp_path / "killed").history) == 2
     assert read_meta(tmp_path / "killed", "last")["epoch"] == 2
     resumed = train(tiny, name="killed", resume=True, **kw)
@@ -233,7 +233,7 @@ def _weights(run_dir, prefix=""):
 
 def test_feature_cache_matches_uncached_frozen_training(tiny, tmp_path):
     kw = dict(model="mobilenet_v1_025_tf", pretrained=False, freeze="frozen", augment="none", epochs=2,
-              head=[32], dropout=0.0, lr=3e-3, run_dir=tmp_path, **FAST)
+              head=[32], dropout=0.0, lr=3e-3, run_dir=tmp_path, amp="none", **FAST)  # fp32 caching: exact parity
     cached = train(tiny, name="cached", feature_cache=True, **kw)
     plain = train(tiny, name="plain", feature_cache=False, **kw)
     assert "on cached features" in (cached.dir / "train.log").read_text()
@@ -250,7 +250,7 @@ def test_unfreeze_from_boundary_cache_matches_uncached(tiny, tmp_path):
 
     n_layers = len(create_model("mobilenet_v1_025_tf", 10, pretrained=False, input_size=32).layers())
     kw = dict(model="mobilenet_v1_025_tf", pretrained=False, unfreeze_from=n_layers - 12, augment="none",
-              epochs=2, dropout=0.0, lr=1e-3, run_dir=tmp_path, **FAST)
+              epochs=2, dropout=0.0, lr=1e-3, run_dir=tmp_path, amp="none", **FAST)
     cached = train(tiny, name="cached", feature_cache=True, **kw)
     plain = train(tiny, name="plain", feature_cache=False, **kw)
     assert "on cached features" in (cached.dir / "train.log").read_text()
@@ -265,7 +265,7 @@ def test_feature_views_are_the_epochs_augmentations_and_cycle(tiny, tmp_path):
     epochs, cached training is uncached training; with fewer, epochs cycle through the views."""
     from transferlab.train.features import FeatureViews
 
-    kw = dict(model="cnn_bn", freeze="frozen", augment="light", epochs=2, lr=3e-3, run_dir=tmp_path, **FAST)
+    kw = dict(model="cnn_bn", freeze="frozen", augment="light", epochs=2, lr=3e-3, amp="none", run_dir=tmp_path, **FAST)
     cached = train(tiny, name="views2", feature_views=2, **kw)
     plain = train(tiny, name="plain", feature_cache=False, **kw)
     one_view = train(tiny, name="views1", feature_views=1, **kw)
@@ -390,3 +390,27 @@ def test_bf16_autocast_trains_and_caches_features(tiny, tmp_path):
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
     assert "cached frozen-backbone features" in (run.dir / "train.log").read_text()
     assert Run.load(run.dir).config["amp"] == "bf16"
+
+
+def test_auto_precision_caches_features_in_bf16_and_trains_in_fp32(monkeypatch):
+    """--amp auto (the default): bf16 for the frozen part's inference pass where the CPU has bf16
+    kernels, fp32 for training steps; none and bf16 mean what they say."""
+    from transferlab import precision
+
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
+    assert precision.inference_amp("auto") == "bf16" and precision.training_amp("auto") == "none"
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": False)
+    assert precision.inference_amp("auto") == "none"
+    assert precision.inference_amp("bf16") == precision.training_amp("bf16") == "bf16"
+    assert precision.inference_amp("none") == precision.training_amp("none") == "none"
+    with pytest.raises(ConfigError, match="--amp"):
+        precision.check_amp("fp8")
+    lower = torch.nn.Conv2d(3, 4, 3)
+    seen = []
+    lower.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    from transferlab.train.features import extract
+
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
+    feats, _ = extract(lower, [(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]))], device=torch.device("cpu"),
+                       amp="auto", progress=False)
+    assert seen == [torch.bfloat16] and feats.dtype == torch.float32  # computed in bf16, stored in fp32

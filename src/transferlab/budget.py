@@ -187,6 +187,33 @@ def scratch_seconds(p: Probe, n_train: int, n_val: int, epochs: int) -> float:
     return epochs * (n_train / p.train_ips + n_val / p.infer_ips)
 
 
+def fit_schedule(p: Probe, n_train: int, n_val: int, seconds: float, *, views: int = 4,
+                 epochs: tuple[int, int] | None = None) -> tuple[dict, float] | None:
+    """The train() options that fill ``seconds`` with the probed recipe on this data, and their
+    estimated time: fine-tuning epochs (transfer; ``epochs`` bounds, default 2-12) or epochs
+    (from scratch; default 3-40), with a hard ``time_limit`` a quarter above the estimate. None when
+    even the lower bound does not fit."""
+    if p.cache_ips is not None:
+        low, high = epochs or (MIN_FINE_TUNE, MAX_FINE_TUNE)
+        fixed = transfer_seconds(p, n_train, n_val, 0, views)
+        per_epoch = transfer_seconds(p, n_train, n_val, 1, views) - fixed
+        n = min(high, int((seconds - fixed) // per_epoch)) if seconds > fixed else 0
+        if n < low:
+            return None
+        est = fixed + n * per_epoch
+        options = {"input_size": p.input_size, "crop_pct": p.crop_pct, "fine_tune": n, "feature_views": min(views, n)}
+    else:
+        low, high = epochs or (MIN_SCRATCH_EPOCHS, MAX_SCRATCH_EPOCHS)
+        per_epoch = scratch_seconds(p, n_train, n_val, 1)
+        n = min(high, int(seconds // per_epoch)) if seconds > 0 else 0
+        if n < low:
+            return None
+        est = n * per_epoch
+        options = {"input_size": p.input_size, "epochs": n}
+    options["time_limit"] = round(est * 1.25 + 10, 1)
+    return options, est
+
+
 def plan_budget(splits: DataSplits, budget: float, *, transfer: Sequence[str] | None = None,
                 scratch: Sequence[str] | None = None, weights=None, log: Callable[[str], None] = print) -> BudgetPlan:
     """Pick recipes, input sizes and epochs that fit ``budget`` seconds of training on this machine.
@@ -215,23 +242,19 @@ def plan_budget(splits: DataSplits, budget: float, *, transfer: Sequence[str] | 
         p = probe(name, splits)
         plan.probes.append(p)
         defaults = TrainConfig(model=name).resolve(get_recipe(name).defaults)
-        views = defaults.feature_views or 1
         share = left() * PRIMARY_SHARE
         if p.cache_ips is None:  # no cut: the whole backbone fine-tunes on images
             continue
-        fixed = transfer_seconds(p, n_train, n_val, 0, views)
-        per_epoch = transfer_seconds(p, n_train, n_val, 1, views) - fixed
-        fine_tune = min(MAX_FINE_TUNE, int((share - fixed) // per_epoch)) if share > fixed else 0
-        if fine_tune < MIN_FINE_TUNE:
-            plan.notes.append(f"{name} at {p.input_size} px needs about {_fmt(fixed + MIN_FINE_TUNE * per_epoch)} for "
-                              f"{MIN_FINE_TUNE} fine-tuning epochs; {_fmt(share)} are available for it")
+        fitted = fit_schedule(p, n_train, n_val, share, views=defaults.feature_views or 1)
+        if fitted is None:
+            need = transfer_seconds(p, n_train, n_val, MIN_FINE_TUNE, defaults.feature_views or 1)
+            plan.notes.append(f"{name} at {p.input_size} px needs about {_fmt(need)} for {MIN_FINE_TUNE} fine-tuning "
+                              f"epochs; {_fmt(share)} are available for it")
             continue
-        primary_time = fixed + fine_tune * per_epoch
+        options, primary_time = fitted
         why = ("the most accurate pretrained backbone here whose schedule fits" if name == candidates[0]
                else f"the larger backbones do not fit {_fmt(share)}")
-        plan.choices.append(Choice(name, {"input_size": p.input_size, "crop_pct": p.crop_pct, "fine_tune": fine_tune,
-                                          "feature_views": min(views, fine_tune),
-                                          "time_limit": round(primary_time * 1.25 + 10, 1)}, primary_time, why))
+        plan.choices.append(Choice(name, options, primary_time, why))
         break
     remaining = left() - primary_time
     for name in scratch:
@@ -239,17 +262,14 @@ def plan_budget(splits: DataSplits, budget: float, *, transfer: Sequence[str] | 
         p = probe(name, splits)
         plan.probes.append(p)
         remaining = left() - primary_time
-        per_epoch = scratch_seconds(p, n_train, n_val, 1)
-        epochs = min(MAX_SCRATCH_EPOCHS, int(remaining // per_epoch)) if remaining > 0 else 0
-        if epochs >= MIN_SCRATCH_EPOCHS:
+        fitted = fit_schedule(p, n_train, n_val, remaining)
+        if fitted is not None:
             why = ("for comparison: a net trained from scratch on the time left" if plan.choices
                    else "no pretrained backbone fits: the best from-scratch net that does")
-            plan.choices.append(Choice(name, {"input_size": p.input_size, "epochs": epochs,
-                                              "time_limit": round(epochs * per_epoch * 1.25 + 10, 1)},
-                                       epochs * per_epoch, why))
+            plan.choices.append(Choice(name, fitted[0], fitted[1], why))
             break
-        plan.notes.append(f"{name} at {p.input_size} px needs {_fmt(MIN_SCRATCH_EPOCHS * per_epoch)} for "
-                          f"{MIN_SCRATCH_EPOCHS} epochs; {_fmt(max(0.0, remaining))} are left")
+        plan.notes.append(f"{name} at {p.input_size} px needs {_fmt(scratch_seconds(p, n_train, n_val, MIN_SCRATCH_EPOCHS))}"
+                          f" for {MIN_SCRATCH_EPOCHS} epochs; {_fmt(max(0.0, remaining))} are left")
     if not plan.choices:
         raise ConfigError(f"no model fits a budget of {_fmt(budget)} on this machine for {n_train} training images "
                           f"(see the probes above); give a larger --budget")

@@ -5,13 +5,14 @@ This module imports nothing heavy: the CLI builds its parser from it without loa
 """
 from __future__ import annotations
 
-AUGMENTS = ("none", "light", "strong")               # transferlab.data.transforms.build_transform presets
+AUGMENTS = ("none", "shift", "light", "strong")      # transferlab.data.transforms.build_transform presets
 FREEZE_POLICIES = ("frozen", "full")                 # transferlab.models.apply_freeze
 OPTIMIZERS = ("sgd", "adam", "adamw")                # transferlab.train.schedule.build_optimizer
 SCHEDULES = ("constant", "cosine", "step")           # transferlab.train.schedule.build_scheduler
 MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
-AMP_MODES = ("none", "bf16")                         # autocast in training and feature caching
+AMP_MODES = ("auto", "none", "bf16")                 # transferlab.precision: bf16 autocast where it pays
 EVAL_SPLITS = ("val", "test", "train", "all")        # transferlab.evaluate
 EXPORT_FORMATS = ("onnx", "torchscript")             # transferlab.export
 QUANTIZE = ("int8",)
+TRACKERS = ("tensorboard", "mlflow")                 # transferlab.tracking: train --log
 BACKENDS = ("auto", "onnx", "int8", "torch")         # transferlab.predict.Predictor

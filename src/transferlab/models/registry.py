@@ -18,7 +18,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_MEAN = TF_STD = (0.5, 0.5, 0.5)
 
 SCRATCH_DEFAULTS = {"augment": "none", "lr": 1e-3, "weight_decay": 0.0, "freeze": "full", "optimizer": "adamw",
-                    "epochs": 15, "warmup": 1}
+                    "epochs": 10, "warmup": 1, "batch_size": 128}
 TRANSFER_DEFAULTS = {"augment": "light", "lr": 1e-3, "weight_decay": 1e-4, "freeze": "frozen", "optimizer": "adam",
                      "fine_tune_lr": 1e-4}
 # The CPU transfer recipe for backbones whose lower blocks can be cut off and cached: one epoch of
@@ -176,14 +176,15 @@ def _ensure_builtins() -> None:
         return build
 
     # the from-scratch ladder: one network, one technique added per rung
-    _scratch("cnn_base", "(conv3x3 > conv3x3 > maxpool) x 3-5 > flatten > dense 256", ladder(), head=HIDDEN)
+    _scratch("cnn_base", "(conv3x3 > conv3x3 > maxpool) x 3-5, 16-128 filters > flatten > dense 256", ladder(),
+             head=HIDDEN)
     _scratch("cnn_aug", "cnn_base + augmentation (flip + shift)", ladder(), head=HIDDEN, augment="shift")
     _scratch("cnn_bn", "cnn_aug + batch norm after each conv", ladder(batch_norm=True), head=HIDDEN,
              augment="shift", lr=3e-3)
     _scratch("cnn_dropout", "cnn_bn + dropout after each stage and in the head + L2 weight decay",
              ladder(batch_norm=True, dropout=0.1), head=HIDDEN, dropout=(0.3,), augment="shift", lr=3e-3,
              weight_decay=0.05)
-    _scratch("resnet_scratch", "ResNet, basic blocks 2-2-2-2, 32-256 channels (timm ResNet; 3x3 stem for small inputs)",
+    _scratch("resnet_scratch", "ResNet, basic blocks 2-2-2-2, 16-128 channels (timm ResNet; full-resolution stem for small inputs)",
              resnet(), timm_name="resnet18", augment="shift", lr=3e-3, weight_decay=0.05, label_smoothing=0.1)
     _scratch("resnet34_scratch", "ResNet-34 (timm ResNet, basic blocks 3-4-6-3, 64-512 channels), the seeds' model",
              resnet(layers=(3, 4, 6, 3), channels=(64, 128, 256, 512), small_input_stem=False), timm_name="resnet34",

@@ -35,9 +35,11 @@ from ..data import DataSplits, ImageDataset, build_transform, load_data
 from ..errors import ConfigError
 from ..models import apply_freeze, create_model, get_recipe
 from ..models.freeze import check_policy, check_unfreeze_last, resolve_unfreeze_from
+from ..tracking import make_trackers
+from . import adapt
 from . import distributed as D
 from . import features
-from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TimeLimit
 from .config import TrainConfig
 from .loop import Trainer
 from .run import Run
@@ -53,14 +55,16 @@ def train(data, model: str = "mobilenet_v2", *, callbacks: list[Callback] | None
     ``data`` is a dataset folder / CSV (see ``transferlab.data.load_data``) or a ``DataSplits``.
     Options (all keyword; ``None`` means the recipe's default) are the fields of
     :class:`~transferlab.train.config.TrainConfig`, the same as the CLI flags: ``epochs=10,
-    batch_size=32, lr, optimizer (sgd|adam|adamw), momentum, nesterov, schedule, warmup, step_size,
-    gamma, min_lr, weight_decay, label_smoothing, class_weights (None|"auto"|[w...]), augment,
-    freeze (frozen|full), unfreeze_from, unfreeze_last, fine_tune (epochs of a 2nd, unfrozen
-    phase), fine_tune_lr, head, dropout, pretrained, weights, input_size, val_ratio=0.2, seed=0,
-    workers, cache, feature_cache=True, feature_views, early_stopping (patience), monitor="val_loss",
+    batch_size=32`` (both adapted to a tiny training set when not given), ``lr, optimizer
+    (sgd|adam|adamw), momentum, nesterov, schedule, warmup, step_size, gamma, min_lr, weight_decay,
+    label_smoothing, class_weights (None|"auto"|[w...]), augment, freeze (frozen|full),
+    unfreeze_from, unfreeze_last, fine_tune (epochs of a 2nd, unfrozen phase), fine_tune_lr, head,
+    dropout, pretrained, weights, input_size, val_ratio=0.2, seed=0, workers, cache,
+    feature_cache=True, feature_views, early_stopping (patience), monitor="val_loss",
     min_delta, restore_best, reduce_lr (patience), reduce_lr_factor, reduce_lr_min, device, threads,
     channels_last, amp ("none"|"bf16"), run_dir="runs", name (default: the recipe), resume,
-    overwrite``. ``callbacks`` are extra :class:`~transferlab.train.callbacks.Callback` objects.
+    overwrite, log (["tensorboard", "mlflow"])``. ``callbacks`` are extra
+    :class:`~transferlab.train.callbacks.Callback` objects.
 
     >>> run = train("DATA", model="cnn_bn", epochs=5)          # doctest: +SKIP
     >>> run.dir, run.history[-1]["val_acc"]                     # doctest: +SKIP
@@ -176,6 +180,9 @@ class Session:
 
     def __init__(self, cfg: TrainConfig, data, user_callbacks: list, progress: bool):
         self.cfg = cfg
+        self.given = cfg                               # the options as the user set them
+        self.adapted: list[str] = []                   # options adapted to a tiny training set
+        self.data_warnings: list[str] = []             # kept in config.json ("warnings")
         self.data = data
         self.user_callbacks = list(user_callbacks)
         self.progress = progress
@@ -184,6 +191,7 @@ class Session:
         self.run_dir = Path(cfg.run_dir) / (cfg.name or cfg.model)
         self.lock: runfolder.RunLock | None = None
         self.history: list[dict[str, Any]] = []
+        self.started = time.monotonic()                # --time-limit counts from here
 
     # ---- output -----------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -213,6 +221,9 @@ class Session:
             state = runfolder.load_state(self.run_dir) if mode == "resume" else None
             if state is not None and state["classes"] != list(splits.classes):
                 raise ConfigError(f"cannot resume {self.run_dir}: the data's classes differ from the run's")
+            if state is None:
+                self.cfg = cfg = self.size_for_data(recipe, splits)
+                self.cfg = cfg = self.adapt_to_data(splits)
             model = self.build_model(splits.classes, resuming=state is not None)
             phases = plan_phases(cfg)
             check_phases(model, phases)
@@ -246,13 +257,33 @@ class Session:
         return splits
 
     # ---- 3. model ---------------------------------------------------------------------------------
+    def size_for_data(self, recipe, splits: DataSplits) -> TrainConfig:
+        """The input size (and crop) for this data when not given: see ``Recipe.input_for``."""
+        cfg = self.cfg
+        if cfg.input_size is not None:
+            return cfg
+        side = splits.typical_side()
+        size, crop = recipe.input_for(side)
+        if side:
+            self.log(f"input size {size} px for {recipe.name} (the training images' median shorter side is "
+                     f"{side:.0f} px)")
+        return dataclasses.replace(cfg, input_size=size, crop_pct=cfg.crop_pct if cfg.crop_pct is not None else crop)
+
+    def adapt_to_data(self, splits: DataSplits) -> TrainConfig:
+        """Batch size and epochs for a tiny training set when not given, and a warning when validation
+        is too small to trust (see :mod:`transferlab.train.adapt`); logged once the run folder is ours."""
+        cfg, self.adapted = adapt.adapt_to_data(self.cfg, self.given, len(splits.train), self.dist.world_size)
+        note = adapt.validation_note(len(splits.val))
+        self.data_warnings = [*splits.warnings, *([note] if note else [])]
+        return cfg
+
     def build_model(self, classes: list[str], *, resuming: bool):
         """The recipe's model; a resume reads no pretrained weights (the saved state holds every tensor)."""
         cfg = self.cfg
         seed_everything(cfg.seed)
         return create_model(cfg.model, len(classes), pretrained=False if resuming else cfg.pretrained,
                             weights=None if resuming else cfg.weights, head=tuple(cfg.head), dropout=cfg.dropout,
-                            input_size=cfg.input_size)
+                            input_size=cfg.input_size, crop_pct=cfg.crop_pct)
 
     # ---- 4. run folder ----------------------------------------------------------------------------
     def take_run_dir(self, mode: str) -> None:
@@ -294,6 +325,11 @@ class Session:
             if weights is not None:
                 self.log(f"pretrained weights: {weights['source']} ({weights['matched']} tensors"
                          + (f", sha256 {weights['sha256'][:12]}" if weights.get("sha256") else "") + ")")
+            for line in self.adapted:
+                self.log(f"adapted to the data: {line}")
+            note = adapt.validation_note(len(splits.val))
+            if note:
+                self.log(f"warning: {note}")
         callbacks = self.make_callbacks()
         if state is not None:
             self.history = list(state["history"])
@@ -308,8 +344,13 @@ class Session:
         runner = PhaseRunner(self, model, meta, datasets, callbacks, channels_last,
                              class_weight_tensor(cfg.class_weights, [y for _, y in splits.train], len(classes)))
         start = state["phase"] + (1 if state["phase_finished"] else 0) if state else 0
+        limit = next((cb for cb in callbacks if isinstance(cb, TimeLimit)), None)
         try:
             for phase in phases[start:]:
+                if limit is not None and self.history and (limit.expired or limit.remaining() <= 0):
+                    self.log(f"time limit: phase {phase.index + 1} not started; the run ends with what it has")
+                    runner.commit(None, phase=len(phases) - 1, phase_finished=True, finished=True)
+                    break
                 resume = state if (state and state["phase"] == phase.index and not state["phase_finished"]) else None
                 runner.run(phase, resume, len(phases))
         except KeyboardInterrupt:
@@ -350,6 +391,9 @@ class Session:
             cbs.append(ReduceLROnPlateau(monitor=cfg.monitor, factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr,
                                          min_lr=cfg.reduce_lr_min))
         cbs.append(ModelCheckpoint(self.run_dir, monitor=cfg.monitor, min_delta=cfg.min_delta))
+        if cfg.time_limit is not None:
+            cbs.append(TimeLimit(cfg.time_limit, start=self.started))
+        cbs += make_trackers(cfg.log, self.run_dir, final_phase=len(plan_phases(cfg)) - 1)  # --log
         return cbs + self.user_callbacks
 
     def config_json(self, splits: DataSplits, meta: dict, channels_last: bool, model) -> dict:
@@ -358,7 +402,7 @@ class Session:
         return {**cfg.to_dict(), "classes": meta["classes"], "num_classes": meta["num_classes"],
                 "data": str(splits.root if splits.root else self.data), "layout": splits.layout,
                 "data_cfg": meta["data_cfg"], "split_counts": counts, "head": meta["head"], "dropout": meta["dropout"],
-                "pretrained_weights": weights_record(model),
+                "pretrained_weights": weights_record(model), "adapted": self.adapted, "warnings": self.data_warnings,
                 "world_size": self.dist.world_size, "device": str(self.device), "channels_last": channels_last,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "versions": {"python": platform.python_version(), "torch": torch.__version__, "transferlab": __version__}}
@@ -367,10 +411,10 @@ class Session:
         cfg = self.cfg
         done = self.history[-1]["epoch"] if self.history else 0
         if not done:
-            self.log("interrupted before the first epoch finished: nothing to resume")
+            self.log("no epoch had finished: nothing to resume")
             return
         data_arg = self.data if not isinstance(self.data, DataSplits) else splits.root
-        self.log(f"interrupted: {done} completed epoch(s) are saved in {self.run_dir}; continue with:\n"
+        self.log(f"{done} completed epoch(s) are saved in {self.run_dir}; continue with:\n"
                  f"  transferlab train {data_arg} --model {cfg.model} --run-dir {cfg.run_dir} "
                  f"--name {cfg.name} --resume")
 
@@ -396,8 +440,9 @@ class PhaseRunner:
                                  unfreeze_last=phase.unfreeze_last)
         inputs = features.phase_inputs(
             model, self.datasets,
-            features.Settings(batch_size=cfg.batch_size, seed=cfg.seed, views=cfg.feature_views, workers=cfg.workers,
-                              amp=cfg.amp, enabled=cfg.feature_cache),
+            features.Settings(batch_size=cfg.batch_size, seed=cfg.seed, views=min(cfg.feature_views, phase.epochs),
+                              workers=cfg.workers,
+                              amp=cfg.amp, augment=cfg.augment, enabled=cfg.feature_cache),
             dist=s.dist, device=s.device, channels_last=self.channels_last, progress=s.progress, log=s.log)
         what = "head" if phase.policy == "frozen" else model.freeze_policy
         s.log(f"phase {phase.index + 1}/{n_phases}: {what}, {trainable:,} trainable parameters, lr {phase.lr:g}"

@@ -14,18 +14,25 @@ written, with classes, data_cfg, split counts and environment, to ``RUN/config.j
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..choices import AMP_MODES, AUGMENTS, FREEZE_POLICIES, MONITORS, OPTIMIZERS, SCHEDULES
+from ..choices import AMP_MODES, AUGMENTS, FREEZE_POLICIES, MONITORS, OPTIMIZERS, SCHEDULES, TRACKERS
 from ..errors import ConfigError
 
-FALLBACK_DEFAULTS = {"lr": 1e-3, "augment": "none", "weight_decay": 0.0, "freeze": "full", "optimizer": "adam"}
-# filled from the recipe when left at None
-RECIPE_OPTIONS = ("lr", "augment", "weight_decay", "freeze", "optimizer", "label_smoothing", "schedule", "warmup")
+# Options left at None take the recipe's default (Recipe.defaults), else these.
+FALLBACK_DEFAULTS = {"epochs": 10, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "warmup": 0,
+                     "weight_decay": 0.0, "label_smoothing": 0.0, "augment": "none", "freeze": "full", "fine_tune": 0,
+                     "fine_tune_lr": None, "unfreeze_from": None, "unfreeze_last": None, "feature_views": None}
+RECIPE_OPTIONS = tuple(FALLBACK_DEFAULTS)
+# the package each --log tracker needs (the [tracking] extra)
+TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+# what the freezing plan is made of: taken from the recipe only as a whole, when the user set none of it
+FREEZE_PLAN = ("freeze", "fine_tune", "unfreeze_from", "unfreeze_last")
 
 
 def option(default=None, help: str = "", group: str = "optimisation", *, choices: tuple | None = None,
@@ -41,8 +48,9 @@ def option(default=None, help: str = "", group: str = "optimisation", *, choices
 class TrainConfig:
     model: str = option("mobilenet_v2", "recipe name (transferlab models), or timm:NAME", "model and data")
     # -- optimisation
-    epochs: int = option(10, "epochs (of the first phase)")
-    batch_size: int = option(32, "batch size per process")
+    epochs: int | None = option(None, "epochs (of the first phase; default: the recipe's, else 10)")
+    batch_size: int | None = option(None, "batch size per process (default: the recipe's, else 32; smaller for a "
+                                          "tiny training set, so that an epoch has several steps)")
     lr: float | None = option(None, "learning rate (default: the recipe's)")
     optimizer: str | None = option(None, "optimizer (default: the recipe's)", choices=OPTIMIZERS)
     momentum: float = option(0.9, "SGD momentum")
@@ -63,9 +71,9 @@ class TrainConfig:
                                 "model and data", choices=FREEZE_POLICIES)
     unfreeze_from: int | None = option(None, "train backbone layers N.. and the head", "model and data", metavar="N")
     unfreeze_last: int | None = option(None, "train the last K backbone blocks and the head", "model and data", metavar="K")
-    fine_tune: int = option(0, "after --epochs of head-only training, fine-tune this many epochs with the backbone "
-                               "unfrozen (all, or --unfreeze-from/--unfreeze-last) at --fine-tune-lr",
-                            "model and data", metavar="EPOCHS")
+    fine_tune: int | None = option(None, "after --epochs of head-only training, fine-tune this many epochs with the "
+                                         "backbone unfrozen (all, or --unfreeze-from/--unfreeze-last) at --fine-tune-lr "
+                                         "(default: the recipe's, else 0)", "model and data", metavar="EPOCHS")
     fine_tune_lr: float | None = option(None, "lr of the fine-tuning phase (default: the recipe's, else lr/10)",
                                         "model and data")
     head: list[int] = option(None, "hidden dense layers of the head, e.g. 256,128", "model and data",
@@ -73,16 +81,21 @@ class TrainConfig:
     dropout: list[float] | None = option(None, "head dropout: one value or one per hidden layer, e.g. 0.5,0.3",
                                          "model and data")
     pretrained: bool | None = option(None, "use pretrained weights (default: the recipe's)", "model and data")
-    weights: str | None = option(None, "pretrained weight file, or a folder of them", "model and data", metavar="PATH")
-    input_size: int | None = option(None, "input image size (default: the recipe's)", "model and data")
+    weights: str | None = option(None, "pretrained weights: a file, a folder (the file that fits is chosen by its "
+                                       "tensors), or RECIPE=FILE[,RECIPE=FILE...]", "model and data", metavar="PATH")
+    input_size: int | None = option(None, "input image size (default: chosen for the data: scratch nets near the "
+                                          "images' own size, pretrained nets 128 px for small images, else their "
+                                          "native size)", "model and data")
+    crop_pct: float | None = option(None, "fraction of the resized image the centre crop keeps (default: the "
+                                          "recipe's; 1.0 for small images)", "model and data")
     val_ratio: float = option(0.2, "fraction held out for validation", "model and data")
     seed: int = option(0, "seed of split, init, augmentation and order", "model and data")
     workers: int | None = option(None, "data loader processes (default: 0 with cached small images, else 2)",
                                  "model and data")
     cache: bool = option(True, "decode images once into the image cache", "model and data")
     feature_cache: bool = option(True, "compute the frozen part's features once and train on them", "model and data")
-    feature_views: int | None = option(None, "augmented views cached for feature caching "
-                                             "(default 1 without augmentation, else min(epochs, 4))",
+    feature_views: int | None = option(None, "augmented views cached for feature caching, at most one per epoch "
+                                             "of a phase (default: the recipe's; 1 without augmentation, else 4)",
                                        "model and data", metavar="K")
     # -- callbacks
     early_stopping: int | None = option(None, "stop after PATIENCE epochs without improvement", "callbacks",
@@ -95,16 +108,23 @@ class TrainConfig:
                                    "callbacks", metavar="PATIENCE")
     reduce_lr_factor: float = option(0.1, "lr factor of ReduceLROnPlateau", "callbacks")
     reduce_lr_min: float = option(0.0, "lower bound of the lr", "callbacks")
+    time_limit: float | None = option(None, "stop cleanly before this much wall-clock time (e.g. 600, 90s, 15m, 1h), "
+                                            "keeping the best checkpoint", "callbacks", metavar="DURATION")
     # -- speed
     device: str | None = option(None, "cpu | cuda | cuda:N (default: cuda if available, else cpu)", "speed")
     threads: int | None = option(None, "CPU threads (default: all cores, shared among torchrun processes)", "speed")
     channels_last: bool | None = option(None, "channels-last memory format (default: on for CPU)", "speed")
-    amp: str = option("none", "bf16 autocast", "speed", choices=AMP_MODES)
+    amp: str = option("auto", "bf16 autocast: auto = for feature caching where the CPU has bf16 kernels, "
+                              "bf16 = also for training, none = fp32", "speed", choices=AMP_MODES)
     # -- run folder
     run_dir: str = option("runs", "parent folder of runs", "run folder")
     name: str | None = option(None, "run name (default: the recipe name)", "run folder")
     resume: bool = option(False, "continue the run RUN_DIR/NAME from its last completed epoch", "run folder")
     overwrite: bool = option(False, "replace an existing run of the same name", "run folder")
+    log: list[str] = option(None, "experiment tracking: tensorboard (event files in RUN/tensorboard) and/or mlflow "
+                                  "(MLFLOW_TRACKING_URI, else MLflow's local store), comma-separated; needs "
+                                  "pip install 'transferlab[tracking]'", "run folder", choices=TRACKERS,
+                            metavar="tensorboard,mlflow", default_factory=list)
 
     def __post_init__(self) -> None:
         hints = _hints()
@@ -121,14 +141,15 @@ class TrainConfig:
 
         def one_of(name: str, choices: tuple) -> None:
             value = getattr(self, name)
-            need(value is None or value in choices, f"unknown --{name.replace('_', '-')} {value!r}: choose from "
-                                                    f"{', '.join(choices)}")
+            for v in (value if isinstance(value, (list, tuple)) else [value]):
+                need(v is None or v in choices, f"unknown --{name.replace('_', '-')} {v!r}: choose from "
+                                                f"{', '.join(choices)}")
 
         for f in dataclasses.fields(self):
             if f.metadata.get("choices"):
                 one_of(f.name, f.metadata["choices"])
-        need(int(self.epochs) >= 1, f"--epochs must be at least 1, got {self.epochs}")
-        need(int(self.batch_size) >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        need(self.epochs is None or int(self.epochs) >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        need(self.batch_size is None or int(self.batch_size) >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), f"--lr must be a positive number, got {self.lr}")
         need(self.warmup is None or int(self.warmup) >= 0, f"--warmup must be >= 0 epochs, got {self.warmup}")
         need(self.step_size is None or int(self.step_size) >= 1, f"--step-size must be at least 1, got {self.step_size}")
@@ -144,7 +165,7 @@ class TrainConfig:
         need(self.unfreeze_from is None or int(self.unfreeze_from) >= 0, f"--unfreeze-from must be >= 0, got {self.unfreeze_from}")
         need(self.unfreeze_last is None or int(self.unfreeze_last) >= 1, f"--unfreeze-last must be at least 1, got {self.unfreeze_last}")
         need(self.unfreeze_from is None or self.unfreeze_last is None, "give --unfreeze-from or --unfreeze-last, not both")
-        need(int(self.fine_tune) >= 0, f"--fine-tune must be >= 0 epochs, got {self.fine_tune}")
+        need(self.fine_tune is None or int(self.fine_tune) >= 0, f"--fine-tune must be >= 0 epochs, got {self.fine_tune}")
         need(not (self.fine_tune and self.freeze == "full"),
              "--fine-tune trains the head first with the backbone frozen; it cannot be combined with --freeze full")
         need(self.fine_tune_lr is None or self.fine_tune_lr > 0, f"--fine-tune-lr must be positive, got {self.fine_tune_lr}")
@@ -153,11 +174,13 @@ class TrainConfig:
                  else [] if self.dropout is None else [self.dropout])
         need(all(0.0 <= float(d) < 1.0 for d in drops), f"--dropout values must be in [0, 1), got {self.dropout}")
         need(self.input_size is None or int(self.input_size) >= 8, f"--input-size must be at least 8, got {self.input_size}")
+        need(self.crop_pct is None or 0.0 < self.crop_pct <= 1.0, f"--crop-pct must be in (0, 1], got {self.crop_pct}")
         need(0.0 < self.val_ratio < 1.0, f"--val-ratio must be between 0 and 1, got {self.val_ratio}")
         need(self.workers is None or int(self.workers) >= 0, f"--workers must be >= 0, got {self.workers}")
         need(self.feature_views is None or int(self.feature_views) >= 1, f"--feature-views must be at least 1, got {self.feature_views}")
         need(self.early_stopping is None or int(self.early_stopping) >= 0, f"--early-stopping patience must be >= 0, got {self.early_stopping}")
         need(self.reduce_lr is None or int(self.reduce_lr) >= 1, f"--reduce-lr patience must be at least 1, got {self.reduce_lr}")
+        need(self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}")
         need(0.0 < self.reduce_lr_factor < 1.0, f"--reduce-lr-factor must be between 0 and 1, got {self.reduce_lr_factor}")
         need(self.threads is None or int(self.threads) >= 1, f"--threads must be at least 1, got {self.threads}")
         need(self.device is None or self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
@@ -167,20 +190,34 @@ class TrainConfig:
             need(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                  f"--name must be a plain folder name, got {self.name!r}")
         need(not (self.resume and self.overwrite), "give --resume or --overwrite, not both")
+        missing = [t for t in self.log if importlib.util.find_spec(TRACKER_MODULES[t]) is None]
+        need(not missing, f"--log {','.join(missing)} needs the tracking extra: pip install 'transferlab[tracking]'")
         return self
 
     # ---- recipe defaults -----------------------------------------------------------------------
     def resolve(self, recipe_defaults: dict | None) -> "TrainConfig":
-        """Fill options left at ``None`` from the recipe's defaults and validate (returns a new config)."""
-        d = {**FALLBACK_DEFAULTS, "schedule": "cosine", "warmup": 0, "label_smoothing": 0.0, **(recipe_defaults or {})}
-        updates = {k: d[k] for k in RECIPE_OPTIONS if getattr(self, k) is None}
+        """Fill options left at ``None`` from the recipe's defaults and validate (returns a new config).
+
+        The freezing plan (``freeze``, ``fine_tune``, ``unfreeze_from``, ``unfreeze_last``) comes from
+        the recipe only when none of it was given, so that e.g. ``--freeze full`` or
+        ``--unfreeze-from 40`` never mixes with the recipe's own plan. ``fine_tune_lr`` defaults to
+        the recipe's, or to ``lr / 10`` when ``lr`` was given.
+        """
+        d = {**FALLBACK_DEFAULTS, **(recipe_defaults or {})}
+        own_plan = any(getattr(self, k) is not None for k in FREEZE_PLAN)
+        updates = {k: (FALLBACK_DEFAULTS[k] if own_plan and k in FREEZE_PLAN else d[k])
+                   for k in RECIPE_OPTIONS if getattr(self, k) is None}
         cfg = dataclasses.replace(self, **updates)
+        if cfg.freeze is None:
+            cfg.freeze = d["freeze"]
         if cfg.fine_tune:
             cfg.freeze = "frozen"
+        if self.fine_tune_lr is None and self.lr is not None:
+            cfg.fine_tune_lr = float(cfg.lr) / 10.0
         if cfg.fine_tune and cfg.fine_tune_lr is None:
-            cfg.fine_tune_lr = float(d.get("finetune_lr") or cfg.lr / 10.0) if self.lr is None else cfg.lr / 10.0
+            cfg.fine_tune_lr = float(cfg.lr) / 10.0
         if cfg.feature_views is None:
-            cfg.feature_views = 1 if cfg.augment == "none" else min(cfg.epochs, 4)
+            cfg.feature_views = 1 if cfg.augment == "none" else 4
         if cfg.name is None:
             cfg.name = cfg.model.replace(":", "-").replace("/", "-")
         return cfg.validate()
@@ -226,6 +263,10 @@ def convert(name: str, text: str, hint) -> Any:
     kind = base_type(hint)
     if name == "class_weights":
         return text if text.strip() == "auto" else parse_float_list(text, flag)
+    if name == "time_limit":
+        return parse_duration(text, flag)
+    if name == "log":
+        return [t.strip() for t in text.replace(" ", ",").split(",") if t.strip()]
     if kind is list:
         item = list_item_type(hint)
         return parse_int_list(text, flag) if item is int else parse_float_list(text, flag)
@@ -242,6 +283,34 @@ def convert(name: str, text: str, hint) -> Any:
         except ValueError:
             raise ConfigError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
     return text
+
+
+def parse_duration(text: str, flag: str = "--budget") -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"1h"``, ``"1h30m"``, ``"2.5m"`` -> seconds.
+
+    >>> parse_duration("1h30m"), parse_duration("90")
+    (5400.0, 90.0)
+    """
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    s = str(text).strip().lower().replace(" ", "")
+    total, number, seen = 0.0, "", False
+    try:
+        for ch in s:
+            if ch.isdigit() or ch == ".":
+                number += ch
+            elif ch in units and number:
+                total += float(number) * units[ch]
+                number, seen = "", True
+            else:
+                raise ValueError
+        if number:
+            total += float(number)
+            seen = True
+    except ValueError:
+        seen = False
+    if not seen or total <= 0:
+        raise ConfigError(f"{flag} must be a duration such as 600, 90s, 15m or 1h30m; got {text!r}")
+    return total
 
 
 def parse_int_list(text: str, flag: str) -> list[int]:

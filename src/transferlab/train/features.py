@@ -27,7 +27,8 @@ from .. import _progress
 from ..models import split_backbone
 from ..models.freeze import backbone_layers
 from .distributed import DistInfo
-from .loop import autocast, to_device
+from ..precision import autocast, inference_amp
+from .loop import to_device
 from .sampling import image_batches, train_loader, val_loader
 
 DEFAULT_CACHE_GB = 4.0
@@ -187,7 +188,7 @@ def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bo
     lower.eval()
     feats, labels = [], []
     for x, y in _progress.track(loader, description, total=len(loader), progress=progress):
-        with autocast(amp, device):
+        with autocast(inference_amp(amp, device), device):
             f = lower(to_device(x, device, channels_last))
         feats.append(f.float().contiguous().cpu())
         labels.append(torch.as_tensor(y).cpu())

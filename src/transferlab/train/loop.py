@@ -9,7 +9,6 @@ backbone; checkpoints are always of the full ``model``, which shares its paramet
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.progress import TextColumn
 from torch import nn
 
 from .. import _progress
+from ..precision import autocast, training_amp
 from ..checkpoint import save_model
 from .callbacks import Callback
 from .distributed import DistInfo, all_reduce_sum
@@ -76,7 +76,7 @@ class Trainer:
         save_model(path, self.model, {**self.meta, "epoch": int(epoch), "metrics": metrics})
 
     def _autocast(self):
-        return autocast(self.amp, self.device)
+        return autocast(training_amp(self.amp), self.device)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor):
         return to_device(x, self.device, self.channels_last), y.to(self.device, non_blocking=True)
@@ -165,13 +165,6 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
-
-
-def autocast(amp: str, device: torch.device):
-    """bf16 autocast for ``amp="bf16"``, else a no-op context."""
-    if amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
