@@ -18,7 +18,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_MEAN = TF_STD = (0.5, 0.5, 0.5)
 
 SCRATCH_DEFAULTS = {"augment": "none", "lr": 1e-3, "weight_decay": 0.0, "freeze": "full", "optimizer": "adamw",
-                    "epochs": 10, "warmup": 1, "batch_size": 128}
+                    "epochs": 20, "warmup": 1, "batch_size": 128}
 TRANSFER_DEFAULTS = {"augment": "light", "lr": 1e-3, "weight_decay": 1e-4, "freeze": "frozen", "optimizer": "adam",
                      "fine_tune_lr": 1e-4}
 # The CPU transfer recipe for backbones whose lower blocks can be cut off and cached: one epoch of
