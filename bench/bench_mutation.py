@@ -90,6 +90,28 @@ GROUPS: dict[str, dict] = {
 
 # survivors that cannot change behaviour: mutant name -> why (checked by reading each diff)
 EQUIVALENT: dict[str, str] = {
+    "transferlab.compare.runner.x__trained__mutmut_16":
+        'checkpoint_path(run_dir, "best") -> checkpoint_path(run_dir): "best" is the default, the same path',
+    "transferlab.compare.runner.x__write_state__mutmut_7":
+        "json.dumps(state, indent=2) -> indent=None: only the whitespace of state.json changes; every reader parses it",
+    "transferlab.compare.runner.x__write_state__mutmut_9":
+        "json.dumps(state, indent=2) -> no indent: only the whitespace of state.json changes; every reader parses it",
+    "transferlab.compare.runner.x__write_state__mutmut_10":
+        "json.dumps(state, indent=2) -> indent=3: only the whitespace of state.json changes; every reader parses it",
+    "transferlab.compare.runner.x_read_state__mutmut_11":
+        '"utf-8" -> "UTF-8": codec names are case-insensitive',
+    "transferlab.compare.runner.x_check_requests__mutmut_9":
+        'run_dir="runs" -> None: the check only validates options; TrainConfig requires a non-empty run_dir, and '
+        'str(None) is one (the real run folder is checked when training starts)',
+    "transferlab.compare.runner.x_check_requests__mutmut_11":
+        'run_dir="runs" dropped: the TrainConfig default is "runs", the same value',
+    "transferlab.compare.runner.x_check_requests__mutmut_13":
+        'run_dir="runs" -> "XXrunsXX": any non-empty folder name passes the same checks; it is never created',
+    "transferlab.compare.runner.x_check_requests__mutmut_14":
+        'run_dir="runs" -> "RUNS": any non-empty folder name passes the same checks; it is never created',
+    "transferlab.compare.runner.x_check_requests__mutmut_10":
+        "model=name dropped: TrainConfig's checks never read the model name (it only names the run folder when "
+        "--name is not given, and both names are plain); the recipe's own defaults come in through resolve()",
     "transferlab.data.split.x_stratified_split__mutmut_43":
         '"utf-8" -> "UTF-8": codec names are case-insensitive, the class-name bytes are the same',
     "transferlab.train.callbacks.xǁModelCheckpointǁon_epoch_end__mutmut_26":

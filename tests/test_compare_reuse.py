@@ -38,9 +38,11 @@ class Fakes:
         self.fail_resume = False
         self.status_when_trained: list[str] = []
         self.eval_kwargs: list[dict] = []
+        self.data: list = []
 
     def train(self, splits, model="", **kw):
         self.trained.append((model, kw))
+        self.data.append(splits)
         state = json.loads((Path(kw["run_dir"]).parent / "state.json").read_text())
         self.status_when_trained.append(state["models"][model]["status"])  # recorded before training starts
         if kw.get("resume") and self.fail_resume:
@@ -253,7 +255,7 @@ def test_parse_models_and_jsonable():
     assert runner.parse_models(None) is None
     assert runner.parse_models(" a, b,,a ,c") == ["a", "b", "c"]
     assert runner.parse_models(["x", "x", "y"]) == ["x", "y"]
-    with pytest.raises(ConfigError, match="--models is empty"):
+    with pytest.raises(ConfigError, match="^--models is empty: give comma-separated recipe names, e.g. cnn_base,cnn_bn$"):
         runner.parse_models(" , ")
     value = {"p": Path("/x/y"), 1: (1, 2.5, None, True), "o": object}
     assert runner._jsonable(value) == {"p": "/x/y", "1": [1, 2.5, None, True], "o": repr(object)}
@@ -286,6 +288,9 @@ def test_a_message_less_failure_is_named_by_its_type(splits, fakes, tmp_path):
     fakes.fail["cnn_base"] = RuntimeError()
     rows = runner.compare(splits, models=["cnn_base"], out=out, **OPTS)
     assert rows[0]["status"] == "failed" and _state(out)["models"]["cnn_base"]["reason"] == "RuntimeError"
+    fakes.fail["cnn_base"] = RuntimeError("MAX")  # only the separator is stripped from the end
+    runner.compare(splits, models=["cnn_base"], out=out, **OPTS)
+    assert _state(out)["models"]["cnn_base"]["reason"] == "RuntimeError: MAX"
 
 
 def test_bad_metric_and_val_ratio_fail_before_training(splits, fakes, tmp_path):
@@ -294,3 +299,106 @@ def test_bad_metric_and_val_ratio_fail_before_training(splits, fakes, tmp_path):
     with pytest.raises(ConfigError, match="val"):
         runner.compare(splits, models=MODELS, out=tmp_path / "cmp", val_ratio=1.5, **OPTS)
     assert fakes.trained == []
+
+
+def test_state_json_entries_are_exact_while_training_evaluating_and_after(splits, fakes, tmp_path, monkeypatch):
+    """What an interrupted compare finds in state.json at each moment: the entry written before training,
+    the one written after it (read while the model is evaluated), and the final one."""
+    out = tmp_path / "cmp"
+    seen_in_train, seen_in_eval = [], []
+    train, evaluate = fakes.train, fakes.evaluate
+
+    def spy_train(splits_, model="", **kw):
+        seen_in_train.append(_state(out)["models"][model])
+        return train(splits_, model=model, **kw)
+
+    def spy_eval(run_dir, **kw):
+        seen_in_eval.append(dict(_state(out)["models"][Path(run_dir).name]))
+        return evaluate(run_dir, **kw)
+
+    monkeypatch.setattr(runner.train_stage, "train", spy_train)
+    monkeypatch.setattr(runner.evaluate_stage, "evaluate", spy_eval)
+    sections = [{"title": "Data doctor", "lines": ["2 problems"], "link": "doctor/doctor.html"}]
+    runner.compare(splits, models=["cnn_base"], out=out, sections=sections, **OPTS)
+    request = {"epochs": 1, "seed": 0, "val_ratio": 0.2, "input_size": 32}
+    assert seen_in_train == [{"status": "training", "trained": False, "reason": "", "request": request}]
+    wall = seen_in_eval[0].pop("train_wall_seconds")
+    assert wall >= 0 and seen_in_eval == [{"status": "trained", "trained": True, "reason": "", "request": request}]
+    state = _state(out)
+    assert state["models"]["cnn_base"] == {"status": "ok", "trained": True, "reason": "", "request": request,
+                                           "train_wall_seconds": wall}
+    assert state["sections"] == sections
+    # a failed training: exactly these keys, the request kept
+    fakes.fail["cnn_bn"] = RuntimeError("boom")
+    runner.compare(splits, models=["cnn_bn"], out=out, **OPTS)
+    assert _state(out)["models"]["cnn_bn"] == {"status": "failed", "trained": False, "reason": "RuntimeError: boom",
+                                               "request": request}
+    assert _state(out)["sections"] == []  # each compare records its own sections
+
+
+def test_console_lines_for_fresh_training_and_evaluation(splits, fakes, tmp_path):
+    console = Console()
+    runner.compare(splits, models=MODELS, out=tmp_path / "cmp", console=console, **OPTS)
+    assert console.lines == ["[1/2] cnn_base: training", "[1/2] cnn_base: evaluating on val",
+                             "[2/2] cnn_bn: training", "[2/2] cnn_bn: evaluating on val"]
+
+
+def test_defaults_passed_to_training_and_evaluation(splits, fakes, tmp_path, monkeypatch):
+    """Progress on and evaluation batches of 64 unless asked otherwise; no console: nothing printed."""
+    monkeypatch.chdir(tmp_path)
+    runner.compare(splits, models=["cnn_base"], epochs=1, input_size=32)
+    assert fakes.trained[0][1]["progress"] is True
+    assert fakes.eval_kwargs == [{"data": splits, "split": "val", "batch_size": 64, "progress": True}]
+    assert (tmp_path / "compare" / "state.json").is_file()  # OUT defaults to ./compare
+
+
+def test_data_given_as_a_path_is_loaded_with_the_split_options(splits, fakes, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_load(data, **kw):
+        calls.append((data, kw))
+        return splits
+
+    monkeypatch.setattr(runner, "load_data", fake_load)
+    runner.compare("photos/", models=["cnn_base"], out=tmp_path / "a", val_ratio=0.3, seed=5, epochs=1, progress=False)
+    monkeypatch.setattr(runner, "sample_dir", lambda: "SAMPLE")
+    runner.compare(None, models=["cnn_base"], out=tmp_path / "b", epochs=1, progress=False)
+    assert calls == [("photos/", {"val_ratio": 0.3, "seed": 5, "progress": False}),
+                     ("SAMPLE", {"val_ratio": 0.2, "seed": 0, "progress": False})]
+
+
+def test_per_recipe_overrides_apply_to_their_recipe_only_and_are_checked(splits, fakes, tmp_path):
+    out = tmp_path / "cmp"
+    runner.compare(splits, models=MODELS, out=out, overrides={"cnn_bn": {"lr": 0.5}}, **OPTS)
+    lrs = {m: kw.get("lr") for m, kw in fakes.trained}
+    assert lrs == {"cnn_base": None, "cnn_bn": 0.5}
+    assert _state(out)["models"]["cnn_bn"]["request"]["lr"] == 0.5 and "lr" not in _state(out)["models"]["cnn_base"]["request"]
+    fakes.trained.clear()
+    with pytest.raises(ConfigError, match=r"unknown training option\(s\): bogus, other$"):
+        runner.compare(splits, models=MODELS, out=out, other=1, overrides={"cnn_bn": {"bogus": 1}}, **OPTS)
+    with pytest.raises(ConfigError, match=r"--lr"):
+        runner.compare(splits, models=MODELS, out=out, overrides={"cnn_bn": {"lr": -1.0}}, **OPTS)
+    with pytest.raises(ConfigError, match=r"choose from quick, full$"):
+        runner.compare(splits, preset="huge", out=out, progress=False)
+    assert fakes.trained == []
+
+
+def test_evaluation_uses_the_requested_split(fakes, tmp_path, splits):
+    import dataclasses
+
+    with_test = dataclasses.replace(splits, test=list(splits.val))
+    runner.compare(with_test, models=["cnn_base"], out=tmp_path / "cmp", split="test", **OPTS)
+    assert [kw["split"] for kw in fakes.eval_kwargs] == ["test"]
+    assert _state(tmp_path / "cmp")["split"] == "test"
+    assert all(d is with_test for d in fakes.data)  # training gets the scanned splits themselves
+    # finished on the test split: reused (its test metrics exist; no val metrics are needed)
+    runner.compare(with_test, models=["cnn_base"], out=tmp_path / "cmp", split="test", **OPTS)
+    assert len(fakes.eval_kwargs) == 1 and len(fakes.trained) == 1
+
+
+def test_check_requests_checks_each_recipe_with_its_own_overrides():
+    runner.check_requests(["cnn_base", "cnn_bn"], {"lr": 0.01}, {"cnn_bn": {"epochs": 2}}, seed=0, val_ratio=0.2)
+    with pytest.raises(ConfigError, match="--lr"):
+        runner.check_requests(["cnn_base", "cnn_bn"], {}, {"cnn_bn": {"lr": -1.0}})
+    with pytest.raises(ConfigError, match="^unknown training option: .*bogus"):
+        runner.check_requests(["cnn_base"], {"bogus": 1})
