@@ -90,6 +90,12 @@ GROUPS: dict[str, dict] = {
 
 # survivors that cannot change behaviour: mutant name -> why (checked by reading each diff)
 EQUIVALENT: dict[str, str] = {
+    "transferlab.serve.app.x__send_json__mutmut_22":
+        'b"connection" -> b"CONNECTION": HTTP field names are case-insensitive (RFC 9110 5.1); servers lower-case them',
+    "transferlab.serve.app.x__send_json__mutmut_24":
+        'b"close" -> b"CLOSE": connection options are case-insensitive tokens (RFC 9110 7.6.1)',
+    "transferlab.serve.app.xǁBodyLimitMiddlewareǁ__call____mutmut_46":
+        "started = False -> None: only ever tested as `if not started`; both are false",
     "transferlab.compare.runner.x__trained__mutmut_16":
         'checkpoint_path(run_dir, "best") -> checkpoint_path(run_dir): "best" is the default, the same path',
     "transferlab.compare.runner.x__write_state__mutmut_7":

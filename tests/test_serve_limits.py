@@ -17,7 +17,7 @@ from PIL import Image
 
 from test_export_fixtures import digits_run, exported_run  # noqa: F401
 
-from transferlab.serve.app import MAX_FILES, MB, BodyLimitMiddleware
+from transferlab.serve.app import MAX_FILES, MB, BodyLimitMiddleware, UploadTooLarge
 
 DEFAULT_LIMIT = 10 * 1024 * 1024  # README: --max-upload-mb defaults to 10
 
@@ -78,12 +78,17 @@ def test_body_limit_on_content_length_exactly_at_the_limit():
     assert inner.calls == 1  # refused on the header, before the app read anything
     headers = dict(sent[0]["headers"])
     assert headers[b"content-type"] == b"application/json" and int(headers[b"content-length"]) == len(body)
+    assert headers[b"connection"] == b"close"  # the unread rest of the body is not waited for
 
 
 def test_body_limit_counts_the_bytes_received_when_the_header_is_missing_or_lies():
     app = BodyLimitMiddleware(_Echo(), max_bytes=10)
     assert _call(app, [b"x" * 5, b"x" * 5])[:2] == (200, b"10")  # no header, exactly the limit in two chunks
-    assert _call(app, [b"x" * 6, b"x" * 5])[0] == 413            # no header, one byte over
+    status, body, sent = _call(app, [b"x" * 6, b"x" * 5])        # no header, one byte over
+    assert status == 413 and json.loads(body) == {"detail": f"upload too large: the limit is {10 / MB:g} MB per request"}
+    assert dict(sent[0]["headers"])[b"connection"] == b"close"
+    exc = UploadTooLarge(10 * MB)  # the same answer when raised inside a route (FastAPI's handler)
+    assert (exc.status_code, exc.detail) == (413, "upload too large: the limit is 10 MB per request")
     assert _call(app, [b"x" * 6, b"x" * 6], content_length=4)[0] == 413  # the header claims less
     status, body, _ = _call(app, [b"x"], content_length="ten")
     assert status == 400 and json.loads(body)["detail"] == "invalid Content-Length header"
