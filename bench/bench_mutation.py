@@ -2,6 +2,7 @@
 
     python bench/bench_mutation.py                  # every group, about an hour on 2 cores
     python bench/bench_mutation.py --group split    # one group (the others' results are kept)
+    python bench/bench_mutation.py --work W --collect   # score what a run with --work W left (interrupted too)
     bash bench/run_all mutation                     # the same through the benchmark runner
 
 mutmut (a dev tool: ``pip install mutmut``) plants one small change ("mutant") at a time in a copy of
@@ -185,20 +186,29 @@ def scratch_copy(work: Path, group: dict) -> Path:
     return work
 
 
-def run_group(name: str, group: dict, work: Path, children: int) -> dict:
-    folder = scratch_copy(work / name, group)
-    t0 = time.perf_counter()
-    log = folder / "mutmut.log"
-    with log.open("w") as f:
-        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children),
-                               *patterns(group)], cwd=folder, stdout=f, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - t0
+def run_group(name: str, group: dict, work: Path, children: int, collect: bool = False) -> dict:
+    """Run mutmut on the group in a scratch copy under ``work`` and score it; ``collect``: only score
+    what an earlier (possibly interrupted) run left in ``work/name``."""
+    if collect:
+        folder = work / name
+        seconds = None
+        returncode = None
+    else:
+        folder = scratch_copy(work / name, group)
+        t0 = time.perf_counter()
+        log = folder / "mutmut.log"
+        with log.open("w") as f:
+            proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children),
+                                   *patterns(group)], cwd=folder, stdout=f, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - t0
+        returncode = proc.returncode
     exit_codes: dict[str, int | None] = {}
     for meta in (folder / "mutants").rglob("*.meta"):
         exit_codes.update(json.loads(meta.read_text()).get("exit_code_by_key", {}))
     wanted = patterns(group)
     exit_codes = {k: v for k, v in exit_codes.items() if any(fnmatch.fnmatchcase(k, p) for p in wanted)}
-    statuses = {k: STATUS.get(v, "suspicious") for k, v in exit_codes.items()}
+    not_run = sorted(k for k, v in exit_codes.items() if v is None)  # an interrupted run: never tested
+    statuses = {k: STATUS.get(v, "suspicious") for k, v in exit_codes.items() if v is not None}
     rechecked = {k: recheck(folder, k) for k, s in statuses.items() if s == "timeout"}
     statuses.update(rechecked)
     counts = Counter(statuses.values())
@@ -211,14 +221,16 @@ def run_group(name: str, group: dict, work: Path, children: int) -> dict:
         "what": group["what"], "functions": group["functions"], "tests": group["tests"],
         "mutants": len(statuses), "killed": killed, "equivalent": len(equivalent),
         "not_killed": len(open_), "statuses": dict(sorted(counts.items())),
-        "score": round(killed / scored, 4) if scored else None, "seconds": round(seconds),
-        "mutmut_exit_code": proc.returncode,
+        "score": round(killed / scored, 4) if scored else None,
+        "seconds": None if seconds is None else round(seconds), "mutmut_exit_code": returncode,
+        "not_run": len(not_run),
         "timeouts_rechecked": dict(Counter(rechecked.values())),
         "equivalent_mutants": [{"mutant": k, "why": EQUIVALENT[k], "diff": diff(folder, k)} for k in equivalent],
         "surviving_mutants": [{"mutant": k, "status": statuses[k], "diff": diff(folder, k)} for k in open_],
     }
     print(f"[{name}] {killed}/{scored} killed ({result['score']}), {len(equivalent)} equivalent, "
-          f"{len(open_)} not killed, {seconds:.0f} s; log: {log}")
+          f"{len(open_)} not killed" + (f", {len(not_run)} not run" if not_run else "")
+          + ("" if seconds is None else f", {seconds:.0f} s") + f"; log: {folder / 'mutmut.log'}")
     for k in open_:
         print(f"    {statuses[k]}: {k}")
     return result
@@ -249,9 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", choices=sorted(GROUPS), action="append", help="default: every group")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     p.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2)), help="parallel mutants")
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: score what an earlier run left in --work (mutants it did not reach are "
+                        "counted as not run, outside the score)")
     args = p.parse_args(argv)
+    if args.collect and args.work is None:
+        p.error("--collect needs the --work folder of the earlier run")
     try:
-        import mutmut
+        import mutmut  # noqa: F401  (only whether it is installed)
     except ImportError:
         print("mutmut is not installed: pip install 'mutmut>=3.8'", file=sys.stderr)
         return 2
@@ -261,11 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="transferlab-mutation-"))
     try:
         for name in names:
-            groups[name] = run_group(name, GROUPS[name], work, args.max_children)
+            if args.collect and not (work / name / "mutants").is_dir():
+                print(f"[{name}] nothing to collect in {work / name}")
+                continue
+            groups[name] = run_group(name, GROUPS[name], work, args.max_children, collect=args.collect)
             groups[name]["date"] = date.today().isoformat()
+            write_results(groups)  # after each group: an interrupted run keeps the groups it finished
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    result = write_results(groups)
+    killed, scored = result["killed"], result["non_equivalent"]
+    print(f"\nmutation score {killed}/{scored} = {result['score']:.1%} (goal {GOAL:.0%}); written to {RESULTS}")
+    return 0 if result["score"] is not None and result["score"] >= GOAL else 1
+
+
+def write_results(groups: dict) -> dict:
+    import mutmut
+
     groups = {k: groups[k] for k in GROUPS if k in groups}
     killed = sum(g["killed"] for g in groups.values())
     scored = sum(g["mutants"] - g["equivalent"] for g in groups.values())
@@ -282,8 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    print(f"\nmutation score {killed}/{scored} = {result['score']:.1%} (goal {GOAL:.0%}); written to {RESULTS}")
-    return 0 if result["score"] is not None and result["score"] >= GOAL else 1
+    return result
 
 
 if __name__ == "__main__":

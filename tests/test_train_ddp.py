@@ -310,6 +310,9 @@ def test_a_one_image_epoch_averages_over_that_image(monkeypatch):
                       log=lambda m: None)
     logs = trainer.train_one_epoch(1)
     assert logs["train_loss"] == pytest.approx(want) and logs["train_acc"] == 0.0 and logs["images"] == 1
+    right = Trainer(net, net, [(torch.tensor([[3.0, 1.0]]), y)], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
+                    progress=False, log=lambda m: None).train_one_epoch(1)
+    assert right["train_acc"] == 1.0  # one image, predicted right: 1/1
     empty = Trainer(net, net, [], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.0), progress=False,
                     log=lambda m: None).train_one_epoch(1)
     assert (empty["train_loss"], empty["train_acc"], empty["images"]) == (0.0, 0.0, 0)
