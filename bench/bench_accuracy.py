@@ -121,7 +121,8 @@ def ensemble_row(name: str, rows: list[dict], work: Path) -> dict | None:
     """The protocol's pretrained models together: each test image's TTA probabilities averaged over
     the models (no extra training; the models' training times add up)."""
     import numpy as np
-    from sklearn.metrics import f1_score
+
+    from transferlab.evaluate import compute_metrics
 
     ok = [r for r in rows if r.get("status") == "ok" and r["model"].startswith(("efficientnet", "mobilenet"))]
     if len(ok) < 2:
@@ -133,14 +134,12 @@ def ensemble_row(name: str, rows: list[dict], work: Path) -> dict | None:
     paths = sorted(tables[0])
     classes = [k[len("prob_"):] for k in next(iter(tables[0].values())) if k.startswith("prob_")]
     probs = np.mean([[[float(t[p][f"prob_{c}"]) for c in classes] for p in paths] for t in tables], axis=0)
-    true = [tables[0][p]["true"] for p in paths]
-    pred = [classes[i] for i in probs.argmax(axis=1)]
-    acc = float(np.mean([a == b for a, b in zip(true, pred)]))
+    metrics = compute_metrics([classes.index(tables[0][p]["true"]) for p in paths], probs, classes)
+    acc, f1 = metrics["accuracy"], metrics["macro_avg"]["f1"]
     seconds = sum(r["train_seconds"] for r in ok)
     return {"protocol": name, "model": "ensemble(" + "+".join(r["model"] for r in ok) + ")", "status": "ok",
             "split": "test", "test_images": len(paths), "accuracy": round(acc, 4), "accuracy_tta": round(acc, 4),
-            "f1_macro": round(float(f1_score(true, pred, average="macro")), 4),
-            "f1_macro_tta": round(float(f1_score(true, pred, average="macro")), 4),
+            "f1_macro": round(f1, 4), "f1_macro_tta": round(f1, 4),
             "seed_accuracy": ok[0]["seed_accuracy"],
             "beats_seed": None if ok[0]["seed_accuracy"] is None else acc > ok[0]["seed_accuracy"],
             "train_seconds": round(seconds, 1), "note": "TTA probabilities of the models above, averaged"}
