@@ -133,7 +133,8 @@ def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, di
                    ) -> tuple[FeatureViews, TensorDataset] | None:
     """``lower``'s outputs for ``settings.views`` augmented passes over the training images and one
     over the validation images; None (with a message) when they would not fit in memory."""
-    views = int(settings.views)
+    # without augmentation every pass would give the same features: one pass, whatever views says
+    views = 1 if settings.augment == "none" else int(settings.views)
     x0 = to_device(train_ds[0][0].unsqueeze(0), device, channels_last)
     need = estimate_bytes(lower, x0, len(train_ds) * views + len(val_ds))
     limit = max_cache_bytes()
