@@ -139,6 +139,20 @@ def test_existing_run_is_not_overwritten_unless_asked(tiny, tmp_path):
     assert finished.history == run.history
 
 
+def test_workers_0_loads_a_folder_in_process(digits_dir, tmp_path, capsys):
+    """--workers 0 (no loader processes) is accepted for a folder too: the scan then decodes in this
+    process instead of refusing the value it documents; a negative count is a one-line error."""
+    from transferlab.cli import main
+
+    run = train(digits_dir, model="cnn_base", epochs=1, workers=0, run_dir=tmp_path, name="api", **FAST)
+    assert len(run.history) == 1 and run.config["workers"] == 0
+    assert main(["train", str(digits_dir), "--model", "cnn_base", "--epochs", "1", "--input-size", "32",
+                 "--workers", "0", "--run-dir", str(tmp_path), "--name", "cli", "--no-progress"]) == 0
+    assert (tmp_path / "cli" / "best.safetensors").is_file()
+    assert main(["train", str(digits_dir), "--workers", "-1", "--run-dir", str(tmp_path), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--workers must be >= 0, got -1")
+
+
 def test_same_seed_same_history_with_or_without_workers(tiny, tmp_path):
     kw = dict(model="cnn_dropout", epochs=2, augment="light", run_dir=tmp_path, **FAST)
     a = train(tiny, name="a", seed=7, workers=0, **kw)
@@ -275,6 +289,13 @@ def test_feature_views_are_the_epochs_augmentations_and_cycle(tiny, tmp_path):
     # one view: epoch 2 sees epoch 1's augmentation again, so it is not the uncached epoch 2
     assert_same_history(one_view.history[:1], plain.history[:1], tol=1e-5)
     assert one_view.history[1]["train_loss"] != pytest.approx(plain.history[1]["train_loss"], abs=1e-5)
+
+    # without augmentation the views would be identical: one pass, and the same training as without caching
+    kw_none = {**kw, "augment": "none", "epochs": 3}
+    no_aug = train(tiny, name="noaug", feature_views=4, **kw_none)
+    assert "1 view(s)" in (no_aug.dir / "train.log").read_text()
+    assert_same_history(no_aug.history, train(tiny, name="noaug-plain", feature_cache=False, **kw_none).history,
+                        tol=1e-5)
 
     views = [torch.full((4, 2), float(v)) for v in range(3)]
     fv = FeatureViews(views, torch.arange(4))

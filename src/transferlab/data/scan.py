@@ -28,12 +28,17 @@ from .types import BrokenFile, ImageInfo
 
 
 def resolve_workers(workers: int | None) -> int:
-    """``None`` -> ``os.cpu_count()``; otherwise a positive int (ConfigError if not)."""
+    """``None`` -> ``os.cpu_count()``; ``0`` (no loader processes, as in ``--workers 0``) -> 1, in this
+    process; otherwise the int given (ConfigError if negative).
+
+    >>> resolve_workers(0), resolve_workers(3)
+    (1, 3)
+    """
     if workers is None:
         return max(1, os.cpu_count() or 1)
-    if int(workers) < 1:
-        raise ConfigError(f"workers must be at least 1, got {workers}")
-    return int(workers)
+    if int(workers) < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
+    return max(1, int(workers))
 
 
 def check_file(path: str) -> ImageInfo | BrokenFile:
