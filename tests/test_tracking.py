@@ -61,6 +61,20 @@ def test_unknown_tracker_is_refused_before_training(small, tmp_path, capsys):
     assert "unknown --log 'wandb': choose from tensorboard, mlflow" in capsys.readouterr().err
 
 
+def test_trackers_are_training_callbacks_without_importing_torch():
+    """Both trackers subclass the one Callback base of transferlab.train (whose no-op hooks they
+    inherit), and importing transferlab.tracking still loads no PyTorch."""
+    from transferlab import tracking
+
+    for cls in (tracking.TensorBoardLogger, tracking.MLflowLogger):
+        assert issubclass(cls, Callback)
+    t = tracking.Tracker("unused")
+    assert t.stop_training is False and t.state_dict() == {} and t.on_epoch_begin(None, 0) is None
+    code = "import sys, transferlab.tracking; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 # ---------------------------------------------------------------- TensorBoard
 
 def test_tensorboard_event_files_hold_every_epoch(small, tmp_path, capsys):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runfolder
+from ._callback import Callback
 from .errors import ConfigError, TransferlabError
 
 EXTRA = "pip install 'transferlab[tracking]'"
@@ -95,26 +96,13 @@ def _best(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {**({"best_val_acc": max(accs)} if accs else {}), **({"best_val_loss": min(losses)} if losses else {})}
 
 
-class Tracker:
-    """The callback protocol of :mod:`transferlab.train.callbacks`, with no-op defaults; a tracker
-    writes on rank 0 only and is told the index of the run's last phase (it closes there)."""
-
-    stop_training = False
+class Tracker(Callback):
+    """A training callback (:mod:`transferlab.train.callbacks`' protocol) that writes on rank 0 only
+    and is told the index of the run's last phase (it closes there)."""
 
     def __init__(self, run_dir: str | Path, final_phase: int = 0):
         self.run_dir = Path(run_dir)
         self.final_phase = int(final_phase)
-
-    def on_train_begin(self, trainer) -> None: ...
-    def on_epoch_begin(self, trainer, epoch: int) -> None: ...
-    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None: ...
-    def on_train_end(self, trainer) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
     def _say(self, trainer, message: str) -> None:
         (getattr(trainer, "log", None) or print)(message)

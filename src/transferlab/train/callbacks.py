@@ -26,22 +26,8 @@ from typing import Any
 import torch
 
 from .. import runfolder
+from .._callback import Callback  # the base class lives apart so that tracking subclasses it without torch
 from ..errors import ConfigError
-
-
-class Callback:
-    stop_training: bool = False
-
-    def on_train_begin(self, trainer) -> None: ...
-    def on_epoch_begin(self, trainer, epoch: int) -> None: ...
-    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None: ...
-    def on_train_end(self, trainer) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def _resolve_mode(monitor: str, mode: str) -> str:
