@@ -54,3 +54,28 @@ def test_bench_accuracy_one_protocol_keeps_the_others(tmp_path, monkeypatch):
     assert saved[first]["quick"] is True and saved[first]["date"] != "2026-01-01"  # when each was measured
     assert saved[first]["target_met"] is True and saved[first]["within_30_min"] is True
     assert saved[other]["rows"][0]["model"] == "kept" and saved[other]["date"] == "2026-01-01"
+
+
+def test_bench_peers_compares_time_to_the_accuracy_both_reach():
+    """The plain script's time is read off its per-epoch curve at the first epoch reaching the
+    accuracy both tools reach; 'ahead' needs accuracy >= the peer's at no more wall time."""
+    peers = _load("bench_peers")
+    plain = {"status": "ok", "tool": "plain PyTorch", "what": "loop", "test_accuracy": 0.80, "wall_s": 300.0,
+             "cpu_s": 500.0, "peak_rss_mb": 1000,
+             "curve": [{"epoch": 1, "train_s": 100.0, "train_cpu_s": 150.0, "test_accuracy": 0.70},
+                       {"epoch": 2, "train_s": 200.0, "train_cpu_s": 300.0, "test_accuracy": 0.78},
+                       {"epoch": 3, "train_s": 300.0, "train_cpu_s": 450.0, "test_accuracy": 0.80}]}
+    tl = {"status": "ok", "tool": "transferlab", "what": "transferlab train --model mobilenet_v2", "test_accuracy": 0.75,
+          "wall_s": 90.0, "cpu_s": 120.0, "peak_rss_mb": 1500, "train_s": 70.0, "train_cpu_s": 90.0,
+          "eval_s": 10.0, "eval_cpu_s": 10.0}
+    rows = {r["comparison"]: r for r in peers.compare({"plain_cars": plain, "tl_frozen_cars": tl,
+                                                       "plain_cifar": plain, "tl_frozen30_cifar": {**tl, "test_accuracy": 0.81}})}
+    frozen = next(r for r in rows.values() if r["transferlab"] == "tl_frozen_cars")
+    assert frozen["target_accuracy"] == 0.75 and frozen["peer_time_to_target_s"] == 200.0   # epoch 2: 0.78 >= 0.75
+    assert frozen["transferlab_time_to_target_s"] == 80.0 and frozen["time_to_accuracy_ratio"] == 2.5
+    assert frozen["cpu_to_accuracy_ratio"] == 3.0 and frozen["transferlab_ahead"] is False      # less accurate
+    thirty = next(r for r in rows.values() if r["transferlab"] == "tl_frozen30_cifar")
+    assert thirty["transferlab_ahead"] is True and thirty["wall_time_ratio_peer_over_transferlab"] == 3.33
+    assert all(r["status"] == "not run" for r in rows.values() if r["transferlab"] not in ("tl_frozen_cars", "tl_frozen30_cifar"))
+    table = peers.markdown({"jobs": {"plain_cars": plain, "tl_frozen_cars": tl}, "comparisons": [frozen]})
+    assert "**2.5x** to 0.7500" in table and "0.8000 | 300 s | 500 s | 1,000 MB" in table

@@ -49,3 +49,21 @@ def test_data_loading_paragraph_quotes_bench_loader_results():
                    f"{large['workers_2_images_per_s']:.1f} images/s with two worker processes",
                    f"starting two cost {r['worker_start_s']:.2f} s a pass"):
         assert figure in text, f"README's data-loading figures do not quote {figure!r} (loader.json)"
+
+
+def test_peers_table_quotes_bench_peers_results():
+    i = README.index("Beside the peers (`bench/bench_peers.py`")
+    text = README[i:README.index("\n\n", README.index("| task |", i) )]
+    r = _results("peers.json")
+    jobs = {k: j for k, j in r["jobs"].items() if j.get("status") == "ok"}
+    assert f"`bench/results/peers.json`, {r['date']}" in text
+    acc = lambda job: f"{jobs[job]['test_accuracy']:.4f}".rstrip("0")  # noqa: E731
+    wall = lambda job: f"{jobs[job]['wall_s']:.0f} s"  # noqa: E731
+    ratio = {c["transferlab"] + "/" + c["peer"]: c["wall_time_ratio_peer_over_transferlab"] for c in r["comparisons"]}
+    for figure in (acc("keras_cnn2"), acc("keras_cnn3"), acc("tl_cnn_bn"), acc("tl_cnn_dropout"), acc("keras_fingers"),
+                   acc("tl_fingers"), f"{acc('plain_cars')} in {wall('plain_cars')}",
+                   f"{acc('tl_frozen30_cars')} in {wall('tl_frozen30_cars')} ({ratio['tl_frozen30_cars/plain_cars']:.1f}x)",
+                   acc("fastai_cifar"), acc("fastai_cars"), acc("tl_finetune_cifar"), acc("tl_finetune_cars"),
+                   f"{acc('tl_default_cars')} in {wall('tl_default_cars')}", f"{acc('fastai_cars')} in {wall('fastai_cars')}",
+                   f"{ratio['tl_finetune_cifar/fastai_cifar']:.1f}x faster", f"{ratio['tl_fingers/keras_fingers']:.1f}x faster"):
+        assert figure in text, f"README's peers table does not quote {figure!r} (peers.json)"
