@@ -14,6 +14,7 @@ loop trains the whole model on images instead.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -150,7 +151,10 @@ def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, di
         feats, labels = _extract_split(train_ds, view=v,
                                        description=f"features {v}/{views}" if views > 1 else "features train", **common)
         train_views.append(feats)
-    val_feats, val_labels = _extract_split(val_ds, view=None, description="features val", **common)
+    # validation features in fp32 whatever --amp says: the val_acc and val_loss of every epoch (and so
+    # the best checkpoint's) must equal what ``transferlab evaluate`` measures on that checkpoint in fp32
+    val_feats, val_labels = _extract_split(val_ds, view=None, description="features val",
+                                           **{**common, "settings": dataclasses.replace(settings, amp="none")})
     log(f"cached frozen-backbone features: {views} view(s) of {len(train_ds)} train + {len(val_ds)} val "
         f"images, {tuple(train_views[0].shape[1:])} each, {time.perf_counter() - t0:.1f}s")
     return FeatureViews(train_views, labels), TensorDataset(val_feats, val_labels)
