@@ -1,20 +1,39 @@
 """``transferlab run DATA --budget 15m``: the best models that fit a time budget on this machine.
 
-Measured, not guessed: :func:`probe` builds a recipe at the input size it would use for this data
-and times, on this machine, a few batches of what its training does -- for a transfer recipe the
-frozen lower blocks' forward pass (feature caching) and a training step of the upper blocks and
-head on their output; for a from-scratch net a training step of the whole net -- plus the whole
-model's inference. :func:`plan_budget` turns those images/s into seconds for the recipe's schedule
-on the data's size and picks, in order of expected accuracy, the first pretrained backbone whose
-schedule fits about three quarters of the budget, with as many fine-tuning epochs as fit; then a
-from-scratch ResNet (else the CNN with batch norm) with the time left, for comparison. Every model
-also gets a hard ``time_limit``, so it stops cleanly at its share with its best checkpoint kept.
+Measured, not guessed, and re-planned as it goes. :class:`BudgetPlanner` keeps a list of candidate
+jobs in cost order and hands out the next one that fits the time really left:
 
->>> plan = plan_budget(splits, 15 * 60)          # doctest: +SKIP
->>> for line in plan.explain(): print(line)      # doctest: +SKIP
+1. **frozen**: the primary pretrained backbone, frozen, with a linear head trained on its cached
+   features (one caching pass, then a fraction of a second per epoch). The cheapest honest baseline,
+   always tried first, so the run never ends below a linear probe of that backbone.
+2. **fine-tune**: the same backbone with its upper blocks fine-tuned on cached lower-block features
+   (the recipe's own schedule), with as many epochs as fit the time left.
+3. **a second backbone**, frozen, with what is left; then a **from-scratch** net for comparison. A
+   from-scratch net is the main choice only where no pretrained backbone can be had (or fits); the
+   best model is picked on validation in any case.
+
+:func:`probe` builds a recipe at the input size it would use for this data and times a few batches
+of what its training does (the whole backbone's forward pass, the frozen lower blocks' pass, a
+training step of the upper blocks and head; for a from-scratch net a training step of the whole net),
+on all cores and on one. A busy machine misleads in two ways, and each has its answer:
+
+- *which backbone* is chosen from the one-thread speed (what one free core gives, which a job on
+  another core hardly changes), scaled to all cores by :data:`THREAD_GAIN`: the same choice on a quiet
+  and a busy machine;
+- *how many epochs* are fitted on the speed measured now, on the thread count that was faster (on a
+  2-core machine shared with another job, one thread often beats two), and re-fitted after every model
+  from how long the last one really took, so a slow minute costs a minute, not the run. A model whose
+  real time disagrees with its estimate by more than half has its recipe probed again.
+
+Every model also gets a hard ``time_limit``, so it stops cleanly at its share with its best
+checkpoint kept.
+
+>>> planner = BudgetPlanner(splits, 8 * 60)              # doctest: +SKIP
+>>> for line in planner.plan().explain(): print(line)    # doctest: +SKIP
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,10 +51,19 @@ from .train.features import frozen_part
 
 TRANSFER_ORDER = ("efficientnet_lite2", "efficientnet_lite1", "efficientnet_lite0", "mobilenet_v2")
 SCRATCH_ORDER = ("resnet_scratch", "cnn_bn")
-PRIMARY_SHARE = 0.75     # of the usable budget, for the best pretrained model
-RESERVE = 0.10           # of the budget, for evaluation, export and the report
-MIN_FINE_TUNE, MAX_FINE_TUNE = 2, 12
+RESERVE = 0.10           # of the budget, for export and the report
+PRIMARY_SHARE = 0.75     # the primary backbone's frozen job + MIN_FINE_TUNE epochs must fit this share ...
+FROZEN_SHARE = 0.40      # ... else its frozen job alone this share (at quiet-machine speed, see THREAD_GAIN)
+FINE_TUNE_SHARE = 0.85   # of the time left after the frozen job, for fine-tuning (the rest: a second backbone)
+MIN_FINE_TUNE, MAX_FINE_TUNE = 2, 10
 MIN_SCRATCH_EPOCHS, MAX_SCRATCH_EPOCHS = 3, 40
+THREAD_GAIN = 0.7        # each core past the first adds this much of one core's speed (for the choice only)
+REPROBE_RATIO = 1.5      # a model that took 1.5x more (or less) than estimated: its recipe is probed again
+HEAD_EPOCHS = 30         # of the frozen job: a linear head on cached features costs little per epoch
+EVAL_SECONDS = 5.0       # evaluation's fixed cost (plots, Grad-CAM) besides predicting the validation images
+# the frozen job: a linear head on cached features of the unaugmented images
+FROZEN_OPTIONS = {"freeze": "frozen", "fine_tune": 0, "epochs": HEAD_EPOCHS, "augment": "none", "label_smoothing": 0.0,
+                  "warmup": 0, "schedule": "cosine", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 128}
 
 
 @dataclass
@@ -47,17 +75,43 @@ class Probe:
     crop_pct: float | None
     kind: str                      # "transfer" (cached lower blocks + fine-tuned upper) or "scratch"
     train_ips: float               # training step: upper blocks + head on cached features, or the whole net
-    infer_ips: float               # the whole model's inference (feature caching of the head phase, evaluation)
+    infer_ips: float               # the whole model's inference (the frozen job's caching pass, evaluation)
     cache_ips: float | None = None  # the frozen lower blocks' forward pass (feature caching)
     seconds: float = 0.0           # what probing cost
+    threads: int = 1               # the thread count the rates above were measured on (the faster one)
+    single_ips: float | None = None  # the whole model's inference on one thread
+
+    @property
+    def quiet_ratio(self) -> float:
+        """Measured inference speed / what this machine gives it when quiet (estimated from one core):
+        below 1 on a busy machine. The choice of backbone divides estimates by it."""
+        if not self.single_ips:
+            return 1.0
+        cores = max(1, os.cpu_count() or 1)
+        quiet = self.single_ips * (1 + THREAD_GAIN * (cores - 1))
+        return min(1.0, self.infer_ips / quiet)
 
 
 @dataclass
 class Choice:
+    """One job of a budget: ``label`` is its name in the leaderboard (and run folder)."""
+
     recipe: str
-    options: dict                  # train() options for this recipe (epochs, fine_tune, input_size, time_limit ...)
-    seconds: float                 # estimated training time
+    options: dict                  # train() options (epochs, fine_tune, input_size, threads, time_limit ...)
+    seconds: float                 # estimated training + evaluation time
     why: str
+    kind: str = "fine_tune"        # "frozen" | "fine_tune" | "scratch"
+    label: str = ""
+    real: float | None = None      # how long it really took (set once it ran)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.recipe
+
+    def describe(self) -> str:
+        what = {"frozen": "frozen backbone + linear head on cached features",
+                "fine_tune": "upper blocks fine-tuned on cached lower-block features",
+                "scratch": "trained from scratch"}[self.kind]
+        return f"{self.label} ({what}; {_options_text(self.options)}, about {_fmt(self.seconds)})"
 
 
 @dataclass
@@ -66,23 +120,30 @@ class BudgetPlan:
     choices: list[Choice] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    done: list[Choice] = field(default_factory=list)
 
     @property
     def models(self) -> list[str]:
-        return [c.recipe for c in self.choices]
+        return [c.label for c in self.choices]
 
     @property
     def overrides(self) -> dict[str, dict]:
-        return {c.recipe: dict(c.options) for c in self.choices}
+        return {c.label: {**({"model": c.recipe} if c.label != c.recipe else {}), **c.options} for c in self.choices}
 
     def explain(self) -> list[str]:
-        lines = [f"budget {_fmt(self.budget)}: probed {', '.join(f'{p.recipe} at {p.input_size} px' for p in self.probes)} "
-                 f"in {sum(p.seconds for p in self.probes):.0f} s"]
+        lines = []
+        if self.probes:
+            lines.append(f"budget {_fmt(self.budget)}: probed {', '.join(f'{p.recipe} at {p.input_size} px' for p in self.probes)}"
+                         f" in {sum(p.seconds for p in self.probes):.0f} s")
         for p in self.probes:
             cache = f"caching {p.cache_ips:.0f} img/s, " if p.cache_ips else ""
-            lines.append(f"  {p.recipe}: {cache}training {p.train_ips:.0f} img/s, inference {p.infer_ips:.0f} img/s")
-        for c in self.choices:
-            lines.append(f"chose {c.recipe} ({_options_text(c.options)}, about {_fmt(c.seconds)}): {c.why}")
+            single = f" (one thread: {p.single_ips:.0f} img/s inference)" if p.single_ips else ""
+            lines.append(f"  {p.recipe}: {cache}training {p.train_ips:.0f} img/s, inference {p.infer_ips:.0f} img/s "
+                         f"on {p.threads} thread{'s' if p.threads > 1 else ''}{single}")
+        for c in self.done:
+            lines.append(f"done {c.label}: estimated {_fmt(c.seconds)}, took {_fmt(c.real or 0.0)}")
+        for i, c in enumerate(self.choices, 1):
+            lines.append(f"{'next' if i == 1 else 'then'} {c.describe()}: {c.why}")
         return lines + self.notes
 
 
@@ -91,8 +152,8 @@ def _fmt(seconds: float) -> str:
 
 
 def _options_text(options: dict) -> str:
-    keys = ("input_size", "epochs", "fine_tune")
-    return ", ".join(f"{k.replace('_', ' ')} {options[k]}" for k in keys if options.get(k) is not None)
+    names = {"input_size": "input size", "epochs": "epochs", "fine_tune": "fine-tune epochs", "threads": "threads"}
+    return ", ".join(f"{text} {options[k]}" for k, text in names.items() if options.get(k) is not None)
 
 
 def weights_available(name: str, weights=None) -> bool:
@@ -122,8 +183,18 @@ def _rate(step: Callable[[], None], batch: int, min_seconds: float = 1.0, max_st
     return batch * done / (time.perf_counter() - t0)
 
 
-def probe(name: str, splits: DataSplits, *, batch_size: int = 32, input_size: int | None = None) -> Probe:
-    """Time a recipe's training and inference on this machine at the input size it would use here."""
+def _on_threads(n: int, measure: Callable[[], float]) -> float:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return measure()
+    finally:
+        torch.set_num_threads(before)
+
+
+def probe(name: str, splits: DataSplits, *, batch_size: int = 16, input_size: int | None = None) -> Probe:
+    """Time a recipe's training and inference on this machine at the input size it would use here,
+    on all cores and on one; the training rates are measured on the faster thread count."""
     t0 = time.perf_counter()
     recipe = get_recipe(name)
     size, crop = (input_size, None) if input_size else recipe.input_for(splits.typical_side())
@@ -150,28 +221,47 @@ def probe(name: str, splits: DataSplits, *, batch_size: int = 32, input_size: in
         return step
 
     model.eval()
+    cores = torch.get_num_threads()
     infer_ips = _rate(infer(model, x), batch_size)
+    single_ips = _on_threads(1, lambda: _rate(infer(model, x), batch_size)) if cores > 1 else infer_ips
+    threads = 1 if single_ips > infer_ips else cores
+    infer_ips = max(infer_ips, single_ips)
+
+    def measured(step: Callable[[], None]) -> float:
+        return _on_threads(threads, lambda: _rate(step, batch_size))
+
     cache_ips = None
     if recipe.kind == "transfer" and cfg.fine_tune:
         apply_freeze(model, "full", unfreeze_from=cfg.unfreeze_from, unfreeze_last=cfg.unfreeze_last)
         lower, upper = frozen_part(model)
         if lower is not None and upper is not None:
             lower.eval()
-            cache_ips = _rate(infer(lower, x), batch_size)
+            cache_ips = measured(infer(lower, x))
             with torch.no_grad():
                 feats = lower(x)
             top = nn.Sequential(upper, model.head).train()
-            train_ips = _rate(train_step(top, feats), batch_size)
+            train_ips = measured(train_step(top, feats))
         else:
             model.train()
-            train_ips = _rate(train_step(model, x), batch_size)
+            train_ips = measured(train_step(model, x))
     else:
         if recipe.kind == "transfer":
             apply_freeze(model, cfg.freeze)
         model.train()
-        train_ips = _rate(train_step(model, x), batch_size)
+        train_ips = measured(train_step(model, x))
     return Probe(name, size, crop, "transfer" if cache_ips else "scratch", train_ips, infer_ips, cache_ips,
-                 time.perf_counter() - t0)
+                 time.perf_counter() - t0, threads, single_ips)
+
+
+def eval_seconds(p: Probe, n_val: int) -> float:
+    """Evaluation after training: the validation images through the whole model, plus plots."""
+    return n_val / p.infer_ips + EVAL_SECONDS
+
+
+def frozen_seconds(p: Probe, n_train: int, n_val: int, head_epochs: int = HEAD_EPOCHS) -> float:
+    """One caching pass of the whole backbone, ``head_epochs`` epochs of a linear head on the cached
+    features (about a quarter of a second each, mostly the checkpoints), then evaluation."""
+    return (n_train + n_val) / p.infer_ips + head_epochs * (0.25 + (n_train + n_val) / 50_000) + eval_seconds(p, n_val)
 
 
 def transfer_seconds(p: Probe, n_train: int, n_val: int, fine_tune: int, views: int, head_epochs: int = 1) -> float:
@@ -189,10 +279,10 @@ def scratch_seconds(p: Probe, n_train: int, n_val: int, epochs: int) -> float:
 
 def fit_schedule(p: Probe, n_train: int, n_val: int, seconds: float, *, views: int = 4,
                  epochs: tuple[int, int] | None = None) -> tuple[dict, float] | None:
-    """The train() options that fill ``seconds`` with the probed recipe on this data, and their
-    estimated time: fine-tuning epochs (transfer; ``epochs`` bounds, default 2-12) or epochs
-    (from scratch; default 3-40), with a hard ``time_limit`` a quarter above the estimate. None when
-    even the lower bound does not fit."""
+    """The train() options that fill ``seconds`` (training only) with the probed recipe on this data,
+    and their estimated time: fine-tuning epochs (transfer; ``epochs`` bounds, default 2-10) or epochs
+    (from scratch; default 3-40), on the probe's thread count. None when even the lower bound does
+    not fit."""
     if p.cache_ips is not None:
         low, high = epochs or (MIN_FINE_TUNE, MAX_FINE_TUNE)
         fixed = transfer_seconds(p, n_train, n_val, 0, views)
@@ -210,68 +300,190 @@ def fit_schedule(p: Probe, n_train: int, n_val: int, seconds: float, *, views: i
             return None
         est = n * per_epoch
         options = {"input_size": p.input_size, "epochs": n}
-    options["time_limit"] = round(est * 1.25 + 10, 1)
+    options["threads"] = p.threads
     return options, est
+
+
+class BudgetPlanner:
+    """Plans ``budget`` seconds of training on this machine, one model at a time.
+
+    :meth:`plan` is the whole remaining plan for the time left now; :meth:`record` is told how long
+    a model really took, and the next :meth:`plan` is fitted on that. ``transfer`` / ``scratch``: the
+    candidates in order of expected accuracy (default :data:`TRANSFER_ORDER`, :data:`SCRATCH_ORDER`).
+    ``clock``: seconds (a fake one in tests).
+
+    >>> planner = BudgetPlanner(splits, 480)           # doctest: +SKIP
+    >>> while (job := planner.next()) is not None:     # doctest: +SKIP
+    ...     t0 = time.perf_counter(); train(splits, job.recipe, **job.options)
+    ...     planner.record(job, time.perf_counter() - t0)
+    """
+
+    def __init__(self, splits: DataSplits, budget: float, *, transfer: Sequence[str] | None = None,
+                 scratch: Sequence[str] | None = None, weights=None, log: Callable[[str], None] = print,
+                 clock: Callable[[], float] = time.perf_counter):
+        if not budget or budget <= 0:
+            raise ConfigError(f"--budget must be positive, got {budget}")
+        self.splits, self.budget, self.log, self.clock = splits, float(budget), log, clock
+        self.started = clock()
+        self.n_train, self.n_val = len(splits.train), max(1, len(splits.val))
+        self.transfer = [r for r in (TRANSFER_ORDER if transfer is None else transfer) if weights_available(r, weights)]
+        self.scratch = list(SCRATCH_ORDER if scratch is None else scratch)
+        self.notes: list[str] = []
+        missing = [r for r in (TRANSFER_ORDER if transfer is None else transfer) if r not in self.transfer]
+        if missing:
+            self._note(f"no pretrained weights to be had for {', '.join(missing)}: not considered")
+        self.probes: dict[str, Probe] = {}
+        self.probe_order: list[str] = []
+        self.stale: set[str] = set()
+        self.done: list[Choice] = []
+        self.slowdown = 1.0                 # real / estimated time of the last model
+        self._primary: tuple[str | None, bool] | None = None   # (recipe, fine-tune fits)
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    # ---- time and measurements ----------------------------------------------------------------
+    def left(self) -> float:
+        """Seconds left for training and evaluation (the budget less its reserve and what was spent)."""
+        return self.budget * (1 - RESERVE) - (self.clock() - self.started)
+
+    def probe(self, name: str) -> Probe:
+        if name not in self.probes or name in self.stale:
+            self.log(f"budget: probing {name} ...")
+            self.probes[name] = probe(name, self.splits)
+            self.stale.discard(name)
+            if name not in self.probe_order:
+                self.probe_order.append(name)
+        return self.probes[name]
+
+    def record(self, choice: Choice, seconds: float) -> None:
+        """``choice`` ran in ``seconds``: later estimates are scaled by real / estimated, and a recipe
+        whose model disagreed with its estimate by more than :data:`REPROBE_RATIO` is probed again."""
+        choice.real = float(seconds)
+        self.done.append(choice)
+        ratio = choice.real / max(choice.seconds, 1e-6)
+        self.slowdown = min(4.0, max(0.5, ratio))
+        if ratio > REPROBE_RATIO or ratio < 1 / REPROBE_RATIO:
+            self.stale.add(choice.recipe)
+            self.slowdown = 1.0  # the new probe measures the machine as it is now
+
+    # ---- the choice of backbone (once, from quiet-machine estimates) -----------------------------
+    def primary(self) -> tuple[str | None, bool]:
+        """The pretrained backbone of the run and whether its fine-tuning fits, chosen once: the most
+        accurate one whose frozen job and :data:`MIN_FINE_TUNE` fine-tuning epochs fit
+        :data:`PRIMARY_SHARE` of the budget at this machine's quiet speed, else the most accurate
+        one whose frozen job fits :data:`FROZEN_SHARE`; ``(None, False)`` when none does."""
+        if self._primary is not None:
+            return self._primary
+        usable = self.budget * (1 - RESERVE)
+        frozen_only = None
+        for name in self.transfer:
+            p = self.probe(name)
+            quiet = p.quiet_ratio
+            frozen = frozen_seconds(p, self.n_train, self.n_val) * quiet
+            if p.cache_ips is not None:
+                ft = (transfer_seconds(p, self.n_train, self.n_val, MIN_FINE_TUNE, MIN_FINE_TUNE)
+                      + eval_seconds(p, self.n_val)) * quiet
+                if frozen + ft <= usable * PRIMARY_SHARE:
+                    self._primary = (name, True)
+                    return self._primary
+                self._note(f"{name} at {p.input_size} px needs about {_fmt(frozen + ft)} on a quiet machine "
+                                  f"for its frozen job and {MIN_FINE_TUNE} fine-tuning epochs; "
+                                  f"{_fmt(usable * PRIMARY_SHARE)} are its share")
+            if frozen_only is None and frozen <= usable * FROZEN_SHARE:
+                frozen_only = name
+        self._primary = (frozen_only, False)
+        return self._primary
+
+    # ---- jobs ------------------------------------------------------------------------------------
+    def _frozen(self, name: str, why: str) -> Choice:
+        p = self.probe(name)
+        options = {**FROZEN_OPTIONS, "input_size": p.input_size, "crop_pct": p.crop_pct, "threads": p.threads}
+        return Choice(name, options, frozen_seconds(p, self.n_train, self.n_val) * self.slowdown, why,
+                      kind="frozen", label=f"{name}-frozen")
+
+    def _fine_tune(self, name: str, seconds: float, why: str) -> Choice | None:
+        p = self.probe(name)
+        views = TrainConfig(model=name).resolve(get_recipe(name).defaults).feature_views or 1
+        scale = self.slowdown
+        fitted = fit_schedule(p, self.n_train, self.n_val, seconds / scale - eval_seconds(p, self.n_val), views=views)
+        if fitted is None:
+            return None
+        options, est = fitted
+        return Choice(name, options, (est + eval_seconds(p, self.n_val)) * scale, why, kind="fine_tune")
+
+    def _scratch(self, seconds: float, why: str) -> Choice | None:
+        for name in self.scratch:
+            p = self.probe(name)
+            fitted = fit_schedule(p, self.n_train, self.n_val, seconds / self.slowdown - eval_seconds(p, self.n_val))
+            if fitted is not None:
+                options, est = fitted
+                return Choice(name, options, (est + eval_seconds(p, self.n_val)) * self.slowdown, why, kind="scratch")
+            self._note(f"{name} at {p.input_size} px needs "
+                              f"{_fmt(scratch_seconds(p, self.n_train, self.n_val, MIN_SCRATCH_EPOCHS))} for "
+                              f"{MIN_SCRATCH_EPOCHS} epochs; {_fmt(max(0.0, seconds))} are left")
+        return None
+
+    def _ran(self, label: str) -> bool:
+        return any(c.label == label for c in self.done)
+
+    def plan(self) -> BudgetPlan:
+        """The jobs still to run, in order, fitted to the time left now (each with its ``time_limit``)."""
+        left = self.left()
+        t = left
+        jobs: list[Choice] = []
+
+        def take(job: Choice | None) -> bool:
+            nonlocal t
+            if job is None or job.seconds > t:
+                return False
+            jobs.append(job)
+            t -= job.seconds
+            return True
+
+        primary, fine_tune_fits = self.primary() if self.transfer else (None, False)
+        if primary is not None:
+            if not self._ran(f"{primary}-frozen"):
+                take(self._frozen(primary, "the cheapest honest baseline: a linear probe of the best backbone "
+                                           "that fits, on features cached once"))
+            if fine_tune_fits and not self._ran(primary):
+                rest = [r for r in self.transfer if r != primary]
+                share = t * (FINE_TUNE_SHARE if rest else 1.0)
+                take(self._fine_tune(primary, share, "fine-tuning its upper blocks, as many epochs as fit"))
+            for other in self.transfer:
+                if other != primary and not self._ran(f"{other}-frozen") and not self._ran(other):
+                    if take(self._frozen(other, "the time left: a second backbone")):
+                        break
+        if not any(self._ran(name) for name in self.scratch):
+            take(self._scratch(t, "for comparison: a net trained from scratch on the time left" if primary or self.done
+                               else "no pretrained backbone fits: the best from-scratch net that does"))
+        for job in jobs:  # a hard stop a quarter above the estimate, never past the time left
+            job.options["time_limit"] = round(max(1.0, min(job.seconds * 1.25 + 10, left) - self._eval_part(job)), 1)
+        plan = self.report()
+        plan.choices = jobs
+        return plan
+
+    def _eval_part(self, job: Choice) -> float:
+        return eval_seconds(self.probes[job.recipe], self.n_val) if job.recipe in self.probes else 0.0
+
+    def report(self) -> BudgetPlan:
+        """What was probed and what ran (estimated and real), without planning anything more."""
+        return BudgetPlan(self.budget, [], [self.probes[n] for n in self.probe_order], list(self.notes), list(self.done))
+
+    def next(self) -> Choice | None:
+        """The next job that fits the time left, or None when nothing more does."""
+        jobs = self.plan().choices
+        return jobs[0] if jobs else None
 
 
 def plan_budget(splits: DataSplits, budget: float, *, transfer: Sequence[str] | None = None,
                 scratch: Sequence[str] | None = None, weights=None, log: Callable[[str], None] = print) -> BudgetPlan:
-    """Pick recipes, input sizes and epochs that fit ``budget`` seconds of training on this machine.
-
-    ``transfer`` / ``scratch``: the candidates in order of preference (default :data:`TRANSFER_ORDER`,
-    :data:`SCRATCH_ORDER`)."""
-    transfer = TRANSFER_ORDER if transfer is None else transfer
-    scratch = SCRATCH_ORDER if scratch is None else scratch
-    if budget <= 0:
-        raise ConfigError(f"--budget must be positive, got {budget}")
-    started = time.perf_counter()
-    plan = BudgetPlan(budget)
-    n_train, n_val = len(splits.train), max(1, len(splits.val))
-    usable = budget * (1 - RESERVE)
-
-    def left() -> float:
-        return usable - (time.perf_counter() - started)
-
-    primary_time = 0.0
-    candidates = [r for r in transfer if weights_available(r, weights)]
-    missing = [r for r in transfer if r not in candidates]
-    if missing:
-        plan.notes.append(f"no pretrained weights to be had for {', '.join(missing)}: not considered")
-    for name in candidates:
-        log(f"budget: probing {name} ...")
-        p = probe(name, splits)
-        plan.probes.append(p)
-        defaults = TrainConfig(model=name).resolve(get_recipe(name).defaults)
-        share = left() * PRIMARY_SHARE
-        if p.cache_ips is None:  # no cut: the whole backbone fine-tunes on images
-            continue
-        fitted = fit_schedule(p, n_train, n_val, share, views=defaults.feature_views or 1)
-        if fitted is None:
-            need = transfer_seconds(p, n_train, n_val, MIN_FINE_TUNE, defaults.feature_views or 1)
-            plan.notes.append(f"{name} at {p.input_size} px needs about {_fmt(need)} for {MIN_FINE_TUNE} fine-tuning "
-                              f"epochs; {_fmt(share)} are available for it")
-            continue
-        options, primary_time = fitted
-        why = ("the most accurate pretrained backbone here whose schedule fits" if name == candidates[0]
-               else f"the larger backbones do not fit {_fmt(share)}")
-        plan.choices.append(Choice(name, options, primary_time, why))
-        break
-    remaining = left() - primary_time
-    for name in scratch:
-        log(f"budget: probing {name} ...")
-        p = probe(name, splits)
-        plan.probes.append(p)
-        remaining = left() - primary_time
-        fitted = fit_schedule(p, n_train, n_val, remaining)
-        if fitted is not None:
-            why = ("for comparison: a net trained from scratch on the time left" if plan.choices
-                   else "no pretrained backbone fits: the best from-scratch net that does")
-            plan.choices.append(Choice(name, fitted[0], fitted[1], why))
-            break
-        plan.notes.append(f"{name} at {p.input_size} px needs {_fmt(scratch_seconds(p, n_train, n_val, MIN_SCRATCH_EPOCHS))}"
-                          f" for {MIN_SCRATCH_EPOCHS} epochs; {_fmt(max(0.0, remaining))} are left")
+    """The whole plan for ``budget`` seconds, as :class:`BudgetPlanner` makes it before any model runs;
+    a ConfigError when no model fits."""
+    planner = BudgetPlanner(splits, budget, transfer=transfer, scratch=scratch, weights=weights, log=log)
+    plan = planner.plan()
     if not plan.choices:
-        raise ConfigError(f"no model fits a budget of {_fmt(budget)} on this machine for {n_train} training images "
-                          f"(see the probes above); give a larger --budget")
-    plan.notes.append(f"planning took {time.perf_counter() - started:.0f} s of the budget")
+        raise ConfigError(f"no model fits a budget of {_fmt(budget)} on this machine for {len(splits.train)} training "
+                          f"images (see the probes above); give a larger --budget")
     return plan

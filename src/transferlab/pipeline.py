@@ -14,6 +14,7 @@ one-line reason.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,11 @@ from . import compare as compare_stage
 from . import doctor as doctor_stage
 from . import export as export_stage
 from ._atomic import atomic_write_text
-from .budget import plan_budget
+from .budget import BudgetPlanner
 from .compare.leaderboard import fmt, rank_rows
 from .data import inspect_data, load_data
 from .data.sample import sample_dir
-from .errors import TransferlabError
+from .errors import ConfigError, TransferlabError
 from .tracking import log_export
 
 
@@ -96,24 +97,25 @@ def run_pipeline(
             log(f"  {line}")
         sections.append({"title": "Data doctor", "lines": lines, "link": "../doctor/doctor.html"})
 
-    plan = None
-    overrides = None
+    planner = None
     if budget is not None:
         step("planning the budget")
-        plan = plan_budget(splits, budget, weights=train_kwargs.get("weights"), log=log)
-        lines = plan.explain()
-        for line in lines:
+        planner = BudgetPlanner(splits, budget, weights=train_kwargs.get("weights"), log=log)
+        plan = planner.plan()
+        for line in plan.explain():
             log(f"  {line}")
-        sections.append({"title": "Budget plan", "lines": lines})
-        models, overrides = plan.models, plan.overrides
+        if not plan.choices:
+            raise ConfigError(f"no model fits a budget of {budget:.0f} s on this machine for {len(splits.train)} "
+                              "training images (see the probes above); give a larger --budget")
 
     step("training and evaluating the models")
-    log(f"  models: {', '.join(compare_stage.parse_models(models))}" if models else f"  preset {preset}")
-    rows = compare_stage.compare(
-        splits, models=models, preset=preset, out=out / "compare", epochs=epochs, metric=metric, seed=seed,
-        val_ratio=val_ratio, overrides=overrides, sections=sections, progress=progress, console=console,
-        **({"log": tracking} if tracking else {}), **train_kwargs,
-    )
+    common = dict(preset=preset, out=out / "compare", epochs=epochs, metric=metric, seed=seed, val_ratio=val_ratio,
+                  progress=progress, console=console, **({"log": tracking} if tracking else {}), **train_kwargs)
+    if planner is None:
+        log(f"  models: {', '.join(compare_stage.parse_models(models))}" if models else f"  preset {preset}")
+        rows = compare_stage.compare(splits, models=models, sections=sections, **common)
+    else:
+        rows = _train_on_budget(planner, splits, sections, log, common)
     ranked = [r for r in rows if r.get("status") == "ok" and r.get("run_dir")]
     if not ranked:
         raise TransferlabError("no model finished training; see the reasons above")
@@ -131,8 +133,8 @@ def run_pipeline(
         "data": str(data),
         "inspect": str(out / "inspect.json"),
         "doctor": str(out / "doctor" / "doctor.json") if doctor_report is not None else None,
-        "plan": [{"recipe": c.recipe, "options": c.options, "seconds": c.seconds, "why": c.why}
-                 for c in plan.choices] if plan else None,
+        "plan": [{"model": c.label, "recipe": c.recipe, "kind": c.kind, "options": c.options, "seconds": c.seconds,
+                  "real_seconds": c.real, "why": c.why} for c in planner.done] if planner else None,
         "leaderboard": rows,
         "best": best,
         "onnx": str(exported),
@@ -141,3 +143,28 @@ def run_pipeline(
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _train_on_budget(planner: BudgetPlanner, splits, sections: list[dict[str, Any]], log, common: dict) -> list[dict]:
+    """Train the planner's next job until nothing more fits, re-planning after each model from the time
+    really left; the report's "Budget plan" section says what ran, estimated and real."""
+    labels: list[str] = []
+    overrides: dict[str, dict] = {}
+    rows: list[dict] = []
+    while (job := planner.next()) is not None:
+        labels.append(job.label)
+        overrides[job.label] = {**({"model": job.recipe} if job.label != job.recipe else {}), **job.options}
+        log(f"  budget: {job.describe()}, {planner.left():.0f} s left: {job.why}")
+        started = time.perf_counter()
+        rows = compare_stage.compare(splits, models=labels, overrides=overrides,
+                                     sections=[*sections, _plan_section(planner)], **common)
+        planner.record(job, time.perf_counter() - started)
+        log(f"  budget: {job.label} took {job.real:.0f} s (estimated {job.seconds:.0f} s)")
+    if labels:  # the report again, with the plan as it ended (every model is reused, none retrained)
+        sections.append(_plan_section(planner))
+        rows = compare_stage.compare(splits, models=labels, overrides=overrides, sections=sections, **common)
+    return rows
+
+
+def _plan_section(planner: BudgetPlanner) -> dict[str, Any]:
+    return {"title": "Budget plan", "lines": planner.report().explain()}

@@ -119,10 +119,10 @@ def check_requests(names: Sequence[str], train_kwargs: Mapping[str, Any],
     """Every recipe name and training option is valid for every recipe, before the first model trains
     (a ConfigError naming the problem; unknown names list the known recipes)."""
     for name in names:
-        recipe = get_recipe(name)
-        options = {**common, **train_kwargs, **((overrides or {}).get(name) or {})}
+        options = {"model": name, **common, **train_kwargs, **((overrides or {}).get(name) or {})}
+        recipe = get_recipe(options["model"])
         try:
-            TrainConfig(model=name, run_dir="runs", **options).resolve(recipe.defaults)
+            TrainConfig(run_dir="runs", **options).resolve(recipe.defaults)
         except TypeError as exc:  # an option train() does not know
             raise ConfigError(f"unknown training option: {exc}") from None
 
@@ -153,7 +153,9 @@ def compare(
     ``"full"``, see :data:`PRESETS`). ``epochs``: default each recipe's own. Other keyword arguments
     go to ``transferlab.train`` (``batch_size``, ``lr``, ``input_size``, ...) for every recipe;
     ``overrides`` maps a recipe to options for it alone (``{"efficientnet_lite2": {"fine_tune": 8}}``,
-    as ``run --budget`` plans them). Every name and option is checked before the first model
+    as ``run --budget`` plans them); an entry with a ``"model"`` option names a variant, trained from
+    that recipe into its own run folder (``{"efficientnet_lite0-frozen": {"model": "efficientnet_lite0",
+    "freeze": "frozen"}}``). Every name and option is checked before the first model
     trains. ``sections`` (``{"title", "lines", "link"}`` each) are shown in the report above the
     leaderboard, as ``transferlab run`` does with the data doctor's summary. A recipe that cannot
     get pretrained weights is skipped, one that fails is reported; neither stops the others.
@@ -236,7 +238,7 @@ def compare(
 
 def _train_recipe(splits, name: str, runs_dir: Path, *, resume: bool, **options):
     """Train one recipe into ``runs_dir/name``: resumed when asked and possible, else from scratch."""
-    common = dict(model=name, run_dir=str(runs_dir), name=name, **options)
+    common = dict(run_dir=str(runs_dir), name=name, **{"model": name, **options})
     if resume:
         try:
             return train_stage.train(splits, resume=True, **common)
