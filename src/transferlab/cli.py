@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("transferlab.commands.doctor", "find duplicates, leakage, likely label errors and outliers in a dataset"),
     "models": ("transferlab.commands.models", "list the model recipes"),
     "train": ("transferlab.commands.train", "train one model recipe on a dataset"),
+    "tune": ("transferlab.commands.tune", "search training options with Optuna and write best.json for train --config"),
     "evaluate": ("transferlab.commands.evaluate", "evaluate a trained run: metrics, plots, predictions"),
     "compare": ("transferlab.commands.compare", "train and evaluate several recipes side by side"),
     "export": ("transferlab.commands.export", "export a run to ONNX or TorchScript"),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import typing
 
+from ..errors import ConfigError
 from ..train.config import TrainConfig, base_type
 
 
@@ -45,7 +47,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help_text += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
         group.add_argument(*names, dest=f.name, default=None, metavar=meta.get("metavar") or f.name.upper(),
                            help=help_text)
+    parser.add_argument("--config", metavar="FILE.json", default=None,
+                        help="a JSON object of training options (the names above with _, e.g. the best.json "
+                             "transferlab tune writes); flags given on the command line win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _as_text(value) -> str:
+    """A JSON value as the text of its CLI flag (lists comma-separated), converted by TrainConfig."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def read_config_file(path: str) -> dict:
+    """The options in a ``--config`` JSON file, as flag texts; a one-line ConfigError for a missing or
+    malformed file and for names that are not training options."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not a JSON file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: must hold a JSON object of training options")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown training option(s) {', '.join(unknown)} "
+                          f"(see transferlab train --help; names use _, e.g. weight_decay)")
+    return {k: _as_text(v) for k, v in data.items() if v is not None}
+
+
+def apply_config_file(args: argparse.Namespace) -> None:
+    """Fill the flags not given on the command line from ``--config`` (in place)."""
+    path = getattr(args, "config", None)
+    if not path:
+        return
+    for name, text in read_config_file(path).items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, text)
 
 
 def options_from_args(args: argparse.Namespace) -> dict:
@@ -65,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import train
     from ..train.distributed import env_rank
 
+    apply_config_file(args)
     data = args.data if args.data is not None else sample_dir()
     result = train(data, model=args.model or TrainConfig.model, progress=not args.no_progress, **options_from_args(args))
     best = result.best
