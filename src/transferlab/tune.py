@@ -198,6 +198,7 @@ class Tuner:
         self.feature_seconds: dict[str, float] = {}
         self.best_run: Path | None = None
         self.deadline: float | None = None
+        self.trial_feature_seconds = 0.0  # feature extraction inside the current trial
 
     # ---- the story --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -227,7 +228,7 @@ class Tuner:
                 study.optimize(self.objective, n_trials=None, timeout=self.budget, callbacks=callbacks,
                                gc_after_trial=False)
             except KeyboardInterrupt:
-                self.write_outputs(study)
+                self.write_outputs(study, quiet=True)  # best so far; the caller says how to continue
                 raise
         return self.write_outputs(study)
 
@@ -265,7 +266,9 @@ class Tuner:
     def open_study(self) -> optuna.Study:
         self.out.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(self.out / STUDY_FILE).resolve()}"
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # tune prints its own line per trial; optuna's warning for a failed trial would repeat a Ctrl-C's
+        # traceback (an objective's real error is raised anyway)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         # the pruner's and sampler's settings are not stored: they are rebuilt the same on every run
         startup = 10 if self.trials is None else min(10, max(3, self.trials // 3))
         pruner = optuna.pruners.MedianPruner(n_startup_trials=min(5, startup), n_warmup_steps=4)
@@ -387,6 +390,7 @@ class Tuner:
 
     # ---- the objective ------------------------------------------------------------------------------
     def objective(self, trial: optuna.Trial) -> float:
+        self.trial_feature_seconds = 0.0
         params = self.suggest(trial)
         trial.set_user_attr("options", self.options(params))
         if self.space == "head":
@@ -397,6 +401,8 @@ class Tuner:
         cfg = self.trial_config(params)
         views = 1 if cfg.augment == "none" else min(int(cfg.feature_views), int(cfg.epochs))
         train_views, train_y, val_x, val_y = self.features(int(cfg.input_size), cfg.augment, views)
+        if self.trial_feature_seconds:
+            trial.set_user_attr("feature_seconds", round(self.trial_feature_seconds, 2))
         # the head as train builds it: the whole model under the seed (no weights read: ~0.03 s), so
         # that its initial weights, and so the trial's figures, are the ones train --config reproduces
         seed_everything(cfg.seed)
@@ -490,6 +496,7 @@ class Tuner:
                          "val.npy" in {p.name for p in missing})
             seconds = time.perf_counter() - t0
             self.feature_seconds[f"{size}px {augment}"] = round(seconds, 2)
+            self.trial_feature_seconds += seconds
             self.log(f"features at {size} px ({augment}, {views} view(s)): {len(self.splits.train)} train + "
                      f"{len(self.splits.val)} val images, {seconds:.1f}s (kept in {folder})")
         load = lambda p: torch.from_numpy(np.array(np.load(p, mmap_mode="r")))  # noqa: E731 - a copy in RAM
@@ -536,9 +543,11 @@ class Tuner:
             result = str(trial.state.name).lower()
         best = (f"best {study.best_value:.4f} (trial {study.best_trial.number})"
                 if finished_complete(study) else "best -")
-        self.log(f"trial {trial.number} [{n_done}{of}]  {shown}  {result}  {seconds:.1f}s  {best}")
+        feats = trial.user_attrs.get("feature_seconds")
+        took = f"{seconds:.1f}s" + (f" (features {feats:.1f}s)" if feats else "")
+        self.log(f"trial {trial.number} [{n_done}{of}]  {shown}  {result}  {took}  {best}")
 
-    def write_outputs(self, study: optuna.Study) -> dict[str, Any]:
+    def write_outputs(self, study: optuna.Study, quiet: bool = False) -> dict[str, Any]:
         counts = {s.name.lower(): sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
         result: dict[str, Any] = {"value": None, "params": None, "trial": None, "options": None, "best_json": None,
                                   "report": None, "study": str(self.out / STUDY_FILE),
@@ -552,7 +561,7 @@ class Tuner:
                           best_json=str(self.out / "best.json"))
         result["report"] = str(write_report(study, self.out, self.identity(), result))
         write_json(self.out / "summary.json", result)
-        if result["value"] is not None:
+        if result["value"] is not None and not quiet:
             data = self.identity()["data"]
             self.log(f"best: trial {result['trial']}, val_acc {result['value']:.4f}; options in {result['best_json']}; "
                      f"report {result['report']}")
