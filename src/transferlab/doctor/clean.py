@@ -6,7 +6,9 @@ Defaults (each can be turned off): copies of a picture that sits in several spli
 from the later split (val, then test; train keeps its copy); groups whose copies carry different
 labels are dropped whole; of each set of identical files in one split and class, one is kept.
 Outliers and label issues are dropped / relabelled only when asked (``drop_outliers``,
-``drop_issues``, ``relabel``: how many from the top of their ranking; ``-1`` for all).
+``drop_issues``, ``relabel``: how many from the top of their ranking; ``-1`` for all flagged ones).
+The label ranking is the flagged likely label errors, then those only "to review": a count larger
+than the flagged list reaches into the review list.
 
 ``split_by_group=True`` re-splits train + val (test stays as it is) into a stratified split in
 which every near-duplicate group stays on one side.
@@ -112,9 +114,11 @@ def plan_clean(report: dict, *, drop_leaks: bool = True, drop_conflicts: bool = 
                 kept.add(key)
     for r in _top(report["outliers"], drop_outliers):
         drop(r["path"], f"outlier: {r['reason']}")
-    for r in _top(report["label_issues"], drop_issues):
+    ranked = list(report["label_issues"]) + list(report.get("label_review", []))
+    flagged = len(report["label_issues"])
+    for r in _top(ranked, flagged if drop_issues == -1 else drop_issues):
         drop(r["path"], f"likely label error: given {r['given']}, suggested {r['suggested']}")
-    for r in _top(report["label_issues"], relabel):
+    for r in _top(ranked, flagged if relabel == -1 else relabel):
         row = rows.get(r["path"])
         if row is not None and row["action"] == "keep" and r["suggested"] != row["label"]:
             row["action"], row["label"] = "relabel", r["suggested"]

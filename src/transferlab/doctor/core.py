@@ -115,7 +115,7 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     timing["duplicates"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    issues, label_note, quality = _label_issues(sig["features"], labels, folds=folds, seed=seed)
+    issues, label_note, quality, probs = _label_issues(sig["features"], labels, folds=folds, seed=seed)
     timing["labels"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -164,14 +164,23 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     global_out = {i for i in flagged if blank[i] or scores["dataset_z"][i] >= outlier_z}
     issue_set = {it["index"] for it in issues}
     flagged = [i for i in flagged if i in global_out or i not in issue_set]
-    label_rows = []
-    for it in issues:
-        i = it["index"]
-        if i in global_out:
-            continue
-        label_rows.append({**item(i), "given": classes[it["given"]], "suggested": classes[it["suggested"]],
-                           "score": it["score"], "p_given": it["p_given"], "p_suggested": it["p_suggested"],
-                           "group": group_id.get(paths[i])})
+    # Ranked by cleanlab's label quality; flagged (the default list) only below the threshold whose
+    # estimated precision reaches labels.FLAG_PRECISION, the rest of cleanlab's issues "to review".
+    checked = ~np.isnan(quality)
+    disagree = int((checked & (np.nan_to_num(probs).argmax(1) != labels)).sum()) if checked.any() else 0
+    rule_scores = quality.copy()
+    rule_scores[sorted(global_out)] = np.nan
+    rule = _labels.flag_rule(rule_scores, disagree)
+    t = rule["threshold"]
+    flag_set = set(np.flatnonzero(rule_scores < t).tolist()) if t is not None else set()
+    candidates = sorted((flag_set | {it["index"] for it in issues}) - global_out, key=lambda i: (quality[i], paths[i]))
+    label_rows, review_rows = [], []
+    for i in candidates:
+        sug = int(np.argmax(probs[i]))
+        row = {**item(i), "given": classes[labels[i]], "suggested": classes[sug], "score": round(float(quality[i]), 4),
+               "p_given": round(float(probs[i, labels[i]]), 4), "p_suggested": round(float(probs[i, sug]), 4),
+               "group": group_id.get(paths[i])}
+        (label_rows if i in flag_set else review_rows).append(row)
     outlier_rows = []
     for i in flagged:
         near = int(scores["nearest"][i])
@@ -206,11 +215,17 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
             "conflicting_labels": n_conf,
             "duplicate_images": sum(d["size"] for d in duplicates),
             "label_issues": len(label_rows),
+            "label_review": len(review_rows),
+            "label_precision": rule["estimated_precision"] if label_rows else None,
             "outliers": len(outlier_rows),
             "warnings": sum(w["severity"] == "warning" for w in warn),
         },
         "duplicates": duplicates,
         "label_issues": label_rows,
+        "label_review": review_rows,
+        "label_rule": {"threshold": t, "estimated_precision": rule["estimated_precision"],
+                       "expected_false": rule["expected_false"], "disagreements": disagree,
+                       "target_precision": _labels.FLAG_PRECISION},
         "outliers": outlier_rows,
         "warnings": warn,
         "broken": broken,
@@ -236,14 +251,16 @@ def _signals(groups_in, **kwargs) -> dict:
 
 
 def _label_issues(features: np.ndarray, labels: np.ndarray, *, folds: int,
-                  seed: int) -> tuple[list[dict], str | None, np.ndarray]:
+                  seed: int) -> tuple[list[dict], str | None, np.ndarray, np.ndarray]:
     """cleanlab's label issues over the classes with enough images, a note when some are left
-    out, and every image's label quality (NaN where not checked)."""
+    out, every image's label quality and its out-of-fold class probabilities (NaN where not
+    checked)."""
     counts = Counter(labels.tolist())
     need = 2
     keep_classes = {c for c, n in counts.items() if n >= need}
     if len(keep_classes) < 2:
-        return [], "label errors not checked: fewer than 2 classes have 2 or more images", np.full(len(labels), np.nan)
+        return ([], "label errors not checked: fewer than 2 classes have 2 or more images", np.full(len(labels), np.nan),
+                np.full((len(labels), int(labels.max(initial=0)) + 1), np.nan))
     keep = np.flatnonzero(np.isin(labels, list(keep_classes)))
     note = None
     if len(keep) < len(labels):
@@ -261,7 +278,9 @@ def _label_issues(features: np.ndarray, labels: np.ndarray, *, folds: int,
     quality[keep] = _labels.label_scores(y, probs)
     for it in issues:
         it["index"] = int(keep[it["index"]])
-    return issues, note, quality
+    full = np.full((len(labels), probs.shape[1]), np.nan)
+    full[keep] = probs
+    return issues, note, quality, full
 
 
 def write_outputs(report: dict, out: str | os.PathLike, *, html: bool = True) -> dict[str, Path]:

@@ -59,14 +59,15 @@ def _figure(report: dict, thumbs: dict, path: str | None, label: str = "", split
 
 
 def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, max_issues: int = 150,
-               max_outliers: int = 60) -> Path:
+               max_review: int = 60, max_outliers: int = 60) -> Path:
     """Write the doctor's HTML page for ``report`` (the dict of :func:`diagnose`); returns its path."""
     e = html.escape
     path = Path(path)
     groups = report["duplicates"][:max_groups]
     issues = report["label_issues"][:max_issues]
+    review = report.get("label_review", [])[:max_review]
     outliers = report["outliers"][:max_outliers]
-    wanted = {f["path"] for d in groups for f in d["files"]} | {r["path"] for r in issues}
+    wanted = {f["path"] for d in groups for f in d["files"]} | {r["path"] for r in issues + review}
     wanted |= {r["path"] for r in outliers} | {r["nearest"] for r in outliers if r.get("nearest")}
     wanted = sorted(wanted)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -107,17 +108,31 @@ def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, 
             why += f" ({total - len(items)} of them also across splits, shown above)"
         sections.append(f"<h3>{e(title)}: {total}</h3><p class='note'>{e(why)}</p>"
                         + ("".join(group_html(d) for d in items) or "<p>none</p>"))
-    label_html = "".join(
-        f"<div class='group'>{_figure(report, thumbs, r['path'], r['given'], r['split'])}"
-        f"<div class='arrow'>given <span class='bad'>{e(r['given'])}</span> ({r['p_given']:.2f})<br>"
-        f"suggested <span class='good'>{e(r['suggested'])}</span> ({r['p_suggested']:.2f})<br>score {r['score']:.3f}"
-        + (f"<br>in duplicate group <a href='#group-{r['group']}'>#{r['group']}</a>" if r.get("group") is not None else "")
-        + "</div></div>" for r in issues)
+
+    def label_html(rows: list) -> str:
+        return "".join(
+            f"<div class='group'>{_figure(report, thumbs, r['path'], r['given'], r['split'])}"
+            f"<div class='arrow'>given <span class='bad'>{e(r['given'])}</span> ({r['p_given']:.2f})<br>"
+            f"suggested <span class='good'>{e(r['suggested'])}</span> ({r['p_suggested']:.2f})<br>score {r['score']:.3f}"
+            + (f"<br>in duplicate group <a href='#group-{r['group']}'>#{r['group']}</a>" if r.get("group") is not None else "")
+            + "</div></div>" for r in rows)
+
     outlier_html = "".join(
         f"<div class='group'>{_figure(report, thumbs, r['path'], r['label'], r['split'])}"
         + (_figure(report, thumbs, r['nearest'], 'nearest', '', f"<br>similarity {r['nearest_similarity']}")
            if r.get("nearest") else "")
         + f"<div class='arrow'>{e(r['reason'])}<br>z {r['score']:.1f}</div></div>" for r in outliers)
+    rule = report.get("label_rule") or {}
+    precision = (f" (estimated precision ~{rule['estimated_precision']:.2f})"
+                 if s["label_issues"] and rule.get("estimated_precision") is not None else "")
+    if rule.get("threshold") is not None:
+        rule_note = (f"flagged: label quality below {rule['threshold']:g}, where about {rule['expected_false']:g} of "
+                     f"them are expected to be correctly labelled (the probe disagrees with "
+                     f"{rule['disagreements']} given labels)")
+    else:
+        rule_note = (f"nothing flagged: no quality threshold keeps the estimated precision at "
+                     f"{rule.get('target_precision', 0.7):g} or more (the probe disagrees with "
+                     f"{rule.get('disagreements', 0)} given labels, about as many as its own mistakes explain)")
     clip = lambda shown, total, what: (f"<p class='note'>showing {shown} of {total} {what}; all are in doctor.json</p>"
                                        if total > shown else "")
     page = f"""<!doctype html>
@@ -131,9 +146,14 @@ def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, 
 <h2 id="warnings">Checks</h2><ul>{warn or '<li>nothing to report</li>'}</ul>
 <h2 id="duplicates">Duplicates: {s['duplicate_groups']} groups, {s['duplicate_images']} images</h2>
 {clip(len(groups), s['duplicate_groups'], 'groups')}{''.join(sections)}
-<h2 id="labels">Likely label errors: {s['label_issues']}</h2>
-<p class="note">ranked by cleanlab's label quality (the out-of-fold probability of the given label), lowest first</p>
-{clip(len(issues), s['label_issues'], 'label issues')}{label_html or '<p>none</p>'}
+<h2 id="labels">Likely label errors: {s['label_issues']}{precision}</h2>
+<p class="note">ranked by cleanlab's label quality (the out-of-fold probability of the given label), lowest first;
+{e(rule_note)}</p>
+{clip(len(issues), s['label_issues'], 'label issues')}{label_html(issues) or '<p>none</p>'}
+<h3 id="review">To review: {s.get('label_review', 0)}</h3>
+<p class="note">the rest of what cleanlab finds: images whose given label the probe doubts, too many of them
+correctly labelled to act on without a look</p>
+{clip(len(review), s.get('label_review', 0), 'images to review')}{label_html(review) or '<p>none</p>'}
 <h2 id="outliers">Outliers: {s['outliers']}</h2>
 <p class="note">images unlike anything in the dataset or in their class, each beside its nearest image</p>
 {clip(len(outliers), s['outliers'], 'outliers')}{outlier_html or '<p>none</p>'}

@@ -16,6 +16,24 @@ def _short(report: dict, path: str | None) -> str:
     return path if rel.startswith("..") else rel
 
 
+def label_headline(s: dict) -> str:
+    """The label part of the headline: the flagged count with its estimated precision, then how
+    many more are only to review.
+
+    >>> label_headline({"label_issues": 12, "label_precision": 0.81, "label_review": 40})
+    '12 likely label errors (estimated precision ~0.81), 40 more to review'
+    >>> label_headline({"label_issues": 0, "label_review": 312})
+    'no likely label errors (312 to review)'
+    """
+    review = s.get("label_review", 0)
+    if s["label_issues"]:
+        text = f"{s['label_issues']} likely label error{'s' if s['label_issues'] != 1 else ''}"
+        if s.get("label_precision") is not None:
+            text += f" (estimated precision ~{s['label_precision']:.2f})"
+        return text + (f", {review} more to review" if review else "")
+    return "no likely label errors" + (f" ({review} to review)" if review else "")
+
+
 def summary(report: dict) -> list[str]:
     """A few plain lines on the report: counts of each problem and the warnings that matter.
 
@@ -33,7 +51,7 @@ def summary(report: dict) -> list[str]:
         parts.append(f"{s['duplicate_groups']} duplicate groups" + (f" ({', '.join(extra)})" if extra else ""))
     else:
         parts.append(f"no duplicates (similarity >= {report['settings']['threshold']:g})")
-    parts.append(f"{s['label_issues']} likely label errors" if s["label_issues"] else "no likely label errors")
+    parts.append(label_headline(s))
     parts.append(f"{s['outliers']} outliers" if s["outliers"] else "no outliers")
     lines = [f"data doctor: {s['images']} images; " + ", ".join(parts)]
     if s["cross_split"]:
@@ -74,9 +92,14 @@ def render_report(report: dict, max_rows: int = 5) -> list:
     kind_rows("cross-split", "duplicates across splits (leakage)")
     kind_rows("conflicting-labels", "duplicates with conflicting labels")
     kind_rows("within-class", "duplicates within a class")
-    t.add_row("likely label errors", str(s["label_issues"]), escape("\n".join(
+    prec = f" (est. precision ~{s['label_precision']:.2f})" if s["label_issues"] and s.get("label_precision") is not None else ""
+    t.add_row("likely label errors" + prec, str(s["label_issues"]), escape("\n".join(
         f"{_short(report, r['path'])}: {r['given']} -> {r['suggested']} (score {r['score']:.3f})"
         for r in report["label_issues"][:max_rows]) or "-"))
+    if report.get("label_review"):
+        t.add_row("to review (label doubted)", str(s.get("label_review", len(report["label_review"]))), escape("\n".join(
+            f"{_short(report, r['path'])}: {r['given']} -> {r['suggested']} (score {r['score']:.3f})"
+            for r in report["label_review"][:max_rows])))
     t.add_row("outliers", str(s["outliers"]), escape("\n".join(
         f"{_short(report, r['path'])} [{r['label']}]: {r['reason']} (z {r['score']:.1f})"
         for r in report["outliers"][:max_rows]) or "-"))
