@@ -166,3 +166,15 @@ def test_ctrl_c_leaves_a_resumable_study(digits_dir, tmp_path, tiny, capsys, mon
     assert len(_finished(study)) == 3 and len(study.trials) == 4
     numbers = [t.params for t in _finished(study)]
     assert all(numbers.count(p) == 1 for p in numbers)
+
+
+def test_full_space_runs_real_training_and_keeps_the_best_run(digits_dir, tmp_path, tiny):
+    out = tmp_path / "full"
+    r = tune(digits_dir, **tiny, input_sizes=[32], trials=2, space="full", out=out, progress=False,
+             log=lambda m: None)
+    study = _study(out)
+    assert len(_finished(study)) == 2 and "unfreeze_last" in study.trials[0].params
+    kept = sorted(p.name for p in (out / "trials").iterdir())
+    assert kept == [f"trial-{r['trial']:03d}"]  # only the best trial's run folder stays
+    cfg = json.loads((out / "trials" / kept[0] / "config.json").read_text())
+    assert cfg["lr"] == pytest.approx(r["options"]["lr"]) and cfg["augment"] == r["options"]["augment"]
