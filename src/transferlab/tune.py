@@ -184,6 +184,7 @@ class Tuner:
                                 pretrained=pretrained)
         self.base.validate()
         self.space = space
+        self.scratch = self.recipe.kind == "scratch"
         if space == "head" and self.recipe.kind == "scratch":
             raise ConfigError(f"{self.model} trains from scratch: there is no pretrained backbone whose features "
                               f"could be cached; tune it with --space full")
@@ -300,11 +301,12 @@ class Tuner:
             "head": trial.suggest_categorical("head", HEAD_WIDTHS),
             "dropout": trial.suggest_float("dropout", 0.0, 0.5),
             "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
-            "epochs": trial.suggest_int("epochs", 2, 12) if full else trial.suggest_int("epochs", 5, 40, step=5),
+            "epochs": (trial.suggest_int("epochs", 2, 12) if full and not self.scratch
+                       else trial.suggest_int("epochs", 5, 40, step=5)),
             "input_size": trial.suggest_categorical("input_size", self.sizes),
             "augment": trial.suggest_categorical("augment", self.augments()),
         }
-        if full:
+        if full and not self.scratch:  # a from-scratch net trains whole: no unfreeze depth
             p["unfreeze_last"] = trial.suggest_categorical("unfreeze_last", self.unfreeze_choices())
             if p["unfreeze_last"]:
                 p["fine_tune"] = trial.suggest_int("fine_tune", 1, 8)
@@ -330,10 +332,10 @@ class Tuner:
              "weight_decay": float(np.clip(cfg.weight_decay or 1e-6, 1e-6, 1e-1)),
              "head": hidden[0] if hidden and hidden[0] in HEAD_WIDTHS else 0,
              "dropout": 0.0, "label_smoothing": float(min(cfg.label_smoothing or 0.0, 0.2)),
-             "epochs": 10 if self.space == "head" else int(min(max(cfg.epochs, 2), 12)),
+             "epochs": self.default_epochs(int(cfg.epochs)),
              "input_size": max([s for s in self.sizes if s <= auto] or self.sizes[:1]),
              "augment": cfg.augment if cfg.augment in self.augments() else "none"}
-        if self.space == "full":
+        if self.space == "full" and not self.scratch:
             k = int(cfg.unfreeze_last or 0)
             choices = self.unfreeze_choices()
             p["unfreeze_last"] = k if k in choices else 0
@@ -341,6 +343,13 @@ class Tuner:
                 p["fine_tune"] = int(min(max(cfg.fine_tune or 1, 1), 8))
                 p["fine_tune_lr"] = float(np.clip(cfg.fine_tune_lr or cfg.lr / 10, 1e-5, 3e-3))
         return p
+
+    def default_epochs(self, recipe_epochs: int) -> int:
+        if self.scratch:  # the range 5..40 by 5
+            return int(min(max(round(recipe_epochs / 5) * 5, 5), 40))
+        if self.space == "full":  # the head phase before fine-tuning: 2..12
+            return int(min(max(recipe_epochs, 2), 12))
+        return 10  # head only (a fine-tuning recipe's own head phase is a single epoch)
 
     # ---- params -> train options ------------------------------------------------------------------
     def options(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -363,7 +372,9 @@ class Tuner:
         if "epochs" in params:
             o["epochs"] = int(params["epochs"])
         k = int(params.get("unfreeze_last", 0) or 0)
-        if k:
+        if self.scratch:
+            o.update(freeze="full", fine_tune=0)
+        elif k:
             o.update(freeze="frozen", fine_tune=int(params["fine_tune"]), fine_tune_lr=float(params["fine_tune_lr"]),
                      unfreeze_last=k)
         else:
