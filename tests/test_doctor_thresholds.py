@@ -42,28 +42,34 @@ def test_flag_rule_flags_the_confident_errors_of_a_good_probe():
 
 
 def test_flag_rule_flags_nothing_on_a_clean_set_the_probe_often_gets_wrong():
-    """A correctly labelled set whose probe disagrees with 1,000 labels, a bit more often
-    confidently than the measured share (as on the clean CIFAR-10 sample): every threshold's
-    estimate stays under the target, so nothing is flagged and all of it is only to review."""
-    m, scores, prev = 1000, [], 0.0
+    """A correctly labelled set of 4,000 whose probe disagrees with 1,000 labels, a bit more often
+    confidently than measured (as on the clean CIFAR-10 sample): every threshold's estimate stays
+    under the target, so nothing is flagged and all of it is only to review."""
+    n, m, scores, prev = 4000, 1000, [], 0.0
     for t, share in zip(FLAG_GRID, CONFIDENT_MISTAKES):
-        scores += [t - 0.001] * round(1.3 * m * (share - prev))
+        scores += [t - 0.001] * round(1.3 * m * (m / n) * (share - prev))
         prev = share
-    scores = np.array(scores + [0.45] * (m - len(scores)) + [0.9] * 5000)
+    scores = np.array(scores + [0.45] * (m - len(scores)) + [0.9] * (n - m))
     rule = flag_rule(scores, m)
     assert rule["flagged"] == 0 and rule["threshold"] is None and rule["estimated_precision"] is None
-    scores[:20] = 0.0005                                                   # 20 confident suspects more ...
-    assert flag_rule(scores, m)["flagged"] >= 20                           # ... stand out of it
+    scores[-30:] = 0.0005                                                  # 30 confident suspects more ...
+    assert flag_rule(scores, m)["flagged"] >= 30                           # ... stand out of it
 
 
 def test_flag_rule_estimate_and_threshold_by_hand():
     scores = np.array([0.001] * 10 + [0.012] * 10 + [0.5] * 80)
-    # 10 below 0.005: 200 disagreements x 0.0026 = 0.52 expected correct -> 0.948; below 0.015 (20):
-    # 200 x 0.0158 = 3.16 -> 0.842; above, nothing more is flagged while the expected count grows.
-    rule = flag_rule(scores, 200)
+    # 100 images, 40 disagreements (rate 0.4): below 0.005, 10 flagged and 40 x 0.4 x 0.0092 = 0.15
+    # expected correct -> 0.985; below 0.015, 20 and 40 x 0.4 x 0.0553 = 0.88 -> 0.956; above, nothing
+    # more is flagged while the expected count grows.
+    rule = flag_rule(scores, 40)
     assert rule["threshold"] == pytest.approx(0.015) and rule["flagged"] == 20
-    assert rule["estimated_precision"] == pytest.approx(1 - 200 * CONFIDENT_MISTAKES[2] / 20, abs=0.01)
-    assert flag_rule(scores, 200, precision=0.9)["flagged"] == 10          # a stricter target: fewer
+    assert rule["estimated_precision"] == pytest.approx(1 - 40 * 0.4 * CONFIDENT_MISTAKES[2] / 20, abs=0.01)
+    assert rule["expected_false"] == pytest.approx(40 * 0.4 * CONFIDENT_MISTAKES[2], abs=0.05)
+    # the same scores, but the probe disagrees with every label: 100 x 1 x 0.0553 = 5.5 of 20 (0.72)
+    # is still enough below 0.015; a target of 0.9 flags only the 10 below 0.005 (100 x 0.0092: 0.91)
+    assert flag_rule(scores, 100)["flagged"] == 20
+    assert flag_rule(scores, 100, precision=0.9)["flagged"] == 10
+    assert flag_rule(scores, 100, images=1000)["estimated_precision"] > flag_rule(scores, 100)["estimated_precision"]
     none = flag_rule(scores, 0)                                             # no disagreement: nothing expected
     assert none["flagged"] == 20 and none["threshold"] == pytest.approx(0.015) and none["estimated_precision"] == 1
     assert flag_rule(np.array([np.nan, 0.001]), 0)["flagged"] == 1           # unchecked images do not count
@@ -72,7 +78,7 @@ def test_flag_rule_estimate_and_threshold_by_hand():
 def test_mistake_table_is_a_growing_share():
     assert len(FLAG_GRID) == len(CONFIDENT_MISTAKES)
     assert list(FLAG_GRID) == sorted(FLAG_GRID) and list(CONFIDENT_MISTAKES) == sorted(CONFIDENT_MISTAKES)
-    assert 0 < CONFIDENT_MISTAKES[0] and CONFIDENT_MISTAKES[-1] < 1
+    assert 0 < CONFIDENT_MISTAKES[0] and FLAG_PRECISION == 0.7
 
 
 # ---------------------------------------------------------------- near-duplicates: both signals

@@ -29,7 +29,7 @@ def _count(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", nargs="?", default=None,
                         help="ROOT/CLASS/*.jpg, ROOT/{train,test[,val]}/CLASS, or a path,label CSV "
-                             "(default: the built-in digits sample)")
+                             "(default: the built-in CIFAR-10 photo sample)")
     parser.add_argument("--out", metavar="DIR", default="doctor", help="folder for doctor.json and doctor.html (default doctor/)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help=f"cosine similarity of embeddings from which two images are near-duplicates (default {THRESHOLD})")
@@ -64,9 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clean.add_argument("--drop-outliers", type=_count, default=0, metavar="N",
                        help="drop the top N outliers ('all': every one flagged; default 0)")
     clean.add_argument("--drop-label-issues", type=_count, default=0, metavar="N",
-                       help="drop the top N likely label errors (default 0)")
+                       help="drop the top N of the label ranking: the flagged likely label errors, then those to "
+                            "review ('all': the flagged ones; default 0)")
     clean.add_argument("--relabel", type=_count, default=0, metavar="N",
-                       help="give the top N likely label errors their suggested label (default 0)")
+                       help="give the top N of the label ranking their suggested label ('all': the flagged ones; "
+                            "default 0)")
     clean.add_argument("--relative-paths", action="store_true", help="paths relative to the CSV's folder (default absolute)")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

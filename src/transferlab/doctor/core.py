@@ -170,7 +170,7 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     disagree = int((checked & (np.nan_to_num(probs).argmax(1) != labels)).sum()) if checked.any() else 0
     rule_scores = quality.copy()
     rule_scores[sorted(global_out)] = np.nan
-    rule = _labels.flag_rule(rule_scores, disagree)
+    rule = _labels.flag_rule(rule_scores, disagree, images=int(checked.sum()))
     t = rule["threshold"]
     flag_set = set(np.flatnonzero(rule_scores < t).tolist()) if t is not None else set()
     candidates = sorted((flag_set | {it["index"] for it in issues}) - global_out, key=lambda i: (quality[i], paths[i]))
@@ -225,6 +225,7 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         "label_review": review_rows,
         "label_rule": {"threshold": t, "estimated_precision": rule["estimated_precision"],
                        "expected_false": rule["expected_false"], "disagreements": disagree,
+                       "images": int(checked.sum()),
                        "target_precision": _labels.FLAG_PRECISION},
         "outliers": outlier_rows,
         "warnings": warn,

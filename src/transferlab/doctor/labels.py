@@ -179,46 +179,51 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str =
 FLAG_PRECISION = 0.7
 #: self-confidence thresholds the rule may flag below (the probability of the given label)
 FLAG_GRID = tuple(round(0.005 * i, 3) for i in range(1, 41))
-#: share of the probe's disagreements with the given labels that are correctly labelled images with a
-#: self-confidence below each threshold of FLAG_GRID: the median over 4 sets with 3% planted wrong
-#: labels (cars, flowers, a 2,400-image cifar10-subset slice, fingers; bench/bench_doctor.py, which
-#: refits it and chooses the threshold leave-one-set-out). A confidently wrong probe, not a wrong
-#: label, puts a correctly labelled image there.
-CONFIDENT_MISTAKES = (0.0026, 0.0081, 0.0158, 0.0266, 0.0375, 0.044, 0.0511, 0.0566, 0.0621, 0.0682, 0.0805,
-                      0.0883, 0.0981, 0.1067, 0.1154, 0.123, 0.1313, 0.1469, 0.159, 0.1715, 0.1834, 0.1955, 0.2044,
-                      0.2091, 0.2212, 0.2317, 0.2442, 0.2538, 0.2652, 0.2762, 0.2908, 0.2971, 0.3063, 0.3119,
-                      0.3257, 0.3353, 0.3439, 0.3498, 0.3768, 0.3881)
+#: correctly labelled images scoring below each threshold of FLAG_GRID, as a share of the probe's
+#: disagreements with the given labels, per unit of its disagreement rate: the median over 4 sets
+#: with 3% planted wrong labels (cars, flowers, a 2,400-image cifar10-subset slice, fingers;
+#: bench/bench_doctor.py refits it and checks the rule leave-one-set-out). A probe that disagrees
+#: with a quarter of the labels is confidently wrong about many correctly labelled images; one that
+#: disagrees with 3% hardly ever.
+CONFIDENT_MISTAKES = (0.0092, 0.0285, 0.0553, 0.093, 0.1321, 0.1644, 0.1982, 0.2272, 0.2473, 0.2643, 0.3136,
+                      0.3467, 0.3952, 0.4322, 0.4738, 0.4992, 0.5408, 0.6307, 0.693, 0.7561, 0.8138, 0.8761, 0.913,
+                      0.93, 0.984, 1.0302, 1.1055, 1.1502, 1.201, 1.2557, 1.3257, 1.3488, 1.3996, 1.425, 1.505,
+                      1.5496, 1.5843, 1.606, 1.7233, 1.7617)
 
 
-def flag_rule(scores: np.ndarray, disagreements: int, *, precision: float = FLAG_PRECISION,
-              grid: tuple[float, ...] = FLAG_GRID, mistakes: tuple[float, ...] = CONFIDENT_MISTAKES) -> dict:
+def flag_rule(scores: np.ndarray, disagreements: int, *, images: int | None = None,
+              precision: float = FLAG_PRECISION, grid: tuple[float, ...] = FLAG_GRID,
+              mistakes: tuple[float, ...] | None = None) -> dict:
     """Which label suspects to flag: ``{"threshold", "estimated_precision", "flagged", "expected_false"}``.
 
     ``scores``: each image's label quality (self-confidence, the out-of-fold probability of its
-    given label); ``disagreements``: how many images the probe assigns to another class than the
-    given one. At a threshold ``t`` the flagged images are those scoring below ``t``; of them,
-    about ``disagreements x mistakes[t]`` are correctly labelled (a probe that errs on a quarter of
-    the images is confidently wrong on many; one that errs on 3% hardly ever), so the estimated
-    precision is ``1 - that / flagged``. The rule takes the highest threshold whose estimate
-    reaches ``precision`` (the lowest of those that flag the same images); none (``threshold``
-    None, nothing flagged) when no threshold does.
+    given label; NaN: not checked); ``disagreements``: how many of the ``images`` checked (default:
+    the non-NaN scores) the probe assigns to another class than the given one, ``r`` that share. At
+    a threshold ``t`` the flagged images are those scoring below ``t``; about ``disagreements x r x
+    mistakes[t]`` of them are expected to be correctly labelled, so the estimated precision is ``1 -
+    that / flagged``. The rule takes the highest threshold whose estimate reaches ``precision`` (the
+    lowest of those that flag the same images); none (``threshold`` None, nothing flagged) when no
+    threshold does.
 
     >>> r = flag_rule(np.array([0.001, 0.002, 0.003, 0.5, 0.9, 0.95]), disagreements=3)
     >>> r["flagged"], r["threshold"] is not None
     (3, True)
-    >>> flag_rule(np.array([0.001, 0.3, 0.6]), disagreements=1000)["flagged"]
+    >>> flag_rule(np.array([0.004] * 2 + [0.5] * 98), disagreements=100)["flagged"]  # a probe wrong everywhere
     0
     """
+    mistakes = CONFIDENT_MISTAKES if mistakes is None else mistakes
     s = np.asarray(scores, dtype=np.float64)
     s = s[~np.isnan(s)]
     if len(grid) != len(mistakes):
         raise ConfigError(f"{len(grid)} thresholds but {len(mistakes)} mistake shares")
+    n = len(s) if images is None else int(images)
+    rate = float(disagreements) / n if n > 0 else 0.0
     best = {"threshold": None, "estimated_precision": None, "flagged": 0, "expected_false": 0.0}
     for t, share in zip(grid, mistakes):
         flagged = int((s < t).sum())
         if flagged == 0:
             continue
-        expected = float(disagreements) * float(share)
+        expected = float(disagreements) * rate * float(share)
         est = 1.0 - expected / flagged
         if est >= precision and flagged > best["flagged"]:  # the same images at a higher threshold: a worse estimate
             best = {"threshold": float(t), "estimated_precision": round(est, 2), "flagged": flagged,
