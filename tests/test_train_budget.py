@@ -224,3 +224,14 @@ def test_run_budget_cli_errors_are_one_line(digits_dir, tmp_path):
     out = tmp_path / "job"
     assert main(["run", str(digits_dir), "--budget", "soon", "--out", str(out)]) == 2
     assert main(["run", str(digits_dir), "--budget", "1m", "--models", "cnn_bn", "--out", str(out)]) == 2
+
+
+def test_the_first_model_runs_even_when_probing_ate_its_time(digits_dir, monkeypatch):
+    splits = load_data(digits_dir, progress=False)
+    planner, clock = _planner(splits, 60, monkeypatch)
+    first = planner.plan().choices[0]
+    clock.now += 60  # a very slow probe: the whole budget is gone before the first model
+    job = planner.next()
+    assert job is first and "runs anyway" in "\n".join(planner.report().explain())
+    planner.record(job, 30)
+    assert planner.next() is None  # ... but only the first

@@ -173,7 +173,7 @@ def weights_available(name: str, weights=None) -> bool:
     return source != "hub" or not hub_offline()
 
 
-def _rate(step: Callable[[], None], batch: int, min_seconds: float = 1.0, max_steps: int = 20) -> float:
+def _rate(step: Callable[[], None], batch: int, min_seconds: float = 0.5, max_steps: int = 20) -> float:
     """Images/s of ``step`` (one warm-up call, then timed calls for about ``min_seconds``)."""
     step()
     done, t0 = 0, time.perf_counter()
@@ -192,7 +192,7 @@ def _on_threads(n: int, measure: Callable[[], float]) -> float:
         torch.set_num_threads(before)
 
 
-def probe(name: str, splits: DataSplits, *, batch_size: int = 16, input_size: int | None = None) -> Probe:
+def probe(name: str, splits: DataSplits, *, batch_size: int = 8, input_size: int | None = None) -> Probe:
     """Time a recipe's training and inference on this machine at the input size it would use here,
     on all cores and on one; the training rates are measured on the faster thread count."""
     t0 = time.perf_counter()
@@ -338,6 +338,7 @@ class BudgetPlanner:
         self.done: list[Choice] = []
         self.slowdown = 1.0                 # real / estimated time of the last model
         self._primary: tuple[str | None, bool] | None = None   # (recipe, fine-tune fits)
+        self._first: Choice | None = None   # the first job planned
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
@@ -460,6 +461,8 @@ class BudgetPlanner:
                                else "no pretrained backbone fits: the best from-scratch net that does"))
         for job in jobs:  # a hard stop a quarter above the estimate, never past the time left
             job.options["time_limit"] = round(max(1.0, min(job.seconds * 1.25 + 10, left) - self._eval_part(job)), 1)
+        if jobs and self._first is None:
+            self._first = jobs[0]
         plan = self.report()
         plan.choices = jobs
         return plan
@@ -472,9 +475,16 @@ class BudgetPlanner:
         return BudgetPlan(self.budget, [], [self.probes[n] for n in self.probe_order], list(self.notes), list(self.done))
 
     def next(self) -> Choice | None:
-        """The next job that fits the time left, or None when nothing more does."""
+        """The next job that fits the time left, or None when nothing more does. The first model always
+        runs: when probing spent the time the first plan had for it, it runs as planned (and says so)."""
         jobs = self.plan().choices
-        return jobs[0] if jobs else None
+        if jobs:
+            return jobs[0]
+        if not self.done and self._first is not None:
+            self._note(f"probing took longer than planned: {self._first.label} runs anyway, with its planned "
+                       f"time limit ({_fmt(self._first.options['time_limit'])})")
+            return self._first
+        return None
 
 
 def plan_budget(splits: DataSplits, budget: float, *, transfer: Sequence[str] | None = None,
