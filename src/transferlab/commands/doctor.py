@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from ..doctor import diagnose, render_report, write_clean, write_outputs
+    from ..doctor import diagnose, render_report, summary, write_clean, write_outputs
     from ..errors import ConfigError
 
     if args.data is None:
@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=160)
     for table in render_report(report, max_rows=args.rows):
         console.print(table)
+    console.print(summary(report)[0], highlight=False)
     written = write_outputs(report, args.out, html=not args.no_html)
     console.print(f"report: {written['json']}", highlight=False)
     if "html" in written:

@@ -93,9 +93,14 @@ def render_report(report: dict, max_rows: int = 5) -> list:
     kind_rows("conflicting-labels", "duplicates with conflicting labels")
     kind_rows("within-class", "duplicates within a class")
     prec = f" (est. precision ~{s['label_precision']:.2f})" if s["label_issues"] and s.get("label_precision") is not None else ""
+    rule = report.get("label_rule") or {}
+    why = "-"
+    if not s["label_issues"] and report.get("label_review"):
+        why = (f"none at an estimated precision >= {rule.get('target_precision', 0.7):g}: the probe disagrees with "
+               f"{rule.get('disagreements', '?')} given labels, about as many as its own mistakes explain")
     t.add_row("likely label errors" + prec, str(s["label_issues"]), escape("\n".join(
         f"{_short(report, r['path'])}: {r['given']} -> {r['suggested']} (score {r['score']:.3f})"
-        for r in report["label_issues"][:max_rows]) or "-"))
+        for r in report["label_issues"][:max_rows]) or why))
     if report.get("label_review"):
         t.add_row("to review (label doubted)", str(s.get("label_review", len(report["label_review"]))), escape("\n".join(
             f"{_short(report, r['path'])}: {r['given']} -> {r['suggested']} (score {r['score']:.3f})"
