@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from transferlab.doctor import near_duplicate_pairs, summary
-from transferlab.doctor.duplicates import FLOOR, THRESHOLD
+from transferlab.doctor.duplicates import FLOOR, HASH_FLOOR, THRESHOLD
 from transferlab.doctor.labels import CONFIDENT_MISTAKES, FLAG_GRID, FLAG_PRECISION, flag_rule, label_scores
 from transferlab.doctor.render import label_headline
 
@@ -113,13 +113,15 @@ def test_hash_alone_at_low_similarity_is_not_a_duplicate():
     ph, dh = _hashes(len(emb))
     ph[1], dh[1] = ph[0], dh[0]                                           # hashes identical ...
     emb[1] = _with_similarity(emb[0], 0.4, 1)                               # ... but unlike (0.4)
+    ph[7], dh[7] = ph[6], dh[6]
+    emb[7] = _with_similarity(emb[6], 0.65, 5)                              # a recoloured copy: 0.65 is enough
     ph[3], dh[3] = ph[2], dh[2] ^ np.uint64(0b11)                           # hashes close ...
     emb[3] = _with_similarity(emb[2], 0.85, 2)                              # ... and alike (0.85 < 0.9)
     emb[5] = _with_similarity(emb[4], 0.95, 3)                              # hashes far, embedding high
     got = _pair_set(emb, ph, dh, ratio=None)
     assert (0, 1) not in got
-    assert got[(2, 3)] == ["hash"] and got[(4, 5)] == ["embedding"]
-    assert len(got) == 2
+    assert got[(2, 3)] == ["hash"] and got[(4, 5)] == ["embedding"] and got[(6, 7)] == ["hash"]
+    assert len(got) == 3 and 0.44 < HASH_FLOOR <= 0.61
     # without embeddings the hashes are all there is, and they are kept
     assert (0, 1) in {(p["a"], p["b"]) for p in near_duplicate_pairs(None, phash=ph, dhash=dh)}
 

@@ -236,6 +236,7 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         "settings": {
             "backbone": backbone, "input_size": sig["input_size"], "precision": sig["amp"],
             "threshold": threshold, "ratio": ratio, "ratio_reference": _dups.REFERENCE, "ratio_floor": _dups.FLOOR,
+            "hash_floor": _dups.HASH_FLOOR,
             "hash_distance": list(hash_distance) if hash_distance else None, "folds": folds,
             "outlier_z": outlier_z, "val_ratio": val_ratio, "seed": seed,
         },

@@ -5,8 +5,9 @@ Signals (each pair records which ones flagged it):
 ``sha1``       identical file bytes (the validation scan's hash).
 ``hash``       perceptual hashes within ``hash_distance`` bits: pHash AND dHash (64 bits each) --
                re-encoded, resized or recoloured copies of one picture -- and, when embeddings
-               are given, an embedding similarity ``>= floor`` too: a hash match alone is not
-               enough (different flower photos with the same dark layout matched at 0.34 and 0.44).
+               are given, an embedding similarity ``>= hash_floor`` (:data:`HASH_FLOOR`) too: a
+               hash match alone is not enough (different flower photos with the same dark layout
+               matched at 0.34 and 0.44).
 ``embedding``  cosine similarity of centred backbone embeddings ``>= threshold`` (default
                :data:`THRESHOLD`) -- crops, resizes, small edits; OR, for datasets whose images all
                look alike to the backbone (e.g. 32 px CIFAR photos upscaled), a pair that is far
@@ -43,11 +44,15 @@ THRESHOLD = 0.90
 #: its REFERENCE-th nearest neighbour (with cosine >= FLOOR) counts as a near-duplicate.
 RATIO = 0.5
 REFERENCE = 5
-#: least embedding similarity of a pair flagged by the perceptual hashes or by the ratio test: two
+#: least embedding similarity of a pair flagged by the ratio test: two
 #: different birds of the CIFAR-10 sample reach 0.72 (pHash 12 bits apart), while a text overlay on
 #: a deer photo scores 0.86 and the known shifted copy test/deer/0052 ~ train/deer/0520 0.76
 #: (hash-matched copies in the planted sets: 0.87-0.94).
 FLOOR = 0.75
+#: least embedding similarity of a pair the perceptual hashes match (0-2 bits apart): recoloured
+#: copies of grayscale hand photos and 32 px CIFAR photos score only 0.61-0.73, while different
+#: flower photos with matching hashes scored 0.34 and 0.44.
+HASH_FLOOR = 0.6
 RATIO_HASH = 20
 #: default Hamming distance (bits of 64) for both pHash and dHash.
 HASH_DISTANCE = (4, 6)
@@ -111,6 +116,7 @@ def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndar
                          dhash: np.ndarray | None = None, sha1: Sequence[str] | None = None,
                          threshold: float = THRESHOLD, ratio: float | None = RATIO, reference: int = REFERENCE,
                          floor: float = FLOOR, hash_distance: tuple[int, int] | None = HASH_DISTANCE,
+                         hash_floor: float = HASH_FLOOR,
                          max_pairs: int = 200_000) -> list[dict]:
     """Every pair ``a < b`` flagged by at least one signal, as dicts ``{"a", "b", "signals":
     [...], "similarity": cosine or None, "hash_distance": [phash, dhash] bits or None}``,
@@ -146,7 +152,7 @@ def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndar
             keep = start + i < j
             i, j = start + i[keep], j[keep]
             if z is not None:  # both signals: the embeddings must agree too
-                ok = np.einsum("ij,ij->i", z[i], z[j]) >= floor
+                ok = np.einsum("ij,ij->i", z[i], z[j]) >= hash_floor
                 i, j = i[ok], j[ok]
             add(i, j, "hash")
     if z is not None:

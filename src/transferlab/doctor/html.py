@@ -80,7 +80,7 @@ def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, 
                 + (f", or the ratio test (distance &le; {st['ratio']:g}&times; that of the {st['ratio_reference']}th "
                    f"nearest image, similarity &ge; {st['ratio_floor']:g}; <code>--ratio</code>)" if st.get("ratio") else "")
                 + (f", or pHash/dHash within {st['hash_distance'][0]}/{st['hash_distance'][1]} bits with similarity "
-                   f"&ge; {st['ratio_floor']:g}" if st.get("hash_distance") else "")
+                   f"&ge; {st.get('hash_floor', 0.6):g}" if st.get("hash_distance") else "")
                 + f"; label errors: {st['folds']}-fold out-of-fold probabilities + cleanlab; outliers: robust z &ge; "
                   f"{st['outlier_z']:g}")
     warn = "".join(f"<li class='{e(w['severity'])}'>{e(w['severity'])}: {e(w['message'])}</li>" for w in report["warnings"])
