@@ -1,8 +1,8 @@
 """One true number: the accuracy (and loss) reported for a model's best epoch during training, in the
 leaderboard, in ``metrics.json`` and by ``transferlab evaluate`` on the same split and checkpoint agree.
 
-Training may cache features and train in bf16 (``--amp bf16``, or ``auto`` on a CPU with bf16 kernels),
-but validation runs in fp32, as evaluation does: the figures must match to 1e-3 (accuracy) and 1e-4
+Training may cache features and train in bf16 (``--amp bf16``; ``auto`` caches in fp32 since
+2026-12-05), but validation runs in fp32, as evaluation does: the figures must match to 1e-3 (accuracy) and 1e-4
 (loss), which bf16 validation features do not (they moved val_acc 0.68 -> 0.665 on the sample).
 """
 from __future__ import annotations

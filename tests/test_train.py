@@ -413,9 +413,9 @@ def test_bf16_autocast_trains_and_caches_features(tiny, tmp_path):
     assert Run.load(run.dir).config["amp"] == "bf16"
 
 
-def test_auto_precision_caches_features_in_bf16_and_trains_in_fp32(monkeypatch):
-    """--amp auto (the default): bf16 for the frozen part's inference pass where the CPU has bf16
-    kernels, fp32 for training steps; none and bf16 mean what they say."""
+def test_auto_precision_caches_features_and_trains_in_fp32(monkeypatch):
+    """--amp auto (the default): bf16 for the doctor's embeddings where the CPU has bf16 kernels, fp32
+    for training steps and for the features a model trains on; none and bf16 mean what they say."""
     from transferlab import precision
 
     monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
@@ -432,6 +432,8 @@ def test_auto_precision_caches_features_in_bf16_and_trains_in_fp32(monkeypatch):
     from transferlab.train.features import extract
 
     monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
-    feats, _ = extract(lower, [(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]))], device=torch.device("cpu"),
-                       amp="auto", progress=False)
-    assert seen == [torch.bfloat16] and feats.dtype == torch.float32  # computed in bf16, stored in fp32
+    batch = [(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]))]
+    feats, _ = extract(lower, batch, device=torch.device("cpu"), amp="auto", progress=False)
+    assert seen == [torch.float32]  # the features a model trains on are those it computes when deployed
+    feats, _ = extract(lower, batch, device=torch.device("cpu"), amp="bf16", progress=False)
+    assert seen[-1] == torch.bfloat16 and feats.dtype == torch.float32  # asked for: computed in bf16, stored in fp32

@@ -114,8 +114,9 @@ class TrainConfig:
     device: str | None = option(None, "cpu | cuda | cuda:N (default: cuda if available, else cpu)", "speed")
     threads: int | None = option(None, "CPU threads (default: all cores, shared among torchrun processes)", "speed")
     channels_last: bool | None = option(None, "channels-last memory format (default: on for CPU)", "speed")
-    amp: str = option("auto", "bf16 autocast: auto = for feature caching where the CPU has bf16 kernels, "
-                              "bf16 = also for training, none = fp32", "speed", choices=AMP_MODES)
+    amp: str = option("auto", "bf16 autocast: auto = fp32 for training and feature caching (bf16 features differ "
+                              "from what the exported model computes), bf16 = for both (faster where the CPU has "
+                              "bf16 kernels), none = fp32", "speed", choices=AMP_MODES)
     # -- run folder
     run_dir: str = option("runs", "parent folder of runs", "run folder")
     name: str | None = option(None, "run name (default: the recipe name)", "run folder")
