@@ -79,3 +79,27 @@ def test_bench_peers_compares_time_to_the_accuracy_both_reach():
     assert all(r["status"] == "not run" for r in rows.values() if r["transferlab"] not in ("tl_frozen_cars", "tl_frozen30_cifar"))
     table = peers.markdown({"jobs": {"plain_cars": plain, "tl_frozen_cars": tl}, "comparisons": [frozen]})
     assert "**2.5x** to 0.7500" in table and "0.8000 | 300 s | 500 s | 1,000 MB" in table
+
+
+def test_bench_budget_judges_each_set_against_its_probe_and_across_modes(tmp_path, monkeypatch, capsys):
+    bb = _load("bench_budget")
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))  # main() sets it only when unset
+    results = tmp_path / "budget.json"
+    monkeypatch.setattr(bb, "RESULTS", results)
+    monkeypatch.setattr(bb, "shared", lambda: tmp_path)
+    monkeypatch.setattr(bb, "data_path", lambda name, work: tmp_path / name)
+    monkeypatch.setattr(bb, "linear_probe", lambda data, weights: {"best": "mobilenet_v2", "test_accuracy": 0.90})
+    runs = {("fingers", False): ("efficientnet_lite0", 0.95), ("fingers", True): ("efficientnet_lite0", 0.93),
+            ("cars", False): ("efficientnet_lite0", 0.95), ("cars", True): ("efficientnet_lite0-frozen", 0.89)}
+
+    def fake_run(data, out, budget, weights, busy):
+        choice, acc = runs[(Path(data).name, busy)]
+        return {"status": "ok", "choice": choice, "test_accuracy": acc, "wall_seconds": 480.0, "peak_rss_mb": 900}
+
+    monkeypatch.setattr(bb, "budget_run", fake_run)
+    assert bb.main(["--sets", "fingers,cars", "--work", str(tmp_path / "w")]) == 0
+    saved = json.loads(results.read_text())["sets"]
+    assert saved["fingers"]["same_choice"] is True and saved["fingers"]["beats_probe"] is True
+    assert saved["cars"]["same_choice"] is False and saved["cars"]["beats_probe"] is False  # busy fell below 0.90
+    table = capsys.readouterr().out
+    assert "| fingers | mobilenet_v2 0.9 | efficientnet_lite0, 0.95" in table
