@@ -52,8 +52,7 @@ from .train.features import frozen_part
 TRANSFER_ORDER = ("efficientnet_lite2", "efficientnet_lite1", "efficientnet_lite0", "mobilenet_v2")
 SCRATCH_ORDER = ("resnet_scratch", "cnn_bn")
 RESERVE = 0.10           # of the budget, for export and the report
-PRIMARY_SHARE = 0.75     # the primary backbone's frozen job + MIN_FINE_TUNE epochs must fit this share ...
-FROZEN_SHARE = 0.40      # ... else its frozen job alone this share (at quiet-machine speed, see THREAD_GAIN)
+FROZEN_SHARE = 0.40      # a backbone whose fine-tuning fits nowhere is primary when its frozen job fits this share
 FINE_TUNE_SHARE = 0.85   # of the time left after the frozen job, for fine-tuning (the rest: a second backbone)
 MIN_FINE_TUNE, MAX_FINE_TUNE = 2, 10
 MIN_SCRATCH_EPOCHS, MAX_SCRATCH_EPOCHS = 3, 40
@@ -285,12 +284,12 @@ def fit_schedule(p: Probe, n_train: int, n_val: int, seconds: float, *, views: i
     not fit."""
     if p.cache_ips is not None:
         low, high = epochs or (MIN_FINE_TUNE, MAX_FINE_TUNE)
-        fixed = transfer_seconds(p, n_train, n_val, 0, views)
-        per_epoch = transfer_seconds(p, n_train, n_val, 1, views) - fixed
-        n = min(high, int((seconds - fixed) // per_epoch)) if seconds > fixed else 0
-        if n < low:
+        # one cached view per epoch at most (train caps them so), each a caching pass of the lower blocks
+        fits = [n for n in range(low, high + 1) if transfer_seconds(p, n_train, n_val, n, min(views, n)) <= seconds]
+        if not fits:
             return None
-        est = fixed + n * per_epoch
+        n = fits[-1]
+        est = transfer_seconds(p, n_train, n_val, n, min(views, n))
         options = {"input_size": p.input_size, "crop_pct": p.crop_pct, "fine_tune": n, "feature_views": min(views, n)}
     else:
         low, high = epochs or (MIN_SCRATCH_EPOCHS, MAX_SCRATCH_EPOCHS)
@@ -371,10 +370,11 @@ class BudgetPlanner:
 
     # ---- the choice of backbone (once, from quiet-machine estimates) -----------------------------
     def primary(self) -> tuple[str | None, bool]:
-        """The pretrained backbone of the run and whether its fine-tuning fits, chosen once: the most
-        accurate one whose frozen job and :data:`MIN_FINE_TUNE` fine-tuning epochs fit
-        :data:`PRIMARY_SHARE` of the budget at this machine's quiet speed, else the most accurate
-        one whose frozen job fits :data:`FROZEN_SHARE`; ``(None, False)`` when none does."""
+        """The pretrained backbone of the run and whether its fine-tuning fits, chosen once at this
+        machine's quiet speed (see :attr:`Probe.quiet_ratio`), by the same fitting the plan uses: the
+        most accurate one whose frozen job and then :data:`MIN_FINE_TUNE` fine-tuning epochs fit the
+        usable budget, else the most accurate one whose frozen job fits :data:`FROZEN_SHARE` of it;
+        ``(None, False)`` when none does."""
         if self._primary is not None:
             return self._primary
         usable = self.budget * (1 - RESERVE)
@@ -384,14 +384,11 @@ class BudgetPlanner:
             quiet = p.quiet_ratio
             frozen = frozen_seconds(p, self.n_train, self.n_val) * quiet
             if p.cache_ips is not None:
-                ft = (transfer_seconds(p, self.n_train, self.n_val, MIN_FINE_TUNE, MIN_FINE_TUNE)
-                      + eval_seconds(p, self.n_val)) * quiet
-                if frozen + ft <= usable * PRIMARY_SHARE:
+                if self._fine_tune(name, (usable - frozen) * FINE_TUNE_SHARE, "", scale=quiet) is not None:
                     self._primary = (name, True)
                     return self._primary
-                self._note(f"{name} at {p.input_size} px needs about {_fmt(frozen + ft)} on a quiet machine "
-                                  f"for its frozen job and {MIN_FINE_TUNE} fine-tuning epochs; "
-                                  f"{_fmt(usable * PRIMARY_SHARE)} are its share")
+                self._note(f"{name} at {p.input_size} px: its frozen job and {MIN_FINE_TUNE} fine-tuning epochs need "
+                           f"more than {_fmt(usable)} on a quiet machine")
             if frozen_only is None and frozen <= usable * FROZEN_SHARE:
                 frozen_only = name
         self._primary = (frozen_only, False)
@@ -404,10 +401,10 @@ class BudgetPlanner:
         return Choice(name, options, frozen_seconds(p, self.n_train, self.n_val) * self.slowdown, why,
                       kind="frozen", label=f"{name}-frozen")
 
-    def _fine_tune(self, name: str, seconds: float, why: str) -> Choice | None:
+    def _fine_tune(self, name: str, seconds: float, why: str, scale: float | None = None) -> Choice | None:
         p = self.probe(name)
         views = TrainConfig(model=name).resolve(get_recipe(name).defaults).feature_views or 1
-        scale = self.slowdown
+        scale = self.slowdown if scale is None else scale
         fitted = fit_schedule(p, self.n_train, self.n_val, seconds / scale - eval_seconds(p, self.n_val), views=views)
         if fitted is None:
             return None
@@ -450,8 +447,10 @@ class BudgetPlanner:
                                            "that fits, on features cached once"))
             if fine_tune_fits and not self._ran(primary):
                 rest = [r for r in self.transfer if r != primary]
-                share = t * (FINE_TUNE_SHARE if rest else 1.0)
-                take(self._fine_tune(primary, share, "fine-tuning its upper blocks, as many epochs as fit"))
+                why = "fine-tuning its upper blocks, as many epochs as fit"
+                # the share leaves time for a second backbone; the whole time left when that is too short
+                take(self._fine_tune(primary, t * (FINE_TUNE_SHARE if rest else 1.0), why)
+                     or self._fine_tune(primary, t, why))
             for other in self.transfer:
                 if other != primary and not self._ran(f"{other}-frozen") and not self._ran(other):
                     if take(self._frozen(other, "the time left: a second backbone")):
@@ -459,8 +458,9 @@ class BudgetPlanner:
         if not any(self._ran(name) for name in self.scratch):
             take(self._scratch(t, "for comparison: a net trained from scratch on the time left" if primary or self.done
                                else "no pretrained backbone fits: the best from-scratch net that does"))
-        for job in jobs:  # a hard stop a quarter above the estimate, never past the time left
-            job.options["time_limit"] = round(max(1.0, min(job.seconds * 1.25 + 10, left) - self._eval_part(job)), 1)
+        for job in jobs:  # a hard stop above the estimate (its cheap head epochs get more), never past the time left
+            stop = job.seconds * (2.0 if job.kind == "frozen" else 1.5) + 10
+            job.options["time_limit"] = round(max(1.0, min(stop, left) - self._eval_part(job)), 1)
         if jobs and self._first is None:
             self._first = jobs[0]
         plan = self.report()
