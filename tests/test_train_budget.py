@@ -235,3 +235,20 @@ def test_the_first_model_runs_even_when_probing_ate_its_time(digits_dir, monkeyp
     assert job is first and "runs anyway" in "\n".join(planner.report().explain())
     planner.record(job, 30)
     assert planner.next() is None  # ... but only the first
+
+
+def test_the_image_cache_first_pass_is_counted_once_per_input_size(digits_dir, monkeypatch):
+    splits = load_data(digits_dir, progress=False)  # 300 images
+    monkeypatch.setattr("transferlab.budget.decode_seconds", lambda paths, size, sample=16: 0.1)
+    slow, _ = _planner(splits, 400, monkeypatch)
+    a, b = slow.plan().choices[:2]
+    monkeypatch.setattr("transferlab.budget.decode_seconds", lambda paths, size, sample=16: 0.0)
+    free, _ = _planner(splits, 400, monkeypatch)
+    c, d = free.plan().choices[:2]
+    monkeypatch.setattr("transferlab.budget.decode_seconds", lambda paths, size, sample=16: 0.1)
+    assert (a.label, b.label) == (c.label, d.label) == ("efficientnet_lite2-frozen", "efficientnet_lite2")
+    assert a.seconds == pytest.approx(c.seconds + 300 * 0.1)  # the frozen job decodes the images ...
+    assert b.options["input_size"] == a.options["input_size"]
+    assert b.seconds <= d.seconds + 1e-9  # ... the fine-tuning after it at that size does not again
+    slow.record(a, a.seconds)
+    assert slow.decode_cost(a.options["input_size"]) == 0.0 and slow.decode_cost(999) == pytest.approx(30.0)

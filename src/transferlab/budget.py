@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .data.images import load_image
 from .data.types import DataSplits
 from .errors import ConfigError, TransferlabError
 from .models import apply_freeze, create_model, get_recipe
@@ -252,6 +253,20 @@ def probe(name: str, splits: DataSplits, *, batch_size: int = 8, input_size: int
                  time.perf_counter() - t0, threads, single_ips)
 
 
+def decode_seconds(paths: Sequence[str], size: int, sample: int = 16) -> float:
+    """Seconds to decode and resize one of ``paths`` to ``size`` px (the image cache's first pass),
+    measured on up to ``sample`` of them spread over the list; unreadable ones are skipped."""
+    picked = list(paths)[:: max(1, len(paths) // sample)][:sample]
+    t0, done = time.perf_counter(), 0
+    for path in picked:
+        try:
+            load_image(path, size)
+            done += 1
+        except Exception:  # a broken file costs nothing to cache: the scan skips it
+            continue
+    return (time.perf_counter() - t0) / max(1, done)
+
+
 def eval_seconds(p: Probe, n_val: int) -> float:
     """Evaluation after training: the validation images through the whole model, plus plots."""
     return n_val / p.infer_ips + EVAL_SECONDS
@@ -336,6 +351,9 @@ class BudgetPlanner:
         self.stale: set[str] = set()
         self.done: list[Choice] = []
         self.slowdown = 1.0                 # real / estimated time of the last model
+        self.decoded: set[int] = set()       # input sizes whose image cache a model of this run built
+        self._decode: dict[int, float] = {}  # input size -> seconds to decode one image
+        self._planned: set[int] = set()      # sizes an earlier job of the plan being made decodes
         self._primary: tuple[str | None, bool] | None = None   # (recipe, fine-tune fits)
         self._first: Choice | None = None   # the first job planned
 
@@ -357,11 +375,21 @@ class BudgetPlanner:
                 self.probe_order.append(name)
         return self.probes[name]
 
+    def decode_cost(self, size: int) -> float:
+        """The image cache's first pass at ``size`` px (train + val images), unless a model of this run
+        already built it."""
+        if size in self.decoded or size in self._planned:
+            return 0.0
+        if size not in self._decode:
+            self._decode[size] = decode_seconds([p for p, _ in self.splits.train], size)
+        return (self.n_train + self.n_val) * self._decode[size]
+
     def record(self, choice: Choice, seconds: float) -> None:
         """``choice`` ran in ``seconds``: later estimates are scaled by real / estimated, and a recipe
         whose model disagreed with its estimate by more than :data:`REPROBE_RATIO` is probed again."""
         choice.real = float(seconds)
         self.done.append(choice)
+        self.decoded.add(int(choice.options["input_size"]))
         ratio = choice.real / max(choice.seconds, 1e-6)
         self.slowdown = min(4.0, max(0.5, ratio))
         if ratio > REPROBE_RATIO or ratio < 1 / REPROBE_RATIO:
@@ -382,9 +410,12 @@ class BudgetPlanner:
         for name in self.transfer:
             p = self.probe(name)
             quiet = p.quiet_ratio
-            frozen = frozen_seconds(p, self.n_train, self.n_val) * quiet
+            frozen = (frozen_seconds(p, self.n_train, self.n_val) + self.decode_cost(p.input_size)) * quiet
             if p.cache_ips is not None:
-                if self._fine_tune(name, (usable - frozen) * FINE_TUNE_SHARE, "", scale=quiet) is not None:
+                self._planned = {p.input_size}  # the frozen job decodes the images the fine-tuning reuses
+                fits = self._fine_tune(name, (usable - frozen) * FINE_TUNE_SHARE, "", scale=quiet) is not None
+                self._planned = set()
+                if fits:
                     self._primary = (name, True)
                     return self._primary
                 self._note(f"{name} at {p.input_size} px: its frozen job and {MIN_FINE_TUNE} fine-tuning epochs need "
@@ -398,26 +429,28 @@ class BudgetPlanner:
     def _frozen(self, name: str, why: str) -> Choice:
         p = self.probe(name)
         options = {**FROZEN_OPTIONS, "input_size": p.input_size, "crop_pct": p.crop_pct, "threads": p.threads}
-        return Choice(name, options, frozen_seconds(p, self.n_train, self.n_val) * self.slowdown, why,
-                      kind="frozen", label=f"{name}-frozen")
+        seconds = (frozen_seconds(p, self.n_train, self.n_val) + self.decode_cost(p.input_size)) * self.slowdown
+        return Choice(name, options, seconds, why, kind="frozen", label=f"{name}-frozen")
 
     def _fine_tune(self, name: str, seconds: float, why: str, scale: float | None = None) -> Choice | None:
         p = self.probe(name)
         views = TrainConfig(model=name).resolve(get_recipe(name).defaults).feature_views or 1
         scale = self.slowdown if scale is None else scale
-        fitted = fit_schedule(p, self.n_train, self.n_val, seconds / scale - eval_seconds(p, self.n_val), views=views)
+        fixed = eval_seconds(p, self.n_val) + self.decode_cost(p.input_size)
+        fitted = fit_schedule(p, self.n_train, self.n_val, seconds / scale - fixed, views=views)
         if fitted is None:
             return None
         options, est = fitted
-        return Choice(name, options, (est + eval_seconds(p, self.n_val)) * scale, why, kind="fine_tune")
+        return Choice(name, options, (est + fixed) * scale, why, kind="fine_tune")
 
     def _scratch(self, seconds: float, why: str) -> Choice | None:
         for name in self.scratch:
             p = self.probe(name)
-            fitted = fit_schedule(p, self.n_train, self.n_val, seconds / self.slowdown - eval_seconds(p, self.n_val))
+            fixed = eval_seconds(p, self.n_val) + self.decode_cost(p.input_size)
+            fitted = fit_schedule(p, self.n_train, self.n_val, seconds / self.slowdown - fixed)
             if fitted is not None:
                 options, est = fitted
-                return Choice(name, options, (est + eval_seconds(p, self.n_val)) * self.slowdown, why, kind="scratch")
+                return Choice(name, options, (est + fixed) * self.slowdown, why, kind="scratch")
             self._note(f"{name} at {p.input_size} px needs "
                               f"{_fmt(scratch_seconds(p, self.n_train, self.n_val, MIN_SCRATCH_EPOCHS))} for "
                               f"{MIN_SCRATCH_EPOCHS} epochs; {_fmt(max(0.0, seconds))} are left")
@@ -438,9 +471,11 @@ class BudgetPlanner:
                 return False
             jobs.append(job)
             t -= job.seconds
+            self._planned.add(int(job.options["input_size"]))
             return True
 
         primary, fine_tune_fits = self.primary() if self.transfer else (None, False)
+        self._planned = set()
         if primary is not None:
             if not self._ran(f"{primary}-frozen"):
                 take(self._frozen(primary, "the cheapest honest baseline: a linear probe of the best backbone "
@@ -458,6 +493,7 @@ class BudgetPlanner:
         if not any(self._ran(name) for name in self.scratch):
             take(self._scratch(t, "for comparison: a net trained from scratch on the time left" if primary or self.done
                                else "no pretrained backbone fits: the best from-scratch net that does"))
+        self._planned = set()
         for job in jobs:  # a hard stop above the estimate (its cheap head epochs get more), never past the time left
             stop = job.seconds * (2.0 if job.kind == "frozen" else 1.5) + 10
             job.options["time_limit"] = round(max(1.0, min(stop, left) - self._eval_part(job)), 1)
