@@ -12,7 +12,9 @@ import torch
 
 from transferlab.budget import (HEAD_EPOCHS, MAX_FINE_TUNE, MIN_FINE_TUNE, BudgetPlan, BudgetPlanner, Probe,
                                 frozen_seconds, plan_budget, probe, scratch_seconds, transfer_seconds)
+from transferlab.models import get_recipe
 from transferlab.pipeline import run_pipeline
+from transferlab.train.api import plan_phases
 from transferlab.cli import main
 from transferlab.data import load_data
 from transferlab.errors import ConfigError
@@ -120,6 +122,11 @@ def test_plan_starts_with_a_frozen_baseline_then_fine_tunes_and_explains_itself(
     assert frozen.options["augment"] == "none" and frozen.seconds < tuned.seconds
     assert plan.overrides["efficientnet_lite2-frozen"]["model"] == "efficientnet_lite2"
     assert MIN_FINE_TUNE <= tuned.options["fine_tune"] <= MAX_FINE_TUNE and tuned.options["threads"] == 2
+    # the recipe's depth (the upper blocks the probe timed), not the whole backbone
+    depth = get_recipe("efficientnet_lite2").defaults["unfreeze_last"]
+    cfg = TrainConfig(model="efficientnet_lite2", **{k: v for k, v in tuned.options.items() if k != "threads"})
+    phases = plan_phases(cfg.resolve(get_recipe("efficientnet_lite2").defaults))
+    assert [(ph.policy, ph.unfreeze_last) for ph in phases] == [("frozen", None), ("full", depth)]
     assert all(c.options["time_limit"] > 0 for c in plan.choices)
     assert sum(c.seconds for c in plan.choices) <= 150 * 0.9
     text = "\n".join(plan.explain())

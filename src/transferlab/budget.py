@@ -434,13 +434,17 @@ class BudgetPlanner:
 
     def _fine_tune(self, name: str, seconds: float, why: str, scale: float | None = None) -> Choice | None:
         p = self.probe(name)
-        views = TrainConfig(model=name).resolve(get_recipe(name).defaults).feature_views or 1
+        recipe = TrainConfig(model=name).resolve(get_recipe(name).defaults)
+        views = recipe.feature_views or 1
         scale = self.slowdown if scale is None else scale
         fixed = eval_seconds(p, self.n_val) + self.decode_cost(p.input_size)
         fitted = fit_schedule(p, self.n_train, self.n_val, seconds / scale - fixed, views=views)
         if fitted is None:
             return None
         options, est = fitted
+        # the recipe's own depth: giving fine_tune alone would make train unfreeze the whole backbone
+        # (its freezing plan is taken from the recipe only as a whole), which the probe did not time
+        options.update({"unfreeze_from": recipe.unfreeze_from, "unfreeze_last": recipe.unfreeze_last})
         return Choice(name, options, (est + fixed) * scale, why, kind="fine_tune")
 
     def _scratch(self, seconds: float, why: str) -> Choice | None:
