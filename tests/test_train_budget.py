@@ -259,3 +259,19 @@ def test_the_image_cache_first_pass_is_counted_once_per_input_size(digits_dir, m
     assert b.seconds <= d.seconds + 1e-9  # ... the fine-tuning after it at that size does not again
     slow.record(a, a.seconds)
     assert slow.decode_cost(a.options["input_size"]) == 0.0 and slow.decode_cost(999) == pytest.approx(30.0)
+
+
+def test_a_slower_machine_fine_tunes_a_smaller_backbone_rather_than_none(digits_dir, monkeypatch):
+    splits = load_data(digits_dir, progress=False)
+    planner, clock = _planner(splits, 100, monkeypatch)
+    assert planner.primary() == ("efficientnet_lite2", True)
+    frozen = planner.next()
+    clock.now += frozen.seconds * 3.5
+    planner.record(frozen, frozen.seconds * 3.5)  # the machine is much slower now: Lite2's fine-tuning no longer fits
+    monkeypatch.setattr("transferlab.budget.probe", lambda name, s, **k: _fake_probe(name, s, busy=3.5))
+    tuned = [c for c in planner.plan().choices if c.kind == "fine_tune"]
+    assert len(tuned) == 1 and tuned[0].label in ("efficientnet_lite1", "efficientnet_lite0")
+    assert "does not fit" in tuned[0].why
+    clock.now += tuned[0].seconds
+    planner.record(tuned[0], tuned[0].seconds)
+    assert not [c for c in planner.plan().choices if c.kind == "fine_tune"]  # one fine-tuned backbone a run

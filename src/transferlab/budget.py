@@ -484,12 +484,18 @@ class BudgetPlanner:
             if not self._ran(f"{primary}-frozen"):
                 take(self._frozen(primary, "the cheapest honest baseline: a linear probe of the best backbone "
                                            "that fits, on features cached once"))
-            if fine_tune_fits and not self._ran(primary):
-                rest = [r for r in self.transfer if r != primary]
-                why = "fine-tuning its upper blocks, as many epochs as fit"
-                # the share leaves time for a second backbone; the whole time left when that is too short
-                take(self._fine_tune(primary, t * (FINE_TUNE_SHARE if rest else 1.0), why)
-                     or self._fine_tune(primary, t, why))
+            if fine_tune_fits and not any(c.kind == "fine_tune" for c in self.done):
+                # the primary's upper blocks, as many epochs as fit; when the machine is slower now than
+                # its quiet speed promised, the next smaller backbone's that fit (not a frozen job alone)
+                smaller = self.transfer[self.transfer.index(primary):]
+                for name in smaller:
+                    why = ("fine-tuning its upper blocks, as many epochs as fit" if name == primary else
+                           f"fine-tuning: {primary}'s does not fit the time left at the speed measured now")
+                    rest = [r for r in self.transfer if r != name]
+                    # the share leaves time for a second backbone; the whole time left when that is too short
+                    if take(self._fine_tune(name, t * (FINE_TUNE_SHARE if rest else 1.0), why)
+                            or self._fine_tune(name, t, why)):
+                        break
             for other in self.transfer:
                 if other != primary and not self._ran(f"{other}-frozen") and not self._ran(other):
                     if take(self._frozen(other, "the time left: a second backbone")):
