@@ -540,6 +540,11 @@ def plan_budget(splits: DataSplits, budget: float, *, transfer: Sequence[str] | 
     planner = BudgetPlanner(splits, budget, transfer=transfer, scratch=scratch, weights=weights, log=log)
     plan = planner.plan()
     if not plan.choices:
-        raise ConfigError(f"no model fits a budget of {_fmt(budget)} on this machine for {len(splits.train)} training "
-                          f"images (see the probes above); give a larger --budget")
+        raise nothing_fits(budget, len(splits.train))
     return plan
+
+
+def nothing_fits(budget: float, n_train: int) -> ConfigError:
+    """The error for a budget in which no model fits."""
+    return ConfigError(f"no model fits a budget of {_fmt(budget)} on this machine for {n_train} training images "
+                       "(see the probes above); give a larger --budget")

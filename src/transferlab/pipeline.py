@@ -22,11 +22,11 @@ from . import compare as compare_stage
 from . import doctor as doctor_stage
 from . import export as export_stage
 from ._atomic import atomic_write_text
-from .budget import BudgetPlanner
+from .budget import BudgetPlanner, nothing_fits
 from .compare.leaderboard import fmt, rank_rows
 from .data import inspect_data, load_data
 from .data.sample import sample_dir
-from .errors import ConfigError, TransferlabError
+from .errors import TransferlabError
 from .tracking import log_export
 
 
@@ -105,8 +105,7 @@ def run_pipeline(
         for line in plan.explain():
             log(f"  {line}")
         if not plan.choices:
-            raise ConfigError(f"no model fits a budget of {budget:.0f} s on this machine for {len(splits.train)} "
-                              "training images (see the probes above); give a larger --budget")
+            raise nothing_fits(budget, len(splits.train))
 
     step("training and evaluating the models")
     common = dict(preset=preset, out=out / "compare", epochs=epochs, metric=metric, seed=seed, val_ratio=val_ratio,
