@@ -107,6 +107,11 @@ class Choice:
     def __post_init__(self) -> None:
         self.label = self.label or self.recipe
 
+    @property
+    def override(self) -> dict:
+        """compare's options for this job (a variant's names its recipe as ``model``)."""
+        return {**({"model": self.recipe} if self.label != self.recipe else {}), **self.options}
+
     def describe(self) -> str:
         what = {"frozen": "frozen backbone + linear head on cached features",
                 "fine_tune": "upper blocks fine-tuned on cached lower-block features",
@@ -128,7 +133,7 @@ class BudgetPlan:
 
     @property
     def overrides(self) -> dict[str, dict]:
-        return {c.label: {**({"model": c.recipe} if c.label != c.recipe else {}), **c.options} for c in self.choices}
+        return {c.label: c.override for c in self.choices}
 
     def explain(self) -> list[str]:
         lines = []

@@ -152,7 +152,7 @@ def _train_on_budget(planner: BudgetPlanner, splits, sections: list[dict[str, An
     rows: list[dict] = []
     while (job := planner.next()) is not None:
         labels.append(job.label)
-        overrides[job.label] = {**({"model": job.recipe} if job.label != job.recipe else {}), **job.options}
+        overrides[job.label] = job.override
         log(f"  budget: {job.describe()}, {planner.left():.0f} s left: {job.why}")
         started = time.perf_counter()
         rows = compare_stage.compare(splits, models=labels, overrides=overrides,
