@@ -1,5 +1,6 @@
-"""DistributedDataParallel on CPU: ``torchrun --nproc_per_node 2 -m transferlab train ...`` with gloo,
-checked against a single-process run, and the metric reduction over ranks in-process."""
+"""DistributedDataParallel on CPU with gloo: ``torchrun --nproc_per_node 2`` and two "nodes" of one process
+meeting through c10d rendezvous on localhost, each rank on its own shard of the data; checked against
+a single-process run, resumed after a kill, and the metric reduction over ranks in-process."""
 from __future__ import annotations
 
 import json
@@ -23,37 +24,85 @@ def _torchrun() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
 
 
-def test_torchrun_two_gloo_processes_match_one_process(digits_dir, tmp_path, monkeypatch):
-    """Two ranks of batch 16 see the same global batches of 32 as one process (cnn_base has no batch
-    norm or dropout), so the history -- every loss and accuracy, over all 240 train and 60 val
-    images -- is the single-process one. Metrics of rank 0 alone (its 120 / 30 images) would differ."""
-    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _two_nodes(args: list[str], env: dict, log_dir: Path) -> list[subprocess.Popen]:
+    """Two torchrun "nodes" of one process each on localhost, meeting through c10d rendezvous."""
+    port, rid = _free_port(), f"t{os.getpid()}"
+    return [subprocess.Popen([*_torchrun(), "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+                              "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", rid, "-m", "transferlab", *args],
+                             stdout=open(log_dir / f"node{n}.log", "w"), stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True)
+            for n in range(2)]
+
+
+def test_torchrun_ranks_cache_and_train_on_their_shard_alone(digits_dir, tmp_path, monkeypatch):
+    """1 node x 2 processes (gloo): each rank decodes and caches only its half of the images (two image
+    caches of 120 train and two of 30 val images, none of all 240) and its features; one run folder."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFERLAB_CACHE": str(cache)}
     runs = tmp_path / "runs"
-    # head on cached features (caching split across the ranks), then one fine-tuning epoch
-    common = ["--model", "cnn_base", "--freeze", "frozen", "--epochs", "2", "--fine-tune", "1", "--lr", "3e-3",
-              "--input-size", "32"]
     cmd = [*_torchrun(), "--nproc_per_node", "2", "--standalone", "-m", "transferlab", "train", str(digits_dir),
-           *common, "--batch-size", "16", "--run-dir", str(runs), "--name", "ddp", "--no-progress"]
+           "--model", "cnn_base", "--freeze", "frozen", "--epochs", "2", "--fine-tune", "1", "--lr", "3e-3",
+           "--input-size", "32", "--batch-size", "16", "--run-dir", str(runs), "--name", "ddp", "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [p.name for p in runs.iterdir()] == ["ddp"]  # exactly one run folder
     run = runs / "ddp"
     assert sorted(p.name for p in run.glob("*.safetensors")) == ["best.safetensors", "last.safetensors"]
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["world_size"] == 2 and cfg["batch_size"] == 16
+    assert cfg["world_size"] == 2 and cfg["batch_size"] == 16 and cfg["split_counts"]["train"] == 240
     assert proc.stdout.count("epoch 3/3") == 1  # rank 0 alone prints
-    assert "cached frozen-backbone features" in proc.stdout
+    assert "120 train + 30 val images (this rank's shard of 2)" in proc.stdout
+    arrays = sorted(int(p.name.split("-")[1].split("x")[0]) for p in (cache / "images").glob("*.npy"))
+    assert arrays == [30, 30, 120, 120]
+    assert not list((cache / "train-features").glob("phase-*"))  # the feature files are gone after the phases
     assert read_meta(run, "last")["epoch"] == 3
+    assert [r["epoch"] for r in Run.load(run).history] == [1, 2, 3]
 
-    single = train(digits_dir, model="cnn_base", freeze="frozen", epochs=2, fine_tune=1, lr=3e-3, input_size=32,
-                   batch_size=32, run_dir=tmp_path / "single", progress=False)
-    ddp = Run.load(run).history
-    assert [r["epoch"] for r in ddp] == [1, 2, 3] and len(single.history) == 3
-    for got, want in zip(ddp, single.history):
-        for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-            assert got[k] == pytest.approx(want[k], abs=1e-5), (k, got, want)
-    assert single.history[-1]["val_loss"] < single.history[0]["val_loss"]  # it learns: not a constant history
+
+def test_two_nodes_reach_the_single_process_accuracy_and_resume(digits_dir, tmp_path, monkeypatch):
+    """2 "nodes" x 1 process on localhost (c10d rendezvous): the sharded run learns as well as one
+    process; stopped mid-run, the same command with --resume finishes it from the last epoch saved."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFERLAB_CACHE": str(tmp_path / "cache")}
+    runs = tmp_path / "runs"
+    args = ["train", str(digits_dir), "--model", "cnn_base", "--epochs", "8", "--lr", "3e-3", "--input-size", "32",
+            "--batch-size", "16", "--run-dir", str(runs), "--no-progress"]
+    procs = _two_nodes([*args, "--name", "two"], env, tmp_path)
+    assert [p.wait(timeout=240) for p in procs] == [0, 0], (tmp_path / "node0.log").read_text()[-3000:]
+    two = Run.load(runs / "two").history
+    single = train(digits_dir, model="cnn_base", epochs=8, lr=3e-3, input_size=32, batch_size=32,
+                   run_dir=tmp_path / "single", progress=False).history
+    assert len(two) == len(single) == 8
+    assert single[-1]["val_acc"] >= 0.85 and abs(two[-1]["val_acc"] - single[-1]["val_acc"]) <= 0.1, (two, single)
+
+    # interrupted after its first epochs, then resumed by the same two nodes
+    procs = _two_nodes([*args, "--epochs", "40", "--name", "cut"], env, tmp_path)
+    history = runs / "cut" / "history.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    for p in procs:  # as a scheduler stops a job (scancel, a pre-emption): torchrun passes it to its worker
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(timeout=60)
+    done = len(history.read_text().splitlines()) - 1
+    assert 2 <= done < 40
+    procs = _two_nodes([*args, "--epochs", "40", "--name", "cut", "--resume"], env, tmp_path)
+    assert [p.wait(timeout=240) for p in procs] == [0, 0], (tmp_path / "node0.log").read_text()[-3000:]
+    log = (tmp_path / "node0.log").read_text() + (tmp_path / "node1.log").read_text()
+    assert "resuming" in log
+    assert [r["epoch"] for r in Run.load(runs / "cut").history] == list(range(1, 41))
+    assert read_meta(runs / "cut", "last")["epoch"] == 40
 
 
 class _OtherRank:

@@ -43,6 +43,7 @@ from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlate
 from .config import TrainConfig
 from .loop import Trainer
 from .run import Run
+from .sampling import shard
 from .schedule import build_optimizer, build_scheduler
 
 STATE_VERSION = 1
@@ -366,19 +367,20 @@ class Session:
         return Run.load(self.run_dir)
 
     def make_datasets(self, splits: DataSplits, data_cfg: dict) -> dict[str, ImageDataset]:
-        """Train and val images; rank 0 builds the image cache first, the others then read it."""
+        """Train and val images; under torchrun each rank takes its shard (``sampling.shard``) and
+        decodes and caches only that, so no rank holds the whole dataset."""
         cfg, dist = self.cfg, self.dist
         cache_dir = True if cfg.cache else None
         show = self.progress and dist.is_main
-        if not dist.is_main:
-            D.barrier(dist)
+        if dist.enabled and len(splits.train) < dist.world_size:
+            raise ConfigError(f"{len(splits.train)} training images cannot be shared by {dist.world_size} ranks")
         datasets = {
-            "train": ImageDataset(splits.train, data_cfg, build_transform(data_cfg, train=True, augment=cfg.augment),
-                                  cache_dir, progress=show),
-            "val": ImageDataset(splits.val, data_cfg, build_transform(data_cfg, train=False), cache_dir, progress=show),
+            "train": ImageDataset(shard(splits.train, dist), data_cfg,
+                                  build_transform(data_cfg, train=True, augment=cfg.augment), cache_dir, progress=show),
+            "val": ImageDataset(shard(splits.val, dist), data_cfg, build_transform(data_cfg, train=False), cache_dir,
+                                progress=show),
         }
-        if dist.is_main:
-            D.barrier(dist)
+        datasets["train"].shard_total = len(splits.train)
         return datasets
 
     def make_callbacks(self) -> list:
@@ -474,7 +476,10 @@ class PhaseRunner:
                           channels_last=self.channels_last, amp=cfg.amp, dist=s.dist, meta=self.meta,
                           progress=s.progress, log=s.log,
                           commit=lambda tr: self.commit(tr, phase=phase.index, phase_finished=False))
-        trainer.fit(self.phase_end)
+        try:
+            trainer.fit(self.phase_end)
+        finally:
+            inputs.close()  # the phase's feature files
         self.commit(trainer, phase=phase.index, phase_finished=True, finished=phase.index == n_phases - 1)
 
     def commit(self, trainer: Trainer | None, *, phase: int, phase_finished: bool, finished: bool = False) -> None:

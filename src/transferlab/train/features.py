@@ -16,15 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from .. import _progress
+from .._rows import RowFile, RowWriter
+from ..data.cache import default_cache_root
 from ..models import split_backbone
 from ..models.freeze import backbone_layers
 from .distributed import DistInfo
@@ -36,38 +43,51 @@ DEFAULT_CACHE_GB = 4.0
 
 
 class FeatureViews(Dataset):
-    """Cached features (one tensor per augmented view) with labels, indexed by ``(epoch, index)``:
-    epoch ``e`` reads view ``(e - 1) % len(views)``."""
+    """Cached features (one array per augmented view: a tensor, or a :class:`~transferlab._rows.RowFile`
+    on disk) with labels, indexed by ``(epoch, index)``: epoch ``e`` reads view ``(e - 1) % len(views)``;
+    a plain ``index`` reads the first view (validation)."""
 
-    def __init__(self, views: Sequence[torch.Tensor], labels: torch.Tensor):
+    def __init__(self, views: Sequence, labels: torch.Tensor, *, shard_total: int | None = None):
         if not views:
             raise ValueError("FeatureViews needs at least one view")
         self.views = list(views)
-        self.labels = labels
+        self.labels = torch.as_tensor(labels)
+        self.shard_total = shard_total  # under DDP: the images of all ranks (see sampling.train_loader)
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _rows(self, epoch: int, idx: torch.Tensor) -> torch.Tensor:
+        view = self.views[(int(epoch) - 1) % len(self.views)]
+        if isinstance(view, RowFile):
+            return torch.from_numpy(view.take(idx.numpy()))
+        return view[idx]
+
     def __getitem__(self, key):
-        epoch, i = key
-        return self.views[(int(epoch) - 1) % len(self.views)][i], self.labels[i]
+        epoch, i = key if isinstance(key, tuple) else (1, key)
+        return self._rows(epoch, torch.as_tensor([int(i)]))[0], self.labels[int(i)]
 
     def __getitems__(self, keys):  # batched fetch (the DataLoader uses it when present)
-        epoch = keys[0][0]
-        idx = torch.as_tensor([i for _, i in keys])
-        feats, labels = self.views[(int(epoch) - 1) % len(self.views)][idx], self.labels[idx]
+        epoch = keys[0][0] if isinstance(keys[0], tuple) else 1
+        idx = torch.as_tensor([k[1] if isinstance(k, tuple) else k for k in keys], dtype=torch.int64)
+        feats, labels = self._rows(epoch, idx), self.labels[idx]
         return list(zip(feats.unbind(0), labels.unbind(0)))
 
 
 @dataclass
 class PhaseInputs:
     """What the training loop runs in one phase: ``net`` (the model, or the part above the cached
-    features) and its loaders."""
+    features) and its loaders; :meth:`close` removes the phase's feature files."""
 
     net: nn.Module
     train_loader: object
     val_loader: object
     cached: bool
+    store: FeatureStore | None = None
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
 
 @dataclass
@@ -83,9 +103,33 @@ class Settings:
     enabled: bool = True
 
 
-def max_cache_bytes() -> int:
-    """The feature cache's memory limit: ``TRANSFERLAB_FEATURE_CACHE_GB`` (default 4) GiB."""
-    return int(float(os.environ.get("TRANSFERLAB_FEATURE_CACHE_GB", DEFAULT_CACHE_GB)) * 2**30)
+def max_cache_bytes(folder: Path) -> int:
+    """The disk the feature cache may use: the free space of ``folder``'s disk less 1 GiB, capped by
+    ``TRANSFERLAB_FEATURE_CACHE_GB`` when set."""
+    free = shutil.disk_usage(folder).free - 2**30
+    env = os.environ.get("TRANSFERLAB_FEATURE_CACHE_GB")
+    return int(min(free, float(env) * 2**30)) if env else int(free)
+
+
+def feature_cache_root() -> Path:
+    """Where training's feature caches live while a phase runs: ``$TRANSFERLAB_CACHE/train-features``."""
+    return default_cache_root() / "train-features"
+
+
+class FeatureStore:
+    """A temporary folder of feature row files for one phase, removed by :meth:`close` (or at exit)."""
+
+    def __init__(self, root: Path | None = None):
+        root = Path(root) if root is not None else feature_cache_root()
+        root.mkdir(parents=True, exist_ok=True)
+        self._dir = tempfile.TemporaryDirectory(dir=root, prefix=f"phase-{os.getpid()}-")
+        self.path = Path(self._dir.name)
+
+    def bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.glob("*.npy"))
+
+    def close(self) -> None:
+        self._dir.cleanup()
 
 
 def frozen_part(model) -> tuple[nn.Module | None, nn.Module | None]:
@@ -106,20 +150,21 @@ def frozen_part(model) -> tuple[nn.Module | None, nn.Module | None]:
 
 def phase_inputs(model, datasets: dict, settings: Settings, *, dist: DistInfo, device: torch.device,
                  channels_last: bool, progress: bool, log: Callable[[str], None]) -> PhaseInputs:
-    """The net and loaders for a phase whose freezing is already applied to ``model``."""
+    """The net and loaders for a phase whose freezing is already applied to ``model``. Under DDP
+    ``datasets`` hold this rank's shard (see ``Session.make_datasets``)."""
     lower, upper = frozen_part(model) if settings.enabled else (None, None)
     if lower is not None:
         cached = cache_features(lower, datasets["train"], datasets["val"], settings, dist=dist, device=device,
                                 channels_last=channels_last, progress=progress, log=log)
         if cached is not None:
-            train_feats, val_feats = cached
+            train_feats, val_feats, store = cached
             net = model.head if upper is None else nn.Sequential(upper, model.head)
             return PhaseInputs(
                 net,
                 train_loader(train_feats, batch_size=settings.batch_size, seed=settings.seed, dist=dist,
                              seeded=False, workers=0),
                 val_loader(val_feats, batch_size=settings.batch_size, seed=settings.seed, dist=dist, workers=0),
-                cached=True)
+                cached=True, store=store)
     return PhaseInputs(
         model,
         train_loader(datasets["train"], batch_size=settings.batch_size, seed=settings.seed, dist=dist, seeded=True,
@@ -130,66 +175,70 @@ def phase_inputs(model, datasets: dict, settings: Settings, *, dist: DistInfo, d
 
 
 def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, dist: DistInfo, device: torch.device,
-                   channels_last: bool, progress: bool, log: Callable[[str], None]
-                   ) -> tuple[FeatureViews, TensorDataset] | None:
+                   channels_last: bool, progress: bool, log: Callable[[str], None], root: Path | None = None
+                   ) -> tuple[FeatureViews, FeatureViews, FeatureStore] | None:
     """``lower``'s outputs for ``settings.views`` augmented passes over the training images and one
-    over the validation images; None (with a message) when they would not fit in memory."""
+    over the validation images, written in batches to row files on disk (a :class:`FeatureStore`)
+    and read back a batch at a time; None (with a message) when the disk has no room for them."""
     # without augmentation every pass would give the same features: one pass, whatever views says
     views = 1 if settings.augment == "none" else int(settings.views)
     x0 = to_device(train_ds[0][0].unsqueeze(0), device, channels_last)
-    need = estimate_bytes(lower, x0, len(train_ds) * views + len(val_ds))
-    limit = max_cache_bytes()
+    row_shape = feature_shape(lower, x0)
+    need = int(np.prod(row_shape)) * 4 * (len(train_ds) * views + len(val_ds))
+    store = FeatureStore(root)
+    limit = max_cache_bytes(store.path)
     if need > limit:
-        log(f"feature cache would need {need / 2**30:.1f} GiB (limit TRANSFERLAB_FEATURE_CACHE_GB="
-            f"{limit / 2**30:g}); training without it")
+        store.close()
+        log(f"feature cache would need {need / 2**30:.1f} GiB of disk, {limit / 2**30:.1f} GiB may be used "
+            f"(free space, or TRANSFERLAB_FEATURE_CACHE_GB); training on images instead")
         return None
     t0 = time.perf_counter()
-    common = dict(lower=lower, settings=settings, dist=dist, device=device, channels_last=channels_last,
+    common = dict(lower=lower, settings=settings, device=device, channels_last=channels_last, row_shape=row_shape,
                   progress=progress and dist.is_main)
-    train_views, labels = [], None
-    for v in range(1, views + 1):  # view v = the augmentation images get in epoch v without caching
-        feats, labels = _extract_split(train_ds, view=v,
-                                       description=f"features {v}/{views}" if views > 1 else "features train", **common)
-        train_views.append(feats)
-    # validation features in fp32 whatever --amp says: the val_acc and val_loss of every epoch (and so
-    # the best checkpoint's) must equal what ``transferlab evaluate`` measures on that checkpoint in fp32
-    val_feats, val_labels = _extract_split(val_ds, view=None, description="features val",
-                                           **{**common, "settings": dataclasses.replace(settings, amp="none")})
+    try:
+        train_views, labels = [], None
+        for v in range(1, views + 1):  # view v = the augmentation images get in epoch v without caching
+            feats, labels = _extract_split(train_ds, view=v, path=store.path / f"train-{v}.npy",
+                                           description=f"features {v}/{views}" if views > 1 else "features train",
+                                           **common)
+            train_views.append(feats)
+        # validation features in fp32 whatever --amp says: the val_acc and val_loss of every epoch (and so
+        # the best checkpoint's) must equal what ``transferlab evaluate`` measures on that checkpoint in fp32
+        val_feats, val_labels = _extract_split(val_ds, view=None, path=store.path / "val.npy",
+                                               description="features val",
+                                               **{**common, "settings": dataclasses.replace(settings, amp="none")})
+    except BaseException:
+        store.close()
+        raise
+    shards = f" (this rank's shard of {dist.world_size})" if dist.enabled else ""
     log(f"cached frozen-backbone features: {views} view(s) of {len(train_ds)} train + {len(val_ds)} val "
-        f"images, {tuple(train_views[0].shape[1:])} each, {time.perf_counter() - t0:.1f}s")
-    return FeatureViews(train_views, labels), TensorDataset(val_feats, val_labels)
+        f"images{shards}, {tuple(row_shape)} each, {store.bytes() / 2**20:,.0f} MiB on disk in {store.path}, "
+        f"{time.perf_counter() - t0:.1f}s")
+    total = getattr(train_ds, "shard_total", None)
+    return (FeatureViews(train_views, labels, shard_total=total), FeatureViews([val_feats], val_labels), store)
 
 
-def _extract_split(dataset, *, lower, settings: Settings, view: int | None, description: str, dist: DistInfo,
-                   device, channels_last: bool, progress: bool):
-    """Features of ``dataset`` (train: augmented as in epoch ``view``); with DDP each rank computes a
-    shard and they are all-gathered."""
-    mine = range(dist.rank, len(dataset), dist.world_size)
+def _extract_split(dataset, *, lower, settings: Settings, view: int | None, path: Path, description: str,
+                   device, channels_last: bool, row_shape, progress: bool) -> tuple[RowFile, torch.Tensor]:
+    """Features of ``dataset`` (train: augmented as in epoch ``view``) written to ``path``."""
     if view is None:
-        loader = val_loader(dataset, batch_size=settings.batch_size, seed=settings.seed, dist=dist,
+        loader = val_loader(dataset, batch_size=settings.batch_size, seed=settings.seed, dist=DistInfo(),
                             workers=settings.workers)
     else:
-        loader = image_batches(dataset, [(view, i) for i in mine], batch_size=settings.batch_size,
+        loader = image_batches(dataset, [(view, i) for i in range(len(dataset))], batch_size=settings.batch_size,
                                seed=settings.seed, augment=settings.augment, workers=settings.workers)
-    feats, labels = extract(lower, loader, device=device, channels_last=channels_last, amp=settings.amp,
-                            description=description, progress=progress)
-    if not dist.enabled:
-        return feats, labels
-    shards: list = [None] * dist.world_size
-    torch.distributed.all_gather_object(shards, (feats, labels))
-    full_f = torch.empty((len(dataset), *feats.shape[1:]), dtype=feats.dtype)
-    full_y = torch.empty((len(dataset),), dtype=labels.dtype)
-    for r, (f, y) in enumerate(shards):
-        full_f[r::dist.world_size] = f
-        full_y[r::dist.world_size] = y
-    return full_f, full_y
+    with RowWriter(path, n=len(dataset), row_shape=row_shape, dtype=np.float32) as out:
+        labels = extract(lower, loader, device=device, channels_last=channels_last, amp=settings.amp,
+                         description=description, progress=progress, out=out)
+    return RowFile(path), labels
 
 
 @torch.no_grad()
 def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bool = False,
-            amp: str = "none", description: str = "caching features", progress: bool = True
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``lower`` (in eval mode) over ``loader``; returns ``(features, labels)`` on the CPU."""
+            amp: str = "none", description: str = "caching features", progress: bool = True,
+            out: RowWriter | None = None) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+    """Run ``lower`` (in eval mode) over ``loader``. With ``out`` the features are written there a
+    batch at a time and only the labels are returned; else ``(features, labels)`` on the CPU."""
     lower.eval()
     feats, labels = [], []
     for x, y in _progress.track(loader, description, total=len(loader), progress=progress):
@@ -198,16 +247,27 @@ def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bo
         # (MobileNet v1 0.25), and a head trained on them loses accuracy in deployment
         with autocast(training_amp(amp), device):
             f = lower(to_device(x, device, channels_last))
-        feats.append(f.float().contiguous().cpu())
+        f = f.float().contiguous().cpu()
+        if out is not None:
+            out.write(f.numpy())
+        else:
+            feats.append(f)
         labels.append(torch.as_tensor(y).cpu())
-    return torch.cat(feats), torch.cat(labels)
+        del x, f
+    y_all = torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64)
+    return y_all if out is not None else (torch.cat(feats), y_all)
 
 
-def estimate_bytes(lower: nn.Module, sample: torch.Tensor, n_items: int) -> int:
-    """Bytes the cache of ``n_items`` feature tensors will take (one forward pass of ``sample``)."""
+def feature_shape(lower: nn.Module, sample: torch.Tensor) -> tuple[int, ...]:
+    """The shape of one feature row (one forward pass of ``sample``)."""
     with torch.no_grad():
         was = lower.training
         lower.eval()
         f = lower(sample[:1])
         lower.train(was)
-    return int(f[0].numel()) * 4 * n_items
+    return tuple(int(d) for d in f.shape[1:])
+
+
+def estimate_bytes(lower: nn.Module, sample: torch.Tensor, n_items: int) -> int:
+    """Bytes the cache of ``n_items`` feature tensors will take (one forward pass of ``sample``)."""
+    return int(np.prod(feature_shape(lower, sample))) * 4 * n_items

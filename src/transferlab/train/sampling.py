@@ -1,11 +1,11 @@
 """Reproducible sample order and augmentation, independent of workers, resume and process count.
 
 The training loader's sampler yields ``(epoch, index)`` keys: :class:`EpochSampler` shuffles with a
-generator seeded from ``(seed, epoch)`` (like ``DistributedSampler.set_epoch``, and with
-``num_replicas > 1`` it hands each rank its share the same way). :class:`SeededItems` fetches
+generator seeded from ``(seed, epoch)`` (like ``DistributedSampler.set_epoch``); under DDP each
+rank shuffles its own shard of the data (:func:`shard`, :func:`train_loader`). :class:`SeededItems` fetches
 ``dataset[index]`` with torch's RNG seeded from ``(seed, epoch, index)`` in a forked RNG, so a
 sample's random augmentation is a function of those three numbers alone: the same with 0 or N
-loader workers (persistent or not), after ``--resume``, and under DDP. The main process's RNG
+loader workers (persistent or not) and after ``--resume``. The main process's RNG
 stream (dropout) is untouched by data loading. :func:`train_loader` and :func:`val_loader` build
 the training loop's loaders from them.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import Dataset, Sampler, Subset
+from torch.utils.data import Dataset, Sampler
 
 from ..data.batches import BATCHED_AUGMENTS, CachedBatches, mix_seeds
 from ..data.loader import make_loader
@@ -29,11 +29,17 @@ class EpochSampler(Sampler):
     """Yields ``(epoch, index)``: a permutation seeded by ``(seed, epoch)`` (or ``0..n-1`` in order);
     with ``num_replicas > 1`` this rank's strided share, padded to equal length (as DistributedSampler)."""
 
-    def __init__(self, n: int, *, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
+    def __init__(self, n: int, *, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0,
+                 pad_to: int | None = None):
         self.n, self.seed, self.shuffle = int(n), int(seed), bool(shuffle)
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.epoch = 1
         self.per_rank = math.ceil(self.n / self.num_replicas) if self.n else 0
+        self.pad_to = None if pad_to is None else int(pad_to)
+        if self.pad_to is not None:  # a rank's own shard, padded by repeating its first items
+            if self.num_replicas > 1 or self.pad_to < self.n:
+                raise ValueError("pad_to is for one rank's own shard: at least n, with num_replicas 1")
+            self.per_rank = self.pad_to if self.n else 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -48,6 +54,8 @@ class EpochSampler(Sampler):
         if self.num_replicas > 1:
             total = self.per_rank * self.num_replicas
             order = (order + order[: total - len(order)])[self.rank:total:self.num_replicas]
+        elif self.pad_to is not None and order:
+            order = (order * math.ceil(self.pad_to / len(order)))[: self.pad_to]
         return iter([(self.epoch, i) for i in order])
 
     def __len__(self) -> int:
@@ -80,23 +88,37 @@ def image_batches(dataset, keys, *, batch_size: int, seed: int, augment: str | N
                        workers=workers, sampler=keys)
 
 
+def shard(items: list, dist: DistInfo) -> list:
+    """This rank's share of ``items`` (every ``world_size``-th from ``rank``): under torchrun each rank
+    decodes, caches and trains on its shard alone, so no rank holds the whole dataset."""
+    return items[dist.rank::dist.world_size] if dist.enabled else items
+
+
 def train_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, seeded: bool, workers: int | None = None,
                  augment: str | None = None):
     """Shuffled batches of ``(epoch, index)`` keys: the order and each image's augmentation depend
-    only on (seed, epoch, index) -- not on workers, resume or the number of processes.
-    ``seeded=False`` for datasets with no randomness of their own (cached features)."""
-    sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, num_replicas=dist.world_size, rank=dist.rank)
+    only on (seed, epoch, index) -- not on workers or resume. ``seeded=False`` for datasets with no
+    randomness of their own (cached features).
+
+    Under DDP ``dataset`` is this rank's shard (:func:`shard`; its ``shard_total`` is the number of
+    images of all ranks): each rank shuffles its own shard under a seed of its own and pads it by
+    repeating images to ``ceil(shard_total / world_size)``, so every rank takes the same number of
+    steps."""
+    if dist.enabled:
+        total = getattr(dataset, "shard_total", None) or len(dataset) * dist.world_size
+        seed = mix_seed(seed, dist.rank, dist.world_size)
+        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, pad_to=math.ceil(total / dist.world_size))
+    else:
+        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True)
     if seeded:
         return image_batches(dataset, sampler, batch_size=batch_size, seed=seed, augment=augment, workers=workers)
     return make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed, workers=workers, sampler=sampler)
 
 
 def val_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, workers: int | None = None):
-    """Validation batches in order; under DDP an exact shard per rank (no padding), since the
-    metrics are summed over ranks."""
+    """Validation batches in order (under DDP ``dataset`` is this rank's shard: the metrics are
+    summed over ranks, so every image counts once)."""
     if getattr(dataset, "cached", False):
-        keys = [(0, i) for i in range(dist.rank, len(dataset), dist.world_size)]
+        keys = [(0, i) for i in range(len(dataset))]
         return CachedBatches(dataset, keys, batch_size=batch_size, seed=seed, augment="none")
-    if dist.enabled:
-        dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
     return make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed, workers=workers)
