@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("transferlab.commands.predict", "classify image files, folders or globs with a run"),
     "serve": ("transferlab.commands.serve", "serve a run as a web page and REST API"),
     "run": ("transferlab.commands.run", "the main job: inspect, compare, evaluate, export the best, report"),
+    "cache": ("transferlab.commands.cache", "list, size and clear the caches (decoded images, embeddings, samples)"),
 }
 
 
@@ -47,8 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
+        if name in CACHING:
+            p.add_argument("--cache-max-gb", type=_positive_gb, default=None, metavar="GB",
+                           help="disk the image cache may use; the least recently used arrays are removed past it "
+                                "(default: $TRANSFERLAB_CACHE_MAX_GB or 20; see `transferlab cache`)")
         p.set_defaults(_run=module.run)
     return parser
+
+
+# the commands that decode images into the image cache (see transferlab.data.cache)
+CACHING = ("doctor", "train", "tune", "evaluate", "compare", "run")
+
+
+def _positive_gb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of GB: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 GB, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    if getattr(args, "cache_max_gb", None) is not None:  # read by data.cache wherever an array is built
+        os.environ["TRANSFERLAB_CACHE_MAX_GB"] = repr(args.cache_max_gb)
     try:
         return int(args._run(args) or 0)
     except TransferlabError as exc:

@@ -82,7 +82,7 @@ class CachedBatches:
 
     def images(self, epochs: np.ndarray, index: np.ndarray) -> torch.Tensor:
         """The normalised float32 ``[B, 3, S, S]`` batch of images ``index`` (augmented as in ``epochs``)."""
-        hwc = self.dataset.cache_array()[np.sort(index)][np.argsort(np.argsort(index))]  # sorted reads
+        hwc = self.dataset.cached_images(index)  # read in file order, in the batch's order
         hwc = self._crop(hwc, epochs, index)
         x = torch.from_numpy(np.ascontiguousarray(hwc)).permute(0, 3, 1, 2).to(torch.float32)
         x = x * np.float32(1.0 / 255.0)  # as torchvision's ToDtype(scale=True), then Normalize

@@ -3,15 +3,22 @@
 The file name is a hash of (the ordered file list with each file's mtime and byte size, ``L``,
 the interpolation), so epochs after the first -- and later runs -- never decode an image again,
 and any added, removed or modified file gives a new key (a fresh build). The array is built once,
-in parallel threads with a progress bar, into a temporary file that is renamed into place only
-when complete (a killed build never leaves a bad cache), then read back as a memory map.
+in parallel threads with a progress bar, written in chunks (:class:`~transferlab._rows.RowWriter`)
+into a temporary file that is renamed into place only when complete (a killed build never leaves a
+bad cache), and read a batch at a time (:class:`~transferlab._rows.RowFile`): the process never
+holds the array.
+
+Disk use is bounded: the folder's arrays are kept to ``max_gb`` (argument, else
+``$TRANSFERLAB_CACHE_MAX_GB``, else :data:`DEFAULT_MAX_GB`) by removing the least recently used
+ones after each build, and an array that alone would exceed the limit is not built
+(:class:`CacheLimitError`; :class:`~transferlab.data.ImageDataset` then decodes per item).
+``transferlab cache`` lists, sizes and clears the caches.
 
 Location: ``cache_dir`` argument, else ``$TRANSFERLAB_CACHE/images``, else
-``~/.cache/transferlab/images``. Old arrays are never used again once their files change; delete
-the folder to reclaim the space.
+``~/.cache/transferlab/images``.
 
 >>> path = build_cache(["a.jpg", "b.png"], load_size=36, interpolation="bilinear")   # doctest: +SKIP
->>> np.load(path, mmap_mode="r").shape                                               # doctest: +SKIP
+>>> RowFile(path).shape                                                              # doctest: +SKIP
 (2, 36, 36, 3)
 """
 from __future__ import annotations
@@ -20,17 +27,79 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .._rows import RowFile, RowWriter
 from ..errors import DataError
 from .images import load_image, resample_filter
 from .scan import decode_in_parallel
 
 CACHE_VERSION = 1
+DEFAULT_MAX_GB = 20.0
+CHUNK = 256  # images decoded per write
+
+
+class CacheLimitError(DataError):
+    """The array would not fit the image cache's size limit (``max_gb``)."""
+
+
+def max_cache_bytes(max_gb: float | None = None) -> int:
+    """The image cache's size limit: ``max_gb``, else ``$TRANSFERLAB_CACHE_MAX_GB``, else 20 GB."""
+    if max_gb is None:
+        env = os.environ.get("TRANSFERLAB_CACHE_MAX_GB")
+        try:
+            max_gb = float(env) if env else DEFAULT_MAX_GB
+        except ValueError:
+            raise DataError(f"TRANSFERLAB_CACHE_MAX_GB must be a number of GB, got {env!r}") from None
+    if not max_gb > 0:
+        raise DataError(f"the cache size limit must be more than 0 GB, got {max_gb:g}")
+    return int(max_gb * 1e9)
+
+
+def cached_arrays(folder: str | os.PathLike) -> list[Path]:
+    """The finished arrays in ``folder``, least recently used first (a use touches the file)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.glob("*.npy"):
+        if p.name.startswith("."):  # a build in progress
+            continue
+        try:
+            found.append((p.stat().st_mtime, p))
+        except OSError:  # removed meanwhile
+            continue
+    return [p for _, p in sorted(found)]
+
+
+def evict(folder: str | os.PathLike, max_bytes: int, *, keep: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Remove the least recently used arrays of ``folder`` until the rest fit in ``max_bytes``
+    (``keep`` is never removed); returns what was removed."""
+    kept = {Path(k).resolve() for k in keep}
+    arrays = cached_arrays(folder)
+    sizes = {p: p.stat().st_size for p in arrays if p.exists()}
+    total = sum(sizes.values())
+    removed = []
+    for p in arrays:
+        if total <= max_bytes:
+            break
+        if p.resolve() in kept or p not in sizes:
+            continue
+        p.unlink(missing_ok=True)
+        total -= sizes[p]
+        removed.append(p)
+    return removed
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def default_cache_root() -> Path:
@@ -75,54 +144,142 @@ def cache_path(paths: Sequence[str], load_size: int, interpolation: str, cache_d
 
 def _valid(path: Path, shape: tuple[int, ...]) -> bool:
     try:
-        arr = np.load(path, mmap_mode="r")
-        return arr.shape == shape and arr.dtype == np.uint8
+        rows = RowFile(path)
+        return rows.shape == shape and rows.dtype == np.uint8 and path.stat().st_size >= rows.offset + int(np.prod(shape))
     except Exception:  # unreadable / wrong header: rebuild
         return False
 
 
 def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bilinear", *,
                 cache_dir: str | os.PathLike | bool | None = True, workers: int | None = None,
-                progress: bool = True) -> Path:
+                progress: bool = True, max_gb: float | None = None,
+                log: Callable[[str], None] | None = None) -> Path:
     """Return the cache array for ``paths``, building it (atomically, in parallel) if needed.
 
-    Raises :class:`~transferlab.errors.DataError` naming the file if an image cannot be decoded
-    (scan the data with :func:`~transferlab.data.load_data` first to skip broken files), or when
-    the disk has no room for the array.
+    ``log`` (default: print when ``progress``) hears the disk use of a new array. Raises
+    :class:`CacheLimitError` when the array alone exceeds the size limit (see the module doc), and
+    :class:`~transferlab.errors.DataError` naming the file if an image cannot be decoded (scan the
+    data with :func:`~transferlab.data.load_data` first to skip broken files), or when the disk has
+    no room for the array.
     """
     resample_filter(interpolation)  # validate early
     if not paths:
         raise DataError("no images to cache (empty file list)")
+    if log is None:
+        log = print if progress else (lambda _msg: None)
     folder = resolve_cache_dir(cache_dir) or default_cache_dir()
     L = int(load_size)
     final = cache_path(paths, L, interpolation, folder)
     shape = (len(paths), L, L, 3)
     if final.exists() and _valid(final, shape):
+        _touch(final)  # recently used: evicted last
         return final
+    need = int(np.prod(shape)) + 4096
+    limit = max_cache_bytes(max_gb)
+    if need > limit:
+        raise CacheLimitError(f"the image cache of {len(paths):,} images at {L} px would take {need / 1e9:.2f} GB, "
+                              f"more than its limit of {limit / 1e9:.2f} GB (--cache-max-gb / TRANSFERLAB_CACHE_MAX_GB)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create image cache folder {folder}: {exc.strerror or exc}") from None
-    need = int(np.prod(shape)) + 4096
+    removed = evict(folder, limit - need)
     free = shutil.disk_usage(folder).free
     if need > free:
         raise DataError(f"not enough disk space for the image cache in {folder}: need {need / 1e9:.2f} GB, "
                         f"{free / 1e9:.2f} GB free (set TRANSFERLAB_CACHE or turn the cache off)")
-    tmp = folder / f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy"
-    try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    t0 = time.perf_counter()
+    with RowWriter(final, n=len(paths), row_shape=(L, L, 3), dtype=np.uint8) as out:
 
         def one(p: str) -> np.ndarray:
             return load_image(p, L, interpolation)
 
+        chunk = np.empty((CHUNK, L, L, 3), np.uint8)  # one reused buffer: written a chunk at a time
+        filled = 0
         with decode_in_parallel(one, paths, workers=workers, description="Caching images", progress=progress,
                                 thread_prefix="transferlab-cache") as results:
-            for i, img in enumerate(results):
-                arr[i] = img
-        arr.flush()
-        del arr
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            for img in results:
+                chunk[filled] = img
+                filled += 1
+                if filled == CHUNK:
+                    out.write(chunk)
+                    filled = 0
+        out.write(chunk[:filled])
+    total = sum(p.stat().st_size for p in cached_arrays(folder))
+    log(f"image cache: {len(paths):,} images at {L} px, {final.stat().st_size / 1e6:,.0f} MB in {folder} "
+        f"({time.perf_counter() - t0:.1f}s; the folder holds {total / 1e9:.2f} of at most {limit / 1e9:.2f} GB"
+        + (f", {len(removed)} least recently used array(s) removed" if removed else "") + ")")
     return final
+
+
+# ---- every cache under the root: what ``transferlab cache`` lists and clears -------------------------
+CACHE_KINDS = {
+    "images": "decoded, resized images",
+    "features": "the doctor's embeddings",
+    "train-features": "features of training phases running",
+    "samples": "the built-in samples",
+}
+
+
+def _kind_paths(kind: str, root: Path) -> list[Path]:
+    if kind == "samples":
+        return sorted(root.glob("sample-*"))
+    folder = root / kind
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _orphan(path: Path) -> bool:
+    """A training-feature folder (``phase-PID-...``) whose process is gone."""
+    try:
+        pid = int(path.name.split("-")[1])
+        os.kill(pid, 0)
+    except (IndexError, ValueError):
+        return True
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def cache_usage(root: str | os.PathLike | None = None) -> list[dict]:
+    """One row per cache kind under ``root`` (default :func:`default_cache_root`): ``kind``, ``path``,
+    ``entries``, ``bytes``, ``last_used`` (ISO time or None) and ``what``."""
+    root = Path(root) if root is not None else default_cache_root()
+    rows = []
+    for kind, what in CACHE_KINDS.items():
+        paths = _kind_paths(kind, root)  # builds in progress (.*.tmp.npy) count too: they take disk
+        sizes = [_size(p) for p in paths]
+        stamps = [p.stat().st_mtime for p in paths]
+        rows.append({"kind": kind, "path": str(root / kind) if kind != "samples" else str(root / "sample-*"),
+                     "entries": len(paths), "bytes": int(sum(sizes)),
+                     "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(max(stamps))) if stamps else None,
+                     "what": what})
+    return rows
+
+
+def clear_caches(kinds: Sequence[str], root: str | os.PathLike | None = None) -> int:
+    """Remove the caches of ``kinds`` (names of :data:`CACHE_KINDS`, or ``"all"``); training-feature
+    folders of running processes are left alone. Returns the bytes freed."""
+    root = Path(root) if root is not None else default_cache_root()
+    kinds = list(CACHE_KINDS) if "all" in kinds else list(kinds)
+    unknown = [k for k in kinds if k not in CACHE_KINDS]
+    if unknown:
+        raise DataError(f"unknown cache {unknown[0]!r}: choose from {', '.join(CACHE_KINDS)} or all")
+    freed = 0
+    for kind in kinds:
+        for p in _kind_paths(kind, root):
+            if kind == "train-features" and not _orphan(p):
+                continue
+            freed += _size(p)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+    return freed

@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .cache import build_cache, resolve_cache_dir
+from .._rows import RowFile
+from .cache import CacheLimitError, build_cache, resolve_cache_dir
 from .images import load_image
 from .types import Sample
 from .transforms import build_transform
@@ -30,8 +31,9 @@ class ImageDataset(Dataset):
     :meth:`load` for the raw ``uint8`` tensor. With ``cache_dir`` (a folder, or ``True`` for the
     default ``~/.cache/transferlab/images``), every image is decoded and resized once, at
     construction, into a ``uint8`` ``.npy`` array keyed by (file list, mtimes, sizes, ``L``,
-    interpolation) -- see :mod:`transferlab.data.cache` -- and items are then read from that
-    memory map (or from RAM with ``in_memory=True``). Without a cache each item is decoded on access.
+    interpolation) -- see :mod:`transferlab.data.cache` -- and items are then read from that file
+    a batch at a time (or from RAM with ``in_memory=True``). Without a cache, or when the array
+    would exceed the cache's size limit (said once), each item is decoded on access.
     """
 
     def __init__(self, samples: list[Sample], cfg: dict, transform=None, cache_dir: str | os.PathLike | bool | None = None,
@@ -46,11 +48,15 @@ class ImageDataset(Dataset):
         self.transform = build_transform(cfg, train=False) if transform is None else transform
         self.cache_file: str | None = None
         self._array: np.ndarray | None = None
+        self._rows: RowFile | None = None
         folder = resolve_cache_dir(cache_dir)
         if folder is not None and self.samples:
-            self.cache_file = str(build_cache([p for p, _ in self.samples], self.load_size, self.interpolation,
-                                              cache_dir=folder, workers=workers, progress=progress))
-            if in_memory:
+            try:
+                self.cache_file = str(build_cache([p for p, _ in self.samples], self.load_size, self.interpolation,
+                                                  cache_dir=folder, workers=workers, progress=progress))
+            except CacheLimitError as exc:
+                print(f"warning: {exc}; decoding each image when it is used instead")
+            if in_memory and self.cache_file is not None:
                 self._array = np.load(self.cache_file)
 
     @property
@@ -66,18 +72,20 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def cache_array(self) -> np.ndarray:
-        """The cached ``uint8 [N, L, L, 3]`` images (a memory map, or in RAM with ``in_memory``)."""
+    def cached_images(self, index) -> np.ndarray:
+        """The cached ``uint8 [len(index), L, L, 3]`` images ``index`` (any order), read for this call."""
         if self.cache_file is None:
             raise ValueError("this ImageDataset has no image cache (build it with cache_dir)")
-        if self._array is None:  # opened lazily so each DataLoader worker maps it itself
-            self._array = np.load(self.cache_file, mmap_mode="r")
-        return self._array
+        if self._array is not None:
+            return self._array[np.asarray(index, dtype=np.int64)]
+        if self._rows is None:  # opened lazily so each DataLoader worker opens it itself
+            self._rows = RowFile(self.cache_file)
+        return self._rows.take(index)
 
     def load(self, index: int) -> torch.Tensor:
         """The decoded, resized image ``index`` as ``uint8 [3, L, L]`` (before the transform)."""
         if self.cache_file is not None:
-            hwc = np.array(self.cache_array()[index])  # copy out of the read-only map
+            hwc = self.cached_images([index])[0]
         else:
             hwc = load_image(self.samples[index][0], self.load_size, self.interpolation)
         return torch.from_numpy(hwc).permute(2, 0, 1).contiguous()
@@ -90,8 +98,7 @@ class ImageDataset(Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        if self.cache_file is not None and isinstance(state.get("_array"), np.memmap):
-            state["_array"] = None  # re-mapped in the receiving process
+        state["_rows"] = None  # re-opened in the receiving process
         return state
 
     def __repr__(self) -> str:
