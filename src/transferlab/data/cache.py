@@ -60,13 +60,13 @@ def max_cache_bytes(max_gb: float | None = None) -> int:
     return int(max_gb * 1e9)
 
 
-def cached_arrays(folder: str | os.PathLike) -> list[Path]:
+def cached_arrays(folder: str | os.PathLike, pattern: str = "*.npy") -> list[Path]:
     """The finished arrays in ``folder``, least recently used first (a use touches the file)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     found = []
-    for p in folder.glob("*.npy"):
+    for p in folder.glob(pattern):
         if p.name.startswith("."):  # a build in progress
             continue
         try:
@@ -76,11 +76,12 @@ def cached_arrays(folder: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def evict(folder: str | os.PathLike, max_bytes: int, *, keep: Sequence[str | os.PathLike] = ()) -> list[Path]:
-    """Remove the least recently used arrays of ``folder`` until the rest fit in ``max_bytes``
-    (``keep`` is never removed); returns what was removed."""
+def evict(folder: str | os.PathLike, max_bytes: int, *, keep: Sequence[str | os.PathLike] = (),
+          pattern: str = "*.npy") -> list[Path]:
+    """Remove the least recently used arrays (``pattern``) of ``folder`` until the rest fit in
+    ``max_bytes`` (``keep`` is never removed); returns what was removed."""
     kept = {Path(k).resolve() for k in keep}
-    arrays = cached_arrays(folder)
+    arrays = cached_arrays(folder, pattern)
     sizes = {p: p.stat().st_size for p in arrays if p.exists()}
     total = sum(sizes.values())
     removed = []
@@ -95,7 +96,8 @@ def evict(folder: str | os.PathLike, max_bytes: int, *, keep: Sequence[str | os.
     return removed
 
 
-def _touch(path: Path) -> None:
+def touch(path: Path) -> None:
+    """Mark a cache file as just used (least-recently-used eviction goes by modification time)."""
     try:
         os.utime(path)
     except OSError:
@@ -172,7 +174,7 @@ def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bili
     final = cache_path(paths, L, interpolation, folder)
     shape = (len(paths), L, L, 3)
     if final.exists() and _valid(final, shape):
-        _touch(final)  # recently used: evicted last
+        touch(final)  # recently used: evicted last
         return final
     need = int(np.prod(shape)) + 4096
     limit = max_cache_bytes(max_gb)

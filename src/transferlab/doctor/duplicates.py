@@ -80,24 +80,36 @@ def normalize(embeddings: np.ndarray, *, center: bool = True) -> np.ndarray:
     unit length (float32). Centring removes what every image of the dataset shares, so the cosine
     measures what sets two images apart (duplicates); uncentred, it also measures how typical an
     image is (outliers). An all-zero embedding stays zero (similarity 0 to everything)."""
-    x = np.asarray(embeddings, dtype=np.float32)
+    x = np.array(embeddings, dtype=np.float32)  # one copy, then worked on in place (a copy is N x F floats)
     if x.ndim != 2:
         raise ValueError(f"embeddings must be 2-D [N, F], got shape {x.shape}")
     if center and len(x) >= MIN_CENTRED:
-        x = x - x.mean(0, keepdims=True)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+        x -= x.mean(0, keepdims=True)
+    for start in range(0, len(x), 65536):
+        part = x[start:start + 65536]
+        part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+    return x
+
+
+#: above this many images, nearest neighbours come from an approximate index (faiss HNSW), whose
+#: time grows as n log n, instead of the exact all-pairs search (n^2); below it exact is cheaper
+EXACT_LIMIT = 20_000
+#: extra neighbours fetched from the index to make up for rows left out (self, same group)
+_SPARE = 16
 
 
 def _neighbours(z: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine neighbours of every row (self and same-``exclude``-id rows left out):
-    ``(indices [N, k], similarities [N, k])``, most similar first."""
+    ``(indices [N, k], similarities [N, k])``, most similar first (``-inf`` where fewer than ``k``
+    remain). Exact up to :data:`EXACT_LIMIT` rows, approximate (faiss HNSW) above."""
     n = len(z)
     k = max(0, min(k, n - 1))
+    if k == 0:
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+    if n > EXACT_LIMIT:
+        return _ann_neighbours(z, k, exclude)
     idx = np.zeros((n, k), np.int64)
     sim = np.zeros((n, k), np.float32)
-    if k == 0:
-        return idx, sim
     for start in range(0, n, _BLOCK):
         block = z[start:start + _BLOCK] @ z.T
         rows = np.arange(block.shape[0])
@@ -110,6 +122,50 @@ def _neighbours(z: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.n
         idx[start:start + _BLOCK] = np.take_along_axis(part, order, 1)
         sim[start:start + _BLOCK] = np.take_along_axis(vals, order, 1)
     return idx, sim
+
+
+def _ann_neighbours(z: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_neighbours` through a faiss HNSW index on inner products (``z`` has unit rows).
+    Rows with identical ``exclude`` ids and identical vectors (exact copies) are indexed once."""
+    import faiss  # (a compiled library of ~30 MB: loaded only for large datasets)
+
+    n = len(z)
+    x = np.ascontiguousarray(z, dtype=np.float32)
+    ids = np.asarray(exclude, np.int64) if exclude is not None else np.arange(n, dtype=np.int64)
+    biggest = int(np.bincount(ids - ids.min()).max()) if n else 1
+    fetch = min(n, k + min(biggest, _SPARE) + 1)
+    index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 64
+    index.hnsw.efSearch = max(64, 2 * fetch)
+    for start in range(0, n, 65536):
+        index.add(x[start:start + 65536])
+    idx = np.zeros((n, k), np.int64)
+    sim = np.full((n, k), -np.inf, np.float32)
+    for start in range(0, n, 16384):
+        s, i = index.search(x[start:start + 16384], fetch)
+        rows = np.arange(start, start + len(i))
+        bad = (i < 0) | (i == rows[:, None]) | (ids[np.maximum(i, 0)] == ids[rows][:, None])
+        s = np.where(bad, -np.inf, s)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        idx[rows] = np.take_along_axis(np.maximum(i, 0), order, 1)
+        sim[rows] = np.take_along_axis(s, order, 1)
+    return idx, sim
+
+
+def _candidate_pairs(z: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, similarity)`` of every row's ``k`` nearest neighbours (``a < b``, each pair once)."""
+    nbr, sim = _neighbours(z, k, exclude)
+    a = np.repeat(np.arange(len(z)), nbr.shape[1])
+    b, s = nbr.ravel(), sim.ravel()
+    ok = np.isfinite(s)
+    a, b, s = np.minimum(a, b)[ok], np.maximum(a, b)[ok], s[ok]
+    _, first = np.unique(a * len(z) + b, return_index=True)
+    return a[first], b[first], s[first]
+
+
+#: neighbours per image checked for near-duplicates above EXACT_LIMIT (a larger group is still
+#: found whole: its members chain through each other's neighbours)
+CANDIDATES = 20
 
 
 def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndarray | None = None,
@@ -139,11 +195,18 @@ def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndar
         for i, h in enumerate(sha1):
             if h:
                 by.setdefault(h, []).append(i)
-        for members in by.values():
-            for x in range(len(members)):
-                for y in range(x + 1, len(members)):
-                    found.setdefault((members[x], members[y]), set()).add("sha1")
-    if phash is not None and dhash is not None and hash_distance is not None and n > 1:
+        for members in by.values():  # a chain joins the group: n - 1 pairs, not n^2 / 2 for n copies
+            for x, y in zip(members, members[1:]):
+                found.setdefault((x, y), set()).add("sha1")
+    large = z is not None and n > EXACT_LIMIT
+    if large:  # candidates from an approximate neighbour index: linear-ish time, not all pairs
+        ca, cb, cs = _candidate_pairs(z, CANDIDATES, _exact_ids(sha1, n))
+    if phash is not None and dhash is not None and hash_distance is not None and n > 1 and large:
+        ph, dh = np.asarray(phash, np.uint64), np.asarray(dhash, np.uint64)
+        ok = ((np.bitwise_count(ph[ca] ^ ph[cb]) <= hash_distance[0]) & (np.bitwise_count(dh[ca] ^ dh[cb]) <= hash_distance[1])
+              & (cs >= hash_floor))
+        add(ca[ok], cb[ok], "hash")
+    elif phash is not None and dhash is not None and hash_distance is not None and n > 1:
         ph, dh = np.asarray(phash, np.uint64), np.asarray(dhash, np.uint64)
         for start in range(0, n, _BLOCK):
             dp = np.bitwise_count(ph[start:start + _BLOCK, None] ^ ph[None, :])
@@ -155,8 +218,11 @@ def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndar
                 ok = np.einsum("ij,ij->i", z[i], z[j]) >= hash_floor
                 i, j = i[ok], j[ok]
             add(i, j, "hash")
+    if large:
+        ok = cs >= threshold
+        add(ca[ok], cb[ok], "embedding")
     if z is not None:
-        for start in range(0, n, _BLOCK):
+        for start in range(0, n if not large else 0, _BLOCK):
             block = z[start:start + _BLOCK] @ z.T
             i, j = np.nonzero(block >= threshold)
             keep = start + i < j

@@ -29,6 +29,7 @@ import torch
 from .. import _progress
 from .._atomic import atomic_write
 from ..data import ImageDataset, build_transform
+from ..data.cache import default_cache_root, evict, max_cache_bytes, touch
 from ..errors import ConfigError, DataError
 from ..precision import inference_amp
 from ..models import create_model, get_recipe
@@ -39,9 +40,7 @@ FEATURES_VERSION = 2
 
 def features_cache_dir() -> Path:
     """``$TRANSFERLAB_CACHE/features`` if the variable is set, else ``~/.cache/transferlab/features``."""
-    env = os.environ.get("TRANSFERLAB_CACHE")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "transferlab"
-    return root / "features"
+    return default_cache_root() / "features"
 
 
 def resolve_amp(amp: str | None) -> str:
@@ -111,6 +110,7 @@ def compute_signals(samples: Sequence[tuple[str, int]] | Sequence[Sequence[tuple
     file = folder / f"{key}-{len(paths)}.npz" if folder else None
     t0 = time.perf_counter()
     if file is not None and file.exists() and (hit := _read(file, len(paths))) is not None:
+        touch(file)  # recently used: evicted last
         seconds = time.perf_counter() - t0
         return {**hit, "cached": True, "seconds": seconds, "images_per_s": len(paths) / max(seconds, 1e-9),
                 "input_size": size, "amp": amp, "file": str(file)}
@@ -119,6 +119,7 @@ def compute_signals(samples: Sequence[tuple[str, int]] | Sequence[Sequence[tuple
     seconds = time.perf_counter() - t0
     if file is not None:
         _write(file, arrays)
+        evict(file.parent, max_cache_bytes(), keep=[file], pattern="*.npz")  # the same limit as the image cache
     return {**arrays, "cached": False, "seconds": seconds, "images_per_s": len(paths) / max(seconds, 1e-9),
             "input_size": size, "amp": amp, "file": str(file) if file else None}
 
@@ -144,20 +145,28 @@ def _compute(groups, *, backbone, size, amp, weights, batch_size, workers, progr
     net = model.backbone.eval().to(memory_format=torch.channels_last)
     cfg = model.data_cfg
     transform = build_transform(cfg, train=False)
-    feats: list[np.ndarray] = []
     prints: list[dict] = []
     # every split's image cache first (each shows its own bar), then one bar for the embedding pass
     datasets = [ImageDataset(g, cfg, transform=None, cache_dir=True, workers=workers, progress=progress)
                 for g in groups if g]
     batches = [(ds, start) for ds in datasets for start in range(0, len(ds), batch_size)]
+    n = sum(len(ds) for ds in datasets)
+    out: np.ndarray | None = None  # filled in place: no list of batches to concatenate (twice the memory)
+    done = 0
     for ds, start in _progress.track(batches, "Embedding images", progress=progress):
-        raw = torch.stack([ds.load(i) for i in range(start, min(start + batch_size, len(ds)))])
+        stop = min(start + batch_size, len(ds))
+        raw = torch.from_numpy(ds.cached_images(np.arange(start, stop))).permute(0, 3, 1, 2) if ds.cached else \
+            torch.stack([ds.load(i) for i in range(start, stop)])
         prints.append(fingerprints(raw.permute(0, 2, 3, 1).numpy()))
         x = transform(raw).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-            f = net(x)
-        feats.append(f.float().reshape(len(raw), -1).numpy())
-    out = {"features": np.concatenate(feats).astype(np.float32)}
+            f = net(x).float().reshape(len(raw), -1).numpy()
+        if out is None:
+            out = np.empty((n, f.shape[1]), np.float32)
+        out[done:done + len(f)] = f
+        done += len(f)
+        del raw, x, f
+    arrays = {"features": out}
     for k in prints[0]:
-        out[k] = np.concatenate([p[k] for p in prints])
-    return out
+        arrays[k] = np.concatenate([p[k] for p in prints])
+    return arrays

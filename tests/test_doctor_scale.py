@@ -1,0 +1,72 @@
+"""The doctor at scale: approximate nearest neighbours (faiss) above EXACT_LIMIT agree with the exact
+search, and large groups of identical files no longer make n^2 pairs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transferlab.doctor import duplicates as dups
+from transferlab.doctor import outliers
+
+
+def _data(n=3000, d=64, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, d))
+    x = centres[rng.integers(0, 20, n)] + rng.normal(scale=0.6, size=(n, d))
+    dup_of = rng.choice(n, 40, replace=False)
+    x[:40] = x[dup_of] + rng.normal(scale=0.01, size=(40, d))  # 40 planted near-copies of other rows
+    return x.astype(np.float32), dup_of
+
+
+def test_approximate_neighbours_match_the_exact_ones(monkeypatch):
+    x, _ = _data()
+    z = dups.normalize(x)
+    groups = np.arange(len(z))
+    groups[[5, 6, 7]] = 5  # one group whose members must not count as each other's neighbours
+    exact_i, exact_s = dups._neighbours(z, 10, groups)
+    monkeypatch.setattr(dups, "EXACT_LIMIT", 1000)
+    ann_i, ann_s = dups._neighbours(z, 10, groups)
+    assert ann_i.shape == exact_i.shape == (3000, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ann_i, exact_i)])
+    assert recall >= 0.95
+    assert not set(ann_i[5]) & {5, 6, 7} and not (ann_i == np.arange(3000)[:, None]).any()
+    assert np.all(np.diff(ann_s, axis=1) <= 1e-6)  # most similar first
+    np.testing.assert_allclose(ann_s[:, 0], exact_s[:, 0], atol=1e-5)  # the nearest one is found
+
+
+def test_near_duplicate_pairs_are_the_same_through_the_index(monkeypatch):
+    x, dup_of = _data()
+    exact = {(p["a"], p["b"]) for p in dups.near_duplicate_pairs(x, threshold=0.95, ratio=None)}
+    monkeypatch.setattr(dups, "EXACT_LIMIT", 1000)
+    approx = {(p["a"], p["b"]) for p in dups.near_duplicate_pairs(x, threshold=0.95, ratio=None)}
+    planted = {(min(i, int(j)), max(i, int(j))) for i, j in enumerate(dup_of)}
+    assert planted <= exact and planted <= approx
+    assert len(approx & exact) >= 0.95 * len(exact)
+
+
+def test_outlier_scores_agree_through_the_index(monkeypatch):
+    x, _ = _data(seed=1)
+    x[-1] = 50.0  # far from everything
+    exact = outliers.outlier_scores(x, np.zeros(len(x), int), k=10)
+    monkeypatch.setattr(dups, "EXACT_LIMIT", 1000)
+    approx = outliers.outlier_scores(x, np.zeros(len(x), int), k=10)
+    assert int(np.argmax(approx["score"])) == int(np.argmax(exact["score"])) == len(x) - 1
+    assert np.corrcoef(approx["dataset_distance"], exact["dataset_distance"])[0, 1] > 0.99
+
+
+def test_a_large_group_of_identical_files_is_one_group_without_quadratic_pairs():
+    """640 copies of one file (a placeholder image) used to make 204,480 pairs and an error."""
+    n = 700
+    sha1 = ["same"] * 640 + [f"h{i}" for i in range(60)]
+    pairs = dups.near_duplicate_pairs(sha1=sha1, max_pairs=1000)
+    assert len(pairs) == 639
+    groups = dups.near_duplicate_groups(n, pairs)
+    assert groups == [list(range(640))]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_tiny_inputs_still_work_through_the_index(monkeypatch, n):
+    monkeypatch.setattr(dups, "EXACT_LIMIT", 0)
+    z = dups.normalize(np.eye(n, 4, dtype=np.float32))
+    idx, sim = dups._neighbours(z, 5, None)
+    assert idx.shape == (n, n - 1)
