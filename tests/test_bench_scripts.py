@@ -103,3 +103,37 @@ def test_bench_budget_judges_each_set_against_its_probe_and_across_modes(tmp_pat
     assert saved["cars"]["same_choice"] is False and saved["cars"]["beats_probe"] is False  # busy fell below 0.90
     table = capsys.readouterr().out
     assert "| fingers | mobilenet_v2 0.9 | efficientnet_lite0, 0.95" in table
+
+
+def test_bench_scale_builds_distinct_balanced_files_and_nested_sizes(tmp_path):
+    """The scale folders: distinct files (SHA-1) composed from a tiny source, class-balanced, 32x32;
+    a size is hard links to the first files of each class; a second build reuses the master set."""
+    import hashlib
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    scale = _load("bench_scale")
+    rng = np.random.default_rng(0)
+    for split, k in (("train", 3), ("test", 1)):
+        for c in ("cat", "dog"):
+            (tmp_path / "src" / split / c).mkdir(parents=True)
+            for i in range(k):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "src" / split / c / f"{i:04d}.jpg", quality=90)
+    root = tmp_path / "scale"
+    marker = scale.build_master(tmp_path / "src", root, 40, log=lambda *a: None)
+    files = sorted((root / "master").rglob("*.jpg"))
+    assert marker["files"] == len(files) == 40 and marker["variants_per_photo"] == 5
+    assert {c: sum(f.parent.name == c for f in files) for c in ("cat", "dog")} == {"cat": 20, "dog": 20}
+    assert len({hashlib.sha1(f.read_bytes()).hexdigest() for f in files}) == 40
+    assert {Image.open(f).size for f in files} == {(32, 32)}
+    folder = scale.build_size(root, 11, log=lambda *a: None)
+    got = {c: sorted(p.name for p in (folder / c).iterdir()) for c in ("cat", "dog")}
+    assert [len(v) for v in got.values()] == [6, 5]                       # 11 split 6 / 5
+    assert got["dog"] == sorted(p.name for p in (root / "master" / "dog").iterdir())[:5]
+    assert os.path.samefile(folder / "cat" / got["cat"][0], root / "master" / "cat" / got["cat"][0])
+    again = scale.build_master(tmp_path / "src", root, 30, log=lambda *a: None)
+    assert again["build_id"] == marker["build_id"]                         # reused, not rebuilt
+    assert scale.build_size(root, 11, log=lambda *a: None) == folder
