@@ -145,28 +145,29 @@ def _compute(groups, *, backbone, size, amp, weights, batch_size, workers, progr
     net = model.backbone.eval().to(memory_format=torch.channels_last)
     cfg = model.data_cfg
     transform = build_transform(cfg, train=False)
-    prints: list[dict] = []
     # every split's image cache first (each shows its own bar), then one bar for the embedding pass
     datasets = [ImageDataset(g, cfg, transform=None, cache_dir=True, workers=workers, progress=progress)
                 for g in groups if g]
     batches = [(ds, start) for ds in datasets for start in range(0, len(ds), batch_size)]
     n = sum(len(ds) for ds in datasets)
-    out: np.ndarray | None = None  # filled in place: no list of batches to concatenate (twice the memory)
+    out: dict | None = None
     done = 0
     for ds, start in _progress.track(batches, "Embedding images", progress=progress):
         stop = min(start + batch_size, len(ds))
         raw = torch.from_numpy(ds.cached_images(np.arange(start, stop))).permute(0, 3, 1, 2) if ds.cached else \
             torch.stack([ds.load(i) for i in range(start, stop)])
-        prints.append(fingerprints(raw.permute(0, 2, 3, 1).numpy()))
+        prints = fingerprints(raw.permute(0, 2, 3, 1).numpy())
         x = transform(raw).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
             f = net(x).float().reshape(len(raw), -1).numpy()
         if out is None:
-            out = np.empty((n, f.shape[1]), np.float32)
-        out[done:done + len(f)] = f
+            # every output allocated once and filled in place: small arrays kept per batch would pin glibc's
+            # heap above each batch's freed buffers and grow it by about a batch per batch (see train.features)
+            out = {"features": np.empty((n, f.shape[1]), np.float32),
+                   **{k: np.empty(n, v.dtype) for k, v in prints.items()}}
+        out["features"][done:done + len(f)] = f
+        for k, v in prints.items():
+            out[k][done:done + len(f)] = v
         done += len(f)
-        del raw, x, f
-    arrays = {"features": out}
-    for k in prints[0]:
-        arrays[k] = np.concatenate([p[k] for p in prints])
-    return arrays
+        del raw, x, f, prints
+    return out
