@@ -8,8 +8,10 @@ epoch ``v``) and the validation images once, and hands the loop the trainable to
 ``upper + head``) with loaders over the cached tensors. Epoch ``e`` reads view ``(e - 1) % views``
 (:class:`FeatureViews`, indexed by the ``(epoch, index)`` keys of
 :class:`~transferlab.train.sampling.EpochSampler`), so cached and uncached training see the same
-samples in the same order and agree within float tolerance. When nothing is frozen, the cache would
-not fit in memory (``TRANSFERLAB_FEATURE_CACHE_GB``, default 4) or the backbone cannot be cut, the
+samples in the same order and agree within float tolerance. The features are written to row files
+on disk a batch at a time (:class:`FeatureStore`, removed when the phase ends) and read back a batch
+at a time, so memory stays flat whatever the number of images. When nothing is frozen, the disk has
+no room (or ``TRANSFERLAB_FEATURE_CACHE_GB``, if set, is exceeded) or the backbone cannot be cut, the
 loop trains the whole model on images instead.
 """
 from __future__ import annotations
