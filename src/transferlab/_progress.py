@@ -27,8 +27,9 @@ def enabled(progress: bool | None = None) -> bool:
     return sys.stderr.isatty()
 
 
-def make_progress(*extra_columns) -> Progress:
-    """A rich Progress with the project's standard columns (description, bar, n/N, elapsed, ETA)."""
+def make_progress(*extra_columns, transient: bool = False) -> Progress:
+    """A rich Progress with the project's standard columns (description, bar, n/N, elapsed, ETA);
+    ``transient`` bars vanish when done (for work whose result is printed as a line anyway)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -37,7 +38,7 @@ def make_progress(*extra_columns) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
+        transient=transient,
     )
 
 

@@ -12,12 +12,12 @@ import os
 import sys
 
 from . import __version__
-from .errors import TransferlabError
+from .errors import DataError, TransferlabError
 
 # command name -> (module, one-line help). Order is the order shown in --help,
 # which follows the data flow: data -> model -> train -> evaluate -> compare -> export -> serve.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sample-data": ("transferlab.commands.sample_data", "write the built-in sample dataset (real handwritten digits) as class folders"),
+    "sample-data": ("transferlab.commands.sample_data", "write a built-in sample dataset (real CIFAR-10 photos, or handwritten digits) as class folders"),
     "inspect": ("transferlab.commands.inspect", "report on a dataset: counts, sizes, formats, broken and duplicate files"),
     "doctor": ("transferlab.commands.doctor", "find duplicates, leakage, likely label errors and outliers in a dataset"),
     "models": ("transferlab.commands.models", "list the model recipes"),
@@ -41,12 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"transferlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a command not built yet
-            if exc.name != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)  # light: a command imports its stage in run()
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         if name in CACHING:
@@ -59,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the commands that decode images into the image cache (see transferlab.data.cache)
 CACHING = ("doctor", "train", "tune", "evaluate", "compare", "run")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """A missing DATA or RUN is said at once, before a command imports PyTorch (5 s) and starts work
+    (the same messages as the stages' own checks, which the API still makes)."""
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and not os.path.exists(os.path.expanduser(data)):
+        raise DataError(f"dataset path not found: {data}")
+    run = getattr(args, "run", None)
+    if args.command in ("evaluate", "export", "predict", "serve") and isinstance(run, str) and not os.path.isdir(run):
+        raise TransferlabError(f"run not found: {run}")
 
 
 def _positive_gb(text: str) -> float:
@@ -77,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    try:
+        check_paths(args)
+    except TransferlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "cache_max_gb", None) is not None:  # read by data.cache wherever an array is built
         os.environ["TRANSFERLAB_CACHE_MAX_GB"] = repr(args.cache_max_gb)
     try:

@@ -14,6 +14,7 @@ one-line reason.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from . import export as export_stage
 from ._atomic import atomic_write_text
 from .budget import BudgetPlanner, nothing_fits
 from .compare.leaderboard import fmt, rank_rows
+from .compare.runner import check_requests
 from .data import inspect_data, load_data
 from .data.sample import sample_dir
 from .errors import TransferlabError
 from .tracking import log_export
+from .train.config import TrainConfig
 
 
 def run_pipeline(
@@ -63,8 +66,24 @@ def run_pipeline(
     rank_rows([], metric)  # a bad metric name fails now, not after the data scan
     if budget is not None and models:
         raise TransferlabError("give --budget or --models, not both: the budget picks the models")
+    if models:  # a typo in a recipe name or a bad option is said now, not after inspect and the doctor
+        options = {k: v for k, v in train_kwargs.items() if k in TrainConfig.__dataclass_fields__}
+        check_requests(compare_stage.parse_models(models), options, epochs=epochs, seed=seed, val_ratio=val_ratio)
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(out, data=data, val_ratio=val_ratio, seed=seed, preset=preset, models=models, epochs=epochs,
+                    metric=metric, budget=budget, doctor=doctor, export_format=export_format, tracking=tracking,
+                    progress=progress, console=console, log=log, train_kwargs=train_kwargs)
+    except TransferlabError:
+        if created:  # a job that failed in a folder it made leaves nothing behind (its caches stay reusable)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, budget, doctor, export_format, tracking,
+         progress, console, log, train_kwargs) -> dict[str, Any]:
     # an earlier job's summary must not present a model as deployed if this job stops short of it
     # (e.g. the export fails its parity check: export raises ParityError and nothing is deployed)
     (out / "summary.json").unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from ..compare.leaderboard import METRICS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", nargs="?", default=None,
-                        help="ROOT/CLASS/*.jpg, ROOT/{train,test}/CLASS or a path,label CSV (default: the digits sample)")
+                        help="ROOT/CLASS/*.jpg, ROOT/{train,test}/CLASS or a path,label CSV (default: the built-in sample, real CIFAR-10 photos)")
     parser.add_argument("--models", metavar="A,B,C", default=None,
                         help="comma-separated recipes (default: the preset's; see `transferlab models`)")
     parser.add_argument("--preset", choices=("quick", "full"), default="quick",

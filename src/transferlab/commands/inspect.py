@@ -1,7 +1,7 @@
 """``transferlab inspect [DATA]``: a dataset report, printed as tables and written as JSON (and HTML / CSV).
 
 Images per class and split, class imbalance, image sizes, formats, broken and duplicate files.
-With no DATA, the built-in sample (handwritten digits) is used.
+With no DATA, the built-in sample (real CIFAR-10 photos) is used.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.console import Console
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", nargs="?", default=None,
                         help="ROOT/CLASS/*.jpg, ROOT/{train,test[,val]}/CLASS, or a path,label CSV "
-                             "(default: the built-in digits sample)")
+                             "(default: the built-in sample, real CIFAR-10 photos)")
     parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction of train held out as val (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the stratified split (default 0)")
     parser.add_argument("--json", metavar="PATH", default="inspect.json", help="report file (default inspect.json)")

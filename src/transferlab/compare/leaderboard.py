@@ -165,7 +165,8 @@ def write_leaderboard(rows: Sequence[Mapping[str, Any]], out: str | Path, metric
 def print_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy", console=None, title: str | None = None) -> None:
     """The leaderboard as a rich table; the best row is marked with a star."""
     console = console or Console()
-    table = Table(title=title or f"Leaderboard (sorted by {COLUMNS[metric][0]}; P/R/F1/AUC macro, gap = train-val acc)",
+    table = Table(title=title or f"Leaderboard (sorted by {COLUMNS[metric][0]}, the column marked *; P/R/F1/AUC "
+                                 f"macro, gap = train-val acc)",
                   padding=(0, 1), collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("model", no_wrap=True)

@@ -54,11 +54,26 @@ def plot_accuracy_vs_time(rows: Sequence[Mapping], path: str | Path, metric: str
     xlo, xhi = ax.get_xlim()
     ylo, yhi = ax.get_ylim()
     xmid = np.sqrt(xlo * xhi) if log_x and xlo > 0 else (xlo + xhi) / 2
-    for name, x, y, best in pts:
+    # labels overlapping one placed before move further up or down (boxes estimated in points: 9 pt text)
+    placed: list[tuple[float, float, float, float]] = []
+    to_points = 72.0 / fig.dpi
+    for name, x, y, best in sorted(pts, key=lambda p: (-p[2], p[0])):
         right, top = x > xmid, y > (ylo + yhi) / 2
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(-7 if right else 7, -6 if top else 6),
+        px, py = (v * to_points for v in ax.transData.transform((x, y)))
+        width, height = 5.8 * len(name) * (1.1 if best else 1.0), 11.0
+        base = -6 if top else 6
+        for shift in [0] + [s * k * 12 for k in range(1, 16) for s in (1, -1)]:
+            dy = base + shift
+            x0 = px - 7 - width if right else px + 7
+            y0 = py + dy - height if top else py + dy
+            box = (x0, y0, x0 + width, y0 + height)
+            if not any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in placed):
+                break
+        placed.append(box)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(-7 if right else 7, dy),
                     ha="right" if right else "left", va="top" if top else "bottom", fontsize=9,
-                    fontweight="bold" if best else "normal", annotation_clip=False)
+                    fontweight="bold" if best else "normal", annotation_clip=False,
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="0.6") if shift else None)
     if not pts:
         ax.text(0.5, 0.5, "no finished models", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("training time (s)")

@@ -29,6 +29,7 @@ from ..data import DataSplits, load_data
 from ..data.sample import sample_dir
 from ..errors import ConfigError, TransferlabError, WeightsError
 from ..models import get_recipe
+from ..train.api import RESUME_HINT
 from ..train.config import TrainConfig
 from . import plots as cplots
 from .leaderboard import make_row, rank_rows, write_leaderboard
@@ -148,7 +149,7 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Train (or reuse) each recipe on one split, evaluate it, rank them and write the report.
 
-    ``data``: a dataset folder (default: the built-in digits sample) or a ``DataSplits``.
+    ``data``: a dataset folder (default: the built-in sample, real CIFAR-10 photos) or a ``DataSplits``.
     ``models``: recipe names (list or ``"a,b,c"``); default: the ``preset``'s (``"quick"`` or
     ``"full"``, see :data:`PRESETS`). ``epochs``: default each recipe's own. Other keyword arguments
     go to ``transferlab.train`` (``batch_size``, ``lr``, ``input_size``, ...) for every recipe;
@@ -239,12 +240,17 @@ def compare(
 def _train_recipe(splits, name: str, runs_dir: Path, *, resume: bool, **options):
     """Train one recipe into ``runs_dir/name``: resumed when asked and possible, else from scratch."""
     common = dict(run_dir=str(runs_dir), name=name, **{"model": name, **options})
-    if resume:
-        try:
-            return train_stage.train(splits, resume=True, **common)
-        except ConfigError:  # a folder that cannot be resumed (no state saved yet): start again
-            pass
-    return train_stage.train(splits, overwrite=True, **common)
+    token = RESUME_HINT.set("to continue, run the same command again: the finished models are reused and this "
+                            "one resumes after its last saved epoch")
+    try:
+        if resume:
+            try:
+                return train_stage.train(splits, resume=True, **common)
+            except ConfigError:  # a folder that cannot be resumed (no state saved yet): start again
+                pass
+        return train_stage.train(splits, overwrite=True, **common)
+    finally:
+        RESUME_HINT.reset(token)
 
 
 def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: str | None = None) -> list[dict[str, Any]]:

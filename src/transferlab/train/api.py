@@ -16,6 +16,7 @@ A run that fails before its first epoch is committed leaves nothing behind.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import os
@@ -47,6 +48,9 @@ from .sampling import shard
 from .schedule import build_optimizer, build_scheduler
 
 STATE_VERSION = 1
+#: what an interrupted training tells the user to do; None: the ``train --resume`` command. Set by
+#: callers that resume by themselves when run again (``compare`` and ``run``).
+RESUME_HINT: contextvars.ContextVar[str | None] = contextvars.ContextVar("resume_hint", default=None)
 
 
 def train(data, model: str = "mobilenet_v2", *, callbacks: list[Callback] | None = None,
@@ -95,6 +99,29 @@ def plan_phases(cfg: TrainConfig) -> list[Phase]:
     if cfg.unfreeze_from is not None or cfg.unfreeze_last is not None:
         return [Phase(0, cfg.epochs, cfg.lr, "full", cfg.unfreeze_from, cfg.unfreeze_last)]
     return [Phase(0, cfg.epochs, cfg.lr, cfg.freeze)]
+
+
+def describe_phases(phases: list[Phase]) -> str:
+    """The epoch plan in one line, said before training (e.g. ``--epochs 3`` on a transfer recipe
+    also fine-tunes for the recipe's epochs).
+
+    >>> describe_phases([Phase(0, 3, 1e-3, "frozen"), Phase(1, 6, 1e-4, "full", None, 11)])
+    '9 epochs: 3 training the head (backbone frozen), then 6 fine-tuning the last 11 blocks'
+    """
+    def what(p: Phase) -> str:
+        if p.policy == "frozen":
+            return "training the head (backbone frozen)"
+        if p.unfreeze_last is not None:
+            return f"fine-tuning the last {p.unfreeze_last} blocks"
+        if p.unfreeze_from is not None:
+            return f"fine-tuning from layer {p.unfreeze_from} up"
+        return "training the whole network" if len(phases) == 1 else "fine-tuning the whole network"
+
+    total = sum(p.epochs for p in phases)
+    epochs = f"{total} epoch{'s' if total != 1 else ''}"
+    if len(phases) == 1:
+        return f"{epochs} {what(phases[0])}"
+    return f"{epochs}: " + ", then ".join(f"{p.epochs} {what(p)}" for p in phases)
 
 
 def check_phases(model, phases: list[Phase]) -> None:
@@ -328,6 +355,7 @@ class Session:
                          + (f", sha256 {weights['sha256'][:12]}" if weights.get("sha256") else "") + ")")
             for line in self.adapted:
                 self.log(f"adapted to the data: {line}")
+            self.log(f"plan: {describe_phases(phases)}")
             note = adapt.validation_note(len(splits.val))
             if note:
                 self.log(f"warning: {note}")
@@ -414,6 +442,9 @@ class Session:
         done = self.history[-1]["epoch"] if self.history else 0
         if not done:
             self.log("no epoch had finished: nothing to resume")
+            return
+        if (hint := RESUME_HINT.get()) is not None:  # a caller that resumes by itself (compare, run)
+            self.log(f"{done} completed epoch(s) are saved in {self.run_dir}; {hint}")
             return
         data_arg = self.data if not isinstance(self.data, DataSplits) else splits.root
         self.log(f"{done} completed epoch(s) are saved in {self.run_dir}; continue with:\n"

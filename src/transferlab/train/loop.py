@@ -201,7 +201,8 @@ class _EpochBar:
 
     def __enter__(self):
         if self.enabled:
-            self._bar = _progress.make_progress(TextColumn("{task.fields[stats]}"))
+            # transient: the epoch's summary line follows, so a finished bar would print the epoch twice
+            self._bar = _progress.make_progress(TextColumn("{task.fields[stats]}"), transient=True)
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=self.total, stats="")
         return self
