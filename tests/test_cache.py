@@ -146,7 +146,7 @@ def test_cache_command_lists_sizes_and_clears(digits_dir, tmp_path, monkeypatch,
     assert clear_caches(["all"]) > 0 and not (tmp_path / "sample-cifar10").exists()
 
 
-def test_cache_max_gb_flag_sets_the_limit_for_the_command(monkeypatch, capsys):
+def test_cache_max_gb_flag_sets_the_limit_for_the_command(monkeypatch, capsys, tmp_path):
     seen = {}
     monkeypatch.delenv("TRANSFERLAB_CACHE_MAX_GB", raising=False)
 
@@ -158,11 +158,11 @@ def test_cache_max_gb_flag_sets_the_limit_for_the_command(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
     for action in parser._subparsers._group_actions[0].choices.values():
         action.set_defaults(_run=fake_run)
-    assert cli.main(["train", "somewhere", "--cache-max-gb", "3.5"]) == 0
+    assert cli.main(["train", str(tmp_path), "--cache-max-gb", "3.5"]) == 0
     assert seen["limit"] == 3.5e9
     monkeypatch.delenv("TRANSFERLAB_CACHE_MAX_GB")
     with pytest.raises(SystemExit):
-        cli.main(["doctor", "somewhere", "--cache-max-gb", "0"])
+        cli.main(["doctor", str(tmp_path), "--cache-max-gb", "0"])
     assert "must be more than 0 GB" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["models", "--cache-max-gb", "1"])  # a command that caches nothing has no such flag

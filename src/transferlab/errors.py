@@ -15,3 +15,15 @@ class ConfigError(TransferlabError, ValueError):
 
 class WeightsError(TransferlabError):
     """Pretrained weights are missing or do not fit the model."""
+
+
+class ParityError(TransferlabError):
+    """An export's outputs differ from PyTorch's by more than the tolerance; it was not written."""
+
+
+class TrackingError(TransferlabError):
+    """A tracker asked for with ``--log`` could not start."""
+
+
+class CacheLimitError(DataError):
+    """An image-cache array would not fit the cache's size limit (``--cache-max-gb``)."""

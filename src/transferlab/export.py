@@ -48,7 +48,7 @@ from .choices import EXPORT_FORMATS, QUANTIZE
 from .data.layout import expand_paths
 from .data.preprocess import eval_array
 from .data.scan import decode_in_parallel
-from .errors import ConfigError, TransferlabError
+from .errors import ConfigError, ParityError, TransferlabError  # noqa: F401 - ParityError: raised here
 from .runtime import Preprocess, default_threads, ort_probs, ort_session, softmax
 
 DEFAULT_OPSET = 18
@@ -56,10 +56,6 @@ TOLERANCE = 1e-4
 PARITY_IMAGES = 16          # images compared between PyTorch and the export
 CALIBRATION_IMAGES = 64     # training images used to calibrate static int8 quantisation
 ACCURACY_IMAGES = 1000      # validation images (at most) for the int8 accuracy change
-
-
-class ParityError(TransferlabError):
-    """The export's outputs differ from PyTorch's by more than the tolerance; it was not written."""
 
 
 def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *, opset: int = DEFAULT_OPSET,

@@ -35,17 +35,13 @@ from typing import Any
 
 from . import runfolder
 from ._callback import Callback
-from .errors import ConfigError, TransferlabError
+from .errors import ConfigError, TrackingError, TransferlabError  # noqa: F401 - TrackingError: raised here
 
 EXTRA = "pip install 'transferlab[tracking]'"
 DEFAULT_EXPERIMENT = "transferlab"
 # options that say where and how a run is trained, not what: left out of hparams / params
 _NOT_HPARAMS = {"run_dir", "name", "resume", "overwrite", "device", "threads", "workers", "log", "cache"}
 _PARAM_MAX = 500  # characters of one param value (MLflow accepts 6000; a class list can be longer)
-
-
-class TrackingError(TransferlabError):
-    """A tracker asked for with ``--log`` could not start."""
 
 
 def _require(module: str, flag: str):

@@ -34,17 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from .._rows import RowFile, RowWriter
-from ..errors import DataError
+from ..errors import CacheLimitError, DataError
 from .images import load_image, resample_filter
 from .scan import decode_in_parallel
 
 CACHE_VERSION = 1
 DEFAULT_MAX_GB = 20.0
 CHUNK = 256  # images decoded per write
-
-
-class CacheLimitError(DataError):
-    """The array would not fit the image cache's size limit (``max_gb``)."""
 
 
 def max_cache_bytes(max_gb: float | None = None) -> int:
@@ -124,10 +120,11 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None
     return Path(cache_dir).expanduser()
 
 
-def cache_key(paths: Sequence[str], load_size: int, interpolation: str) -> str:
-    """Hash of the ordered file list (with mtimes and sizes), ``load_size`` and interpolation."""
+def files_key(paths: Sequence[str], settings: dict) -> str:
+    """A 24-hex-digit key of ``settings`` and the ordered file list with each file's mtime and byte
+    size: any added, removed or modified file gives a new key (the caches' fingerprint)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CACHE_VERSION, "L": int(load_size), "interp": str(interpolation)}).encode())
+    h.update(json.dumps(settings, sort_keys=False).encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -136,6 +133,11 @@ def cache_key(paths: Sequence[str], load_size: int, interpolation: str) -> str:
             stamp = "missing"
         h.update(f"\n{p}\0{stamp}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:24]
+
+
+def cache_key(paths: Sequence[str], load_size: int, interpolation: str) -> str:
+    """Hash of the ordered file list (with mtimes and sizes), ``load_size`` and interpolation."""
+    return files_key(paths, {"v": CACHE_VERSION, "L": int(load_size), "interp": str(interpolation)})
 
 
 def cache_path(paths: Sequence[str], load_size: int, interpolation: str, cache_dir: str | os.PathLike) -> Path:

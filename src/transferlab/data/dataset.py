@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from .._rows import RowFile
-from .cache import CacheLimitError, build_cache, resolve_cache_dir
+from ..errors import CacheLimitError
+from .cache import build_cache, resolve_cache_dir
 from .images import load_image
 from .types import Sample
 from .transforms import build_transform

@@ -22,10 +22,10 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from .layout import detect_layout
 from .scan import duplicate_groups, scan_files
-from .split import stratified_split
+from .split import check_val_ratio, stratified_split
 from .types import IMAGE_EXTENSIONS, BrokenFile, DataSplits, DataWarning, Sample
 
 
@@ -44,12 +44,7 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
     """
     if source is None or str(source).strip() == "":
         raise DataError("no dataset path given")
-    try:
-        val_ratio = float(val_ratio)
-    except (TypeError, ValueError):
-        raise ConfigError(f"val ratio must be a number in [0, 1), got {val_ratio!r}") from None
-    if not 0.0 <= val_ratio < 1.0:
-        raise ConfigError(f"val ratio must be in [0, 1), got {val_ratio}")
+    val_ratio = check_val_ratio(val_ratio)
     root = Path(source).expanduser()
     if not root.exists():
         raise DataError(f"dataset path not found: {source}")

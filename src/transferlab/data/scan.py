@@ -92,6 +92,19 @@ def _collect(path: str, res: ImageInfo | BrokenFile, info: dict, broken: list) -
         broken.append(res)
 
 
+def same_key_groups(keys: Sequence[str]) -> list[list[int]]:
+    """Indices sharing a non-empty key (e.g. a content hash), groups of 2+ in first-seen order.
+
+    >>> same_key_groups(["a", "b", "a", "", ""])
+    [[0, 2]]
+    """
+    by: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        if key:
+            by[key].append(i)
+    return [g for g in by.values() if len(g) > 1]
+
+
 def duplicate_groups(info: dict[str, ImageInfo], paths: Iterable[str] | None = None) -> list[list[str]]:
     """Groups (sorted, each of 2+ paths) of files with identical content, among ``paths``
     (default: every scanned path).
@@ -100,8 +113,5 @@ def duplicate_groups(info: dict[str, ImageInfo], paths: Iterable[str] | None = N
     >>> duplicate_groups({"p1": a, "p2": a, "p3": b})
     [['p1', 'p2']]
     """
-    by_hash: dict[str, list[str]] = defaultdict(list)
-    for p in (info if paths is None else paths):
-        if p in info:
-            by_hash[info[p].sha1].append(p)
-    return sorted(sorted(g) for g in by_hash.values() if len(g) > 1)
+    known = [p for p in (info if paths is None else paths) if p in info]
+    return sorted(sorted(known[i] for i in g) for g in same_key_groups([info[p].sha1 for p in known]))

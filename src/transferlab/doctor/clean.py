@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
-import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
-
 from .._atomic import atomic_write_text
 
+from ..data.split import check_val_ratio, class_rng, val_count
 from ..errors import ConfigError
 
 DEDUPE = ("exact", "near", "none")
@@ -129,12 +126,7 @@ def plan_clean(report: dict, *, drop_leaks: bool = True, drop_conflicts: bool = 
 def group_split(rows: list[dict], groups: list[list[str]], *, val_ratio: float = 0.2, seed: int = 0) -> None:
     """Re-split the kept train + val rows in place: stratified by label, ``round(n * val_ratio)``
     per class in val, every group (a list of paths) on one side. Test rows are left alone."""
-    try:
-        val_ratio = float(val_ratio)
-    except (TypeError, ValueError):
-        raise ConfigError(f"val ratio must be a number in [0, 1), got {val_ratio!r}") from None
-    if not 0.0 <= val_ratio < 1.0:
-        raise ConfigError(f"val ratio must be in [0, 1), got {val_ratio}")
+    val_ratio = check_val_ratio(val_ratio)
     pool = [r for r in rows if r["action"] != "drop" and r["split"] in ("train", "val")]
     unit_of = {r["path"]: r["path"] for r in pool}
     for g in groups:
@@ -151,8 +143,8 @@ def group_split(rows: list[dict], groups: list[list[str]], *, val_ratio: float =
     for label in sorted(by_class):
         members_list = sorted(by_class[label], key=lambda m: min(r["path"] for r in m))
         n = sum(len(m) for m in members_list)
-        target = 0 if val_ratio <= 0 or n < 2 else min(n - 1, max(1, math.floor(n * val_ratio + 0.5)))
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(label.encode("utf-8"))])
+        target = val_count(n, val_ratio)
+        rng = class_rng(seed, label)
         in_val = 0
         for k in rng.permutation(len(members_list)).tolist():
             unit = members_list[k]

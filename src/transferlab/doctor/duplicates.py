@@ -34,6 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..data.scan import same_key_groups
 from ..errors import ConfigError
 
 #: default cosine similarity (centred embeddings) from which two images count as near-duplicates.
@@ -191,11 +192,7 @@ def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndar
                               f"low for this data; raise it")
 
     if sha1 is not None:
-        by: dict[str, list[int]] = {}
-        for i, h in enumerate(sha1):
-            if h:
-                by.setdefault(h, []).append(i)
-        for members in by.values():  # a chain joins the group: n - 1 pairs, not n^2 / 2 for n copies
+        for members in same_key_groups(sha1):  # a chain joins the group: n - 1 pairs, not n^2 / 2 for n copies
             for x, y in zip(members, members[1:]):
                 found.setdefault((x, y), set()).add("sha1")
     large = z is not None and n > EXACT_LIMIT
@@ -253,10 +250,13 @@ def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndar
 
 
 def _exact_ids(sha1: Sequence[str] | None, n: int) -> np.ndarray | None:
+    """One id per row, shared by identical files (same content hash)."""
     if sha1 is None:
         return None
-    ids: dict[str, int] = {}
-    return np.array([ids.setdefault(h or f"#{i}", len(ids)) for i, h in enumerate(sha1)], np.int64)
+    ids = np.arange(n, dtype=np.int64)
+    for group in same_key_groups(sha1):
+        ids[group] = group[0]
+    return ids
 
 
 def near_duplicate_groups(n: int, pairs: Sequence[dict]) -> list[list[int]]:

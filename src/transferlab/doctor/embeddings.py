@@ -15,8 +15,6 @@ precision, written atomically. A second doctor run on unchanged files decodes an
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 import warnings
@@ -29,7 +27,7 @@ import torch
 from .. import _progress
 from .._atomic import atomic_write
 from ..data import ImageDataset, build_transform
-from ..data.cache import default_cache_root, evict, max_cache_bytes, touch
+from ..data.cache import default_cache_root, evict, files_key, max_cache_bytes, touch
 from ..errors import ConfigError, DataError
 from ..precision import inference_amp
 from ..models import create_model, get_recipe
@@ -51,17 +49,8 @@ def resolve_amp(amp: str | None) -> str:
 
 def signals_key(paths: Sequence[str], *, backbone: str, input_size: int, amp: str, weights: str | None = None) -> str:
     """Hash of the ordered file list (mtimes, sizes), backbone, input size, precision and weights."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"v": FEATURES_VERSION, "backbone": backbone, "size": int(input_size), "amp": amp,
-                         "weights": str(weights or os.environ.get("TRANSFERLAB_WEIGHTS") or "")}).encode())
-    for p in paths:
-        try:
-            st = os.stat(p)
-            stamp = f"{st.st_mtime_ns}:{st.st_size}"
-        except OSError:
-            stamp = "missing"
-        h.update(f"\n{p}\0{stamp}".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:24]
+    return files_key(paths, {"v": FEATURES_VERSION, "backbone": backbone, "size": int(input_size), "amp": amp,
+                             "weights": str(weights or os.environ.get("TRANSFERLAB_WEIGHTS") or "")})
 
 
 def _read(path: Path, n: int) -> dict | None:

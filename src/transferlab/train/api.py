@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import hashlib
 import os
 import platform
 import random
@@ -194,11 +193,7 @@ def weights_record(model) -> dict[str, Any] | None:
     record = {"source": source, "matched": info.get("matched"), "mode": info.get("mode"),
               "classifier": info.get("classifier", False)}
     if os.path.isfile(source):
-        h = hashlib.sha256()
-        with open(source, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        record["sha256"] = h.hexdigest()
+        record["sha256"] = runfolder.file_sha256(source)
     return record
 
 
