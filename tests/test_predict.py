@@ -158,3 +158,21 @@ def test_pixels_then_normalize_is_load_bit_for_bit(exported_run, image_tree):
     assert np.array_equal(pre.normalize(np.stack(px)), want)
     assert np.array_equal(pre.normalize(px[1]), want[1])
     assert np.array_equal(pre.normalize(np.stack(px)[:, :, ::-1]), want[..., ::-1])   # the TTA mirror
+
+
+def test_one_tta_path_for_arrays_and_tensors():
+    """evaluate (tensors), predict and serve (arrays) mirror along the width and average the same way."""
+    import numpy as np
+    import torch
+
+    from transferlab.tta import average_mirrors, with_mirrors
+
+    x = np.random.default_rng(0).normal(size=(3, 2, 4, 5)).astype(np.float32)
+    both = with_mirrors(x)
+    assert both.shape == (6, 2, 4, 5) and np.array_equal(both[3:], x[..., ::-1])
+    t = with_mirrors(torch.from_numpy(x))
+    assert isinstance(t, torch.Tensor) and np.array_equal(t.numpy(), both)
+    hwc = np.moveaxis(x, 1, -1)  # serve's [B, H, W, C] pixels: the width is axis 2
+    assert np.array_equal(with_mirrors(hwc, width_axis=2)[3:], hwc[:, :, ::-1])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.4, 0.6]])
+    assert np.allclose(average_mirrors(probs), [[0.7, 0.3], [0.3, 0.7]])

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .tta import average_mirrors, with_mirrors
 from . import runfolder
 from ._progress import track
 from .choices import BACKENDS
@@ -164,10 +165,8 @@ class Predictor:
         out = []
         for i in range(0, len(batch), self.batch_size):
             chunk = batch[i:i + self.batch_size]
-            probs = softmax(self.logits(chunk))
-            if tta:
-                probs = (probs + softmax(self.logits(chunk[..., ::-1]))) / 2
-            out.append(probs)
+            probs = softmax(self.logits(with_mirrors(chunk) if tta else chunk))
+            out.append(average_mirrors(probs) if tta else probs)
         if not out:
             return np.zeros((0, len(self.classes)), np.float32)
         return np.concatenate(out)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..tta import average_mirrors, with_mirrors
 from .. import runfolder, tracking
 from .._atomic import atomic_write_text
 from .._progress import track
@@ -123,10 +124,10 @@ def evaluate(
         model(warm.contiguous(memory_format=cl))
         for x, y in track(loader, f"evaluating {run_dir.name} ({split})", total=len(loader), progress=progress):
             t0 = time.perf_counter()
-            p = torch.softmax(model(x.contiguous(memory_format=cl)).float(), dim=1)
-            if tta:  # test-time augmentation: averaged with the mirrored images
-                flipped = x.flip(-1).contiguous(memory_format=cl)
-                p = (p + torch.softmax(model(flipped).float(), dim=1)) / 2
+            inputs = with_mirrors(x) if tta else x  # test-time augmentation: with the mirrored images
+            p = torch.softmax(model(inputs.contiguous(memory_format=cl)).float(), dim=1)
+            if tta:
+                p = average_mirrors(p)
             infer_seconds += time.perf_counter() - t0
             probs[done:done + len(p)] = p.cpu().numpy()
             done += len(p)

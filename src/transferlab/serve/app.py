@@ -39,6 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
+from ..tta import average_mirrors, with_mirrors
 from .. import __version__, runfolder
 from ..data.images import quiet_pil_warnings
 from ..errors import DataError
@@ -265,9 +266,7 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
                                 "; ".join(f"{name}: {reason}" for name, (_, _, reason) in zip(names, loaded)))
         batch = np.stack(good)
         if tta:  # the image and its mirror in one submission: one batching window, one model call
-            n = len(batch)
-            both = await batcher.submit(np.concatenate([batch, batch[:, :, ::-1]]))
-            probs = (both[:n] + both[n:]) / 2
+            probs = average_mirrors(await batcher.submit(with_mirrors(batch, width_axis=2)))
         else:
             probs = await batcher.submit(batch)
         rows = iter(topk_rows(probs, predictor.classes, topk))
