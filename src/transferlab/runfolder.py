@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from ._atomic import atomic_write, atomic_write_text, write_json
 from .data.load import load_data
 from .data.types import DataSplits
@@ -215,11 +217,13 @@ def clear_run_dir(run) -> None:
 
 
 class RunLock:
-    """An exclusive lock on a run folder while one process trains into it.
+    """An exclusive lock on a run folder while one process trains into it (``filelock``: an OS file
+    lock, released by the operating system when its process dies, so a killed run never leaves a
+    lock to clear by hand).
 
-    The lock file holds ``host pid time``; a lock left by a process of this host that no longer
-    exists is stale and taken over. A second writer gets a ConfigError saying who holds the folder.
-    ``created`` says whether the folder was made by this lock (so a failed first run can remove it).
+    The lock file also holds ``host pid time`` of its holder, for the message: a second writer gets
+    a ConfigError saying who holds the folder. ``created`` says whether the folder was made by this
+    lock (so a failed first run can remove it).
     """
 
     def __init__(self, run):
@@ -227,25 +231,19 @@ class RunLock:
         self.path = self.dir / LOCK
         self.created = False
         self.held = False
+        self._lock = FileLock(str(self.path))
 
     def acquire(self) -> "RunLock":
         self.created = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._stale():
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise ConfigError(f"{self.dir} is being trained by another process ({self._holder()}); "
-                                  f"wait for it to finish, or use another --name") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
-            self.held = True
-            return self
-        raise ConfigError(f"cannot lock {self.dir}")  # pragma: no cover - lost a race twice
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise ConfigError(f"{self.dir} is being trained by another process ({self._holder()}); "
+                              f"wait for it to finish, or use another --name") from None
+        self.path.write_text(f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        self.held = True
+        return self
 
     def _holder(self) -> str:
         try:
@@ -254,27 +252,12 @@ class RunLock:
         except (OSError, ValueError):
             return "unknown process"
 
-    def _stale(self) -> bool:
-        try:
-            host, pid = self.path.read_text().split()[:2]
-            pid = int(pid)
-        except (OSError, ValueError):
-            return True  # unreadable or half-written: not a live holder's file
-        if host != socket.gethostname():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
     def release(self, *, remove_if_empty: bool = False) -> None:
         """Drop the lock; with ``remove_if_empty``, remove the folder too when this lock created it
         and nothing else was written (a run that failed before its first file)."""
         if self.held:
-            self.path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)  # while still held: no one else's lock file is removed
+            self._lock.release()
             self.held = False
         if remove_if_empty and self.created and self.dir.is_dir() and not any(self.dir.iterdir()):
             self.dir.rmdir()
