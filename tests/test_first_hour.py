@@ -2,7 +2,6 @@
 leaves nothing behind, the epoch plan said up front, one line per epoch, hints that are true."""
 from __future__ import annotations
 
-import json
 import re
 import socket
 import subprocess

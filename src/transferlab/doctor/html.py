@@ -133,8 +133,9 @@ def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, 
         rule_note = (f"nothing flagged: no quality threshold keeps the estimated precision at "
                      f"{rule.get('target_precision', 0.7):g} or more (the probe disagrees with "
                      f"{rule.get('disagreements', 0)} given labels, about as many as its own mistakes explain)")
-    clip = lambda shown, total, what: (f"<p class='note'>showing {shown} of {total} {what}; all are in doctor.json</p>"
-                                       if total > shown else "")
+    def clip(shown: int, total: int, what: str) -> str:
+        return f"<p class='note'>showing {shown} of {total} {what}; all are in doctor.json</p>" if total > shown else ""
+
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>transferlab doctor: {e(report['root'])}</title>
 <style>{_CSS}</style></head><body>

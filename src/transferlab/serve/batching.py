@@ -89,7 +89,7 @@ class MicroBatcher:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             items, count = [], 0
             while self._pending and (not items or count + len(self._pending[0][0]) <= self.max_batch):
