@@ -70,3 +70,26 @@ def test_tiny_inputs_still_work_through_the_index(monkeypatch, n):
     z = dups.normalize(np.eye(n, 4, dtype=np.float32))
     idx, sim = dups._neighbours(z, 5, None)
     assert idx.shape == (n, n - 1)
+
+
+def test_large_sets_work_on_principal_components_read_a_chunk_at_a_time(monkeypatch, tmp_path):
+    from transferlab._rows import RowFile, RowWriter
+    from transferlab.doctor import embeddings
+
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(8, 64))
+    x = (rng.normal(size=(3000, 8)) @ basis + rng.normal(scale=0.05, size=(3000, 64))).astype(np.float32)
+    with RowWriter(tmp_path / "f.npy", n=3000, row_shape=(64,)) as w:
+        w.write(x)
+    rows = RowFile(tmp_path / "f.npy")
+    full, reduced_from = embeddings._features(rows)  # small: every feature, as computed
+    assert reduced_from is None and np.array_equal(full, x)
+    monkeypatch.setattr(embeddings, "REDUCE_ABOVE", 1000)
+    monkeypatch.setattr(embeddings, "REDUCED_DIMS", 8)
+    monkeypatch.setattr(embeddings, "PCA_SAMPLE", 500)
+    small, reduced_from = embeddings._features(rows)
+    assert small.shape == (3000, 8) and small.dtype == np.float32 and reduced_from == 64
+    # the same neighbours: the projection keeps the directions the images differ in
+    a, _ = dups._neighbours(dups.normalize(x), 5, None)
+    b, _ = dups._neighbours(dups.normalize(small), 5, None)
+    assert np.mean([len(set(p) & set(q)) / 5 for p, q in zip(a, b)]) > 0.9

@@ -235,6 +235,7 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
                    None if np.isnan(quality[i]) else round(float(quality[i]), 4)] for i in range(len(paths))],
         "settings": {
             "backbone": backbone, "input_size": sig["input_size"], "precision": sig["amp"],
+            "embedding_dims": int(sig["features"].shape[1]), "reduced_from": sig.get("reduced_from"),
             "threshold": threshold, "ratio": ratio, "ratio_reference": _dups.REFERENCE, "ratio_floor": _dups.FLOOR,
             "hash_floor": _dups.HASH_FLOOR,
             "hash_distance": list(hash_distance) if hash_distance else None, "folds": folds,

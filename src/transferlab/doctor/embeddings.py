@@ -4,8 +4,8 @@
 ones the training feature cache computes for a frozen backbone) and, from the same decoded and
 resized pixels, the perceptual hashes and simple pixel statistics of :mod:`.hashing`. Images are
 read through :class:`transferlab.data.ImageDataset` with the image cache on (decoded once; a
-split's array is shared with training at the same size), and the result is stored as one ``.npz``
-under ``$TRANSFERLAB_CACHE/features`` (default ``~/.cache/transferlab/features``), keyed by the
+split's array is shared with training at the same size), and the result is stored as a row file of
+features (written a batch at a time) beside an ``.npz`` of the hashes and statistics, under ``$TRANSFERLAB_CACHE/features`` (default ``~/.cache/transferlab/features``), keyed by the
 ordered file list with each file's mtime and size, the backbone, the input size and the
 precision, written atomically. A second doctor run on unchanged files decodes and embeds nothing.
 
@@ -16,6 +16,7 @@ precision, written atomically. A second doctor run on unchanged files decodes an
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
 
 from .. import _progress
+from .._rows import RowFile, RowWriter
 from .._atomic import atomic_write
 from ..data import ImageDataset, build_transform
 from ..data.cache import default_cache_root, evict, files_key, max_cache_bytes, touch
@@ -33,7 +36,7 @@ from ..precision import inference_amp
 from ..models import create_model, get_recipe
 from .hashing import fingerprints
 
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3  # 3: features in their own row file beside the .npz
 
 
 def features_cache_dir() -> Path:
@@ -59,7 +62,7 @@ def _read(path: Path, n: int) -> dict | None:
             out = {k: z[k] for k in z.files}
     except Exception:  # noqa: BLE001 - unreadable or half-written by something else: recompute
         return None
-    if any(len(v) != n for v in out.values()) or "features" not in out:
+    if any(len(v) != n for v in out.values()) or "phash" not in out:
         return None
     return out
 
@@ -75,6 +78,14 @@ def _write(path: Path, arrays: dict) -> None:
         warnings.warn(f"could not write the feature cache {path}: {exc}", stacklevel=3)
 
 
+#: above this many images the doctor works on the features projected to REDUCED_DIMS principal
+#: components (fitted on a sample, applied a chunk at a time): its memory then grows by ~1 KB an
+#: image instead of ~5 KB for each copy of the full features (several copies exist during a run)
+REDUCE_ABOVE = 20_000
+REDUCED_DIMS = 256
+PCA_SAMPLE = 20_000
+
+
 def compute_signals(samples: Sequence[tuple[str, int]] | Sequence[Sequence[tuple[str, int]]], *,
                     backbone: str = "efficientnet_lite0", input_size: int | None = None, amp: str = "auto",
                     weights: str | None = None, batch_size: int = 64, cache: bool | str | os.PathLike = True,
@@ -84,7 +95,10 @@ def compute_signals(samples: Sequence[tuple[str, int]] | Sequence[Sequence[tuple
     ``samples``: one list of ``(path, label)`` or several (e.g. ``[train, val, test]``: each becomes
     its own image-cache array, as training builds them). Returns ``{"features": float32 [N, F],
     "phash", "dhash": uint64 [N], "color_spread", "pixel_std", "pixel_mean": float32 [N],
-    "cached": bool, "seconds": float, "images_per_s": float, "input_size": int, "amp": str}``.
+    "cached": bool, "seconds": float, "images_per_s": float, "input_size": int, "amp": str,
+    "reduced_from": None or F}``. The features are written to disk a batch at a time; above
+    :data:`REDUCE_ABOVE` images they come back projected to :data:`REDUCED_DIMS` principal
+    components (``reduced_from`` says from how many), never whole in memory.
     """
     groups = [list(samples)] if samples and isinstance(samples[0], tuple) else [list(g) for g in samples]
     paths = [p for g in groups for p, _ in g]
@@ -92,25 +106,53 @@ def compute_signals(samples: Sequence[tuple[str, int]] | Sequence[Sequence[tuple
         raise DataError("no images to diagnose")
     amp = resolve_amp(amp)
     size = _input_size(backbone, input_size)
-    folder = None
+    scratch = None
     if cache is not False and cache is not None:
         folder = features_cache_dir() if cache is True else Path(cache).expanduser()
+    else:  # no cache: the features still go to disk, in a folder removed at the end
+        scratch = tempfile.TemporaryDirectory(prefix="transferlab-doctor-")
+        folder = Path(scratch.name)
     key = signals_key(paths, backbone=backbone, input_size=size, amp=amp, weights=weights)
-    file = folder / f"{key}-{len(paths)}.npz" if folder else None
+    file = folder / f"{key}-{len(paths)}.npz"
+    rows_file = file.with_suffix(".features.npy")
     t0 = time.perf_counter()
-    if file is not None and file.exists() and (hit := _read(file, len(paths))) is not None:
-        touch(file)  # recently used: evicted last
-        seconds = time.perf_counter() - t0
-        return {**hit, "cached": True, "seconds": seconds, "images_per_s": len(paths) / max(seconds, 1e-9),
-                "input_size": size, "amp": amp, "file": str(file)}
-    arrays = _compute(groups, backbone=backbone, size=size, amp=amp, weights=weights, batch_size=batch_size,
-                      workers=workers, progress=progress)
+    try:
+        hit = _read(file, len(paths)) if scratch is None and file.exists() and rows_file.exists() else None
+        if hit is not None:
+            touch(file)  # recently used: evicted last
+            touch(rows_file)
+            arrays, cached = hit, True
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            arrays = _compute(groups, rows_file, backbone=backbone, size=size, amp=amp, weights=weights,
+                              batch_size=batch_size, workers=workers, progress=progress)
+            _write(file, arrays)
+            cached = False
+            if scratch is None:  # the same limit as the image cache
+                evict(folder, max_cache_bytes(), keep=[file, rows_file], pattern="*.np[yz]")
+        features, reduced_from = _features(RowFile(rows_file))
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     seconds = time.perf_counter() - t0
-    if file is not None:
-        _write(file, arrays)
-        evict(file.parent, max_cache_bytes(), keep=[file], pattern="*.npz")  # the same limit as the image cache
-    return {**arrays, "cached": False, "seconds": seconds, "images_per_s": len(paths) / max(seconds, 1e-9),
-            "input_size": size, "amp": amp, "file": str(file) if file else None}
+    return {**arrays, "features": features, "reduced_from": reduced_from, "cached": cached, "seconds": seconds,
+            "images_per_s": len(paths) / max(seconds, 1e-9), "input_size": size, "amp": amp,
+            "file": None if scratch is not None else str(file)}
+
+
+def _features(rows: RowFile) -> tuple[np.ndarray, int | None]:
+    """All features in memory up to REDUCE_ABOVE images; above, their projection on the first
+    REDUCED_DIMS principal components of a sample, computed a chunk at a time."""
+    n, dims = rows.shape[0], int(np.prod(rows.shape[1:]))
+    if n <= REDUCE_ABOVE or dims <= REDUCED_DIMS:
+        return rows.rows(0, n).reshape(n, -1).astype(np.float32, copy=False), None
+    sample = np.sort(np.random.default_rng(0).choice(n, min(n, PCA_SAMPLE), replace=False))
+    pca = PCA(n_components=REDUCED_DIMS, svd_solver="randomized", random_state=0)
+    pca.fit(rows.take(sample).reshape(len(sample), -1))
+    out = np.empty((n, REDUCED_DIMS), np.float32)
+    for start, chunk in rows.chunks(8192):
+        out[start:start + len(chunk)] = pca.transform(chunk.reshape(len(chunk), -1))
+    return out, dims
 
 
 def _input_size(backbone: str, input_size: int | None) -> int:
@@ -129,7 +171,9 @@ def _input_size(backbone: str, input_size: int | None) -> int:
     return size
 
 
-def _compute(groups, *, backbone, size, amp, weights, batch_size, workers, progress) -> dict:
+def _compute(groups, rows_file: Path, *, backbone, size, amp, weights, batch_size, workers, progress) -> dict:
+    """Writes the features to ``rows_file`` a batch at a time; returns the per-image hashes and
+    pixel statistics."""
     model = create_model(backbone, num_classes=1, input_size=size, weights=weights)
     net = model.backbone.eval().to(memory_format=torch.channels_last)
     cfg = model.data_cfg
@@ -140,23 +184,30 @@ def _compute(groups, *, backbone, size, amp, weights, batch_size, workers, progr
     batches = [(ds, start) for ds in datasets for start in range(0, len(ds), batch_size)]
     n = sum(len(ds) for ds in datasets)
     out: dict | None = None
+    writer: RowWriter | None = None
     done = 0
-    for ds, start in _progress.track(batches, "Embedding images", progress=progress):
-        stop = min(start + batch_size, len(ds))
-        raw = torch.from_numpy(ds.cached_images(np.arange(start, stop))).permute(0, 3, 1, 2) if ds.cached else \
-            torch.stack([ds.load(i) for i in range(start, stop)])
-        prints = fingerprints(raw.permute(0, 2, 3, 1).numpy())
-        x = transform(raw).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-            f = net(x).float().reshape(len(raw), -1).numpy()
-        if out is None:
-            # every output allocated once and filled in place: small arrays kept per batch would pin glibc's
-            # heap above each batch's freed buffers and grow it by about a batch per batch (see train.features)
-            out = {"features": np.empty((n, f.shape[1]), np.float32),
-                   **{k: np.empty(n, v.dtype) for k, v in prints.items()}}
-        out["features"][done:done + len(f)] = f
-        for k, v in prints.items():
-            out[k][done:done + len(f)] = v
-        done += len(f)
-        del raw, x, f, prints
+    try:
+        for ds, start in _progress.track(batches, "Embedding images", progress=progress):
+            stop = min(start + batch_size, len(ds))
+            raw = torch.from_numpy(ds.cached_images(np.arange(start, stop))).permute(0, 3, 1, 2) if ds.cached else \
+                torch.stack([ds.load(i) for i in range(start, stop)])
+            prints = fingerprints(raw.permute(0, 2, 3, 1).numpy())
+            x = transform(raw).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+                f = net(x).float().reshape(len(raw), -1).numpy()
+            if out is None:
+                # outputs allocated once and filled in place, features written to disk: small arrays kept per
+                # batch would pin glibc's heap above each batch's freed buffers (see train.features)
+                out = {k: np.empty(n, v.dtype) for k, v in prints.items()}
+                writer = RowWriter(rows_file, n=n, row_shape=(f.shape[1],), dtype=np.float32)
+            writer.write(f)
+            for k, v in prints.items():
+                out[k][done:done + len(f)] = v
+            done += len(f)
+            del raw, x, f, prints
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     return out
