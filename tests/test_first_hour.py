@@ -177,3 +177,31 @@ def test_labels_of_close_points_do_not_overlap(monkeypatch, tmp_path):
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not a.overlaps(b)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"epochs": -3}, "--epochs must be at least 1, got -3"),
+    ({"input_size": 16}, "--input-size must be at least 32, got 16"),
+    ({"device": "mps"}, "unknown --device 'mps': use auto, cpu, cuda, cuda:N"),
+    ({"val_ratio": 1.5}, "--val-ratio must be in [0, 1), got 1.5"),
+])
+def test_one_rule_per_option_checked_when_the_config_is_built(options, message):
+    """TrainConfig(epochs=-3) used to construct; the input size, device and val ratio rules now match
+    create_model's, pick_device's and load_data's."""
+    from transferlab.errors import ConfigError
+    from transferlab.train.config import TrainConfig
+
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**options)
+    assert str(err.value) == message
+    assert TrainConfig(val_ratio=0).val_ratio == 0  # as load_data: a layout's own val/ folder only
+    assert TrainConfig(device="cuda:1").device == "cuda:1"
+
+
+def test_training_without_validation_images_is_one_clear_error(digits_dir, tmp_path):
+    from transferlab.errors import DataError
+    from transferlab.train import train
+
+    with pytest.raises(DataError, match="no validation images"):
+        train(digits_dir, model="cnn_base", epochs=1, val_ratio=0, input_size=32, run_dir=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())

@@ -15,4 +15,6 @@ EVAL_SPLITS = ("val", "test", "train", "all")        # transferlab.evaluate
 EXPORT_FORMATS = ("onnx", "torchscript")             # transferlab.export
 QUANTIZE = ("int8",)
 TRACKERS = ("tensorboard", "mlflow")                 # transferlab.tracking: train --log
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")          # transferlab.train.api.pick_device
+MIN_INPUT_SIZE = 32                                  # the smallest input side any recipe, the doctor or tune accepts
 BACKENDS = ("auto", "onnx", "int8", "torch")         # transferlab.predict.Predictor

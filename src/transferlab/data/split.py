@@ -14,14 +14,14 @@ import numpy as np
 from ..errors import ConfigError
 
 
-def check_val_ratio(val_ratio) -> float:
-    """The validation share as a float in [0, 1) (a one-line ConfigError otherwise)."""
+def check_val_ratio(val_ratio, name: str = "val ratio") -> float:
+    """The validation share as a float in [0, 1) (a one-line ConfigError naming ``name`` otherwise)."""
     try:
         val_ratio = float(val_ratio)
     except (TypeError, ValueError):
-        raise ConfigError(f"val ratio must be a number in [0, 1), got {val_ratio!r}") from None
+        raise ConfigError(f"{name} must be a number in [0, 1), got {val_ratio!r}") from None
     if not 0.0 <= val_ratio < 1.0:
-        raise ConfigError(f"val ratio must be in [0, 1), got {val_ratio}")
+        raise ConfigError(f"{name} must be in [0, 1), got {val_ratio}")
     return val_ratio
 
 

@@ -29,6 +29,7 @@ from sklearn.decomposition import PCA
 from .. import _progress
 from .._rows import RowFile, RowWriter
 from .._atomic import atomic_write
+from ..choices import MIN_INPUT_SIZE
 from ..data import ImageDataset, build_transform
 from ..data.cache import default_cache_root, evict, files_key, max_cache_bytes, touch
 from ..errors import ConfigError, DataError
@@ -166,8 +167,8 @@ def _input_size(backbone: str, input_size: int | None) -> int:
         size = int(input_size)
     except (TypeError, ValueError):
         raise ConfigError(f"input size must be an integer, got {input_size!r}") from None
-    if size < 32:
-        raise ConfigError(f"input size must be at least 32 pixels, got {size}")
+    if size < MIN_INPUT_SIZE:
+        raise ConfigError(f"input size must be at least {MIN_INPUT_SIZE} pixels, got {size}")
     return size
 
 

@@ -9,6 +9,7 @@ from functools import partial
 import timm
 
 from ..data.preprocess import data_config
+from ..choices import MIN_INPUT_SIZE
 from ..errors import ConfigError
 from .backbones import mobilenet_v1_tf, timm_backbone
 from .scratch import HIDDEN, build_ladder, build_resnet
@@ -57,7 +58,7 @@ class Recipe:
     head: tuple = ()               # default hidden head layers
     dropout: tuple = ()            # default head dropout
     weight_names: tuple = ()       # file stems searched in TRANSFERLAB_WEIGHTS
-    min_input_size: int = 32
+    min_input_size: int = MIN_INPUT_SIZE
 
     def data_cfg(self, input_size: int | None = None, crop_pct: float | None = None) -> dict:
         return data_config(int(input_size or self.input_size), self.mean, self.std,

@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import __version__, runfolder
 from ..data import DataSplits, ImageDataset, build_transform, load_data
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..models import apply_freeze, create_model, get_recipe
 from ..models.freeze import check_policy, check_unfreeze_last, resolve_unfreeze_from
 from ..tracking import make_trackers
@@ -277,6 +277,9 @@ class Session:
             progress=self.progress and self.dist.is_main)
         if not splits.train:
             raise ConfigError("no training images")
+        if not splits.val:
+            raise DataError("no validation images: training picks its best epoch on them; give --val-ratio above 0 "
+                            "or a val/ folder")
         return splits
 
     # ---- 3. model ---------------------------------------------------------------------------------

@@ -16,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..choices import AMP_MODES, AUGMENTS, FREEZE_POLICIES, MONITORS, OPTIMIZERS, SCHEDULES, TRACKERS
+from ..choices import (AMP_MODES, AUGMENTS, DEVICES, FREEZE_POLICIES, MIN_INPUT_SIZE, MONITORS, OPTIMIZERS, SCHEDULES,
+                       TRACKERS)
+from ..data.split import check_val_ratio
 from ..errors import ConfigError
 
 # Options left at None take the recipe's default (Recipe.defaults), else these.
@@ -133,6 +136,7 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, str):
                 setattr(self, f.name, convert(f.name, value, hints[f.name]))
+        self.validate()  # a bad value never makes a config: TrainConfig(epochs=-3) is a ConfigError
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
@@ -174,9 +178,10 @@ class TrainConfig:
         drops = (self.dropout if isinstance(self.dropout, (list, tuple))
                  else [] if self.dropout is None else [self.dropout])
         need(all(0.0 <= float(d) < 1.0 for d in drops), f"--dropout values must be in [0, 1), got {self.dropout}")
-        need(self.input_size is None or int(self.input_size) >= 8, f"--input-size must be at least 8, got {self.input_size}")
+        need(self.input_size is None or int(self.input_size) >= MIN_INPUT_SIZE,
+             f"--input-size must be at least {MIN_INPUT_SIZE}, got {self.input_size}")
         need(self.crop_pct is None or 0.0 < self.crop_pct <= 1.0, f"--crop-pct must be in (0, 1], got {self.crop_pct}")
-        need(0.0 < self.val_ratio < 1.0, f"--val-ratio must be between 0 and 1, got {self.val_ratio}")
+        check_val_ratio(self.val_ratio, "--val-ratio")  # the rule load_data applies (0: a train/val layout's own val folder only)
         need(self.workers is None or int(self.workers) >= 0, f"--workers must be >= 0, got {self.workers}")
         need(self.feature_views is None or int(self.feature_views) >= 1, f"--feature-views must be at least 1, got {self.feature_views}")
         need(self.early_stopping is None or int(self.early_stopping) >= 0, f"--early-stopping patience must be >= 0, got {self.early_stopping}")
@@ -184,8 +189,8 @@ class TrainConfig:
         need(self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}")
         need(0.0 < self.reduce_lr_factor < 1.0, f"--reduce-lr-factor must be between 0 and 1, got {self.reduce_lr_factor}")
         need(self.threads is None or int(self.threads) >= 1, f"--threads must be at least 1, got {self.threads}")
-        need(self.device is None or self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
-             f"unknown --device {self.device!r}: use cpu, cuda or cuda:N")
+        need(self.device is None or self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device),
+             f"unknown --device {self.device!r}: use {', '.join(DEVICES)}")
         need(bool(str(self.run_dir)), "--run-dir must not be empty")
         if self.name is not None:
             need(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
@@ -208,7 +213,9 @@ class TrainConfig:
         own_plan = any(getattr(self, k) is not None for k in FREEZE_PLAN)
         updates = {k: (FALLBACK_DEFAULTS[k] if own_plan and k in FREEZE_PLAN else d[k])
                    for k in RECIPE_OPTIONS if getattr(self, k) is None}
-        cfg = dataclasses.replace(self, **updates)
+        cfg = types.SimpleNamespace(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **{})
+        for k, v in updates.items():
+            setattr(cfg, k, v)
         if cfg.freeze is None:
             cfg.freeze = d["freeze"]
         if cfg.fine_tune:
@@ -221,7 +228,7 @@ class TrainConfig:
             cfg.feature_views = 1 if cfg.augment == "none" else 4
         if cfg.name is None:
             cfg.name = cfg.model.replace(":", "-").replace("/", "-")
-        return cfg.validate()
+        return TrainConfig(**vars(cfg))  # validated once, whole
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
