@@ -404,3 +404,49 @@ def test_bad_values_and_missing_metrics_are_explained():
     with pytest.raises(ConfigError) as info:
         drive(EarlyStopping(monitor="val_f1"), [1.0])
     assert str(info.value) == "monitored metric 'val_f1' is not in the logs (epoch, val_loss)"
+
+
+def test_callback_state_is_saved_under_its_key_and_batch_hooks_run(tmp_path):
+    """Lightning-style: states keyed by ``state_key`` (not list position), batch hooks per step."""
+    from transferlab.train.api import callback_states, load_callback_states
+    from transferlab.train.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+
+    class Steps(Callback):
+        def __init__(self):
+            self.begun, self.ended = [], []
+
+        def on_train_batch_begin(self, trainer, step):
+            self.begun.append(step)
+
+        def on_train_batch_end(self, trainer, step, logs):
+            self.ended.append((step, logs["images"], round(logs["loss"], 6) >= 0))
+
+        def state_dict(self):
+            return {"steps": len(self.ended)}
+
+        def load_state_dict(self, state):
+            self.restored = state["steps"]
+
+    es, rl = EarlyStopping(monitor="val_acc", patience=3), ReduceLROnPlateau(monitor="val_loss")
+    es._m.best, es.wait = 0.75, 2
+    saved = callback_states([es, rl, Steps(), Steps()])
+    assert set(saved) == {"EarlyStopping[val_acc]", "ReduceLROnPlateau[val_loss]", "Steps", "Steps#2"}
+    fresh_es = EarlyStopping(monitor="val_acc", patience=3)
+    load_callback_states([ReduceLROnPlateau(monitor="val_loss"), fresh_es], saved)  # another order
+    assert fresh_es.best == 0.75 and fresh_es.wait == 2
+    # a state of version 1 (a list by position) still loads
+    older = EarlyStopping(monitor="val_acc", patience=3)
+    load_callback_states([older], [saved["EarlyStopping[val_acc]"]])
+    assert older.best == 0.75
+
+    import torch
+    from torch import nn
+
+    from transferlab.train.loop import Trainer
+
+    net = nn.Linear(2, 2)
+    steps = Steps()
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 0, 1])
+    Trainer(net, net, [(x[:4], y[:4]), (x[4:], y[4:])], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+            callbacks=[steps], progress=False, log=lambda m: None).train_one_epoch(1)
+    assert steps.begun == [1, 2] and [(s, n) for s, n, _ in steps.ended] == [(1, 4), (2, 2)]

@@ -133,6 +133,31 @@ def check_phases(model, phases: list[Phase]) -> None:
             check_unfreeze_last(model, phase.unfreeze_last)
 
 
+def _keys(callbacks: list) -> list[str]:
+    """Each callback's ``state_key``, made unique by order (``Key#2`` for the second of a kind)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for cb in callbacks:
+        key = getattr(cb, "state_key", type(cb).__name__)
+        seen[key] = seen.get(key, 0) + 1
+        keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return keys
+
+
+def callback_states(callbacks: list) -> dict[str, dict]:
+    """The callbacks' states for the resume state, each under its key (not its place in the list)."""
+    return {key: cb.state_dict() for key, cb in zip(_keys(callbacks), callbacks) if hasattr(cb, "state_dict")}
+
+
+def load_callback_states(callbacks: list, states) -> None:
+    """Give each callback the state saved under its key (a list, from states of version 1: by place)."""
+    if isinstance(states, list):
+        states = dict(zip(_keys(callbacks), states))
+    for key, cb in zip(_keys(callbacks), callbacks):
+        if states.get(key) is not None and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(states[key])
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -361,9 +386,7 @@ class Session:
         if state is not None:
             self.history = list(state["history"])
             model.load_state_dict(state["model"])
-            for cb, st in zip(callbacks, state["callbacks"]):
-                if st is not None and hasattr(cb, "load_state_dict"):
-                    cb.load_state_dict(st)
+            load_callback_states(callbacks, state["callbacks"])
             if state.get("finished"):
                 self.log(f"{self.run_dir} already finished ({state['epoch']} epochs); nothing to do")
                 return Run.load(self.run_dir)
@@ -525,7 +548,7 @@ class PhaseRunner:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},  # saved at once
             "optimizer": trainer.optimizer.state_dict() if trainer else None,
             "scheduler": trainer.scheduler.state_dict() if trainer and trainer.scheduler else None,
-            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
+            "callbacks": callback_states(self.callbacks),
             "rng": rng_state(trainer.train_loader if trainer else None),
             "history": list(s.history),
         }

@@ -1,12 +1,16 @@
-"""Keras-style training callbacks.
+"""Training callbacks (Keras's names, Lightning's batch hooks and state keys).
 
 A callback is any object with (some of) these methods; :class:`Callback` provides no-op defaults::
 
     on_train_begin(trainer)              # start of a training phase, and again after --resume
     on_epoch_begin(trainer, epoch)
+    on_train_batch_begin(trainer, step)  # step 1, 2, ... of the epoch
+    on_train_batch_end(trainer, step, logs)  # logs: loss (of the batch), images, lr
     on_epoch_end(trainer, epoch, logs)   # logs: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds
     on_train_end(trainer)                # end of a training phase
-    state_dict() / load_state_dict(d)    # saved in last_state.pt after every epoch, restored on --resume
+    state_dict() / load_state_dict(d)    # saved in last_state.pt after every epoch, restored on --resume,
+    state_key: str                       # under this key (class name, + the monitored metric), so adding,
+                                         # removing or reordering callbacks never hands one another's state
     stop_training: bool                  # set True to end the current phase after this epoch
 
 ``trainer`` is the :class:`transferlab.train.loop.Trainer`: ``trainer.model`` (the full model),
@@ -70,6 +74,10 @@ class _Monitored(Callback):
     """A callback that watches one metric through ``self._m`` (a :class:`_Monitor`)."""
 
     _m: _Monitor
+
+    @property
+    def state_key(self) -> str:
+        return f"{type(self).__name__}[{self._m.monitor}]"
 
     @property
     def best(self) -> float:
@@ -170,6 +178,10 @@ class ReduceLROnPlateau(Callback):
     epochs (down to ``min_lr``), as in Keras. Wraps :class:`torch.optim.lr_scheduler.ReduceLROnPlateau`
     (whose ``patience`` counts one epoch more, so it gets ``patience - 1``); its state is saved and
     restored with the run."""
+
+    @property
+    def state_key(self) -> str:
+        return f"{type(self).__name__}[{self.monitor}]"
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", factor: float = 0.1,
                  patience: int = 3, min_lr: float = 0.0, min_delta: float = 1e-4, cooldown: int = 0):

@@ -99,6 +99,8 @@ class Trainer:
         label = f"epoch {epoch}/{self.total_epochs}" if self.total_epochs else f"epoch {epoch}"
         with _EpochBar(label, total, enabled=self.progress) as bar:
             for step, (x, y) in enumerate(self.train_loader, 1):
+                for cb in self.callbacks:
+                    cb.on_train_batch_begin(self, step)
                 x, y = self._to_device(x, y)
                 with self._autocast():
                     out = self.net(x)
@@ -107,12 +109,15 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 n = y.shape[0]
-                loss_sum += loss.item() * n
+                batch_loss = loss.item()
+                loss_sum += batch_loss * n
                 correct += int((out.argmax(1) == y).sum())
                 seen += n
                 elapsed = time.perf_counter() - start
                 bar.update(step, loss=loss_sum / seen, acc=correct / seen, lr=lr,
                            ips=seen * self.dist.world_size / max(elapsed, 1e-9))
+                for cb in self.callbacks:
+                    cb.on_train_batch_end(self, step, {"loss": batch_loss, "images": n, "lr": lr})
         loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], self.dist, self.device)
         return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "lr": lr,
                 "images": int(seen)}
