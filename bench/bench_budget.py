@@ -42,17 +42,11 @@ RESULTS = HERE / "results" / "budget.json"
 sys.path.insert(0, str(HERE))
 
 from bench_accuracy import flowers_csv  # noqa: E402  (the fixed flowers test split)
+from _common import shared  # noqa: E402 - bench/ is on sys.path when run as a script
 
 SETS = ("fingers", "cars", "cifar10-subset", "flowers")
 PROBE_BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 CS = (0.05, 0.2, 1.0)
-
-
-def shared() -> Path:
-    for c in (os.environ.get("TRANSFERLAB_SHARED"), REPO.parent / "shared", REPO / "shared"):
-        if c and (Path(c) / "data").is_dir():
-            return Path(c)
-    sys.exit("../shared/data is not present: nothing to measure")
 
 
 def data_path(name: str, work: Path) -> Path:

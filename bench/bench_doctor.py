@@ -44,17 +44,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from _common import shared  # noqa: E402 - bench/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
-
-
-def shared() -> Path:
-    for c in (os.environ.get("TRANSFERLAB_SHARED"), REPO.parent / "shared", REPO / "shared"):
-        if c and (Path(c) / "data").is_dir():
-            return Path(c)
-    sys.exit("../shared/data is not present: nothing to measure")
 
 
 def machine() -> dict:

@@ -63,6 +63,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from _common import shared  # noqa: E402 - bench/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -76,13 +77,6 @@ TARGET_N, TARGET_SIDE = 1_000_000, 224
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 COMPOSED_NOTE = ("the files are composed from the 12,000 real CIFAR-10 subset photos (random crops of 80-100% "
                  "of the side resized to 32x32, flips, JPEG re-encoding at quality 70-95), not new photos")
-
-
-def shared() -> Path:
-    for c in (os.environ.get("TRANSFERLAB_SHARED"), REPO.parent / "shared", REPO / "shared"):
-        if c and (Path(c) / "data").is_dir():
-            return Path(c)
-    sys.exit("../shared/data is not present: nothing to measure")
 
 
 def machine() -> dict:
