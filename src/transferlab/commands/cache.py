@@ -15,7 +15,8 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from ..data.cache import CACHE_KINDS, cache_usage, clear_caches, default_cache_dir, default_cache_root, evict, max_cache_bytes
+from ..data.cache import (CACHE_KINDS, cache_usage, clear_caches, default_cache_dir, default_cache_root, disk_size, evict,
+                          max_cache_bytes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,15 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the listing as JSON")
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.2f} GB"
-
-
 def run(args: argparse.Namespace) -> int:
     console = Console()
     if args.clear:
         freed = clear_caches(args.clear)
-        console.print(f"cleared {', '.join(args.clear)}: {_mb(freed)} freed")
+        console.print(f"cleared {', '.join(args.clear)}: {disk_size(freed)} freed")
     if args.max_gb is not None:
         removed = evict(default_cache_dir(), max_cache_bytes(args.max_gb))
         console.print(f"image cache kept to {args.max_gb:g} GB: {len(removed)} array(s) removed")
@@ -47,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     for col in ("cache", "entries", "disk", "last used", "what"):
         table.add_column(col, justify="right" if col in ("entries", "disk") else "left")
     for r in rows:
-        table.add_row(r["kind"], str(r["entries"]), _mb(r["bytes"]), r["last_used"] or "-", r["what"])
+        table.add_row(r["kind"], str(r["entries"]), disk_size(r["bytes"]), r["last_used"] or "-", r["what"])
     console.print(table)
-    console.print(f"total {_mb(sum(r['bytes'] for r in rows))}; image cache limit {_mb(max_cache_bytes())} "
+    console.print(f"total {disk_size(sum(r['bytes'] for r in rows))}; image cache limit {disk_size(max_cache_bytes())} "
                   "(TRANSFERLAB_CACHE_MAX_GB); clear with: transferlab cache --clear KIND|all")
     return 0

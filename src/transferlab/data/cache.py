@@ -92,6 +92,21 @@ def evict(folder: str | os.PathLike, max_bytes: int, *, keep: Sequence[str | os.
     return removed
 
 
+def disk_size(n: int) -> str:
+    """Bytes for people: ``disk_size(1_234_567)`` is ``'1.2 MB'``.
+
+    >>> disk_size(999), disk_size(1_234_567), disk_size(20e9)
+    ('999 B', '1.2 MB', '20.00 GB')
+    """
+    if n < 1e3:
+        return f"{int(n)} B"
+    if n < 1e6:
+        return f"{n / 1e3:.1f} kB"
+    if n < 1e9:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e9:.2f} GB"
+
+
 def touch(path: Path) -> None:
     """Mark a cache file as just used (least-recently-used eviction goes by modification time)."""
     try:
@@ -210,8 +225,8 @@ def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bili
                     filled = 0
         out.write(chunk[:filled])
     total = sum(p.stat().st_size for p in cached_arrays(folder))
-    log(f"image cache: {len(paths):,} images at {L} px, {final.stat().st_size / 1e6:,.0f} MB in {folder} "
-        f"({time.perf_counter() - t0:.1f}s; the folder holds {total / 1e9:.2f} of at most {limit / 1e9:.2f} GB"
+    log(f"image cache: {len(paths):,} images at {L} px, {disk_size(final.stat().st_size)} in {folder} "
+        f"({time.perf_counter() - t0:.1f}s; the folder holds {disk_size(total)} of at most {disk_size(limit)}"
         + (f", {len(removed)} least recently used array(s) removed" if removed else "") + ")")
     return final
 

@@ -38,7 +38,7 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, samples: list[Sample], cfg: dict, transform=None, cache_dir: str | os.PathLike | bool | None = None,
-                 *, workers: int | None = None, progress: bool = True, in_memory: bool = False):
+                 *, workers: int | None = None, progress: bool = True, in_memory: bool = False, log=None):
         try:
             self.load_size = int(cfg["load_size"])
         except (KeyError, TypeError, ValueError):
@@ -54,9 +54,9 @@ class ImageDataset(Dataset):
         if folder is not None and self.samples:
             try:
                 self.cache_file = str(build_cache([p for p, _ in self.samples], self.load_size, self.interpolation,
-                                                  cache_dir=folder, workers=workers, progress=progress))
+                                                  cache_dir=folder, workers=workers, progress=progress, log=log))
             except CacheLimitError as exc:
-                print(f"warning: {exc}; decoding each image when it is used instead")
+                (log or print)(f"warning: {exc}; decoding each image when it is used instead")
             if in_memory and self.cache_file is not None:
                 self._array = np.load(self.cache_file)
 

@@ -425,9 +425,10 @@ class Session:
             raise ConfigError(f"{len(splits.train)} training images cannot be shared by {dist.world_size} ranks")
         datasets = {
             "train": ImageDataset(shard(splits.train, dist), data_cfg,
-                                  build_transform(data_cfg, train=True, augment=cfg.augment), cache_dir, progress=show),
+                                  build_transform(data_cfg, train=True, augment=cfg.augment), cache_dir, progress=show,
+                                  log=self.log),
             "val": ImageDataset(shard(splits.val, dist), data_cfg, build_transform(data_cfg, train=False), cache_dir,
-                                progress=show),
+                                progress=show, log=self.log),
         }
         datasets["train"].shard_total = len(splits.train)
         return datasets
