@@ -41,9 +41,6 @@ from ..precision import autocast, training_amp
 from .loop import to_device
 from .sampling import image_batches, train_loader, val_loader
 
-DEFAULT_CACHE_GB = 4.0
-
-
 class FeatureViews(Dataset):
     """Cached features (one array per augmented view: a tensor, or a :class:`~transferlab._rows.RowFile`
     on disk) with labels, indexed by ``(epoch, index)``: epoch ``e`` reads view ``(e - 1) % len(views)``;
@@ -272,8 +269,3 @@ def feature_shape(lower: nn.Module, sample: torch.Tensor) -> tuple[int, ...]:
         f = lower(sample[:1])
         lower.train(was)
     return tuple(int(d) for d in f.shape[1:])
-
-
-def estimate_bytes(lower: nn.Module, sample: torch.Tensor, n_items: int) -> int:
-    """Bytes the cache of ``n_items`` feature tensors will take (one forward pass of ``sample``)."""
-    return int(np.prod(feature_shape(lower, sample))) * 4 * n_items
