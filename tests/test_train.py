@@ -437,3 +437,32 @@ def test_auto_precision_caches_features_and_trains_in_fp32(monkeypatch):
     assert seen == [torch.float32]  # the features a model trains on are those it computes when deployed
     feats, _ = extract(lower, batch, device=torch.device("cpu"), amp="bf16", progress=False)
     assert seen[-1] == torch.bfloat16 and feats.dtype == torch.float32  # asked for: computed in bf16, stored in fp32
+
+
+def test_cached_features_live_on_disk_during_the_phase_and_are_removed_after(tiny, tmp_path, monkeypatch):
+    """Features go to row files under $TRANSFERLAB_CACHE/train-features while a phase runs (never all
+    in memory) and are gone when it ends; with no room for them, training says so and uses images."""
+    from transferlab.train import features
+
+    seen = []
+    real = features.cache_features
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if out is not None:
+            train_views, val_feats, store = out
+            seen.append((store.path, sorted(p.name for p in store.path.iterdir()), type(train_views.views[0])))
+        return out
+
+    monkeypatch.setattr(features, "cache_features", spy)
+    run = train(tiny, model="cnn_base", freeze="frozen", epochs=2, run_dir=tmp_path / "a", **FAST)
+    (folder, files, kind), = seen
+    assert files == ["train-1.npy", "val.npy"] and kind.__name__ == "RowFile"
+    assert not folder.exists()  # removed with the phase
+    assert "MiB on disk" in (run.dir / "train.log").read_text()
+    monkeypatch.setenv("TRANSFERLAB_FEATURE_CACHE_GB", "0.000001")  # 1 kB: no room
+    small = train(tiny, model="cnn_base", freeze="frozen", epochs=2, run_dir=tmp_path / "b", **FAST)
+    log = (small.dir / "train.log").read_text()
+    assert "training on images instead" in log and "on cached features" not in log
+    for got, want in zip(small.history, run.history):  # the same training, from images
+        assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-4)
