@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import html
 import json
 import logging
 import math
@@ -56,6 +55,7 @@ from torch.utils.data import TensorDataset
 
 from .choices import AUGMENTS
 from ._atomic import atomic_write, atomic_write_text, write_json
+from ._html import render
 from .data import DataSplits, ImageDataset, build_transform, load_data
 from .errors import ConfigError, DataError
 from .models import apply_freeze, backbone_blocks, create_model, get_recipe
@@ -629,47 +629,18 @@ def _plot(kind: str, study: optuna.Study, path: Path) -> str | None:
 def write_report(study: optuna.Study, out: Path, identity: dict, result: dict) -> Path:
     """OUT/report.html (self-contained): the best options, Optuna's history and importance plots,
     the trials table."""
-    esc = html.escape
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     history = _plot("history", study, out / "history.png") if complete else None
     importance = _plot("importance", study, out / "importance.png") if len(complete) >= 2 else None
     rows = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0.0), t.number))
     names = sorted({k for t in study.trials for k in t.params})
-    table = ["<tr><th>trial</th><th>state</th><th>val_acc</th><th>seconds</th>"
-             + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"]
-    for t in rows:
-        secs = f"{t.duration.total_seconds():.1f}" if t.duration else ""
-        val = f"{t.value:.4f}" if t.value is not None else ""
-        mark = ' class="best"' if result.get("trial") == t.number else ""
-        table.append(f"<tr{mark}><td>{t.number}</td><td>{t.state.name.lower()}</td><td>{val}</td><td>{secs}</td>"
-                     + "".join(f"<td>{esc(_fmt(t.params[n])) if n in t.params else ''}</td>" for n in names) + "</tr>")
-
-    def img(b64: str | None, alt: str, why: str) -> str:
-        return (f'<img alt="{alt}" src="data:image/png;base64,{b64}">' if b64 else f"<p class=note>{esc(why)}</p>")
-
-    best = (f"<p>Best: trial {result['trial']}, validation accuracy <b>{result['value']:.4f}</b>.</p>"
-            f"<pre>{esc(json.dumps(result['options'], indent=2))}</pre>"
-            f"<p>Train it: <code>transferlab train {esc(identity['data'])} --config {esc(str(out / 'best.json'))}</code></p>"
-            if result.get("value") is not None else "<p>No trial has completed yet.</p>")
-    counts = ", ".join(f"{v} {k}" for k, v in result["trials"].items()) or "none"
-    feats = ", ".join(f"{k}: {v:.1f}s" for k, v in result.get("feature_seconds", {}).items())
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>transferlab tune: {esc(identity['model'])}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}
-tr.best{{background:#e8f5e9}}pre{{background:#f6f6f6;padding:8px}}.note{{color:#777}}img{{max-width:100%}}</style>
-</head><body>
-<h1>Hyperparameter search: {esc(identity['model'])}</h1>
-<p>Data <code>{esc(identity['data'])}</code> (seed {identity['seed']}, val ratio {identity['val_ratio']}),
-space <b>{esc(identity['space'])}</b>, input sizes {esc(str(identity['input_sizes']))}.
-Trials: {esc(counts)}.{f' Feature extraction this run: {esc(feats)}.' if feats else ''}
-Study: <code>{esc(str(out / STUDY_FILE))}</code> (re-run the same command to continue it).</p>
-{best}
-<h2>Optimisation history</h2>{img(history, "optimisation history", "no completed trial yet")}
-<h2>Parameter importances</h2>{img(importance, "parameter importances", "needs at least 2 completed trials with different parameters")}
-<h2>Trials</h2><table>{''.join(table)}</table>
-</body></html>
-"""
+    trials = [{"number": t.number, "state": t.state.name.lower(), "best": result.get("trial") == t.number,
+               "value": f"{t.value:.4f}" if t.value is not None else "",
+               "seconds": f"{t.duration.total_seconds():.1f}" if t.duration else "",
+               "params": [_fmt(t.params[n]) if n in t.params else "" for n in names]} for t in rows]
+    page = render("tune.html", identity=identity, result=result, study=str(out / STUDY_FILE),
+                  options=json.dumps(result.get("options"), indent=2), best_json=str(out / "best.json"),
+                  history=history, importance=importance, params=names, trials=trials)
     path = out / "report.html"
     atomic_write_text(path, page)
     return path

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import os
 import warnings
@@ -24,6 +23,7 @@ from pathlib import Path
 from matplotlib.figure import Figure  # Agg canvas, no pyplot / global backend
 from rich.table import Table
 
+from .._html import render
 from ..errors import ConfigError
 from .images import open_image
 from .load import load_data
@@ -247,48 +247,9 @@ def write_html(report: dict, splits: DataSplits, path: str | os.PathLike, *, sam
     sample images per class, broken and duplicate files. Every image is embedded as base64."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    e = html.escape
     bars, scatter = _charts(report, splits)
-    size = report["image_size"]
-    imb = report["imbalance"]
-    rows = "".join(
-        f"<tr><td>{e(c)}</td>" + "".join(f"<td>{report['counts'][s][c]}</td>" for s in SPLITS)
-        + f"<td>{report['class_totals'][c]}</td></tr>" for c in report["classes"])
-    grid = []
-    for c, paths in zip(report["classes"], _paths_by_class(splits)):
-        paths = paths[:samples_per_class]
-        imgs = "".join(f'<img src="data:image/png;base64,{t}" title="{e(p)}" alt="{e(c)}">'
-                       for p in paths if (t := _thumb(p)))
-        grid.append(f"<div class='cls'><h3>{e(c)}</h3><div class='row'>{imgs}</div></div>")
-    broken = "".join(f"<tr><td>{e(b['path'])}</td><td>{e(b['reason'])}</td></tr>" for b in report["broken"])
-    dups = "".join(f"<tr><td>{'<br>'.join(e(f) for f in d['files'])}</td><td>{e(', '.join(d['splits']))}"
-                   f"{' <b>(leakage)</b>' if d['cross_split'] else ''}</td><td>{e(', '.join(d['classes']))}</td></tr>"
-                   for d in report["duplicates"])
-    size_text = (f"smallest {size['smallest'][0]}&times;{size['smallest'][1]}, largest {size['largest'][0]}&times;"
-                 f"{size['largest'][1]}, mean {size['mean'][0]:g}&times;{size['mean'][1]:g}") if size else "n/a"
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>transferlab inspect: {e(report['root'])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
-td:first-child {{ text-align: left; }} .row img {{ margin: 2px; image-rendering: pixelated; width: 96px; height: 96px; object-fit: contain; background: #eee; }}
-.charts img {{ max-width: 48%; margin-right: 1%; }}
-</style></head><body>
-<h1>Dataset report</h1>
-<p><code>{e(report['root'])}</code> &mdash; layout <b>{e(report['layout'])}</b>, {report['num_classes']} classes,
-{report['totals']['all']} images (train {report['totals']['train']}, val {report['totals']['val']}, test {report['totals']['test']}).</p>
-<ul><li>class imbalance: <b>{imb['ratio']}&times;</b> (largest {e(imb['largest']['class'])}: {imb['largest']['images']},
-smallest {e(imb['smallest']['class'])}: {imb['smallest']['images']})</li>
-<li>image size (w&times;h): {size_text}</li>
-<li>formats: {e(', '.join(f'{k} {v}' for k, v in report['formats'].items()))}; modes: {e(', '.join(f'{k} {v}' for k, v in report['modes'].items()))}</li>
-<li>broken files: {len(report['broken'])}; duplicate groups: {len(report['duplicates'])} ({report['leakage']} across splits)</li></ul>
-<div class="charts"><img alt="images per class" src="data:image/png;base64,{bars}"><img alt="image sizes" src="data:image/png;base64,{scatter}"></div>
-<h2>Images per class</h2>
-<table><tr><th>class</th><th>train</th><th>val</th><th>test</th><th>total</th></tr>{rows}</table>
-<h2>Samples</h2>{''.join(grid)}
-{'<h2>Broken files (skipped)</h2><table><tr><th>file</th><th>reason</th></tr>' + broken + '</table>' if broken else ''}
-{'<h2>Duplicate files</h2><table><tr><th>files</th><th>splits</th><th>classes</th></tr>' + dups + '</table>' if dups else ''}
-</body></html>
-"""
+    samples = [{"name": c, "thumbs": [{"path": p, "data": t} for p in paths[:samples_per_class] if (t := _thumb(p))]}
+               for c, paths in zip(report["classes"], _paths_by_class(splits))]
+    page = render("inspect.html", report=report, splits=SPLITS, bars=bars, scatter=scatter, samples=samples)
     path.write_text(page, encoding="utf-8")
     return path
