@@ -205,3 +205,10 @@ def test_training_without_validation_images_is_one_clear_error(digits_dir, tmp_p
     with pytest.raises(DataError, match="no validation images"):
         train(digits_dir, model="cnn_base", epochs=1, val_ratio=0, input_size=32, run_dir=tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_models_listing_says_the_input_size_and_params_follow_the_data(capsys):
+    """`models` showed cnn_base at 64 px / 294K parameters while a run on 32 px photos used 32 px / 337K."""
+    assert cli.main(["models"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "train picks one for your images" in out and "follow the input size" in out

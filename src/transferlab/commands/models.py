@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
                       str(r["defaults"].get("freeze", "")), str(r["defaults"].get("augment", "")), r["description"])
     console = _console()
     console.print(table)
-    console.print("params: backbone only (the head depends on the classes). "
-                    "Pretrained weights offline: --weights PATH or a TRANSFERLAB_WEIGHTS folder.", highlight=False)
+    console.print("input: the default size; train picks one for your images (from their median shorter side: "
+                  "from-scratch nets near the images' own size, pretrained ones at 128 px or more) unless --input-size "
+                  "is given, and says which. params: backbone only, at that default size (the head depends on the "
+                  "classes; the CNN ladder's depth, and so its parameters, follow the input size). "
+                  "Pretrained weights offline: --weights PATH or a TRANSFERLAB_WEIGHTS folder.", highlight=False)
     return 0
