@@ -445,8 +445,10 @@ def estimate(runs: dict, fit: dict) -> dict:
     why.append("where the log-log slope of time is above 1.1 the command grows faster than N here and the linear "
                "figure understates it; a power-law figure t(N_max) * (1e6/N_max)^slope * ratio is given beside it.")
     why.append("RSS: flat (|log-log slope| < 0.15) -> the largest measured value, plus what larger inputs add to "
-               "the model's activations (not estimated); else the linear RSS fit to 1e6 with its per-photo part "
-               "scaled by the pixel ratio.")
+               "the model's activations (not estimated); else the linear RSS fit to 1e6: what grows with N is "
+               "per-file bookkeeping (paths, sizes, hashes, labels), which does not depend on the pixels, so it is "
+               "not scaled. inspect's time is scaled by the pixel ratio as an upper bound: it reads every file "
+               "(a 224 px JPEG is about 10x the bytes of a 32 px one) but decodes only headers.")
     load = _load_size_224()
     cache_gb = 3 * load * load * TARGET_N / 1e9
     why.append(f"disk: the image cache keeps 3*L*L bytes per photo at the load size L (mobilenet_v2 at 224 px: "
@@ -490,7 +492,7 @@ def estimate(runs: dict, fit: dict) -> dict:
                 e["rss_gb"] = round(max(r.get("peak_rss_mb", 0) for _, r in rows) / 1024, 2)
                 e["rss_basis"] = "flat"
             else:
-                e["rss_gb"] = round((f["rss_a_mb"] + f["rss_b_mb_per_image"] * TARGET_N * ratio) / 1024, 1)
+                e["rss_gb"] = round((f["rss_a_mb"] + f["rss_b_mb_per_image"] * TARGET_N) / 1024, 1)
                 e["rss_basis"] = f"grows with N (slope {slope}): extrapolated"
         est["commands"][c] = e
     return est
@@ -563,11 +565,16 @@ def main(argv: list[str] | None = None) -> int:
                                                 "/tmp/scale-quick.json, so test figures stay out of the results)")
     p.add_argument("--only-build", action="store_true", help="build the folders and stop")
     p.add_argument("--quick", action="store_true", help=f"sizes {' '.join(map(str, QUICK_SIZES))}: tests the script")
-    p.add_argument("--table", action="store_true", help="print the table and the estimate from --out; run nothing")
+    p.add_argument("--table", action="store_true",
+                   help="refit and re-estimate from the runs in --out (saved back), print the table; measure nothing")
     args = p.parse_args(argv)
     out = Path(args.out or ("/tmp/scale-quick.json" if args.quick else RESULTS))
     results = json.loads(out.read_text()) if out.is_file() else {}
     if args.table:
+        if results.get("runs"):
+            results["fits"] = fits(results["runs"])
+            results["estimate_1m_224"] = estimate(results["runs"], results["fits"])
+            save(results, out)
         report(results)
         return 0
     sizes = sorted(set(args.sizes or (QUICK_SIZES if args.quick else SIZES)))
