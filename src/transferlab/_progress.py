@@ -21,10 +21,11 @@ console = Console(stderr=True)
 
 
 def enabled(progress: bool | None = None) -> bool:
-    """Progress bars show when asked for (default) and stderr is a terminal."""
+    """Progress bars show when asked for (default) and stderr is a terminal or a Jupyter notebook
+    (rich draws them as a live cell output there)."""
     if progress is False:
         return False
-    return sys.stderr.isatty()
+    return sys.stderr.isatty() or console.is_jupyter
 
 
 def make_progress(*extra_columns, transient: bool = False) -> Progress:

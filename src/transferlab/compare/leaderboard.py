@@ -184,3 +184,21 @@ def print_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy
     console.print(table)
     for n in notes:
         console.print(f"[yellow]{n}[/]")
+
+
+class Leaderboard(list):
+    """The comparison's rows (a list of dicts, best first) that a Jupyter cell shows as a table."""
+
+    def __init__(self, rows=(), metric: str = "accuracy"):
+        super().__init__(rows)
+        self.metric = metric
+
+    def _repr_html_(self) -> str:
+        from .._html import render  # (jinja2: only when a notebook asks)
+
+        cols = list(COLUMNS)
+        heads = [SHORT[c] + ("*" if c == self.metric else "") for c in cols]
+        rows = [{"rank": r.get("rank") or "", "model": r.get("model"), "status": r.get("status"),
+                 "reason": r.get("reason") or "", "best": bool(r.get("best")),
+                 "cells": [fmt(c, r.get(c)) for c in cols]} for r in self]
+        return render("nb_leaderboard.html", metric=COLUMNS[self.metric][0], columns=heads, rows=rows)

@@ -32,7 +32,7 @@ from ..models import get_recipe
 from ..train.api import RESUME_HINT
 from ..train.config import TrainConfig
 from . import plots as cplots
-from .leaderboard import make_row, rank_rows, write_leaderboard
+from .leaderboard import Leaderboard, make_row, rank_rows, write_leaderboard
 from .report import MODEL_PLOTS, write_html, write_markdown
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -300,7 +300,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
         raise ConfigError(f"nothing to report in {out}: no state.json or runs/ (run transferlab compare first)")
     metric = metric or state.get("metric", "accuracy")
     split = split or state.get("split", "val")
-    rows = rank_rows(collect_rows(out, models, split), metric)
+    rows = Leaderboard(rank_rows(collect_rows(out, models, split), metric), metric=metric)
     write_leaderboard(rows, out, metric)
 
     ok = [r for r in rows if r["status"] == "ok"]

@@ -25,6 +25,7 @@ from . import outliers as _outliers
 from .embeddings import _input_size, compute_signals, resolve_amp
 from .hashing import is_gray
 from .html import write_html
+from .render import DoctorReport
 
 SPLIT_ORDER = ("train", "val", "test")
 REPORT_VERSION = 1
@@ -244,8 +245,11 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         "timing": {**{k: round(v, 2) for k, v in timing.items()}, "embed_cached": bool(sig["cached"]),
                    "images_per_s": round(sig["images_per_s"], 1)},
     }
+    report = DoctorReport(report)
     if out is not None:
-        write_outputs(report, out, html=html)
+        written = write_outputs(report, out, html=html)
+        if "html" in written:
+            report.page = str(written["html"])  # for the notebook view; not part of doctor.json
     return report
 
 

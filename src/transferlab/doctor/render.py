@@ -118,3 +118,12 @@ def render_report(report: dict, max_rows: int = 5) -> list:
             w.add_row("[yellow]warning[/]" if n["severity"] == "warning" else "info", escape(n["message"]))
         out.append(w)
     return out
+
+
+class DoctorReport(dict):
+    """The doctor's report (what ``doctor.json`` holds) that a Jupyter cell shows as its summary."""
+
+    def _repr_html_(self) -> str:
+        from .._html import render  # (jinja2: only when a notebook asks)
+
+        return render("nb_doctor.html", root=self.get("root"), lines=summary(self), page=getattr(self, "page", None))

@@ -25,6 +25,17 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
 
+    def _repr_html_(self) -> str:
+        """How a Jupyter cell shows the run: what it trained, its best epoch and its history."""
+        from .._html import render  # (jinja2: only when a notebook asks)
+
+        best = self.best
+        cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+        rows = [{"best": best is not None and r.get("epoch") == best.get("epoch"),
+                 "cells": [_cell(r.get(c)) for c in cols]} for r in self.history]
+        return render("nb_run.html", name=self.name, dir=str(self.dir), recipe=self.config.get("model", "?"),
+                      classes=len(self.classes), epochs=len(self.history), best=best, columns=cols, rows=rows)
+
     @property
     def best_checkpoint(self) -> Path:
         return runfolder.checkpoint_path(self.dir, "best")
@@ -64,3 +75,9 @@ class Run:
 
     def __str__(self) -> str:
         return str(self.dir)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
