@@ -32,6 +32,11 @@ def test_row_files_round_trip_in_chunks_and_reads_in_any_order(tmp_path):
     assert np.array_equal(f.rows(10, 20), rows[10:20])
     assert np.array_equal(np.concatenate([c for _, c in f.chunks(128)]), rows)
     assert f.take([]).shape == (0, 3, 4)
+    with RowWriter(tmp_path / "e.npy", n=2, row_shape=(3, 4)) as w:  # an empty chunk is no rows, not an error
+        w.write(rows[:2])
+        w.write(rows[:0])
+    assert np.array_equal(np.load(tmp_path / "e.npy"), rows[:2])
+    (tmp_path / "e.npy").unlink()
     with pytest.raises(ValueError, match="do not fit"):
         with RowWriter(tmp_path / "s.npy", n=2, row_shape=(3, 4)) as w:
             w.write(rows[:3])
@@ -62,7 +67,7 @@ def test_reading_every_row_leaves_none_resident(tmp_path):
 
 
 def test_the_image_cache_is_built_in_chunks_equal_to_decoding(digits_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_mod, "CHUNK", 7)  # several chunks and a partial last one
+    monkeypatch.setattr(cache_mod, "CHUNK", 7)  # several chunks and a partial last one (30 = 4 x 7 + 2)
     paths = [p for p, _ in load_data(digits_dir, scan=False).train[:30]]
     said = []
     path = build_cache(paths, 20, cache_dir=tmp_path, workers=2, progress=False, log=said.append)
@@ -78,6 +83,9 @@ def test_the_image_cache_is_built_in_chunks_equal_to_decoding(digits_dir, tmp_pa
     ds = ImageDataset(load_data(digits_dir, scan=False).train[:30], cfg, cache_dir=tmp_path, progress=False)
     assert np.array_equal(ds.cached_images([29, 0]), arr[[29, 0]])
     assert np.array_equal(ds.load(6).permute(1, 2, 0).numpy(), arr[6])
+    monkeypatch.setattr(cache_mod, "CHUNK", 10)  # a list that is a whole number of chunks (found at 192,000 = 750 x 256)
+    exact = build_cache(paths, 21, cache_dir=tmp_path, workers=2, progress=False)
+    assert np.load(exact).shape == (30, 21, 21, 3)
 
 
 def test_least_recently_used_arrays_are_evicted_past_the_limit(digits_dir, tmp_path, monkeypatch):

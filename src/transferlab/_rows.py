@@ -46,6 +46,8 @@ class RowWriter:
         arr = np.ascontiguousarray(np.asarray(rows), dtype=self.dtype)
         if arr.shape[1:] != self.shape[1:] or self.written + len(arr) > self.shape[0]:
             raise ValueError(f"rows of shape {arr.shape} do not fit {self.shape} after {self.written} rows")
+        if arr.size == 0:  # nothing to write (e.g. the last, empty chunk of a list whose length is a multiple)
+            return
         self._f.write(memoryview(arr).cast("B"))
         self.written += len(arr)
 
