@@ -14,6 +14,7 @@ from transferlab._html import environment, render
 
 EVIL = "<script>alert('x')</script>"
 PAGES = {"base.html", "doctor.html", "compare.html", "inspect.html", "tune.html"}
+FRAGMENTS = {"nb_run.html", "nb_leaderboard.html", "nb_doctor.html"}  # notebook views (tests/test_notebook.py)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,7 +33,7 @@ def _image(path: Path, colour=(200, 30, 30)) -> str:
 
 def test_templates_ship_with_the_package_and_render_with_minimal_context():
     folder = resources.files("transferlab") / "templates"
-    assert {p.name for p in folder.iterdir() if p.name.endswith(".html")} == PAGES
+    assert {p.name for p in folder.iterdir() if p.name.endswith(".html")} == PAGES | FRAGMENTS
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "templates/*.html" in package_data["transferlab"]  # so a wheel carries them too
     assert environment().loader.list_templates() and environment() is environment()
