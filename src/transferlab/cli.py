@@ -12,7 +12,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import DataError, TransferlabError
+from .errors import TransferlabError
 
 # command name -> (module, one-line help). Order is the order shown in --help,
 # which follows the data flow: data -> model -> train -> evaluate -> compare -> export -> serve.
@@ -59,12 +59,13 @@ CACHING = ("doctor", "train", "tune", "evaluate", "compare", "run")
 def check_paths(args: argparse.Namespace) -> None:
     """A missing DATA or RUN is said at once, before a command imports PyTorch (5 s) and starts work
     (the same messages as the stages' own checks, which the API still makes)."""
-    data = getattr(args, "data", None)
-    if isinstance(data, str) and not os.path.exists(os.path.expanduser(data)):
-        raise DataError(f"dataset path not found: {data}")
-    run = getattr(args, "run", None)
-    if args.command in ("evaluate", "export", "predict", "serve") and isinstance(run, str) and not os.path.isdir(run):
-        raise TransferlabError(f"run not found: {run}")
+    from .data.load import existing_source  # (torch-free, as runfolder)
+    from .runfolder import existing_run
+
+    if isinstance(getattr(args, "data", None), str):
+        existing_source(args.data)
+    if args.command in ("evaluate", "export", "predict", "serve") and isinstance(getattr(args, "run", None), str):
+        existing_run(args.run)
 
 
 def _positive_gb(text: str) -> float:

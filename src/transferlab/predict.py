@@ -102,9 +102,7 @@ class Predictor:
                  batch_size: int = 8):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-        self.run = Path(run)
-        if not self.run.exists():
-            raise TransferlabError(f"run not found: {self.run}")
+        self.run = runfolder.existing_run(run)
         self.threads = int(threads or default_threads())
         self.batch_size = max(1, int(batch_size))
         self.notes: list[str] = []

@@ -72,6 +72,14 @@ def run_path(run) -> Path:
     return Path(getattr(run, "dir", run))
 
 
+def existing_run(run) -> Path:
+    """:func:`run_path`, which must exist: the one "run not found" check (stages and the CLI)."""
+    p = run_path(run)
+    if not p.exists():
+        raise DataError(f"run not found: {p}")
+    return p
+
+
 # ---------------------------------------------------------------- config.json
 
 def read_config(run, *, required: bool = False) -> dict[str, Any]:
@@ -144,11 +152,9 @@ def checkpoint_path(run, which: str = "best") -> Path:
 
 def resolve_checkpoint(run_or_file, which: str = "best") -> Path:
     """The checkpoint file of a run folder (``best`` falls back to ``last``), or a file path as given."""
-    p = run_path(run_or_file)
+    p = existing_run(run_or_file)
     if p.is_file():
         return p
-    if not p.exists():
-        raise TransferlabError(f"run not found: {p}")
     for candidate in (checkpoint_path(p, which), *(p / n for n in CHECKPOINTS.values())):
         if candidate.is_file():
             return candidate

@@ -29,6 +29,15 @@ from .split import check_val_ratio, stratified_split
 from .types import IMAGE_EXTENSIONS, BrokenFile, DataSplits, DataWarning, Sample
 
 
+def existing_source(source) -> Path:
+    """``source`` as a path that exists (``~`` expanded): the one check of a dataset path, made by
+    :func:`load_data` and by the CLI before it loads PyTorch."""
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise DataError(f"dataset path not found: {source}")
+    return root
+
+
 def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 0, scan: bool = True,
               workers: int | None = None, progress: bool = True) -> DataSplits:
     """Resolve a dataset (class folders, train/test folders or a CSV) into train/val/test samples.
@@ -45,9 +54,7 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
     if source is None or str(source).strip() == "":
         raise DataError("no dataset path given")
     val_ratio = check_val_ratio(val_ratio)
-    root = Path(source).expanduser()
-    if not root.exists():
-        raise DataError(f"dataset path not found: {source}")
+    root = existing_source(source)
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
         raise DataError(f"dataset folder is not readable: {source}")
     root = Path(os.path.abspath(root))

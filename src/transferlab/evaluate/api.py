@@ -86,9 +86,7 @@ def evaluate(
     average each image's probabilities with its mirror image's (test-time augmentation).
     Returns the metrics dict written to ``metrics.json``.
     """
-    run_dir = runfolder.run_path(run)
-    if not run_dir.exists():
-        raise DataError(f"run not found: {run_dir}")
+    run_dir = runfolder.existing_run(run)
     model, meta = load_model(run_dir)
     classes = [str(c) for c in meta["classes"]]
     config = runfolder.read_config(run_dir)
