@@ -340,3 +340,29 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(exported_run, monkeypatch, ca
     assert seen["app"].state.predictor.backend == "torch"
     assert "http://127.0.0.1:8123/" in capsys.readouterr().out
     assert main(["serve", str(exported_run), "--max-upload-mb", "0"]) == 2
+
+
+def test_routes_share_one_serving_state_and_document_their_json(app, client):
+    """The routes get the model and settings from ``app.state.serving`` (through Depends); the JSON
+    answers are response models, so /openapi.json documents them."""
+    from transferlab.serve.state import Serving
+
+    serving = app.state.serving
+    assert isinstance(serving, Serving) and serving.topk == 5
+    assert serving.predictor is app.state.predictor and serving.batcher is app.state.batcher
+    assert serving.max_upload_bytes == app.state.max_upload_bytes == 1024 * 1024
+    schema = client.get("/openapi.json").json()
+    answers = {path: schema["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+               for path, method in (("/health", "get"), ("/model", "get"), ("/predict", "post"))}
+    assert answers == {"/health": {"$ref": "#/components/schemas/Health"},
+                       "/model": {"$ref": "#/components/schemas/ModelInfo"},
+                       "/predict": {"$ref": "#/components/schemas/PredictResponse"}}
+    assert list(schema["components"]["schemas"]["TopClass"]["properties"]) == ["class", "index", "prob"]
+
+
+def test_the_servers_topk_is_the_default(exported_run, png):
+    with TestClient(create_app(exported_run, topk=3)) as c:
+        assert c.get("/model").json()["topk"] == 3
+        one = {"files": ("a.png", png, "image/png")}
+        assert len(c.post("/predict", files=one).json()["predictions"][0]["top"]) == 3
+        assert len(c.post("/predict?topk=7", files=one).json()["predictions"][0]["top"]) == 7

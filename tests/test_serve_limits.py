@@ -17,7 +17,8 @@ from PIL import Image
 
 from test_export_fixtures import digits_run, exported_run  # noqa: F401
 
-from transferlab.serve.app import MAX_FILES, MB, BodyLimitMiddleware, UploadTooLarge
+from transferlab.serve.app import MB, BodyLimitMiddleware, UploadTooLarge
+from transferlab.serve.uploads import MAX_FILES
 
 DEFAULT_LIMIT = 10 * 1024 * 1024  # README: --max-upload-mb defaults to 10
 
