@@ -1,0 +1,141 @@
+"""The head space's inputs: the frozen pretrained backbone at each input size, and its features computed
+once per (input size, augmentation) and kept in ``OUT/features/`` as ``.npy`` files."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._atomic import atomic_write
+from ..data import DataSplits, ImageDataset, build_transform
+from ..errors import ConfigError
+from ..models import apply_freeze, create_model
+from ..train.api import seed_everything
+from ..train.config import TrainConfig
+from ..train.distributed import DistInfo
+from ..train.features import extract, frozen_part
+from ..train.sampling import image_batches, val_loader
+
+# (train views, train labels, val features, val labels)
+Features = tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class Backbones:
+    """The recipe's model at each input size, frozen, built once (seeded as train seeds it).
+
+    ``base``: the search's shared options (seed, pretrained, weights); ``crops``: the crop at each size.
+    """
+
+    def __init__(self, model: str, n_classes: int, base: TrainConfig, crops: dict[int, float | None]):
+        self.model, self.n_classes, self.base, self.crops = model, n_classes, base, crops
+        self._models: dict[int, nn.Module] = {}
+
+    def __call__(self, size: int) -> nn.Module:
+        if size not in self._models:
+            seed_everything(self.base.seed)  # as train: a backbone without pretrained weights is seeded
+            model = create_model(self.model, self.n_classes, pretrained=self.base.pretrained,
+                                 weights=self.base.weights, input_size=size, crop_pct=self.crops.get(size))
+            apply_freeze(model, "frozen")
+            self._models[size] = model
+        return self._models[size]
+
+
+class FeatureCache:
+    """The backbone's features of ``splits`` in ``out/features``, read back when the images, the model
+    and the options they depend on are the same.
+
+    ``seconds``: extraction time per ``"SIZEpx AUGMENT"`` (summary.json's ``feature_seconds``);
+    ``spent``: extraction time since the caller last set it to 0 (the current trial's).
+    """
+
+    def __init__(self, backbones: Backbones, splits: DataSplits, out: Path, *, batch_size: int, progress: bool,
+                 log: Callable[[str], None]):
+        self.backbones, self.splits, self.out = backbones, splits, out
+        self.model, self.base = backbones.model, backbones.base
+        self.batch_size, self.progress, self.log = batch_size, progress, log
+        self.seconds: dict[str, float] = {}
+        self.spent = 0.0
+        self._features: dict[tuple, Features] = {}
+
+    def folder(self, size: int, augment: str, model: nn.Module) -> Path:
+        """``out/features/MODEL-SIZEpx-AUGMENT-HASH``: the hash of the image files (path, label, size,
+        mtime), the model's data config and weights, and the options the features depend on."""
+        h = hashlib.sha1()
+        stats = []
+        for split in (self.splits.train, self.splits.val):
+            for path, label in split:
+                try:
+                    st = os.stat(path)
+                    stats.append((path, label, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    stats.append((path, label, None, None))
+        info = model.weights_info or {}
+        h.update(json.dumps({"files": stats, "model": self.model, "size": size, "data_cfg": model.data_cfg,
+                             "augment": augment, "seed": int(self.base.seed), "amp": self.base.amp,
+                             "batch": self.batch_size, "weights": [info.get("source"), info.get("matched")]},
+                            sort_keys=True, default=str).encode())
+        return self.out / "features" / f"{self.model}-{size}px-{augment}-{h.hexdigest()[:12]}"
+
+    def get(self, size: int, augment: str, views: int) -> Features:
+        """(train views, train labels, val features, val labels) at ``size``, from OUT/features or computed."""
+        key = (size, augment, views)
+        if key in self._features:
+            return self._features[key]
+        model = self.backbones(size)
+        folder = self.folder(size, augment, model)
+        wanted = [folder / f"train-{v}.npy" for v in range(1, views + 1)] + [folder / "val.npy"]
+        missing = [p for p in wanted if not p.is_file()]
+        t0 = time.perf_counter()
+        if missing:
+            self.extract(model, folder, augment, [int(p.stem.split("-")[1]) for p in missing if p.stem != "val"],
+                         "val.npy" in {p.name for p in missing})
+            seconds = time.perf_counter() - t0
+            self.seconds[f"{size}px {augment}"] = round(seconds, 2)
+            self.spent += seconds
+            self.log(f"features at {size} px ({augment}, {views} view(s)): {len(self.splits.train)} train + "
+                     f"{len(self.splits.val)} val images, {seconds:.1f}s (kept in {folder})")
+        load = lambda p: torch.from_numpy(np.array(np.load(p, mmap_mode="r")))  # noqa: E731 - a copy in RAM
+        train_views = [load(folder / f"train-{v}.npy") for v in range(1, views + 1)]
+        val_x = load(folder / "val.npy")
+        train_y = torch.tensor([y for _, y in self.splits.train], dtype=torch.long)
+        val_y = torch.tensor([y for _, y in self.splits.val], dtype=torch.long)
+        self._features[key] = (train_views, train_y, val_x, val_y)
+        return self._features[key]
+
+    def extract(self, model: nn.Module, folder: Path, augment: str, views: list[int], val: bool) -> None:
+        """Compute and save the augmented train passes ``views`` (numbered from 1) and, with ``val``, the
+        validation features (fp32, unaugmented, as train computes them)."""
+        lower, _ = frozen_part(model)
+        if lower is None:
+            raise ConfigError(f"{self.model}'s backbone cannot be frozen and cached; tune it with --space full")
+        device = torch.device("cpu")
+        model.to(memory_format=torch.channels_last)
+        cfg = model.data_cfg
+        common = dict(device=device, channels_last=True, progress=self.progress)
+        if views:
+            ds = ImageDataset(self.splits.train, cfg, build_transform(cfg, train=True, augment=augment), True,
+                              progress=self.progress)
+            for v in views:
+                loader = image_batches(ds, [(v, i) for i in range(len(ds))], batch_size=self.batch_size,
+                                       seed=int(self.base.seed), augment=augment, workers=None)
+                feats, _ = extract(lower, loader, amp=self.base.amp, description=f"features train {v}", **common)
+                _save_npy(folder / f"train-{v}.npy", feats.numpy())
+        if val:
+            ds = ImageDataset(self.splits.val, cfg, build_transform(cfg, train=False), True, progress=self.progress)
+            loader = val_loader(ds, batch_size=self.batch_size, seed=int(self.base.seed), dist=DistInfo())
+            feats, _ = extract(lower, loader, amp="none", description="features val", **common)  # fp32, as train
+            _save_npy(folder / "val.npy", feats.numpy())
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+    atomic_write(path, write)
