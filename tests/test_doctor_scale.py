@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from transferlab.doctor import duplicates as dups
+from transferlab.errors import ConfigError
 from transferlab.doctor import outliers
 
 
@@ -93,3 +94,44 @@ def test_large_sets_work_on_principal_components_read_a_chunk_at_a_time(monkeypa
     a, _ = dups._neighbours(dups.normalize(x), 5, None)
     b, _ = dups._neighbours(dups.normalize(small), 5, None)
     assert np.mean([len(set(p) & set(q)) / 5 for p, q in zip(a, b)]) > 0.9
+
+
+def test_pairs_are_arrays_and_their_limit_grows_with_the_images():
+    """A set composed of ~20 variants of each photo has ~10 genuine pairs per image: 240,000 photos
+    made 2.4M pairs and stopped on a fixed 200,000-pair limit. The limit is per image now."""
+    assert dups.pair_limit(1000) == dups.MIN_PAIR_LIMIT
+    assert dups.pair_limit(240_000) == 240_000 * dups.PAIRS_PER_IMAGE > 2_400_000
+    # 3,000 images in 150 chains of 20 identical files: 2,850 pairs, well under the default limit
+    sha1 = [f"h{i // 20}" for i in range(3000)]
+    p = dups.near_duplicate_pair_arrays(sha1=sha1)
+    assert set(p) == {"a", "b", "signals", "similarity", "hash_distance"}
+    assert p["a"].dtype == np.int64 and len(p["a"]) == 2850 and (p["a"] < p["b"]).all()
+    assert (p["signals"] == 1).all() and np.isnan(p["similarity"]).all() and (p["hash_distance"] == -1).all()
+    assert len(dups.near_duplicate_groups(3000, p)) == 150
+    with pytest.raises(ConfigError, match="more than 2,000 near-duplicate pairs"):
+        dups.near_duplicate_pair_arrays(sha1=sha1, max_pairs=2000)
+
+
+def test_a_pair_flagged_by_two_signals_is_one_pair_with_both():
+    emb = np.array([[1, 0, 0], [1, 0.01, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    p = dups.near_duplicate_pair_arrays(emb, sha1=["x", "x", "y", "z"], threshold=0.9, ratio=None)
+    assert p["a"].tolist() == [0] and p["b"].tolist() == [1]
+    assert dups.signal_names(p["signals"][0]) == ["sha1", "embedding"]
+    [d] = dups.near_duplicate_pairs(emb, sha1=["x", "x", "y", "z"], threshold=0.9, ratio=None)
+    assert d["signals"] == ["sha1", "embedding"] and d["similarity"] > 0.99 and d["hash_distance"] is None
+
+
+def test_a_group_of_many_images_is_reported_with_its_strongest_pairs_only():
+    """A chain of 5,000 copies is one group; the report keeps MAX_PAIRS_PER_GROUP of its pairs
+    (the old per-group loop over member pairs was quadratic in the group's size)."""
+    from transferlab.doctor import core
+
+    n = 5000
+    p = dups.near_duplicate_pair_arrays(sha1=["same"] * n)
+    comps = dups.near_duplicate_groups(n, p)
+    group_of = np.zeros(n, np.int64)
+    ds = core._Dataset([], [f"f{i}.jpg" for i in range(n)], np.zeros(n, np.int64), ["train"] * n, ["a"],
+                       [None] * n, ["same"] * n)
+    [row] = core._duplicate_rows(ds, p, comps, group_of)
+    assert row["size"] == n and row["exact"] and row["signals"] == ["sha1"]
+    assert len(row["pairs"]) == core.MAX_PAIRS_PER_GROUP and row["pairs"][0]["a"] == "f0.jpg"

@@ -14,8 +14,8 @@
 >>> print("\\n".join(summary(report)))                                                # doctest: +SKIP
 >>> write_clean(report, "clean.csv", split_by_group=True)                            # doctest: +SKIP
 
-Array-level pieces: :func:`near_duplicate_pairs` / :func:`near_duplicate_groups` (embeddings,
-hashes, SHA-1s), :func:`out_of_fold_probs` + :func:`label_issues` (labels, probabilities),
+Array-level pieces: :func:`near_duplicate_pair_arrays` (or :func:`near_duplicate_pairs`, as dicts) /
+:func:`near_duplicate_groups` (embeddings, hashes, SHA-1s), :func:`out_of_fold_probs` + :func:`label_issues` (labels, probabilities),
 :func:`outlier_scores` (embeddings, labels), :func:`fingerprints` (pixels), :func:`wilson_interval`.
 Embeddings are cached under ``$TRANSFERLAB_CACHE/features`` (:func:`compute_signals`).
 """
@@ -30,7 +30,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".render": ("render_report", "summary"),
     ".html": ("write_html",),
     ".clean": ("write_clean", "plan_clean", "group_split"),
-    ".duplicates": ("near_duplicate_pairs", "near_duplicate_groups", "classify_group", "THRESHOLD", "RATIO",
+    ".duplicates": ("near_duplicate_pairs", "near_duplicate_pair_arrays", "near_duplicate_groups", "classify_group", "THRESHOLD", "RATIO",
                     "HASH_DISTANCE"),
     ".labels": ("out_of_fold_probs", "label_issues"),
     ".outliers": ("outlier_scores", "flag_outliers"),

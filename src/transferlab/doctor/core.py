@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import time
 import warnings
@@ -66,6 +68,82 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     ``warnings``, ``broken``, ``files`` (``[path, label, split, label quality]`` for every image),
     ``settings`` and ``timing``.
     """
+    threshold, ratio, hash_distance, folds, outlier_z = _check_options(threshold, ratio, hash_distance, folds,
+                                                                       outlier_z)
+    _input_size(backbone, input_size), resolve_amp(amp)  # a bad backbone or size fails before the scan
+    timing: dict[str, float] = {}
+    with _timed(timing, "load"):
+        splits = _load(data, val_ratio=val_ratio, seed=seed, workers=workers, progress=progress)
+    ds = _Dataset.of(splits)
+    with _timed(timing, "embed"):
+        if input_size is None:  # the size training would use for this data (128 px for small photos)
+            input_size = get_recipe(backbone).input_for(splits.typical_side())[0]
+        sig = _signals(ds.groups_in, backbone=backbone, input_size=input_size, amp=amp, weights=weights,
+                       cache=cache, workers=workers, progress=progress)
+    with _timed(timing, "duplicates"):
+        pairs = _dups.near_duplicate_pair_arrays(sig["features"], phash=sig["phash"], dhash=sig["dhash"],
+                                                 sha1=ds.sha1, threshold=threshold, ratio=ratio,
+                                                 hash_distance=hash_distance)
+        comps = _dups.near_duplicate_groups(len(ds.paths), pairs)
+        group_of = np.arange(len(ds.paths)) + len(ds.paths)  # singletons: ids that no group uses
+        for g, members in enumerate(comps):
+            group_of[members] = g
+        duplicates = _duplicate_rows(ds, pairs, comps, group_of)
+    with _timed(timing, "labels"):
+        issues, label_note, quality, probs = _label_issues(sig["features"], ds.labels, folds=folds, seed=seed)
+    with _timed(timing, "outliers"):
+        scores = _outliers.outlier_scores(sig["features"], ds.labels, groups=group_of)
+        flagged = _outliers.flag_outliers(scores, pixel_std=sig["pixel_std"], z=outlier_z)
+
+    group_id = {f["path"]: d["id"] for d in duplicates for f in d["files"]}
+    global_out, flagged = _outliers.split_flagged(flagged, scores, sig["pixel_std"], issues, outlier_z)
+    label_rows, review_rows, rule = _label_rows(ds, issues, quality, probs, global_out, group_id)
+    outlier_rows = [_outlier_row(ds, i, scores, sig["pixel_std"], group_id) for i in flagged]
+    warn = _warnings(ds, splits, backbone, sig["color_spread"], label_note)
+
+    report = {
+        "version": REPORT_VERSION,
+        "root": splits.root,
+        "layout": splits.layout,
+        "classes": ds.classes,
+        "counts": {s: int(sum(1 for x in ds.split_of if x == s)) for s in SPLIT_ORDER},
+        "summary": _summary(ds, duplicates, label_rows, review_rows, rule, outlier_rows, warn),
+        "duplicates": duplicates,
+        "label_issues": label_rows,
+        "label_review": review_rows,
+        "label_rule": rule,
+        "outliers": outlier_rows,
+        "warnings": warn,
+        "broken": [{"path": b.path, "reason": b.reason} for b in splits.broken],
+        "load_warnings": list(splits.warnings),
+        "files": ds.rows(quality),
+        "settings": {"backbone": backbone, "input_size": sig["input_size"], "precision": sig["amp"],
+                     "embedding_dims": int(sig["features"].shape[1]), "reduced_from": sig.get("reduced_from"),
+                     **_dups.settings(threshold, ratio, hash_distance), "folds": folds, "outlier_z": outlier_z,
+                     "val_ratio": val_ratio, "seed": seed},
+        "timing": {**{k: round(v, 2) for k, v in timing.items()}, "embed_cached": bool(sig["cached"]),
+                   "images_per_s": round(sig["images_per_s"], 1)},
+    }
+    report = DoctorReport(report)
+    if out is not None:
+        written = write_outputs(report, out, html=html)
+        if "html" in written:
+            report.page = str(written["html"])  # for the notebook view; not part of doctor.json
+    return report
+
+
+@contextlib.contextmanager
+def _timed(timing: dict[str, float], step: str):
+    """Add the seconds spent in the ``with`` block to ``timing[step]``."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timing[step] = timing.get(step, 0.0) + time.perf_counter() - t
+
+
+def _check_options(threshold, ratio, hash_distance, folds, outlier_z) -> tuple:
+    """The doctor's numeric options, validated (ConfigError naming the option)."""
     threshold = _dups.check_threshold(threshold)
     if ratio is not None:
         ratio = _dups.check_threshold(ratio, "ratio", 0.0, 1.0)
@@ -83,90 +161,80 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         raise ConfigError(f"folds must be an integer and outlier_z a number, got {folds!r}, {outlier_z!r}") from None
     if folds < 2:
         raise ConfigError(f"folds must be at least 2, got {folds}")
-    _input_size(backbone, input_size), resolve_amp(amp)  # a bad backbone or size fails before the scan
-    timing: dict[str, float] = {}
-    t0 = time.perf_counter()
-    splits = _load(data, val_ratio=val_ratio, seed=seed, workers=workers, progress=progress)
-    timing["load"] = time.perf_counter() - t0
+    return threshold, ratio, hash_distance, folds, outlier_z
 
-    groups_in = [list(splits.split(name)) for name in SPLIT_ORDER]
-    paths = [p for g in groups_in for p, _ in g]
-    labels = np.array([y for g in groups_in for _, y in g], np.int64)
-    split_of = [name for name, g in zip(SPLIT_ORDER, groups_in) for _ in g]
-    if not paths:
-        raise DataError(f"no readable images in {splits.root}")
-    classes = list(splits.classes)
-    info = [splits.info.get(p) for p in paths]
-    sha1 = [i.sha1 if i else "" for i in info]
 
-    t = time.perf_counter()
-    if input_size is None:  # the size training would use for this data (128 px for small photos)
-        input_size = get_recipe(backbone).input_for(splits.typical_side())[0]
-    sig = _signals(groups_in, backbone=backbone, input_size=input_size, amp=amp, weights=weights, cache=cache,
-                   workers=workers, progress=progress)
-    timing["embed"] = time.perf_counter() - t
+@dataclasses.dataclass
+class _Dataset:
+    """The images the doctor looks at, in one order (train, val, test): path, label, split, scan info."""
+    groups_in: list
+    paths: list[str]
+    labels: np.ndarray
+    split_of: list[str]
+    classes: list[str]
+    info: list
+    sha1: list[str]
 
-    t = time.perf_counter()
-    pairs = _dups.near_duplicate_pairs(sig["features"], phash=sig["phash"], dhash=sig["dhash"], sha1=sha1,
-                                       threshold=threshold, ratio=ratio, hash_distance=hash_distance)
-    comps = _dups.near_duplicate_groups(len(paths), pairs)
-    group_of = np.arange(len(paths)) + len(paths)  # singletons: ids that no group uses
-    for g, members in enumerate(comps):
-        group_of[members] = g
-    timing["duplicates"] = time.perf_counter() - t
+    @classmethod
+    def of(cls, splits: DataSplits) -> _Dataset:
+        groups_in = [list(splits.split(name)) for name in SPLIT_ORDER]
+        paths = [p for g in groups_in for p, _ in g]
+        if not paths:
+            raise DataError(f"no readable images in {splits.root}")
+        info = [splits.info.get(p) for p in paths]
+        return cls(groups_in, paths, np.array([y for g in groups_in for _, y in g], np.int64),
+                   [name for name, g in zip(SPLIT_ORDER, groups_in) for _ in g], list(splits.classes), info,
+                   [i.sha1 if i else "" for i in info])
 
-    t = time.perf_counter()
-    issues, label_note, quality, probs = _label_issues(sig["features"], labels, folds=folds, seed=seed)
-    timing["labels"] = time.perf_counter() - t
+    def item(self, i: int) -> dict:
+        return {"path": self.paths[i], "label": self.classes[self.labels[i]], "split": self.split_of[i]}
 
-    t = time.perf_counter()
-    scores = _outliers.outlier_scores(sig["features"], labels, groups=group_of)
-    flagged = _outliers.flag_outliers(scores, pixel_std=sig["pixel_std"], z=outlier_z)
-    timing["outliers"] = time.perf_counter() - t
+    def rows(self, quality: np.ndarray) -> list[list]:
+        """``[path, label, split, label quality]`` of every image (the report's ``files``)."""
+        return [[self.paths[i], self.classes[self.labels[i]], self.split_of[i],
+                 None if np.isnan(quality[i]) else round(float(quality[i]), 4)] for i in range(len(self.paths))]
 
-    gray = [bool(g) or (i is not None and i.mode in _checks.GRAY_MODES) for g, i in zip(is_gray(sig["color_spread"]), info)]
-    sizes = [(i.width, i.height) if i else None for i in info]
-    broken = [{"path": b.path, "reason": b.reason} for b in splits.broken]
-    warn = _checks.dataset_checks(classes=classes, labels=labels.tolist(), splits=split_of, sizes=sizes, gray=gray,
-                                  input_size=get_recipe(backbone).input_size, broken=broken)
-    if label_note:
-        warn.append({"kind": "label-check", "severity": "info", "message": label_note})
 
-    def item(i: int) -> dict:
-        return {"path": paths[i], "label": classes[labels[i]], "split": split_of[i]}
-
+def _duplicate_rows(ds: _Dataset, pairs: dict[str, np.ndarray], comps: list[list[int]],
+                    group_of: np.ndarray) -> list[dict]:
+    """One report row per duplicate group, most serious first (conflicting labels, leakage, the
+    rest; larger first): its kinds, files, signals, least similarity and strongest pairs."""
+    # the pairs grouped (each pair's group is its first image's), strongest first within a group
+    grp = group_of[pairs["a"]]
+    order = np.argsort(grp, kind="stable")  # pairs come sorted by similarity: stable keeps that order
+    cuts = np.searchsorted(grp[order], np.arange(len(comps) + 1))
+    labels = ds.labels.tolist()
     duplicates = []
-    by_pair: dict[tuple[int, int], dict] = {(p["a"], p["b"]): p for p in pairs}
     for g, members in enumerate(comps):
-        kinds = _dups.classify_group(members, labels.tolist(), split_of)
-        inside = [by_pair[(a, b)] for a in members for b in members if a < b and (a, b) in by_pair]
-        inside.sort(key=lambda p: -(p["similarity"] if p["similarity"] is not None else 2.0))
-        exact = len({sha1[i] for i in members}) == 1 and bool(sha1[members[0]])
-        signals = sorted({s for p in inside for s in p["signals"]}, key=["sha1", "hash", "embedding"].index)
-        sims = [p["similarity"] for p in inside if p["similarity"] is not None]
+        inside = order[cuts[g]:cuts[g + 1]]
+        bits = int(np.bitwise_or.reduce(pairs["signals"][inside])) if len(inside) else 0
+        sims = pairs["similarity"][inside]
+        sims = sims[~np.isnan(sims)]
+        exact = len({ds.sha1[i] for i in members}) == 1 and bool(ds.sha1[members[0]])
+        shown = _dups.pair_dicts(pairs, inside[:MAX_PAIRS_PER_GROUP])
         duplicates.append({
-            "id": g, "kinds": kinds, "exact": exact, "signals": signals, "size": len(members),
-            "similarity": round(min(sims), 4) if sims else None,
-            "files": [item(i) for i in members],
-            "classes": sorted({classes[labels[i]] for i in members}),
-            "splits": [s for s in SPLIT_ORDER if any(split_of[i] == s for i in members)],
-            "pairs": [{"a": paths[p["a"]], "b": paths[p["b"]], "signals": p["signals"], "similarity": p["similarity"],
-                       "hash_distance": p["hash_distance"]} for p in inside[:MAX_PAIRS_PER_GROUP]],
+            "id": g, "kinds": _dups.classify_group(members, labels, ds.split_of), "exact": exact,
+            "signals": _dups.signal_names(bits), "size": len(members),
+            "similarity": round(float(sims.min()), 4) if len(sims) else None,
+            "files": [ds.item(i) for i in members],
+            "classes": sorted({ds.classes[labels[i]] for i in members}),
+            "splits": [s for s in SPLIT_ORDER if any(ds.split_of[i] == s for i in members)],
+            "pairs": [{**p, "a": ds.paths[p["a"]], "b": ds.paths[p["b"]]} for p in shown],
         })
     rank = {"conflicting-labels": 0, "cross-split": 1, "within-class": 2}
     duplicates.sort(key=lambda d: (min(rank[k] for k in d["kinds"]), -d["size"], d["files"][0]["path"]))
     for new_id, d in enumerate(duplicates):
         d["id"] = new_id
-    group_id = {f["path"]: d["id"] for d in duplicates for f in d["files"]}
+    return duplicates
 
-    # An image unlike the whole dataset (or blank) is an outlier, not a label error; one that is
-    # only unlike its own class and that cleanlab flags is a label error, not an outlier.
-    blank = sig["pixel_std"] < _outliers.BLANK_STD
-    global_out = {i for i in flagged if blank[i] or scores["dataset_z"][i] >= outlier_z}
-    issue_set = {it["index"] for it in issues}
-    flagged = [i for i in flagged if i in global_out or i not in issue_set]
-    # Ranked by cleanlab's label quality; flagged (the default list) only below the threshold whose
-    # estimated precision reaches labels.FLAG_PRECISION, the rest of cleanlab's issues "to review".
+
+def _label_rows(ds: _Dataset, issues: list[dict], quality: np.ndarray, probs: np.ndarray, global_out: set[int],
+                group_id: dict[str, int]) -> tuple[list[dict], list[dict], dict]:
+    """Likely label errors and those to review, and the rule that split them.
+
+    Ranked by cleanlab's label quality; flagged (the default list) only below the threshold whose
+    estimated precision reaches labels.FLAG_PRECISION, the rest of cleanlab's issues "to review"."""
+    labels = ds.labels
     checked = ~np.isnan(quality)
     disagree = int((checked & (np.nan_to_num(probs).argmax(1) != labels)).sum()) if checked.any() else 0
     rule_scores = quality.copy()
@@ -174,83 +242,67 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     rule = _labels.flag_rule(rule_scores, disagree, images=int(checked.sum()))
     t = rule["threshold"]
     flag_set = set(np.flatnonzero(rule_scores < t).tolist()) if t is not None else set()
-    candidates = sorted((flag_set | {it["index"] for it in issues}) - global_out, key=lambda i: (quality[i], paths[i]))
+    candidates = sorted((flag_set | {it["index"] for it in issues}) - global_out,
+                        key=lambda i: (quality[i], ds.paths[i]))
     label_rows, review_rows = [], []
     for i in candidates:
         sug = int(np.argmax(probs[i]))
-        row = {**item(i), "given": classes[labels[i]], "suggested": classes[sug], "score": round(float(quality[i]), 4),
-               "p_given": round(float(probs[i, labels[i]]), 4), "p_suggested": round(float(probs[i, sug]), 4),
-               "group": group_id.get(paths[i])}
+        row = {**ds.item(i), "given": ds.classes[labels[i]], "suggested": ds.classes[sug],
+               "score": round(float(quality[i]), 4), "p_given": round(float(probs[i, labels[i]]), 4),
+               "p_suggested": round(float(probs[i, sug]), 4), "group": group_id.get(ds.paths[i])}
         (label_rows if i in flag_set else review_rows).append(row)
-    outlier_rows = []
-    for i in flagged:
-        near = int(scores["nearest"][i])
-        blank = float(sig["pixel_std"][i]) < _outliers.BLANK_STD
-        if blank:
-            reason = f"blank frame (pixel std {float(sig['pixel_std'][i]):.1f} of 255)"
-        elif scores["dataset_z"][i] >= scores["class_z"][i]:
-            reason = "unlike anything in the dataset"
-        else:
-            reason = f"unlike the rest of class '{classes[labels[i]]}'"
-        outlier_rows.append({**item(i), "score": round(float(scores["score"][i]), 2), "reason": reason,
-                             "dataset_z": round(float(scores["dataset_z"][i]), 2),
-                             "class_z": round(float(scores["class_z"][i]), 2),
-                             "nearest": paths[near] if near >= 0 else None,
-                             "nearest_similarity": round(1.0 - float(scores["dataset_distance"][i]), 4)
-                             if np.isfinite(scores["dataset_distance"][i]) else None,
-                             "group": group_id.get(paths[i])})
+    summary = {"threshold": t, "estimated_precision": rule["estimated_precision"],
+               "expected_false": rule["expected_false"], "disagreements": disagree, "images": int(checked.sum()),
+               "target_precision": _labels.FLAG_PRECISION}
+    return label_rows, review_rows, summary
 
-    n_cross = sum("cross-split" in d["kinds"] for d in duplicates)
-    n_conf = sum("conflicting-labels" in d["kinds"] for d in duplicates)
-    report = {
-        "version": REPORT_VERSION,
-        "root": splits.root,
-        "layout": splits.layout,
-        "classes": classes,
-        "counts": {s: int(sum(1 for x in split_of if x == s)) for s in SPLIT_ORDER},
-        "summary": {
-            "images": len(paths),
-            "duplicate_groups": len(duplicates),
-            "exact_groups": sum(d["exact"] for d in duplicates),
-            "cross_split": n_cross,
-            "conflicting_labels": n_conf,
-            "duplicate_images": sum(d["size"] for d in duplicates),
-            "label_issues": len(label_rows),
-            "label_review": len(review_rows),
-            "label_precision": rule["estimated_precision"] if label_rows else None,
-            "outliers": len(outlier_rows),
-            "warnings": sum(w["severity"] == "warning" for w in warn),
-        },
-        "duplicates": duplicates,
-        "label_issues": label_rows,
-        "label_review": review_rows,
-        "label_rule": {"threshold": t, "estimated_precision": rule["estimated_precision"],
-                       "expected_false": rule["expected_false"], "disagreements": disagree,
-                       "images": int(checked.sum()),
-                       "target_precision": _labels.FLAG_PRECISION},
-        "outliers": outlier_rows,
-        "warnings": warn,
-        "broken": broken,
-        "load_warnings": list(splits.warnings),
-        "files": [[paths[i], classes[labels[i]], split_of[i],
-                   None if np.isnan(quality[i]) else round(float(quality[i]), 4)] for i in range(len(paths))],
-        "settings": {
-            "backbone": backbone, "input_size": sig["input_size"], "precision": sig["amp"],
-            "embedding_dims": int(sig["features"].shape[1]), "reduced_from": sig.get("reduced_from"),
-            "threshold": threshold, "ratio": ratio, "ratio_reference": _dups.REFERENCE, "ratio_floor": _dups.FLOOR,
-            "hash_floor": _dups.HASH_FLOOR,
-            "hash_distance": list(hash_distance) if hash_distance else None, "folds": folds,
-            "outlier_z": outlier_z, "val_ratio": val_ratio, "seed": seed,
-        },
-        "timing": {**{k: round(v, 2) for k, v in timing.items()}, "embed_cached": bool(sig["cached"]),
-                   "images_per_s": round(sig["images_per_s"], 1)},
+
+def _outlier_row(ds: _Dataset, i: int, scores: dict, pixel_std: np.ndarray, group_id: dict[str, int]) -> dict:
+    """One outlier's report row: why it stands out, how far, and its nearest image."""
+    near = int(scores["nearest"][i])
+    if float(pixel_std[i]) < _outliers.BLANK_STD:
+        reason = f"blank frame (pixel std {float(pixel_std[i]):.1f} of 255)"
+    elif scores["dataset_z"][i] >= scores["class_z"][i]:
+        reason = "unlike anything in the dataset"
+    else:
+        reason = f"unlike the rest of class '{ds.classes[ds.labels[i]]}'"
+    return {**ds.item(i), "score": round(float(scores["score"][i]), 2), "reason": reason,
+            "dataset_z": round(float(scores["dataset_z"][i]), 2),
+            "class_z": round(float(scores["class_z"][i]), 2),
+            "nearest": ds.paths[near] if near >= 0 else None,
+            "nearest_similarity": round(1.0 - float(scores["dataset_distance"][i]), 4)
+            if np.isfinite(scores["dataset_distance"][i]) else None,
+            "group": group_id.get(ds.paths[i])}
+
+
+def _warnings(ds: _Dataset, splits: DataSplits, backbone: str, color_spread: np.ndarray,
+              label_note: str | None) -> list[dict]:
+    """The dataset-level checks (balance, sizes, gray images, broken files) and the label-check note."""
+    gray = [bool(g) or (i is not None and i.mode in _checks.GRAY_MODES) for g, i in zip(is_gray(color_spread), ds.info)]
+    sizes = [(i.width, i.height) if i else None for i in ds.info]
+    broken = [{"path": b.path, "reason": b.reason} for b in splits.broken]
+    warn = _checks.dataset_checks(classes=ds.classes, labels=ds.labels.tolist(), splits=ds.split_of, sizes=sizes,
+                                  gray=gray, input_size=get_recipe(backbone).input_size, broken=broken)
+    if label_note:
+        warn.append({"kind": "label-check", "severity": "info", "message": label_note})
+    return warn
+
+
+def _summary(ds: _Dataset, duplicates: list[dict], label_rows: list[dict], review_rows: list[dict], rule: dict,
+             outlier_rows: list[dict], warn: list[dict]) -> dict:
+    return {
+        "images": len(ds.paths),
+        "duplicate_groups": len(duplicates),
+        "exact_groups": sum(d["exact"] for d in duplicates),
+        "cross_split": sum("cross-split" in d["kinds"] for d in duplicates),
+        "conflicting_labels": sum("conflicting-labels" in d["kinds"] for d in duplicates),
+        "duplicate_images": sum(d["size"] for d in duplicates),
+        "label_issues": len(label_rows),
+        "label_review": len(review_rows),
+        "label_precision": rule["estimated_precision"] if label_rows else None,
+        "outliers": len(outlier_rows),
+        "warnings": sum(w["severity"] == "warning" for w in warn),
     }
-    report = DoctorReport(report)
-    if out is not None:
-        written = write_outputs(report, out, html=html)
-        if "html" in written:
-            report.page = str(written["html"])  # for the notebook view; not part of doctor.json
-    return report
 
 
 def _signals(groups_in, **kwargs) -> dict:

@@ -169,84 +169,194 @@ def _candidate_pairs(z: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple
 CANDIDATES = 20
 
 
-def near_duplicate_pairs(embeddings: np.ndarray | None = None, *, phash: np.ndarray | None = None,
-                         dhash: np.ndarray | None = None, sha1: Sequence[str] | None = None,
-                         threshold: float = THRESHOLD, ratio: float | None = RATIO, reference: int = REFERENCE,
-                         floor: float = FLOOR, hash_distance: tuple[int, int] | None = HASH_DISTANCE,
-                         hash_floor: float = HASH_FLOOR,
-                         max_pairs: int = 200_000) -> list[dict]:
-    """Every pair ``a < b`` flagged by at least one signal, as dicts ``{"a", "b", "signals":
-    [...], "similarity": cosine or None, "hash_distance": [phash, dhash] bits or None}``,
-    sorted by similarity (highest first). Give any subset of the signals' inputs."""
+#: the signals, in report order; a pair's ``signals`` array holds their bits (1 << index)
+SIGNALS = ("sha1", "hash", "embedding")
+#: most pairs per image before the doctor stops (the threshold is then far too low for the data):
+#: near-duplicate pairs grow with the images, not with their square (a set composed of 20
+#: variants of each photo has ~10 pairs per image)
+PAIRS_PER_IMAGE = 50
+#: pairs the limit allows however few the images
+MIN_PAIR_LIMIT = 200_000
+
+
+class _PairCollector:
+    """Pairs ``a < b`` gathered as array chunks with one signal bit each, merged once at the end
+    (a pair flagged by two signals gets both bits): ~21 bytes per pair, no dict per pair."""
+
+    def __init__(self, n: int, max_pairs: int, threshold: float) -> None:
+        self.n, self.max_pairs, self.threshold = n, max_pairs, threshold
+        self.chunks: list[tuple[np.ndarray, np.ndarray, int]] = []
+        self.raw = 0
+
+    def add(self, a: np.ndarray, b: np.ndarray, signal: str) -> None:
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        keep = a != b
+        a, b = a[keep], b[keep]
+        if not len(a):
+            return
+        self.chunks.append((np.minimum(a, b), np.maximum(a, b), 1 << SIGNALS.index(signal)))
+        self.raw += len(a)
+        if self.raw > len(SIGNALS) * self.max_pairs:  # before merging: each pair at most once per signal
+            self._too_many()
+
+    def _too_many(self) -> None:
+        raise ConfigError(f"more than {self.max_pairs:,} near-duplicate pairs: the threshold ({self.threshold}) is "
+                          f"far too low for this data; raise it")
+
+    def merged(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, signal bits)`` of every distinct pair, ordered by ``(a, b)``."""
+        if not self.chunks:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
+        key = np.concatenate([a * self.n + b for a, b, _ in self.chunks])
+        bits = np.concatenate([np.full(len(a), bit, np.uint8) for a, _, bit in self.chunks])
+        self.chunks = []
+        uniq, inverse = np.unique(key, return_inverse=True)
+        if len(uniq) > self.max_pairs:
+            self._too_many()
+        out = np.zeros(len(uniq), np.uint8)
+        np.bitwise_or.at(out, inverse, bits)
+        return uniq // self.n, uniq % self.n, out
+
+
+def pair_limit(n: int) -> int:
+    """The most near-duplicate pairs accepted for ``n`` images (:data:`PAIRS_PER_IMAGE` each, at
+    least :data:`MIN_PAIR_LIMIT`)."""
+    return max(MIN_PAIR_LIMIT, PAIRS_PER_IMAGE * n)
+
+
+def near_duplicate_pair_arrays(embeddings: np.ndarray | None = None, *, phash: np.ndarray | None = None,
+                               dhash: np.ndarray | None = None, sha1: Sequence[str] | None = None,
+                               threshold: float = THRESHOLD, ratio: float | None = RATIO,
+                               reference: int = REFERENCE, floor: float = FLOOR,
+                               hash_distance: tuple[int, int] | None = HASH_DISTANCE,
+                               hash_floor: float = HASH_FLOOR, max_pairs: int | None = None) -> dict[str, np.ndarray]:
+    """Every pair ``a < b`` flagged by at least one signal, as arrays: ``a``, ``b`` (int64),
+    ``signals`` (uint8 bits of :data:`SIGNALS`), ``similarity`` (float32 cosine, NaN without
+    embeddings) and ``hash_distance`` (int16 ``[P, 2]`` pHash/dHash bits, -1 without hashes),
+    sorted by similarity (highest first), then ``a``, ``b``. Give any subset of the signals'
+    inputs. More than ``max_pairs`` (default :func:`pair_limit`) is a ConfigError.
+
+    >>> import numpy as np
+    >>> emb = np.array([[1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    >>> p = near_duplicate_pair_arrays(emb, threshold=0.9)
+    >>> p["a"].tolist(), p["b"].tolist(), p["signals"].tolist()
+    ([0], [1], [4])
+    """
     threshold = check_threshold(threshold)
     n = next((len(x) for x in (embeddings, phash, sha1) if x is not None), 0)
-    found: dict[tuple[int, int], set[str]] = {}
+    found = _PairCollector(n, pair_limit(n) if max_pairs is None else int(max_pairs), threshold)
     z = normalize(embeddings) if embeddings is not None and n > 1 else None
-
-    def add(a: np.ndarray, b: np.ndarray, signal: str) -> None:
-        for i, j in zip(a.tolist(), b.tolist()):
-            if i != j:
-                found.setdefault((min(i, j), max(i, j)), set()).add(signal)
-        if len(found) > max_pairs:
-            raise ConfigError(f"more than {max_pairs} near-duplicate pairs: the threshold ({threshold}) is far too "
-                              f"low for this data; raise it")
+    hashes = phash is not None and dhash is not None and hash_distance is not None and n > 1
+    ph = np.asarray(phash, np.uint64) if phash is not None else None
+    dh = np.asarray(dhash, np.uint64) if dhash is not None else None
 
     if sha1 is not None:
         for members in same_key_groups(sha1):  # a chain joins the group: n - 1 pairs, not n^2 / 2 for n copies
-            for x, y in zip(members, members[1:]):
-                found.setdefault((x, y), set()).add("sha1")
+            found.add(np.asarray(members[:-1]), np.asarray(members[1:]), "sha1")
     large = z is not None and n > EXACT_LIMIT
     if large:  # candidates from an approximate neighbour index: linear-ish time, not all pairs
         ca, cb, cs = _candidate_pairs(z, CANDIDATES, _exact_ids(sha1, n))
-    if phash is not None and dhash is not None and hash_distance is not None and n > 1 and large:
-        ph, dh = np.asarray(phash, np.uint64), np.asarray(dhash, np.uint64)
-        ok = ((np.bitwise_count(ph[ca] ^ ph[cb]) <= hash_distance[0]) & (np.bitwise_count(dh[ca] ^ dh[cb]) <= hash_distance[1])
-              & (cs >= hash_floor))
-        add(ca[ok], cb[ok], "hash")
-    elif phash is not None and dhash is not None and hash_distance is not None and n > 1:
-        ph, dh = np.asarray(phash, np.uint64), np.asarray(dhash, np.uint64)
-        for start in range(0, n, _BLOCK):
-            dp = np.bitwise_count(ph[start:start + _BLOCK, None] ^ ph[None, :])
-            dd = np.bitwise_count(dh[start:start + _BLOCK, None] ^ dh[None, :])
-            i, j = np.nonzero((dp <= hash_distance[0]) & (dd <= hash_distance[1]))
-            keep = start + i < j
-            i, j = start + i[keep], j[keep]
-            if z is not None:  # both signals: the embeddings must agree too
-                ok = np.einsum("ij,ij->i", z[i], z[j]) >= hash_floor
-                i, j = i[ok], j[ok]
-            add(i, j, "hash")
-    if large:
+        if hashes:
+            ok = ((np.bitwise_count(ph[ca] ^ ph[cb]) <= hash_distance[0])
+                  & (np.bitwise_count(dh[ca] ^ dh[cb]) <= hash_distance[1]) & (cs >= hash_floor))
+            found.add(ca[ok], cb[ok], "hash")
         ok = cs >= threshold
-        add(ca[ok], cb[ok], "embedding")
-    if z is not None:
-        for start in range(0, n if not large else 0, _BLOCK):
+        found.add(ca[ok], cb[ok], "embedding")
+    else:
+        if hashes:
+            _exact_hash_pairs(found, ph, dh, z, hash_distance, hash_floor)
+        for start in range(0, n if z is not None else 0, _BLOCK):
             block = z[start:start + _BLOCK] @ z.T
             i, j = np.nonzero(block >= threshold)
             keep = start + i < j
-            add(start + i[keep], j[keep], "embedding")
-        if ratio is not None and n > reference:
-            groups = _exact_ids(sha1, n)
-            nbr, sim = _neighbours(z, reference, groups)
-            ref_dist = 1.0 - sim[:, -1]  # distance to the reference-th neighbour (exact copies collapsed)
-            for rank in range(reference - 1):
-                a, b, s = np.arange(n), nbr[:, rank], sim[:, rank]
-                d = 1.0 - s
-                ok = (s >= floor) & (d <= ratio * ref_dist) & (d <= ratio * ref_dist[b])
-                if phash is not None:  # the layout must agree too
-                    ph = np.asarray(phash, np.uint64)
-                    ok &= np.bitwise_count(ph[a] ^ ph[b]) <= RATIO_HASH
-                add(a[ok], b[ok], "embedding")
-    out = []
-    for (a, b), signals in found.items():
-        item = {"a": a, "b": b, "signals": sorted(signals, key=["sha1", "hash", "embedding"].index),
-                "similarity": round(float(z[a] @ z[b]), 4) if z is not None else None,
-                "hash_distance": None}
+            found.add(start + i[keep], j[keep], "embedding")
+    if z is not None and ratio is not None and n > reference:
+        _ratio_pairs(found, z, ph, sha1, ratio=ratio, reference=reference, floor=floor)
+    return _pair_table(*found.merged(), z=z, phash=ph, dhash=dh)
+
+
+def _exact_hash_pairs(found: _PairCollector, ph: np.ndarray, dh: np.ndarray, z: np.ndarray | None,
+                      hash_distance: tuple[int, int], hash_floor: float) -> None:
+    """All pairs whose pHash and dHash are within ``hash_distance`` (and, with embeddings, whose
+    similarity reaches ``hash_floor``), in blocks of rows."""
+    for start in range(0, len(ph), _BLOCK):
+        dp = np.bitwise_count(ph[start:start + _BLOCK, None] ^ ph[None, :])
+        dd = np.bitwise_count(dh[start:start + _BLOCK, None] ^ dh[None, :])
+        i, j = np.nonzero((dp <= hash_distance[0]) & (dd <= hash_distance[1]))
+        keep = start + i < j
+        i, j = start + i[keep], j[keep]
+        if z is not None:  # both signals: the embeddings must agree too
+            ok = np.einsum("ij,ij->i", z[i], z[j]) >= hash_floor
+            i, j = i[ok], j[ok]
+        found.add(i, j, "hash")
+
+
+def _ratio_pairs(found: _PairCollector, z: np.ndarray, ph: np.ndarray | None, sha1: Sequence[str] | None, *,
+                 ratio: float, reference: int, floor: float) -> None:
+    """Lowe's ratio test over each image's ``reference`` nearest neighbours (exact copies collapsed)."""
+    n = len(z)
+    nbr, sim = _neighbours(z, reference, _exact_ids(sha1, n))
+    ref_dist = 1.0 - sim[:, -1]  # distance to the reference-th neighbour
+    for rank in range(reference - 1):
+        a, b, s = np.arange(n), nbr[:, rank], sim[:, rank]
+        d = 1.0 - s
+        ok = (s >= floor) & (d <= ratio * ref_dist) & (d <= ratio * ref_dist[b])
+        if ph is not None:  # the layout must agree too
+            ok &= np.bitwise_count(ph[a] ^ ph[b]) <= RATIO_HASH
+        found.add(a[ok], b[ok], "embedding")
+
+
+def _pair_table(a: np.ndarray, b: np.ndarray, bits: np.ndarray, *, z: np.ndarray | None,
+                phash: np.ndarray | None, dhash: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The pairs' similarity and hash distances, computed in chunks, and their report order."""
+    sim = np.full(len(a), np.nan, np.float32)
+    dist = np.full((len(a), 2), -1, np.int16)
+    for start in range(0, len(a), 65536):
+        i, j = a[start:start + 65536], b[start:start + 65536]
+        if z is not None:
+            sim[start:start + 65536] = np.einsum("ij,ij->i", z[i], z[j])
         if phash is not None and dhash is not None:
-            item["hash_distance"] = [int(np.bitwise_count(np.uint64(phash[a]) ^ np.uint64(phash[b]))),
-                                     int(np.bitwise_count(np.uint64(dhash[a]) ^ np.uint64(dhash[b])))]
-        out.append(item)
-    out.sort(key=lambda p: (-(p["similarity"] if p["similarity"] is not None else 2.0), p["a"], p["b"]))
+            dist[start:start + 65536, 0] = np.bitwise_count(phash[i] ^ phash[j])
+            dist[start:start + 65536, 1] = np.bitwise_count(dhash[i] ^ dhash[j])
+    rounded = np.round(sim.astype(np.float64), 4)
+    order = np.lexsort((b, a, -np.where(np.isnan(rounded), 2.0, rounded)))
+    return {"a": a[order], "b": b[order], "signals": bits[order], "similarity": sim[order],
+            "hash_distance": dist[order]}
+
+
+def settings(threshold: float, ratio: float | None, hash_distance: tuple[int, int] | None) -> dict:
+    """The near-duplicate settings as the doctor's report records them."""
+    return {"threshold": threshold, "ratio": ratio, "ratio_reference": REFERENCE, "ratio_floor": FLOOR,
+            "hash_floor": HASH_FLOOR, "hash_distance": list(hash_distance) if hash_distance else None}
+
+
+def signal_names(bits: int) -> list[str]:
+    """The names of a pair's signal bits, in :data:`SIGNALS` order.
+
+    >>> signal_names(5)
+    ['sha1', 'embedding']
+    """
+    return [name for k, name in enumerate(SIGNALS) if int(bits) >> k & 1]
+
+
+def pair_dicts(pairs: dict[str, np.ndarray], rows: np.ndarray | None = None) -> list[dict]:
+    """Pairs (from :func:`near_duplicate_pair_arrays`) as dicts ``{"a", "b", "signals",
+    "similarity", "hash_distance"}``; only ``rows`` when given."""
+    rows = np.arange(len(pairs["a"])) if rows is None else rows
+    out = []
+    for r in rows.tolist():
+        s, h = pairs["similarity"][r], pairs["hash_distance"][r]
+        out.append({"a": int(pairs["a"][r]), "b": int(pairs["b"][r]), "signals": signal_names(pairs["signals"][r]),
+                    "similarity": None if np.isnan(s) else round(float(s), 4),
+                    "hash_distance": None if h[0] < 0 else [int(h[0]), int(h[1])]})
     return out
+
+
+def near_duplicate_pairs(embeddings: np.ndarray | None = None, **options) -> list[dict]:
+    """:func:`near_duplicate_pair_arrays` as a list of dicts ``{"a", "b", "signals": [...],
+    "similarity": cosine or None, "hash_distance": [phash, dhash] bits or None}`` (for a few
+    thousand images; the doctor itself keeps the arrays)."""
+    return pair_dicts(near_duplicate_pair_arrays(embeddings, **options))
 
 
 def _exact_ids(sha1: Sequence[str] | None, n: int) -> np.ndarray | None:
@@ -259,26 +369,31 @@ def _exact_ids(sha1: Sequence[str] | None, n: int) -> np.ndarray | None:
     return ids
 
 
-def near_duplicate_groups(n: int, pairs: Sequence[dict]) -> list[list[int]]:
+def near_duplicate_groups(n: int, pairs: Sequence[dict] | dict[str, np.ndarray]) -> list[list[int]]:
     """Connected components (of 2+ items) of the pair graph over ``n`` items, each sorted, the
-    largest first."""
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for p in pairs:
-        ra, rb = find(p["a"]), find(p["b"])
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    comps: dict[int, list[int]] = {}
-    for i in range(n):
-        comps.setdefault(find(i), []).append(i)
-    groups = [sorted(c) for c in comps.values() if len(c) > 1]
+    largest first. ``pairs``: the arrays of :func:`near_duplicate_pair_arrays` or a list of dicts."""
+    if isinstance(pairs, dict):
+        a, b = np.asarray(pairs["a"], np.int64), np.asarray(pairs["b"], np.int64)
+    else:
+        a = np.array([p["a"] for p in pairs], np.int64)
+        b = np.array([p["b"] for p in pairs], np.int64)
+    labels = component_ids(n, a, b)
+    sizes = np.bincount(labels, minlength=n) if n else np.zeros(0, np.int64)
+    in_group = np.flatnonzero(sizes[labels] > 1)
+    order = in_group[np.argsort(labels[in_group], kind="stable")]
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    groups = [g.tolist() for g in np.split(order, cuts)] if len(order) else []
     return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+def component_ids(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected component of each of ``n`` items under the edges ``a``-``b`` (scipy's sparse graph)."""
+    # (scipy.sparse is imported here: 0.45 s that the CLI, which reads this module's thresholds, must not pay)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def classify_group(members: Sequence[int], labels: Sequence[int], splits: Sequence[str]) -> list[str]:

@@ -87,3 +87,15 @@ def flag_outliers(scores: dict[str, np.ndarray], *, pixel_std: np.ndarray | None
     seen = set(order)
     order += [int(i) for i in far[np.argsort(-score[far])] if int(i) not in seen]
     return order[:limit] if limit else order
+
+
+def split_flagged(flagged: Sequence[int], scores: dict[str, np.ndarray], pixel_std: np.ndarray,
+                  issues: Sequence[dict], z: float = Z) -> tuple[set[int], list[int]]:
+    """``(global, shown)``: the flagged images unlike the whole dataset (or blank), and the
+    outliers to report. An image unlike the whole dataset (or blank) is an outlier, not a label
+    error; one only unlike its own class that cleanlab flags (``issues``) is a label error, not an
+    outlier."""
+    blank = pixel_std < BLANK_STD
+    global_out = {i for i in flagged if blank[i] or scores["dataset_z"][i] >= z}
+    issue_set = {it["index"] for it in issues}
+    return global_out, [i for i in flagged if i in global_out or i not in issue_set]
