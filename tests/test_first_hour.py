@@ -2,6 +2,7 @@
 leaves nothing behind, the epoch plan said up front, one line per epoch, hints that are true."""
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -212,3 +213,21 @@ def test_models_listing_says_the_input_size_and_params_follow_the_data(capsys):
     assert cli.main(["models"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "train picks one for your images" in out and "follow the input size" in out
+
+
+def test_the_models_listing_is_read_without_pytorch():
+    """`transferlab models` took 9.4 s and 861 MB (PyTorch, timm, every backbone built)."""
+    proc = _cli("models", "--json")
+    assert proc.returncode == 0
+    listing, torch_said = proc.stdout.rstrip().rsplit("\n", 1)
+    assert torch_said == "NO-TORCH"
+    rows = json.loads(listing)
+    assert {r["name"] for r in rows} >= {"cnn_base", "mobilenet_v2", "efficientnet_lite0"}
+
+
+def test_the_shipped_models_table_matches_the_registry():
+    """The listing is a table shipped with the package; a recipe changed without rerunning
+    tools/make_recipe_table.py fails here."""
+    from transferlab.commands.models import live_rows, table_rows
+
+    assert table_rows() == live_rows(), "the recipe table is stale: run python tools/make_recipe_table.py"
