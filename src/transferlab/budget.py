@@ -323,54 +323,27 @@ def fit_schedule(p: Probe, n_train: int, n_val: int, seconds: float, *, views: i
     return options, est
 
 
-class BudgetPlanner:
-    """Plans ``budget`` seconds of training on this machine, one model at a time.
+class JobEstimator:
+    """What each job takes on this machine now: the probes (a recipe's again once marked ``stale``),
+    the image cache's first pass at each input size, and the ``slowdown`` of the last model (its real
+    / estimated time), which scales the estimates made after it.
 
-    :meth:`plan` is the whole remaining plan for the time left now; :meth:`record` is told how long
-    a model really took, and the next :meth:`plan` is fitted on that. ``transfer`` / ``scratch``: the
-    candidates in order of expected accuracy (default :data:`TRANSFER_ORDER`, :data:`SCRATCH_ORDER`).
-    ``clock``: seconds (a fake one in tests).
-
-    >>> planner = BudgetPlanner(splits, 480)           # doctest: +SKIP
-    >>> while (job := planner.next()) is not None:     # doctest: +SKIP
-    ...     t0 = time.perf_counter(); train(splits, job.recipe, **job.options)
-    ...     planner.record(job, time.perf_counter() - t0)
+    ``planned``: the input sizes an earlier job of the plan being made decodes (their first pass is
+    not counted again); the planner sets it.
     """
 
-    def __init__(self, splits: DataSplits, budget: float, *, transfer: Sequence[str] | None = None,
-                 scratch: Sequence[str] | None = None, weights=None, log: Callable[[str], None] = print,
-                 clock: Callable[[], float] = time.perf_counter):
-        if not budget or budget <= 0:
-            raise ConfigError(f"--budget must be positive, got {budget}")
-        self.splits, self.budget, self.log, self.clock = splits, float(budget), log, clock
-        self.started = clock()
+    def __init__(self, splits: DataSplits, log: Callable[[str], None] = print):
+        self.splits, self.log = splits, log
         self.n_train, self.n_val = len(splits.train), max(1, len(splits.val))
-        self.transfer = [r for r in (TRANSFER_ORDER if transfer is None else transfer) if weights_available(r, weights)]
-        self.scratch = list(SCRATCH_ORDER if scratch is None else scratch)
-        self.notes: list[str] = []
-        missing = [r for r in (TRANSFER_ORDER if transfer is None else transfer) if r not in self.transfer]
-        if missing:
-            self._note(f"no pretrained weights to be had for {', '.join(missing)}: not considered")
         self.probes: dict[str, Probe] = {}
         self.probe_order: list[str] = []
         self.stale: set[str] = set()
-        self.done: list[Choice] = []
         self.slowdown = 1.0                 # real / estimated time of the last model
         self.decoded: set[int] = set()       # input sizes whose image cache a model of this run built
+        self.planned: set[int] = set()       # sizes an earlier job of the plan being made decodes
         self._decode: dict[int, float] = {}  # input size -> seconds to decode one image
-        self._planned: set[int] = set()      # sizes an earlier job of the plan being made decodes
-        self._primary: tuple[str | None, bool] | None = None   # (recipe, fine-tune fits)
-        self._first: Choice | None = None   # the first job planned
 
-    def _note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
-
-    # ---- time and measurements ----------------------------------------------------------------
-    def left(self) -> float:
-        """Seconds left for training and evaluation (the budget less its reserve and what was spent)."""
-        return self.budget * (1 - RESERVE) - (self.clock() - self.started)
-
+    # ---- measurements --------------------------------------------------------------------------
     def probe(self, name: str) -> Probe:
         if name not in self.probes or name in self.stale:
             self.log(f"budget: probing {name} ...")
@@ -380,10 +353,14 @@ class BudgetPlanner:
                 self.probe_order.append(name)
         return self.probes[name]
 
+    def probed(self) -> list[Probe]:
+        """The probes in the order the recipes were first probed."""
+        return [self.probes[n] for n in self.probe_order]
+
     def decode_cost(self, size: int) -> float:
         """The image cache's first pass at ``size`` px (train + val images), unless a model of this run
         already built it."""
-        if size in self.decoded or size in self._planned:
+        if size in self.decoded or size in self.planned:
             return 0.0
         if size not in self._decode:
             self._decode[size] = decode_seconds([p for p, _ in self.splits.train], size)
@@ -393,7 +370,6 @@ class BudgetPlanner:
         """``choice`` ran in ``seconds``: later estimates are scaled by real / estimated, and a recipe
         whose model disagreed with its estimate by more than :data:`REPROBE_RATIO` is probed again."""
         choice.real = float(seconds)
-        self.done.append(choice)
         self.decoded.add(int(choice.options["input_size"]))
         ratio = choice.real / max(choice.seconds, 1e-6)
         self.slowdown = min(4.0, max(0.5, ratio))
@@ -401,43 +377,19 @@ class BudgetPlanner:
             self.stale.add(choice.recipe)
             self.slowdown = 1.0  # the new probe measures the machine as it is now
 
-    # ---- the choice of backbone (once, from quiet-machine estimates) -----------------------------
-    def primary(self) -> tuple[str | None, bool]:
-        """The pretrained backbone of the run and whether its fine-tuning fits, chosen once at this
-        machine's quiet speed (see :attr:`Probe.quiet_ratio`), by the same fitting the plan uses: the
-        most accurate one whose frozen job and then :data:`MIN_FINE_TUNE` fine-tuning epochs fit the
-        usable budget, else the most accurate one whose frozen job fits :data:`FROZEN_SHARE` of it;
-        ``(None, False)`` when none does."""
-        if self._primary is not None:
-            return self._primary
-        usable = self.budget * (1 - RESERVE)
-        frozen_only = None
-        for name in self.transfer:
-            p = self.probe(name)
-            quiet = p.quiet_ratio
-            frozen = (frozen_seconds(p, self.n_train, self.n_val) + self.decode_cost(p.input_size)) * quiet
-            if p.cache_ips is not None:
-                self._planned = {p.input_size}  # the frozen job decodes the images the fine-tuning reuses
-                fits = self._fine_tune(name, (usable - frozen) * FINE_TUNE_SHARE, "", scale=quiet) is not None
-                self._planned = set()
-                if fits:
-                    self._primary = (name, True)
-                    return self._primary
-                self._note(f"{name} at {p.input_size} px: its frozen job and {MIN_FINE_TUNE} fine-tuning epochs need "
-                           f"more than {_fmt(usable)} on a quiet machine")
-            if frozen_only is None and frozen <= usable * FROZEN_SHARE:
-                frozen_only = name
-        self._primary = (frozen_only, False)
-        return self._primary
-
-    # ---- jobs ------------------------------------------------------------------------------------
-    def _frozen(self, name: str, why: str) -> Choice:
+    # ---- jobs and their time ---------------------------------------------------------------------
+    def frozen_job(self, name: str, why: str, scale: float | None = None) -> Choice:
+        """``name``'s frozen job (:data:`FROZEN_OPTIONS`); its time scaled by ``scale`` (default: the
+        slowdown)."""
         p = self.probe(name)
         options = {**FROZEN_OPTIONS, "input_size": p.input_size, "crop_pct": p.crop_pct, "threads": p.threads}
-        seconds = (frozen_seconds(p, self.n_train, self.n_val) + self.decode_cost(p.input_size)) * self.slowdown
+        scale = self.slowdown if scale is None else scale
+        seconds = (frozen_seconds(p, self.n_train, self.n_val) + self.decode_cost(p.input_size)) * scale
         return Choice(name, options, seconds, why, kind="frozen", label=f"{name}-frozen")
 
-    def _fine_tune(self, name: str, seconds: float, why: str, scale: float | None = None) -> Choice | None:
+    def fine_tune_job(self, name: str, seconds: float, why: str, scale: float | None = None) -> Choice | None:
+        """``name``'s upper blocks fine-tuned for as many epochs as fit ``seconds`` at ``scale`` (default:
+        the slowdown); None when :data:`MIN_FINE_TUNE` do not."""
         p = self.probe(name)
         recipe = TrainConfig(model=name).resolve(get_recipe(name).defaults)
         views = recipe.feature_views or 1
@@ -452,78 +404,193 @@ class BudgetPlanner:
         options.update({"unfreeze_from": recipe.unfreeze_from, "unfreeze_last": recipe.unfreeze_last})
         return Choice(name, options, (est + fixed) * scale, why, kind="fine_tune")
 
-    def _scratch(self, seconds: float, why: str) -> Choice | None:
-        for name in self.scratch:
-            p = self.probe(name)
-            fixed = eval_seconds(p, self.n_val) + self.decode_cost(p.input_size)
-            fitted = fit_schedule(p, self.n_train, self.n_val, seconds / self.slowdown - fixed)
-            if fitted is not None:
-                options, est = fitted
-                return Choice(name, options, (est + fixed) * self.slowdown, why, kind="scratch")
-            self._note(f"{name} at {p.input_size} px needs "
-                              f"{_fmt(scratch_seconds(p, self.n_train, self.n_val, MIN_SCRATCH_EPOCHS))} for "
-                              f"{MIN_SCRATCH_EPOCHS} epochs; {_fmt(max(0.0, seconds))} are left")
-        return None
+    def scratch_job(self, name: str, seconds: float, why: str) -> Choice | None:
+        """``name`` trained from scratch for as many epochs as fit ``seconds``; None when
+        :data:`MIN_SCRATCH_EPOCHS` do not."""
+        p = self.probe(name)
+        fixed = eval_seconds(p, self.n_val) + self.decode_cost(p.input_size)
+        fitted = fit_schedule(p, self.n_train, self.n_val, seconds / self.slowdown - fixed)
+        if fitted is None:
+            return None
+        options, est = fitted
+        return Choice(name, options, (est + fixed) * self.slowdown, why, kind="scratch")
 
+    def eval_part(self, job: Choice) -> float:
+        """The evaluation after ``job``'s training (not part of its ``time_limit``)."""
+        return eval_seconds(self.probes[job.recipe], self.n_val) if job.recipe in self.probes else 0.0
+
+
+class _Draft:
+    """The jobs of a plan being made, and the time they leave of ``left``."""
+
+    def __init__(self, left: float, estimator: JobEstimator):
+        self.left, self.estimator = left, estimator
+        self.jobs: list[Choice] = []
+
+    def take(self, job: Choice | None) -> bool:
+        """Add ``job`` when it fits the time left (its input size is then decoded for the jobs after it)."""
+        if job is None or job.seconds > self.left:
+            return False
+        self.jobs.append(job)
+        self.left -= job.seconds
+        self.estimator.planned.add(int(job.options["input_size"]))
+        return True
+
+
+class BudgetPlanner:
+    """Plans ``budget`` seconds of training on this machine, one model at a time.
+
+    :meth:`plan` is the whole remaining plan for the time left now; :meth:`record` is told how long
+    a model really took, and the next :meth:`plan` is fitted on that. ``transfer`` / ``scratch``: the
+    candidates in order of expected accuracy (default :data:`TRANSFER_ORDER`, :data:`SCRATCH_ORDER`).
+    ``clock``: seconds (a fake one in tests). What a job takes is :class:`JobEstimator`'s
+    (``estimator``); which jobs, in which order, is decided here.
+
+    >>> planner = BudgetPlanner(splits, 480)           # doctest: +SKIP
+    >>> while (job := planner.next()) is not None:     # doctest: +SKIP
+    ...     t0 = time.perf_counter(); train(splits, job.recipe, **job.options)
+    ...     planner.record(job, time.perf_counter() - t0)
+    """
+
+    def __init__(self, splits: DataSplits, budget: float, *, transfer: Sequence[str] | None = None,
+                 scratch: Sequence[str] | None = None, weights=None, log: Callable[[str], None] = print,
+                 clock: Callable[[], float] = time.perf_counter):
+        if not budget or budget <= 0:
+            raise ConfigError(f"--budget must be positive, got {budget}")
+        self.splits, self.budget, self.log, self.clock = splits, float(budget), log, clock
+        self.started = clock()
+        self.transfer = [r for r in (TRANSFER_ORDER if transfer is None else transfer) if weights_available(r, weights)]
+        self.scratch = list(SCRATCH_ORDER if scratch is None else scratch)
+        self.notes: list[str] = []
+        missing = [r for r in (TRANSFER_ORDER if transfer is None else transfer) if r not in self.transfer]
+        if missing:
+            self._note(f"no pretrained weights to be had for {', '.join(missing)}: not considered")
+        self.estimator = JobEstimator(splits, log)
+        self.done: list[Choice] = []
+        self._primary: tuple[str | None, bool] | None = None   # (recipe, fine-tune fits)
+        self._first: Choice | None = None   # the first job planned
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    # ---- time and measurements (the estimator's) -------------------------------------------------
+    def left(self) -> float:
+        """Seconds left for training and evaluation (the budget less its reserve and what was spent)."""
+        return self.budget * (1 - RESERVE) - (self.clock() - self.started)
+
+    def record(self, choice: Choice, seconds: float) -> None:
+        """``choice`` ran in ``seconds`` (see :meth:`JobEstimator.record`)."""
+        self.estimator.record(choice, seconds)
+        self.done.append(choice)
+
+    def decode_cost(self, size: int) -> float:
+        return self.estimator.decode_cost(size)
+
+    @property
+    def slowdown(self) -> float:
+        return self.estimator.slowdown
+
+    @property
+    def stale(self) -> set[str]:
+        return self.estimator.stale
+
+    # ---- the choice of backbone (once, from quiet-machine estimates) -----------------------------
+    def primary(self) -> tuple[str | None, bool]:
+        """The pretrained backbone of the run and whether its fine-tuning fits, chosen once at this
+        machine's quiet speed (see :attr:`Probe.quiet_ratio`), by the same fitting the plan uses: the
+        most accurate one whose frozen job and then :data:`MIN_FINE_TUNE` fine-tuning epochs fit the
+        usable budget, else the most accurate one whose frozen job fits :data:`FROZEN_SHARE` of it;
+        ``(None, False)`` when none does."""
+        if self._primary is not None:
+            return self._primary
+        usable = self.budget * (1 - RESERVE)
+        est = self.estimator
+        frozen_only = None
+        for name in self.transfer:
+            p = est.probe(name)
+            quiet = p.quiet_ratio
+            frozen = est.frozen_job(name, "", scale=quiet).seconds
+            if p.cache_ips is not None:
+                est.planned = {p.input_size}  # the frozen job decodes the images the fine-tuning reuses
+                fits = est.fine_tune_job(name, (usable - frozen) * FINE_TUNE_SHARE, "", scale=quiet) is not None
+                est.planned = set()
+                if fits:
+                    self._primary = (name, True)
+                    return self._primary
+                self._note(f"{name} at {p.input_size} px: its frozen job and {MIN_FINE_TUNE} fine-tuning epochs need "
+                           f"more than {_fmt(usable)} on a quiet machine")
+            if frozen_only is None and frozen <= usable * FROZEN_SHARE:
+                frozen_only = name
+        self._primary = (frozen_only, False)
+        return self._primary
+
+    # ---- the plan --------------------------------------------------------------------------------
     def _ran(self, label: str) -> bool:
         return any(c.label == label for c in self.done)
 
     def plan(self) -> BudgetPlan:
         """The jobs still to run, in order, fitted to the time left now (each with its ``time_limit``)."""
         left = self.left()
-        t = left
-        jobs: list[Choice] = []
-
-        def take(job: Choice | None) -> bool:
-            nonlocal t
-            if job is None or job.seconds > t:
-                return False
-            jobs.append(job)
-            t -= job.seconds
-            self._planned.add(int(job.options["input_size"]))
-            return True
-
+        draft = _Draft(left, self.estimator)
         primary, fine_tune_fits = self.primary() if self.transfer else (None, False)
-        self._planned = set()
+        self.estimator.planned = set()
         if primary is not None:
-            if not self._ran(f"{primary}-frozen"):
-                take(self._frozen(primary, "the cheapest honest baseline: a linear probe of the best backbone "
-                                           "that fits, on features cached once"))
-            if fine_tune_fits and not any(c.kind == "fine_tune" for c in self.done):
-                # the primary's upper blocks, as many epochs as fit; when the machine is slower now than
-                # its quiet speed promised, the next smaller backbone's that fit (not a frozen job alone)
-                smaller = self.transfer[self.transfer.index(primary):]
-                for name in smaller:
-                    why = ("fine-tuning its upper blocks, as many epochs as fit" if name == primary else
-                           f"fine-tuning: {primary}'s does not fit the time left at the speed measured now")
-                    rest = [r for r in self.transfer if r != name]
-                    # the share leaves time for a second backbone; the whole time left when that is too short
-                    if take(self._fine_tune(name, t * (FINE_TUNE_SHARE if rest else 1.0), why)
-                            or self._fine_tune(name, t, why)):
-                        break
-            for other in self.transfer:
-                if other != primary and not self._ran(f"{other}-frozen") and not self._ran(other):
-                    if take(self._frozen(other, "the time left: a second backbone")):
-                        break
+            self._plan_transfer(draft, primary, fine_tune_fits)
         if not any(self._ran(name) for name in self.scratch):
-            take(self._scratch(t, "for comparison: a net trained from scratch on the time left" if primary or self.done
-                               else "no pretrained backbone fits: the best from-scratch net that does"))
-        self._planned = set()
-        for job in jobs:  # a hard stop above the estimate (its cheap head epochs get more), never past the time left
+            draft.take(self._scratch(draft.left, "for comparison: a net trained from scratch on the time left"
+                                     if primary or self.done
+                                     else "no pretrained backbone fits: the best from-scratch net that does"))
+        self.estimator.planned = set()
+        for job in draft.jobs:  # a hard stop above the estimate (its cheap head epochs get more), never past the time left
             stop = job.seconds * (2.0 if job.kind == "frozen" else 1.5) + 10
-            job.options["time_limit"] = round(max(1.0, min(stop, left) - self._eval_part(job)), 1)
-        if jobs and self._first is None:
-            self._first = jobs[0]
+            job.options["time_limit"] = round(max(1.0, min(stop, left) - self.estimator.eval_part(job)), 1)
+        if draft.jobs and self._first is None:
+            self._first = draft.jobs[0]
         plan = self.report()
-        plan.choices = jobs
+        plan.choices = draft.jobs
         return plan
 
-    def _eval_part(self, job: Choice) -> float:
-        return eval_seconds(self.probes[job.recipe], self.n_val) if job.recipe in self.probes else 0.0
+    def _plan_transfer(self, draft: _Draft, primary: str, fine_tune_fits: bool) -> None:
+        """The pretrained jobs not run yet: ``primary``'s frozen job, one fine-tuned backbone, a second
+        backbone's frozen job."""
+        est = self.estimator
+        if not self._ran(f"{primary}-frozen"):
+            draft.take(est.frozen_job(primary, "the cheapest honest baseline: a linear probe of the best backbone "
+                                               "that fits, on features cached once"))
+        if fine_tune_fits and not any(c.kind == "fine_tune" for c in self.done):
+            # the primary's upper blocks, as many epochs as fit; when the machine is slower now than
+            # its quiet speed promised, the next smaller backbone's that fit (not a frozen job alone)
+            for name in self.transfer[self.transfer.index(primary):]:
+                why = ("fine-tuning its upper blocks, as many epochs as fit" if name == primary else
+                       f"fine-tuning: {primary}'s does not fit the time left at the speed measured now")
+                rest = [r for r in self.transfer if r != name]
+                # the share leaves time for a second backbone; the whole time left when that is too short
+                if draft.take(est.fine_tune_job(name, draft.left * (FINE_TUNE_SHARE if rest else 1.0), why)
+                              or est.fine_tune_job(name, draft.left, why)):
+                    break
+        for other in self.transfer:
+            if other != primary and not self._ran(f"{other}-frozen") and not self._ran(other):
+                if draft.take(est.frozen_job(other, "the time left: a second backbone")):
+                    break
+
+    def _scratch(self, seconds: float, why: str) -> Choice | None:
+        """The first from-scratch candidate whose :data:`MIN_SCRATCH_EPOCHS` fit ``seconds`` (a note for
+        each that does not)."""
+        for name in self.scratch:
+            job = self.estimator.scratch_job(name, seconds, why)
+            if job is not None:
+                return job
+            est = self.estimator
+            p = est.probes[name]
+            self._note(f"{name} at {p.input_size} px needs "
+                       f"{_fmt(scratch_seconds(p, est.n_train, est.n_val, MIN_SCRATCH_EPOCHS))} for "
+                       f"{MIN_SCRATCH_EPOCHS} epochs; {_fmt(max(0.0, seconds))} are left")
+        return None
 
     def report(self) -> BudgetPlan:
         """What was probed and what ran (estimated and real), without planning anything more."""
-        return BudgetPlan(self.budget, [], [self.probes[n] for n in self.probe_order], list(self.notes), list(self.done))
+        return BudgetPlan(self.budget, [], self.estimator.probed(), list(self.notes), list(self.done))
 
     def next(self) -> Choice | None:
         """The next job that fits the time left, or None when nothing more does. The first model always
