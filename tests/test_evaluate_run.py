@@ -80,6 +80,17 @@ def test_evaluate_on_another_dataset(run_dir, digits_dir, tmp_path):
     assert m["split"] == "val" and m["num_samples"] == 60
 
 
+def test_a_split_whose_size_changed_since_training_gets_a_note(run_dir, tmp_path):
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    assert transferlab.evaluate(run, plots=False, progress=False)["notes"] == []   # as trained: no note
+    config["split_counts"]["val"] = 99
+    (run / "config.json").write_text(json.dumps(config))
+    m = transferlab.evaluate(run, plots=False, progress=False)
+    assert m["notes"] == ["the val split has 60 images but had 99 when the run was trained: the dataset changed since"]
+    assert json.loads((run / "eval-val" / "metrics.json").read_text())["notes"] == m["notes"]
+
+
 def test_class_mismatch_is_one_clear_line(run_dir, digits_dir, tmp_path, capsys):
     other = tmp_path / "other"
     for d in ("0", "1", "2"):

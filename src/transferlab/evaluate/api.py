@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,19 +91,66 @@ def evaluate(
     model, meta = load_model(run_dir)
     classes = [str(c) for c in meta["classes"]]
     config = runfolder.read_config(run_dir)
+    samples, split, source, foreign = _split_samples(run_dir, config, data, split, classes, progress)
+    out_dir = Path(out) if out is not None else runfolder.eval_dir(run_dir, split)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    cfg = dict(meta.get("data_cfg") or getattr(model, "data_cfg", {}))
+    dataset = ImageDataset(samples, cfg, transform=build_transform(cfg, train=False))
+    probs, infer_seconds = _predict_probs(model, dataset, len(classes), batch_size=batch_size, workers=workers,
+                                          tta=tta, desc=f"evaluating {run_dir.name} ({split})", progress=progress)
+    # the labels are the dataset's, in order
+    result = _SplitPredictions(samples, np.asarray(dataset.targets, np.int64), probs, classes)
+
+    metrics = compute_metrics(result.labels, result.probs, classes)
+    metrics.update(_run_details(run_dir, meta, model, out_dir, split=split, source=source, batch_size=batch_size,
+                                tta=tta, infer_seconds=infer_seconds, images=len(result.labels)))
+    _write_predictions(out_dir / runfolder.PREDICTIONS, result)
+    note = None if foreign else _changed_split_note(config, split, len(samples))
+    if note:
+        metrics["notes"].append(note)
+    if plots:
+        metrics["plots"] = _write_plots(out_dir, run_dir, model, dataset, cfg, result, metrics,
+                                        gradcam=gradcam, mistakes=mistakes)
+    atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
+    if out is None:  # the run's own evaluation: to its MLflow run too, when trained with --log mlflow
+        tracking.log_evaluation(run_dir, metrics, out_dir)
+    return metrics
+
+
+@dataclass
+class _SplitPredictions:
+    """A split's images (``(path, label)`` samples) with their true ``labels`` ``[N]``, predicted
+    ``probs`` ``[N, C]`` and predicted classes ``preds`` ``[N]``, in the dataset's order."""
+
+    samples: list
+    labels: np.ndarray
+    probs: np.ndarray
+    classes: list[str]
+    preds: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.preds = self.probs.argmax(axis=1)
+
+
+def _split_samples(run_dir: Path, config: dict, data, split: str | None, classes: list[str],
+                   progress: bool) -> tuple[list, str, str, bool]:
+    """The samples to evaluate: ``(samples, split, source, foreign)``, ``split`` resolved (``"all"``
+    for another dataset, else ``"val"``) and checked, the data's classes checked against the run's."""
     splits, source, foreign = runfolder.load_run_splits(run_dir, config, data, progress)
     if split is None:
         split = "all" if foreign else "val"
     if split not in EVAL_SPLITS:
         raise DataError(f"unknown split {split!r}: choose from {', '.join(EVAL_SPLITS)}")
     _check_classes(classes, splits.classes, source)
-    samples = _samples(splits, split)
-    out_dir = Path(out) if out is not None else runfolder.eval_dir(run_dir, split)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return _samples(splits, split), split, source, foreign
 
-    cfg = dict(meta.get("data_cfg") or getattr(model, "data_cfg", {}))
-    dataset = ImageDataset(samples, cfg, transform=build_transform(cfg, train=False))
-    if workers is None and len(samples) < 512:
+
+def _predict_probs(model, dataset, num_classes: int, *, batch_size: int, workers: int | None, tta: bool,
+                   desc: str, progress: bool) -> tuple[np.ndarray, float]:
+    """Class probabilities ``[N, C]`` for ``dataset``'s images, in order, and the seconds spent in the
+    model (after a warm-up). ``model`` is converted to channels_last in place."""
+    if workers is None and len(dataset) < 512:
         workers = 0  # worker start-up costs more than it saves on a small split
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers)
 
@@ -110,9 +158,8 @@ def evaluate(
     cl = torch.channels_last
     model = model.to(memory_format=cl)
     # filled in place: arrays kept per batch would pin glibc's heap above each batch's freed buffers and
-    # grow it by about a batch per batch (see train.features); the labels are the dataset's, in order
-    probs = np.empty((len(dataset), len(classes)), np.float64)
-    labels = np.asarray(dataset.targets, np.int64)
+    # grow it by about a batch per batch (see train.features)
+    probs = np.empty((len(dataset), num_classes), np.float64)
     done = 0
     infer_seconds = 0.0
     with torch.inference_mode():
@@ -120,7 +167,7 @@ def evaluate(
         # dataset, as a first loader pass would start (and drop) its worker processes
         warm = torch.stack([dataset[i][0] for i in range(min(len(dataset), 8))])
         model(warm.contiguous(memory_format=cl))
-        for x, y in track(loader, f"evaluating {run_dir.name} ({split})", total=len(loader), progress=progress):
+        for x, y in track(loader, desc, total=len(loader), progress=progress):
             t0 = time.perf_counter()
             inputs = with_mirrors(x) if tta else x  # test-time augmentation: with the mirrored images
             p = torch.softmax(model(inputs.contiguous(memory_format=cl)).float(), dim=1)
@@ -130,11 +177,14 @@ def evaluate(
             probs[done:done + len(p)] = p.cpu().numpy()
             done += len(p)
             del x, p
-    preds = probs.argmax(axis=1)
+    return probs, infer_seconds
 
-    metrics = compute_metrics(labels, probs, classes)
+
+def _run_details(run_dir: Path, meta: dict, model, out_dir: Path, *, split: str, source: str, batch_size: int,
+                 tta: bool, infer_seconds: float, images: int) -> dict[str, Any]:
+    """What was evaluated, and how, for ``metrics.json`` (after the metrics); ``notes`` and ``plots`` to fill."""
     ckpt = runfolder.resolve_checkpoint(run_dir)
-    metrics.update({
+    return {
         "run": str(run_dir),
         "output_dir": str(out_dir),
         "recipe": meta.get("recipe"),
@@ -142,40 +192,40 @@ def evaluate(
         "data": source,
         "checkpoint": ckpt.name,
         "epoch": meta.get("epoch"),
-        "inference_ms_per_image": 1000.0 * infer_seconds / max(1, len(labels)),
+        "inference_ms_per_image": 1000.0 * infer_seconds / max(1, images),
         "inference_batch_size": int(batch_size),
         "tta": bool(tta),
         "model_size_mb": ckpt.stat().st_size / 1e6,
         "num_params": int(sum(p.numel() for p in model.parameters())),
         "notes": [],
         "plots": {},
-    })
+    }
 
-    # predictions.csv
+
+def _write_predictions(dest: Path, result: _SplitPredictions) -> None:
+    """``predictions.csv``: per image its path, true and predicted class, confidence and every probability."""
+    classes = result.classes
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["path", "true", "predicted", "confidence", *[f"prob_{c}" for c in classes]])
-    for (path, _), t, p, row in zip(samples, labels, preds, probs):
+    for (path, _), t, p, row in zip(result.samples, result.labels, result.preds, result.probs):
         w.writerow([path, classes[t], classes[p], f"{row[p]:.6f}", *[f"{v:.6f}" for v in row]])
-    atomic_write_text(out_dir / runfolder.PREDICTIONS, buf.getvalue())
+    atomic_write_text(dest, buf.getvalue())
+
+
+def _changed_split_note(config: dict, split: str, count: int) -> str | None:
+    """A note when the run's own ``split`` now has another image count than when the run was trained."""
     recorded = (config.get("split_counts") or {}).get(split)
-    if not foreign and recorded is not None and int(recorded) != len(samples):
-        metrics["notes"].append(f"the {split} split has {len(samples)} images but had {recorded} when the run "
-                                "was trained: the dataset changed since")
-
-    if plots:
-        metrics["plots"] = _write_plots(
-            out_dir, run_dir, model, dataset, samples, labels, preds, probs, classes, cfg, metrics,
-            gradcam=gradcam, mistakes=mistakes,
-        )
-    atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
-    if out is None:  # the run's own evaluation: to its MLflow run too, when trained with --log mlflow
-        tracking.log_evaluation(run_dir, metrics, out_dir)
-    return metrics
+    if recorded is not None and int(recorded) != count:
+        return (f"the {split} split has {count} images but had {recorded} when the run "
+                "was trained: the dataset changed since")
+    return None
 
 
-def _write_plots(out_dir, run_dir, model, dataset, samples, labels, preds, probs, classes, cfg, metrics,
-                 *, gradcam: int, mistakes: int) -> dict[str, str]:
+def _write_plots(out_dir: Path, run_dir: Path, model, dataset, cfg: dict, result: _SplitPredictions,
+                 metrics: dict, *, gradcam: int, mistakes: int) -> dict[str, str]:
+    """The plots (``{key: file name}`` of those written); a plot that fails or is skipped leaves a note."""
+    samples, labels, preds, probs, classes = result.samples, result.labels, result.preds, result.probs, result.classes
     written: dict[str, str] = {}
 
     def attempt(key: str, fn, *args, **kwargs):
