@@ -10,8 +10,9 @@ import pytest
 import transferlab as tl
 import torch
 
-from transferlab.budget import (HEAD_EPOCHS, MAX_FINE_TUNE, MIN_FINE_TUNE, BudgetPlan, BudgetPlanner, Probe,
-                                frozen_seconds, plan_budget, probe, scratch_seconds, transfer_seconds)
+from transferlab.budget import (HEAD_EPOCHS, MAX_FINE_TUNE, MIN_FINE_TUNE, MIN_SCRATCH_EPOCHS, BudgetPlan,
+                                BudgetPlanner, JobEstimator, Probe, eval_seconds, frozen_seconds, plan_budget, probe,
+                                scratch_seconds, transfer_seconds)
 from transferlab.models import get_recipe
 from transferlab.pipeline import run_pipeline
 from transferlab.train.api import plan_phases
@@ -275,3 +276,27 @@ def test_a_slower_machine_fine_tunes_a_smaller_backbone_rather_than_none(digits_
     clock.now += tuned[0].seconds
     planner.record(tuned[0], tuned[0].seconds)
     assert not [c for c in planner.plan().choices if c.kind == "fine_tune"]  # one fine-tuned backbone a run
+
+
+def test_job_estimator_times_jobs_and_scales_them_by_the_last_models_slowdown(digits_dir, monkeypatch):
+    splits = load_data(digits_dir, progress=False)  # 240 train, 60 val
+    monkeypatch.setattr("transferlab.budget.probe", lambda name, s, **k: _fake_probe(name, s))
+    monkeypatch.setattr("transferlab.budget.decode_seconds", lambda paths, size, sample=16: 0.0)
+    est = JobEstimator(splits, log=lambda m: None)
+    frozen = est.frozen_job("efficientnet_lite0", "why")
+    p = est.probes["efficientnet_lite0"]
+    assert frozen.label == "efficientnet_lite0-frozen" and frozen.seconds == pytest.approx(frozen_seconds(p, 240, 60))
+    assert est.frozen_job("efficientnet_lite0", "", scale=2.0).seconds == pytest.approx(2 * frozen.seconds)
+    assert est.fine_tune_job("efficientnet_lite0", 1.0, "") is None  # not even MIN_FINE_TUNE epochs fit
+    tuned = est.fine_tune_job("efficientnet_lite0", 600.0, "")
+    assert MIN_FINE_TUNE <= tuned.options["fine_tune"] <= MAX_FINE_TUNE and tuned.seconds <= 600.0
+    scratch = est.scratch_job("cnn_bn", 600.0, "")
+    assert scratch.kind == "scratch" and scratch.options["epochs"] >= MIN_SCRATCH_EPOCHS
+    assert est.eval_part(scratch) == pytest.approx(eval_seconds(est.probes["cnn_bn"], 60))
+    est.record(frozen, frozen.seconds * 1.2)  # within REPROBE_RATIO: later estimates are 1.2x
+    assert est.slowdown == pytest.approx(1.2) and not est.stale and est.decoded == {128}
+    assert est.frozen_job("efficientnet_lite0", "").seconds == pytest.approx(1.2 * frozen.seconds)
+    est.record(frozen, frozen.seconds * 2)  # far off: probed again, at the machine's speed now
+    assert est.slowdown == 1.0 and est.stale == {"efficientnet_lite0"}
+    est.probe("efficientnet_lite0")
+    assert not est.stale and [q.recipe for q in est.probed()] == ["efficientnet_lite0", "cnn_bn"]

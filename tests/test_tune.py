@@ -11,7 +11,12 @@ import pytest
 
 from transferlab import runfolder
 from transferlab.cli import main
-from transferlab.tune import STUDY_FILE, STUDY_NAME, Tuner, tune
+from transferlab.data import load_data
+from transferlab.errors import ConfigError
+from transferlab.models import get_recipe
+from transferlab.train.config import TrainConfig
+from transferlab.tune import (STUDY_FILE, STUDY_NAME, SearchSpace, TrialLine, Tuner, check_space, check_views,
+                              keep_best_run, open_study, plan_sizes, tune)
 
 from conftest import SHARED
 
@@ -178,3 +183,93 @@ def test_full_space_runs_real_training_and_keeps_the_best_run(digits_dir, tmp_pa
     assert kept == [f"trial-{r['trial']:03d}"]  # only the best trial's run folder stays
     cfg = json.loads((out / "trials" / kept[0] / "config.json").read_text())
     assert cfg["lr"] == pytest.approx(r["options"]["lr"]) and cfg["augment"] == r["options"]["augment"]
+
+
+# ---- the package's pieces, without training ------------------------------------------------------------
+def _space(digits_dir, space="head", views=2, backbone=None) -> SearchSpace:
+    recipe = get_recipe("mobilenet_v1_025_tf")
+    splits = load_data(digits_dir, progress=False)
+    sizes, crops = plan_sizes(recipe, splits, [32])
+    base = TrainConfig(model=recipe.name, pretrained=False)
+
+    def no_backbone(size):
+        raise AssertionError("the head space needs no backbone to draw or convert params")
+    return SearchSpace(recipe, base, space, splits, sizes=sizes, crops=crops, views=views,
+                       backbone=backbone or no_backbone)
+
+
+def test_option_checks_are_one_line_config_errors():
+    assert check_space("full") == "full" and check_views("3") == 3
+    with pytest.raises(ConfigError, match="unknown --space 'all'"):
+        check_space("all")
+    with pytest.raises(ConfigError, match="--views must be at least 1"):
+        check_views(0)
+    with pytest.raises(ConfigError, match="--views must be a whole number"):
+        check_views("two")
+
+
+def test_plan_sizes_keeps_the_recipes_minimum_and_the_crop_train_picks(digits_dir):
+    recipe = get_recipe("mobilenet_v1_025_tf")
+    splits = load_data(digits_dir, progress=False)
+    size, crop = recipe.input_for(splits.typical_side())
+    sizes, crops = plan_sizes(recipe, splits, None)
+    assert size in sizes and len(sizes) <= 2 and crops == {s: crop for s in sizes}
+    assert plan_sizes(recipe, splits, [1]) == ([max(size, recipe.min_input_size)],
+                                               {max(size, recipe.min_input_size): crop})
+
+
+def test_search_space_turns_params_into_the_train_options_of_best_json(digits_dir):
+    space = _space(digits_dir, views=3)
+    defaults = space.default_params()
+    assert defaults["lr"] == pytest.approx(1e-3) and defaults["input_size"] == 32
+    o = space.options({**defaults, "augment": "shift", "head": 128, "dropout": 0.2})
+    assert o["model"] == "mobilenet_v1_025_tf" and o["head"] == [128] and o["dropout"] == [0.2]
+    assert o["freeze"] == "frozen" and o["fine_tune"] == 0 and o["feature_views"] == 3
+    assert o["batch_size"] == space.batch_size and o["pretrained"] is False and "weights" not in o
+    cfg = space.trial_config(defaults)
+    assert cfg.input_size == 32 and cfg.batch_size == space.batch_size and cfg.epochs == defaults["epochs"]
+
+
+def test_full_space_asks_the_backbone_for_its_unfreeze_depths(digits_dir):
+    from transferlab.models import create_model
+
+    asked = []
+
+    def backbone(size):
+        asked.append(size)
+        return create_model("mobilenet_v1_025_tf", 10, pretrained=False, input_size=size)
+    space = _space(digits_dir, space="full", backbone=backbone)
+    choices = space.unfreeze_choices()
+    assert asked == [32] and choices[0] == 0 and 1 in choices
+    o = space.options({"unfreeze_last": choices[-1], "fine_tune": 2, "fine_tune_lr": 1e-4})
+    assert o["fine_tune"] == 2 and o["unfreeze_last"] == choices[-1] and "feature_views" not in o
+
+
+def _completed(study, value: float) -> None:
+    study.add_trial(optuna.trial.create_trial(
+        value=value, params={"lr": 0.001}, distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 0.1)}))
+
+
+def test_open_study_refuses_another_search_in_the_same_folder(tmp_path):
+    mine = {"model": "m", "data": "/d", "space": "head", "seed": 0, "val_ratio": 0.2, "input_sizes": [32], "views": 2}
+    study = open_study(tmp_path, mine, seed=0, trials=4, group=False)
+    assert study.user_attrs == mine and (tmp_path / STUDY_FILE).is_file()
+    _completed(study, 0.5)
+    assert len(open_study(tmp_path, mine, seed=0, trials=4, group=False).trials) == 1
+    with pytest.raises(ConfigError, match=r"holds another search \(seed 0 \(now 1\)\)"):
+        open_study(tmp_path, {**mine, "seed": 1}, seed=1, trials=4, group=False)
+
+
+def test_trial_line_and_keep_best_run(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    lines: list[str] = []
+    first, second = tmp_path / "trial-000", tmp_path / "trial-001"
+    first.mkdir()
+    assert keep_best_run(study, first, 0.5, None) == first  # nothing finished yet: the first is the best
+    _completed(study, 0.5)
+    TrialLine(3, lines.append)(study, study.trials[0])
+    assert lines == ["trial 0 [1/3]  lr=0.001  val_acc 0.5000  0.0s  best 0.5000 (trial 0)"]
+    second.mkdir()
+    assert keep_best_run(study, second, 0.4, first) == first and not second.exists()  # worse: removed
+    second.mkdir()
+    assert keep_best_run(study, second, 0.6, first) == second and not first.exists()  # better: the old one goes
