@@ -142,7 +142,7 @@ def test_tune_page_escapes_model_data_and_parameters(tmp_path, monkeypatch):
     optuna = pytest.importorskip("optuna")
     from optuna.distributions import CategoricalDistribution
 
-    from transferlab import tune as tune_module
+    from transferlab.tune import report as tune_module  # write_report and the _plot it calls
 
     monkeypatch.setattr(tune_module, "_plot", lambda kind, study, path: None)
     study = optuna.create_study(direction="maximize")
