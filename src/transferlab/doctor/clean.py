@@ -130,9 +130,9 @@ def group_split(rows: list[dict], groups: list[list[str]], *, val_ratio: float =
     pool = [r for r in rows if r["action"] != "drop" and r["split"] in ("train", "val")]
     unit_of = {r["path"]: r["path"] for r in pool}
     for g in groups:
-        members = [p for p in g if p in unit_of]
-        for p in members:
-            unit_of[p] = members[0]
+        present = [p for p in g if p in unit_of]
+        for p in present:
+            unit_of[p] = present[0]
     units: dict[str, list[dict]] = defaultdict(list)
     for r in pool:
         units[unit_of[r["path"]]].append(r)

@@ -204,7 +204,7 @@ def _duplicate_rows(ds: _Dataset, pairs: dict[str, np.ndarray], comps: list[list
     order = np.argsort(grp, kind="stable")  # pairs come sorted by similarity: stable keeps that order
     cuts = np.searchsorted(grp[order], np.arange(len(comps) + 1))
     labels = ds.labels.tolist()
-    duplicates = []
+    duplicates: list[dict] = []
     for g, members in enumerate(comps):
         inside = order[cuts[g]:cuts[g + 1]]
         bits = int(np.bitwise_or.reduce(pairs["signals"][inside])) if len(inside) else 0
@@ -244,7 +244,8 @@ def _label_rows(ds: _Dataset, issues: list[dict], quality: np.ndarray, probs: np
     flag_set = set(np.flatnonzero(rule_scores < t).tolist()) if t is not None else set()
     candidates = sorted((flag_set | {it["index"] for it in issues}) - global_out,
                         key=lambda i: (quality[i], ds.paths[i]))
-    label_rows, review_rows = [], []
+    label_rows: list[dict] = []
+    review_rows: list[dict] = []
     for i in candidates:
         sug = int(np.argmax(probs[i]))
         row = {**ds.item(i), "given": ds.classes[labels[i]], "suggested": ds.classes[sug],

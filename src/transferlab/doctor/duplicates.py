@@ -246,30 +246,34 @@ def near_duplicate_pair_arrays(embeddings: np.ndarray | None = None, *, phash: n
     n = next((len(x) for x in (embeddings, phash, sha1) if x is not None), 0)
     found = _PairCollector(n, pair_limit(n) if max_pairs is None else int(max_pairs), threshold)
     z = normalize(embeddings) if embeddings is not None and n > 1 else None
-    hashes = phash is not None and dhash is not None and hash_distance is not None and n > 1
     ph = np.asarray(phash, np.uint64) if phash is not None else None
     dh = np.asarray(dhash, np.uint64) if dhash is not None else None
+    # the hash signal's inputs, when all of them are given
+    hashes = (ph, dh, hash_distance) if ph is not None and dh is not None and hash_distance is not None and n > 1 \
+        else None
 
     if sha1 is not None:
         for members in same_key_groups(sha1):  # a chain joins the group: n - 1 pairs, not n^2 / 2 for n copies
             found.add(np.asarray(members[:-1]), np.asarray(members[1:]), "sha1")
-    large = z is not None and n > EXACT_LIMIT
-    if large:  # candidates from an approximate neighbour index: linear-ish time, not all pairs
+    if z is not None and n > EXACT_LIMIT:  # candidates from an approximate neighbour index: linear-ish time
         ca, cb, cs = _candidate_pairs(z, CANDIDATES, _exact_ids(sha1, n))
-        if hashes:
-            ok = ((np.bitwise_count(ph[ca] ^ ph[cb]) <= hash_distance[0])
-                  & (np.bitwise_count(dh[ca] ^ dh[cb]) <= hash_distance[1]) & (cs >= hash_floor))
+        if hashes is not None:
+            hp, hd, (max_p, max_d) = hashes
+            ok = ((np.bitwise_count(hp[ca] ^ hp[cb]) <= max_p)
+                  & (np.bitwise_count(hd[ca] ^ hd[cb]) <= max_d) & (cs >= hash_floor))
             found.add(ca[ok], cb[ok], "hash")
         ok = cs >= threshold
         found.add(ca[ok], cb[ok], "embedding")
     else:
-        if hashes:
-            _exact_hash_pairs(found, ph, dh, z, hash_distance, hash_floor)
-        for start in range(0, n if z is not None else 0, _BLOCK):
-            block = z[start:start + _BLOCK] @ z.T
-            i, j = np.nonzero(block >= threshold)
-            keep = start + i < j
-            found.add(start + i[keep], j[keep], "embedding")
+        if hashes is not None:
+            hp, hd, distance = hashes
+            _exact_hash_pairs(found, hp, hd, z, distance, hash_floor)
+        if z is not None:
+            for start in range(0, n, _BLOCK):
+                block = z[start:start + _BLOCK] @ z.T
+                i, j = np.nonzero(block >= threshold)
+                keep = start + i < j
+                found.add(start + i[keep], j[keep], "embedding")
     if z is not None and ratio is not None and n > reference:
         _ratio_pairs(found, z, ph, sha1, ratio=ratio, reference=reference, floor=floor)
     return _pair_table(*found.merged(), z=z, phash=ph, dhash=dh)

@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -101,7 +102,11 @@ def compute_signals(samples: Sequence[tuple[str, int]] | Sequence[Sequence[tuple
     :data:`REDUCE_ABOVE` images they come back projected to :data:`REDUCED_DIMS` principal
     components (``reduced_from`` says from how many), never whole in memory.
     """
-    groups = [list(samples)] if samples and isinstance(samples[0], tuple) else [list(g) for g in samples]
+    groups: list[list[tuple[str, int]]]
+    if samples and isinstance(samples[0], tuple):  # one list of (path, label)
+        groups = [list(cast(Sequence[tuple[str, int]], samples))]
+    else:
+        groups = [list(g) for g in cast(Sequence[Sequence[tuple[str, int]]], samples)]
     paths = [p for g in groups for p, _ in g]
     if not paths:
         raise DataError("no images to diagnose")
@@ -196,7 +201,7 @@ def _compute(groups, rows_file: Path, *, backbone, size, amp, weights, batch_siz
             x = transform(raw).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
                 f = net(x).float().reshape(len(raw), -1).numpy()
-            if out is None:
+            if out is None or writer is None:
                 # outputs allocated once and filled in place, features written to disk: small arrays kept per
                 # batch would pin glibc's heap above each batch's freed buffers (see train.features)
                 out = {k: np.empty(n, v.dtype) for k, v in prints.items()}
@@ -206,6 +211,7 @@ def _compute(groups, rows_file: Path, *, backbone, size, amp, weights, batch_siz
                 out[k][done:done + len(f)] = v
             done += len(f)
             del raw, x, f, prints
+        assert out is not None and writer is not None  # compute_signals checked that there are images
         writer.close()
     except BaseException:
         if writer is not None:

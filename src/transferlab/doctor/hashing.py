@@ -40,7 +40,7 @@ def fingerprints(images: np.ndarray) -> dict[str, np.ndarray]:
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 images [N, H, W, 3], got shape {images.shape}")
     n = len(images)
-    out = {"phash": np.zeros(n, np.uint64), "dhash": np.zeros(n, np.uint64), "color_spread": np.zeros(n, np.float32),
+    out: dict[str, np.ndarray] = {"phash": np.zeros(n, np.uint64), "dhash": np.zeros(n, np.uint64), "color_spread": np.zeros(n, np.float32),
            "pixel_std": np.zeros(n, np.float32), "pixel_mean": np.zeros(n, np.float32)}
     for i, arr in enumerate(images):
         gray = Image.fromarray(np.ascontiguousarray(arr)).convert("L")

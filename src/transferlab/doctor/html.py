@@ -40,9 +40,9 @@ def write_html(report: dict, path: str | os.PathLike, *, max_groups: int = 200, 
     outliers = report["outliers"][:max_outliers]
     wanted = {f["path"] for d in groups for f in d["files"]} | {r["path"] for r in issues + review}
     wanted |= {r["path"] for r in outliers} | {r["nearest"] for r in outliers if r.get("nearest")}
-    wanted = sorted(wanted)
+    paths = sorted(wanted)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        thumbs = dict(zip(wanted, pool.map(_thumb, wanted)))
+        thumbs = dict(zip(paths, pool.map(_thumb, paths)))
 
     sections = []
     for kind, title, why in (

@@ -17,6 +17,7 @@ by self-confidence (the probability of the given label, lowest first), and
 from __future__ import annotations
 
 import warnings
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -191,9 +192,18 @@ CONFIDENT_MISTAKES = (0.0092, 0.0285, 0.0553, 0.093, 0.1321, 0.1644, 0.1982, 0.2
                       1.5496, 1.5843, 1.606, 1.7233, 1.7617)
 
 
+class FlagRule(TypedDict):
+    """What :func:`flag_rule` returns."""
+
+    threshold: float | None
+    estimated_precision: float | None
+    flagged: int
+    expected_false: float
+
+
 def flag_rule(scores: np.ndarray, disagreements: int, *, images: int | None = None,
               precision: float = FLAG_PRECISION, grid: tuple[float, ...] = FLAG_GRID,
-              mistakes: tuple[float, ...] | None = None) -> dict:
+              mistakes: tuple[float, ...] | None = None) -> FlagRule:
     """Which label suspects to flag: ``{"threshold", "estimated_precision", "flagged", "expected_false"}``.
 
     ``scores``: each image's label quality (self-confidence, the out-of-fold probability of its
@@ -218,7 +228,7 @@ def flag_rule(scores: np.ndarray, disagreements: int, *, images: int | None = No
         raise ConfigError(f"{len(grid)} thresholds but {len(mistakes)} mistake shares")
     n = len(s) if images is None else int(images)
     rate = float(disagreements) / n if n > 0 else 0.0
-    best = {"threshold": None, "estimated_precision": None, "flagged": 0, "expected_false": 0.0}
+    best: FlagRule = {"threshold": None, "estimated_precision": None, "flagged": 0, "expected_false": 0.0}
     for t, share in zip(grid, mistakes):
         flagged = int((s < t).sum())
         if flagged == 0:

@@ -39,8 +39,8 @@ def _robust_z(d: np.ndarray) -> np.ndarray:
     return (d - med) / mad
 
 
-def outlier_scores(embeddings: np.ndarray, labels: Sequence[int] | None = None, *, k: int = K,
-                   groups: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+def outlier_scores(embeddings: np.ndarray, labels: Sequence[int] | np.ndarray | None = None, *, k: int = K,
+                   groups: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-image outlier measures: ``dataset_distance``, ``class_distance`` (NaN without labels or
     for a class too small), their robust z-scores ``dataset_z``, ``class_z``, ``score`` (the
     larger z) and ``nearest`` (index of the closest other image, outside its duplicate group)."""
@@ -48,7 +48,7 @@ def outlier_scores(embeddings: np.ndarray, labels: Sequence[int] | None = None, 
     n = len(z)
     ids = np.asarray(groups, np.int64) if groups is not None else np.arange(n)
     nbr, sim = _neighbours(z, k, ids)
-    out = {"dataset_distance": np.full(n, np.nan, np.float32), "class_distance": np.full(n, np.nan, np.float32),
+    out: dict[str, np.ndarray] = {"dataset_distance": np.full(n, np.nan, np.float32), "class_distance": np.full(n, np.nan, np.float32),
            "dataset_z": np.zeros(n, np.float32), "class_z": np.zeros(n, np.float32),
            "nearest": np.full(n, -1, np.int64)}
     if sim.shape[1]:
@@ -81,9 +81,11 @@ def flag_outliers(scores: dict[str, np.ndarray], *, pixel_std: np.ndarray | None
                   limit: int | None = None) -> list[int]:
     """Indices flagged as outliers, the most unusual first: blank frames, then score >= ``z``."""
     score = scores["score"]
-    blank = np.flatnonzero(pixel_std < BLANK_STD) if pixel_std is not None else np.array([], np.int64)
+    order: list[int] = []
+    if pixel_std is not None:
+        blank = np.flatnonzero(pixel_std < BLANK_STD)
+        order = [int(i) for i in blank[np.argsort(pixel_std[blank])]]
     far = np.flatnonzero(score >= z)
-    order = [int(i) for i in blank[np.argsort(pixel_std[blank])]] if len(blank) else []
     seen = set(order)
     order += [int(i) for i in far[np.argsort(-score[far])] if int(i) not in seen]
     return order[:limit] if limit else order

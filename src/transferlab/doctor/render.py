@@ -123,7 +123,10 @@ def render_report(report: dict, max_rows: int = 5) -> list:
 class DoctorReport(dict):
     """The doctor's report (what ``doctor.json`` holds) that a Jupyter cell shows as its summary."""
 
+    #: the HTML page written beside doctor.json (for the notebook view; not part of the report)
+    page: str | None = None
+
     def _repr_html_(self) -> str:
         from .._html import render  # (jinja2: only when a notebook asks)
 
-        return render("nb_doctor.html", root=self.get("root"), lines=summary(self), page=getattr(self, "page", None))
+        return render("nb_doctor.html", root=self.get("root"), lines=summary(self), page=self.page)
