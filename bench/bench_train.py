@@ -107,13 +107,14 @@ def trainer_step_rate(channels_last: bool, steps: int = 6) -> float:
     """Images/s of the same steps through transferlab's Trainer.train_one_epoch (one step per batch)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from transferlab.train.loop import Trainer
+    from transferlab.train.loop import Runtime, Trainer
     from transferlab.train.schedule import build_optimizer
 
     m, (x, y) = _model(channels_last), _batch(False)
     loader = DataLoader(TensorDataset(x.repeat(1, 1, 1, 1), y), batch_size=BATCH, shuffle=False)
     opt = build_optimizer(m, "adam", 1e-3)
-    tr = Trainer(m, m, loader, [], optimizer=opt, channels_last=channels_last, progress=False, log=lambda s: None)
+    tr = Trainer(m, m, loader, [], optimizer=opt,
+                 runtime=Runtime(channels_last=channels_last, progress=False, log=lambda s: None))
     tr.train_one_epoch(1)  # warm-up
     best = float("inf")
     for e in range(steps):

@@ -408,7 +408,7 @@ def test_bad_values_and_missing_metrics_are_explained():
 
 def test_callback_state_is_saved_under_its_key_and_batch_hooks_run(tmp_path):
     """Lightning-style: states keyed by ``state_key`` (not list position), batch hooks per step."""
-    from transferlab.train.api import callback_states, load_callback_states
+    from transferlab.train.state import callback_states, load_callback_states
     from transferlab.train.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 
     class Steps(Callback):
@@ -442,11 +442,11 @@ def test_callback_state_is_saved_under_its_key_and_batch_hooks_run(tmp_path):
     import torch
     from torch import nn
 
-    from transferlab.train.loop import Trainer
+    from transferlab.train.loop import Runtime, Trainer
 
     net = nn.Linear(2, 2)
     steps = Steps()
     x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 0, 1])
     Trainer(net, net, [(x[:4], y[:4]), (x[4:], y[4:])], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
-            callbacks=[steps], progress=False, log=lambda m: None).train_one_epoch(1)
+            callbacks=[steps], runtime=Runtime(progress=False, log=lambda m: None)).train_one_epoch(1)
     assert steps.begun == [1, 2] and [(s, n) for s, n, _ in steps.ended] == [(1, 4), (2, 2)]

@@ -2,7 +2,8 @@
 
 * :func:`train` / :class:`Run` -- the API (:mod:`.api`, :mod:`.run`);
 * :class:`TrainConfig` -- every option, validated (:mod:`.config`);
-* :class:`Trainer` -- the plain epoch loop (:mod:`.loop`);
+* :class:`Trainer` -- the plain epoch loop, and :class:`Runtime` -- where and how it runs (:mod:`.loop`);
+* the phases (:mod:`.phases`), the resume state (:mod:`.state`), the run folder's guard (:mod:`.folder`);
 * callbacks: :class:`EarlyStopping`, :class:`ModelCheckpoint`, :class:`ReduceLROnPlateau`,
   :class:`LambdaCallback`, or your own :class:`Callback` (:mod:`.callbacks`);
 * optimizers and lr schedules (:mod:`.schedule`), feature caching (:mod:`.features`),
@@ -22,7 +23,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".api": ("train",),
     ".run": ("Run",),
     ".config": ("TrainConfig",),
-    ".loop": ("Trainer",),
+    ".loop": ("Runtime", "Trainer"),
     ".callbacks": ("Callback", "EarlyStopping", "LambdaCallback", "ModelCheckpoint", "ReduceLROnPlateau"),
 })
 

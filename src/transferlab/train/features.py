@@ -150,7 +150,7 @@ def frozen_part(model) -> tuple[nn.Module | None, nn.Module | None]:
 def phase_inputs(model, datasets: dict, settings: Settings, *, dist: DistInfo, device: torch.device,
                  channels_last: bool, progress: bool, log: Callable[[str], None]) -> PhaseInputs:
     """The net and loaders for a phase whose freezing is already applied to ``model``. Under DDP
-    ``datasets`` hold this rank's shard (see ``Session.make_datasets``)."""
+    ``datasets`` hold this rank's shard (see ``api.make_datasets``)."""
     lower, upper = frozen_part(model) if settings.enabled else (None, None)
     if lower is not None:
         cached = cache_features(lower, datasets["train"], datasets["val"], settings, dist=dist, device=device,

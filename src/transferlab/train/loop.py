@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +28,50 @@ from .distributed import DistInfo, all_reduce_sum
 from .schedule import current_lr
 
 
+@dataclass
+class Runtime:
+    """Where and how a loop runs, apart from what it trains: the device, the DDP group (``dist``),
+    the autocast precision (``amp``), the memory format of the input batches, and the output (a
+    progress bar and a log, both on rank 0 only). :func:`transferlab.train.train` builds one per run
+    and hands it to every phase's :class:`Trainer`."""
+
+    device: torch.device | str = "cpu"
+    dist: DistInfo = field(default_factory=DistInfo)
+    amp: str = "none"
+    channels_last: bool = False
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+
 class Trainer:
+    """Runs the epochs of one phase: ``model`` is what checkpoints hold, ``net`` what the loop runs
+    (the model or, on cached features, its part above the frozen backbone); ``runtime`` says where
+    and how (see :class:`Runtime`). ``history`` is the run's, appended to; ``phase`` and
+    ``total_epochs`` (for the epoch line) say where this phase sits in the run; ``meta`` goes into
+    every checkpoint; ``commit(trainer)`` writes the run state after every epoch but the last."""
+
     def __init__(self, model: nn.Module, net: nn.Module, train_loader, val_loader, *,
                  optimizer: torch.optim.Optimizer, scheduler=None, criterion: nn.Module | None = None,
-                 device: torch.device | str = "cpu", callbacks: Sequence[Callback] = (),
+                 callbacks: Sequence[Callback] = (), runtime: Runtime | None = None,
                  history: list[dict[str, Any]] | None = None, phase: int = 0, total_epochs: int | None = None,
-                 channels_last: bool = False, amp: str = "none",
-                 dist: DistInfo | None = None, meta: dict[str, Any] | None = None,
-                 progress: bool = True, log: Callable[[str], None] | None = None,
-                 commit: Callable[["Trainer"], None] | None = None):
+                 meta: dict[str, Any] | None = None, commit: Callable[["Trainer"], None] | None = None):
         self.model = model
         self.net = net
         self.train_loader, self.val_loader = train_loader, val_loader
         self.optimizer, self.scheduler = optimizer, scheduler
         self.criterion = criterion or nn.CrossEntropyLoss()
-        self.device = torch.device(device)
+        self.runtime = runtime = runtime or Runtime()
+        self.device = torch.device(runtime.device)
+        self.dist = runtime.dist
+        self.amp = runtime.amp
+        self.channels_last = runtime.channels_last
+        self.progress = runtime.progress and self.dist.is_main
+        self._log = runtime.log
         self.callbacks = list(callbacks)
         self.history = history if history is not None else []
         self.phase = phase
         self.total_epochs = total_epochs
-        self.channels_last = channels_last
-        self.amp = amp
-        self.dist = dist or DistInfo()
         self.meta = dict(meta or {})
-        self.progress = progress and self.dist.is_main
-        self._log = log or print
         self.commit = commit
         self.epoch = self.history[-1]["epoch"] if self.history else 0
         self.stop_training = False

@@ -16,7 +16,7 @@ from ..train.callbacks import Callback
 from ..train.config import TrainConfig
 from ..train.distributed import DistInfo
 from ..train.features import FeatureViews
-from ..train.loop import Trainer
+from ..train.loop import Runtime, Trainer
 from ..train.sampling import train_loader, val_loader
 from ..train.schedule import build_optimizer, build_scheduler
 from .features import Features
@@ -72,8 +72,8 @@ def fit_head(model: str, n_classes: int, cfg: TrainConfig, features: Features, r
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     seed_everything(cfg.seed + 1)  # as train's first phase
     trainer = Trainer(head, head, tl, vl, optimizer=optimizer, scheduler=scheduler, criterion=criterion,
-                      callbacks=[reporter], total_epochs=cfg.epochs, amp=cfg.amp, progress=False,
-                      log=lambda _msg: None)
+                      callbacks=[reporter], total_epochs=cfg.epochs,
+                      runtime=Runtime(amp=cfg.amp, progress=False, log=lambda _msg: None))
     trainer.fit(cfg.epochs)
 
 
