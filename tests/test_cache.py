@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from transferlab._rows import RowFile, RowWriter
 from transferlab.data import ImageDataset, data_config, load_data
 from transferlab.data import cache as cache_mod
 from transferlab.data.cache import (CacheLimitError, build_cache, cache_usage, cached_arrays, clear_caches, evict,
-                                    max_cache_bytes)
+                                    max_cache_bytes, remove_unused)
 from transferlab.data.images import load_image
 from transferlab.errors import DataError
 
@@ -107,6 +110,29 @@ def test_least_recently_used_arrays_are_evicted_past_the_limit(digits_dir, tmp_p
     assert "1 least recently used array(s) removed" in said[0]
     # evict() keeps what it is told to keep, and stops once the rest fits
     assert evict(tmp_path, 0, keep=[fourth]) != [] and cached_arrays(tmp_path) == [fourth]
+
+
+def test_an_array_a_dataset_reads_is_never_evicted_or_cleared_by_another_process(digits_dir, tmp_path, monkeypatch):
+    """A 240,000-photo training run lost its array (FileNotFoundError mid-epoch) when a doctor run
+    beside it built its own and evicted the least recently used one: the one being read."""
+    import gc
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path))
+    samples = load_data(digits_dir, scan=False).train[:10]
+    cfg = data_config(32, (0.5,) * 3, (0.25,) * 3, crop_pct=1.0)
+    ds = ImageDataset(samples, cfg, cache_dir=tmp_path / "images", progress=False)
+    array = Path(ds.cache_file)
+    other = [sys.executable, "-c", "import sys; from transferlab.data.cache import evict, clear_caches; "
+             "print(len(evict(sys.argv[1], 0)), clear_caches(['images'], sys.argv[2]))",
+             str(tmp_path / "images"), str(tmp_path)]
+    out = subprocess.run(other, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "0"] and array.exists()  # in use: neither evicted nor cleared
+    assert not remove_unused(array) and array.exists()  # nor by this process's own eviction
+    assert ds.cached_images([0, 9]).shape == (2, 32, 32, 3)
+    del ds
+    gc.collect()  # the dataset is gone: its hold is released
+    out = subprocess.run(other, capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "1" and not array.exists() and not Path(f"{array}.lock").exists()
 
 
 def test_an_array_over_the_limit_is_not_built_and_the_dataset_decodes_instead(digits_dir, tmp_path, monkeypatch, capsys):

@@ -11,7 +11,11 @@ holds the array.
 Disk use is bounded: the folder's arrays are kept to ``max_gb`` (argument, else
 ``$TRANSFERLAB_CACHE_MAX_GB``, else :data:`DEFAULT_MAX_GB`) by removing the least recently used
 ones after each build, and an array that alone would exceed the limit is not built
-(:class:`CacheLimitError`; :class:`~transferlab.data.ImageDataset` then decodes per item).
+(:class:`CacheLimitError`; :class:`~transferlab.data.ImageDataset` then decodes per item). An
+array being read is never removed: a dataset holds a shared lock on it (:class:`CacheHold`, a
+``NAME.npy.lock`` beside it: filelock's reader/writer lock, across processes) and eviction or
+``transferlab cache --clear`` skips the arrays whose lock it cannot take (a 240,000-photo training run
+lost its array to a doctor run's eviction before).
 ``transferlab cache`` lists, sizes and clears the caches.
 
 Location: ``cache_dir`` argument, else ``$TRANSFERLAB_CACHE/images``, else
@@ -31,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import filelock
 import numpy as np
 
 from .._rows import RowFile, RowWriter
@@ -75,7 +80,8 @@ def cached_arrays(folder: str | os.PathLike, pattern: str = "*.npy") -> list[Pat
 def evict(folder: str | os.PathLike, max_bytes: int, *, keep: Sequence[str | os.PathLike] = (),
           pattern: str = "*.npy") -> list[Path]:
     """Remove the least recently used arrays (``pattern``) of ``folder`` until the rest fit in
-    ``max_bytes`` (``keep`` is never removed); returns what was removed."""
+    ``max_bytes`` (``keep`` and arrays in use, see :class:`CacheHold`, are never removed); returns
+    what was removed."""
     kept = {Path(k).resolve() for k in keep}
     arrays = cached_arrays(folder, pattern)
     sizes = {p: p.stat().st_size for p in arrays if p.exists()}
@@ -84,12 +90,69 @@ def evict(folder: str | os.PathLike, max_bytes: int, *, keep: Sequence[str | os.
     for p in arrays:
         if total <= max_bytes:
             break
-        if p.resolve() in kept or p not in sizes:
+        if p.resolve() in kept or p not in sizes or not remove_unused(p):
             continue
-        p.unlink(missing_ok=True)
         total -= sizes[p]
         removed.append(p)
     return removed
+
+
+def _lock(path: str | os.PathLike) -> filelock.ReadWriteLock:
+    return filelock.ReadWriteLock(f"{path}.lock", is_singleton=False)
+
+
+class CacheHold:
+    """A shared hold on a cache array: while it is held, no eviction or clearing, in any process,
+    removes the array. Released by :meth:`release` or when the process ends.
+
+    >>> hold = CacheHold(path)             # doctest: +SKIP
+    >>> remove_unused(path)                # doctest: +SKIP
+    False
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock: filelock.ReadWriteLock | None = _lock(self.path)
+        self._lock.acquire_read()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock.close()
+            self._lock = None
+
+
+def remove_unused(path: str | os.PathLike) -> bool:
+    """Remove the cache array ``path`` (and its lock) unless a :class:`CacheHold` holds it; True
+    when removed (or already gone)."""
+    path = Path(path)
+    lock = _lock(path)
+    try:
+        lock.acquire_write(blocking=False)
+    except filelock.Timeout:
+        lock.close()
+        return False
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        lock.release()
+        lock.close()
+    Path(f"{path}.lock").unlink(missing_ok=True)
+    return True
+
+
+def use_cache(paths: Sequence[str], load_size: int, interpolation: str = "bilinear",
+              **options) -> tuple[Path, CacheHold]:
+    """:func:`build_cache` (same ``options``), then a :class:`CacheHold` on the array so that no
+    other process evicts it while it is read; built again if it was evicted in between."""
+    for _ in range(3):
+        path = build_cache(paths, load_size, interpolation, **options)
+        hold = CacheHold(path)
+        if path.exists():
+            return path, hold
+        hold.release()
+    raise DataError(f"the image cache array {path.name} keeps being removed while it is built: is another "
+                    f"process clearing {path.parent}?")
 
 
 def disk_size(n: int) -> str:
@@ -273,7 +336,7 @@ def cache_usage(root: str | os.PathLike | None = None) -> list[dict]:
     root = Path(root) if root is not None else default_cache_root()
     rows = []
     for kind, what in CACHE_KINDS.items():
-        paths = _kind_paths(kind, root)  # builds in progress (.*.tmp.npy) count too: they take disk
+        paths = [p for p in _kind_paths(kind, root) if not p.name.endswith(".lock")]  # builds in progress count
         sizes = [_size(p) for p in paths]
         stamps = [p.stat().st_mtime for p in paths]
         rows.append({"kind": kind, "path": str(root / kind) if kind != "samples" else str(root / "sample-*"),
@@ -285,7 +348,8 @@ def cache_usage(root: str | os.PathLike | None = None) -> list[dict]:
 
 def clear_caches(kinds: Sequence[str], root: str | os.PathLike | None = None) -> int:
     """Remove the caches of ``kinds`` (names of :data:`CACHE_KINDS`, or ``"all"``); training-feature
-    folders of running processes are left alone. Returns the bytes freed."""
+    folders of running processes and arrays in use (:class:`CacheHold`) are left alone. Returns
+    the bytes freed."""
     root = Path(root) if root is not None else default_cache_root()
     kinds = list(CACHE_KINDS) if "all" in kinds else list(kinds)
     unknown = [k for k in kinds if k not in CACHE_KINDS]
@@ -296,7 +360,14 @@ def clear_caches(kinds: Sequence[str], root: str | os.PathLike | None = None) ->
         for p in _kind_paths(kind, root):
             if kind == "train-features" and not _orphan(p):
                 continue
-            freed += _size(p)
+            if p.name.endswith(".lock"):  # removed with its array
+                continue
+            size = _size(p)
+            if p.suffix == ".npy" and p.is_file():
+                if remove_unused(p):  # an array a dataset is reading stays
+                    freed += size
+                continue
+            freed += size
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -11,6 +11,7 @@ torch.Size([3, 224, 224])
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError
 from .._rows import RowFile
 from ..errors import CacheLimitError
-from .cache import build_cache, resolve_cache_dir
+from .cache import CacheHold, resolve_cache_dir, use_cache
 from .images import load_image
 from .types import Sample
 from .transforms import build_transform
@@ -50,11 +51,14 @@ class ImageDataset(Dataset):
         self.cache_file: str | None = None
         self._array: np.ndarray | None = None
         self._rows: RowFile | None = None
+        self._hold: CacheHold | None = None
         folder = resolve_cache_dir(cache_dir)
         if folder is not None and self.samples:
             try:
-                self.cache_file = str(build_cache([p for p, _ in self.samples], self.load_size, self.interpolation,
-                                                  cache_dir=folder, workers=workers, progress=progress, log=log))
+                path, self._hold = use_cache([p for p, _ in self.samples], self.load_size, self.interpolation,
+                                             cache_dir=folder, workers=workers, progress=progress, log=log)
+                self.cache_file = str(path)
+                weakref.finalize(self, self._hold.release)  # no other process evicts it while this dataset lives
             except CacheLimitError as exc:
                 (log or print)(f"warning: {exc}; decoding each image when it is used instead")
             if in_memory and self.cache_file is not None:
@@ -100,6 +104,7 @@ class ImageDataset(Dataset):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_rows"] = None  # re-opened in the receiving process
+        state["_hold"] = None  # the creating process holds the array
         return state
 
     def __repr__(self) -> str:
