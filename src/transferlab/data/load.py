@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import DataError
-from .layout import detect_layout
+from .layout import Entry, detect_layout
 from .scan import duplicate_groups, scan_files
 from .split import check_val_ratio, stratified_split
 from .types import IMAGE_EXTENSIONS, BrokenFile, DataSplits, DataWarning, Sample
@@ -54,11 +54,7 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
     if source is None or str(source).strip() == "":
         raise DataError("no dataset path given")
     val_ratio = check_val_ratio(val_ratio)
-    root = existing_source(source)
-    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
-        raise DataError(f"dataset folder is not readable: {source}")
-    root = Path(os.path.abspath(root))
-
+    root = _readable_root(source)
     notes: list[str] = []
     ignored: list[str] = []
     broken: list[BrokenFile] = []
@@ -66,22 +62,55 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
     if not entries:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise DataError(f"no images found in {source} (looked for {exts})")
-
     info = {}
     if scan:
-        info, scan_broken = scan_files([e[0] for e in entries], workers=workers, progress=progress)
-        broken += scan_broken
-        bad = {b.path for b in scan_broken}
-        before = {e[1] for e in entries}
-        entries = [e for e in entries if e[0] not in bad]
-        for cls in sorted(before - {e[1] for e in entries}):
-            notes.append(f"class '{cls}' has no readable images (all broken); skipped")
-        if not entries:
-            first = scan_broken[0]
-            raise DataError(f"no readable images in {source}: all {len(scan_broken)} files are broken "
-                            f"(e.g. {first.path}: {first.reason})")
+        info, entries = _drop_unreadable(entries, broken, notes, source, workers=workers, progress=progress)
+    classes, pool, fixed = _group(entries, source)
+    tr, va = stratified_split(pool, val_ratio, seed, notes)
+    splits = DataSplits(root=str(root), layout=layout, classes=classes,
+                        train=_samples(classes, [tr, fixed["train"]]), val=_samples(classes, [va, fixed["val"]]),
+                        test=_samples(classes, [fixed["test"]]), broken=broken, info=info, scanned=scan,
+                        ignored=ignored)
+    if scan:
+        _find_leaks(splits, notes)
+    if broken:
+        notes.append(f"skipped {len(broken)} broken file(s), e.g. {broken[0].path}: {broken[0].reason}")
+    splits.warnings = notes
+    for note in notes:
+        warnings.warn(note, DataWarning, stacklevel=2)
+    return splits
 
-    # Group per split and class.
+
+def _readable_root(source) -> Path:
+    """The dataset path, existing and (a folder) readable, made absolute."""
+    root = existing_source(source)
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"dataset folder is not readable: {source}")
+    return Path(os.path.abspath(root))
+
+
+def _drop_unreadable(entries: list[Entry], broken: list[BrokenFile], notes: list[str], source, *,
+                     workers: int | None, progress: bool) -> tuple[dict, list[Entry]]:
+    """The validation scan: every file decoded once. Returns the per-file info and the entries
+    without the broken files (added to ``broken``); a class left without images is noted."""
+    info, scan_broken = scan_files([e[0] for e in entries], workers=workers, progress=progress)
+    broken += scan_broken
+    bad = {b.path for b in scan_broken}
+    before = {e[1] for e in entries}
+    entries = [e for e in entries if e[0] not in bad]
+    for cls in sorted(before - {e[1] for e in entries}):
+        notes.append(f"class '{cls}' has no readable images (all broken); skipped")
+    if not entries:
+        first = scan_broken[0]
+        raise DataError(f"no readable images in {source}: all {len(scan_broken)} files are broken "
+                        f"(e.g. {first.path}: {first.reason})")
+    return info, entries
+
+
+def _group(entries: list[Entry], source) -> tuple[list[str], dict[str, list[str]], dict[str, dict[str, list[str]]]]:
+    """``(classes, pool, fixed)``: the sorted class names, the paths to split per class (no split
+    given, or train/ without a val/) and those whose folder fixes their split, per split and class.
+    A DataError when a class has no training images, or there are fewer than 2 classes."""
     fixed: dict[str, dict[str, list[str]]] = {"train": defaultdict(list), "val": defaultdict(list), "test": defaultdict(list)}
     pool: dict[str, list[str]] = defaultdict(list)
     has_val = any(e[2] == "val" for e in entries)
@@ -99,31 +128,23 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
                         f"(a model cannot learn a class it never sees)")
     if len(classes) < 2:
         raise DataError(f"found only one class ({classes[0]!r}) in {source}; a classifier needs at least 2 classes")
+    return classes, pool, fixed
 
-    tr, va = stratified_split(pool, val_ratio, seed, notes)
-    index = {c: i for i, c in enumerate(classes)}
 
-    def samples(groups: list[dict[str, list[str]]]) -> list[Sample]:
-        out: list[Sample] = []
-        for cls in classes:
-            paths = sorted(p for g in groups for p in g.get(cls, []))
-            out += [(p, index[cls]) for p in paths]
-        return out
+def _samples(classes: list[str], groups: list[dict[str, list[str]]]) -> list[Sample]:
+    """The samples of ``groups`` (class -> paths), class by class, each class's paths sorted."""
+    out: list[Sample] = []
+    for label, cls in enumerate(classes):
+        paths = sorted(p for g in groups for p in g.get(cls, []))
+        out += [(p, label) for p in paths]
+    return out
 
-    splits = DataSplits(root=str(root), layout=layout, classes=classes,
-                        train=samples([tr, fixed["train"]]), val=samples([va, fixed["val"]]),
-                        test=samples([fixed["test"]]), broken=broken, info=info, scanned=scan,
-                        ignored=ignored)
-    if scan:
-        split_of = {p: name for name in ("train", "val", "test") for p, _ in splits.split(name)}
-        splits.duplicates = [g for g in duplicate_groups(info, split_of)
-                             if len({split_of[p] for p in g}) > 1]
-        if splits.duplicates:
-            notes.append(f"{len(splits.duplicates)} group(s) of identical files sit in different splits "
-                         f"(leakage), e.g. {', '.join(splits.duplicates[0][:2])}")
-    if broken:
-        notes.append(f"skipped {len(broken)} broken file(s), e.g. {broken[0].path}: {broken[0].reason}")
-    splits.warnings = notes
-    for note in notes:
-        warnings.warn(note, DataWarning, stacklevel=2)
-    return splits
+
+def _find_leaks(splits: DataSplits, notes: list[str]) -> None:
+    """``splits.duplicates``: groups of same-content files that sit in different splits (noted)."""
+    split_of = {p: name for name in ("train", "val", "test") for p, _ in splits.split(name)}
+    splits.duplicates = [g for g in duplicate_groups(splits.info, split_of)
+                         if len({split_of[p] for p in g}) > 1]
+    if splits.duplicates:
+        notes.append(f"{len(splits.duplicates)} group(s) of identical files sit in different splits "
+                     f"(leakage), e.g. {', '.join(splits.duplicates[0][:2])}")
