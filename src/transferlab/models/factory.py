@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from ..errors import ConfigError, WeightsError
 from .classifier import Classifier, make_head, normalize_head
@@ -13,6 +14,10 @@ from .weights import (ENV_VAR, build_from_hub, choose_weights_file, how_to_suppl
                       package_weights_file, parse_weights)
 
 
+#: where a recipe's pretrained weights come from (see :func:`weights_source`): a path (or folders) or the hub
+WeightsSource = tuple[Literal["file", "folder", "env", "package"], str] | tuple[Literal["hub"], None]
+
+
 def _num_features(backbone) -> int:
     n = getattr(backbone, "head_hidden_size", None) or getattr(backbone, "num_features", None)
     if not n:
@@ -20,7 +25,7 @@ def _num_features(backbone) -> int:
     return int(n)
 
 
-def weights_source(recipe, weights: str | os.PathLike | dict | None = None) -> tuple[str, str | None]:
+def weights_source(recipe, weights: str | os.PathLike | dict | None = None) -> WeightsSource:
     """Where a recipe's pretrained weights come from, in this order: ``weights`` (a file, a folder, or
     ``RECIPE=FILE,...`` naming this recipe), the ``TRANSFERLAB_WEIGHTS`` folder(s), a pip package,
     timm's hub. Returns ``("file", path)``, ``("folder", path)`` or ``("env", folders)`` (a file that
@@ -44,7 +49,7 @@ def weights_source(recipe, weights: str | os.PathLike | dict | None = None) -> t
     return fallback_source(recipe)
 
 
-def fallback_source(recipe) -> tuple[str, str | None]:
+def fallback_source(recipe) -> WeightsSource:
     """The weights a recipe gets with no file given: a pip package, else timm's hub."""
     if recipe.package and (packaged := package_weights_file(recipe.package)) is not None:
         return "package", str(packaged)

@@ -161,14 +161,14 @@ def apply_freeze(model, policy: str = "full", *, unfreeze_from: int | None = Non
     if kind == "frozen":
         backbone.requires_grad_(False)
         label = "frozen"
-    elif kind == "unfreeze_from":
+    elif unfreeze_from is not None:  # kind "unfreeze_from"
         at = resolve_unfreeze_from(model, unfreeze_from, layers)
         backbone.requires_grad_(False)
         for _, m in layers[at:]:
             for p in layer_parameters(m):
                 p.requires_grad_(True)
         label = f"unfreeze_from={at}"
-    elif kind == "unfreeze_last":
+    elif unfreeze_last is not None:  # kind "unfreeze_last"
         blocks = backbone_blocks(backbone)
         n = check_unfreeze_last(model, unfreeze_last, blocks)
         backbone.requires_grad_(False)
@@ -242,16 +242,18 @@ def backbone_sequence(backbone: nn.Module) -> list[nn.Module] | None:
         return list(backbone.children())
     if type(backbone) is EfficientNet:
         units = [backbone.conv_stem, backbone.bn1]
-        units += [block for stage in backbone.blocks for block in stage]
+        units += [block for stage in backbone.blocks for block in stage.children()]
         units += [backbone.conv_head, backbone.bn2]
     elif type(backbone) is ResNet:
         units = [backbone.conv1, backbone.bn1, backbone.act1, backbone.maxpool]
-        units += [block for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4) for block in layer]
+        units += [block for stage in ("layer1", "layer2", "layer3", "layer4")
+                  for block in backbone.get_submodule(stage).children()]
     else:
         return None
+    cfg = getattr(backbone, "pretrained_cfg", None)  # timm's model config: names the classifier attribute
     units.append(PoolTail(backbone.global_pool, getattr(backbone, "drop_rate", 0.0),
-                          getattr(backbone, backbone.pretrained_cfg.get("classifier", "classifier"), nn.Identity())
-                          if hasattr(backbone, "pretrained_cfg") else nn.Identity()))
+                          getattr(backbone, cfg.get("classifier", "classifier"), nn.Identity())
+                          if cfg is not None else nn.Identity()))
     return units
 
 

@@ -5,6 +5,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import timm
 
@@ -18,16 +19,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_MEAN = TF_STD = (0.5, 0.5, 0.5)
 
-SCRATCH_DEFAULTS = {"augment": "none", "lr": 1e-3, "weight_decay": 0.0, "freeze": "full", "optimizer": "adamw",
-                    "epochs": 20, "warmup": 1, "batch_size": 128}
-TRANSFER_DEFAULTS = {"augment": "light", "lr": 1e-3, "weight_decay": 1e-4, "freeze": "frozen", "optimizer": "adam",
-                     "fine_tune_lr": 1e-4}
+# training option defaults (option name -> a value of that option's type: str, float, int)
+SCRATCH_DEFAULTS: dict[str, Any] = {"augment": "none", "lr": 1e-3, "weight_decay": 0.0, "freeze": "full",
+                                    "optimizer": "adamw", "epochs": 20, "warmup": 1, "batch_size": 128}
+TRANSFER_DEFAULTS: dict[str, Any] = {"augment": "light", "lr": 1e-3, "weight_decay": 1e-4, "freeze": "frozen",
+                                     "optimizer": "adam", "fine_tune_lr": 1e-4}
 # The CPU transfer recipe for backbones whose lower blocks can be cut off and cached: one epoch of
 # the new head on cached features, then the upper blocks fine-tuned on cached lower-block features
 # of 4 augmented views (about the last 4 stages: a third of the compute of full fine-tuning).
-FINE_TUNE_DEFAULTS = {**TRANSFER_DEFAULTS, "augment": "shift", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05,
-                      "label_smoothing": 0.1, "epochs": 1, "fine_tune": 6, "fine_tune_lr": 1e-3, "warmup": 1,
-                      "feature_views": 4}
+FINE_TUNE_DEFAULTS: dict[str, Any] = {**TRANSFER_DEFAULTS, "augment": "shift", "optimizer": "adamw", "lr": 1e-3,
+                                      "weight_decay": 0.05, "label_smoothing": 0.1, "epochs": 1, "fine_tune": 6,
+                                      "fine_tune_lr": 1e-3, "warmup": 1, "feature_views": 4}
 
 
 @dataclass

@@ -77,9 +77,13 @@ def build_resnet(input_size: int, *, layers: tuple[int, ...] = (2, 2, 2, 2),
                  channels: tuple[int, ...] = (16, 32, 64, 128), small_input_stem: bool = True) -> ResNet:
     """timm ResNet (basic blocks, deep stem) with ``num_classes=0``; with ``small_input_stem``, a
     stride-1 stem without max pool for inputs <= 64 px."""
-    model = ResNet(BasicBlock, layers=list(layers), channels=channels, stem_type="deep",
+    # timm annotates ``block`` as an instance (BasicBlock | Bottleneck); it takes the class
+    model = ResNet(BasicBlock, layers=layers, channels=channels, stem_type="deep",  # type: ignore[arg-type]
                    stem_width=channels[0] // 2, num_classes=0)
     if small_input_stem and int(input_size) <= 64:
-        model.conv1[0].stride = (1, 1)
-        model.maxpool = nn.Identity()
+        stem = model.conv1[0]
+        assert isinstance(stem, nn.Conv2d)  # the deep stem's first convolution
+        stem.stride = (1, 1)
+        # timm types maxpool by its first assignment (nn.Sequential) and swaps in nn.Identity itself
+        model.maxpool = nn.Identity()  # type: ignore[assignment]
     return model

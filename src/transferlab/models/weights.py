@@ -48,6 +48,7 @@ def read_state_dict(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]"
     p = Path(path).expanduser()
     if not p.is_file():
         raise WeightsError(f"weights file not found: {p}")
+    obj: object
     try:
         if p.suffix == ".safetensors":
             obj = load_file(str(p), device="cpu")
