@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,30 @@ def compare(
     get pretrained weights is skipped, one that fails is reported; neither stops the others.
     Returns the leaderboard rows (best first), also written to ``OUT/leaderboard.json``.
     """
+    names, epochs, overrides = _checked_options(models, preset, epochs, metric, overrides, train_kwargs,
+                                                seed=seed, val_ratio=val_ratio)
+    if data is None:
+        data = sample_dir()
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    splits = _load_splits(data, split, val_ratio=val_ratio, seed=seed, progress=progress)
+    state = read_state(out)
+    state.update({"sections": [dict(sec) for sec in (sections or [])]})
+    state.update({"data": str(splits.root), "split": split, "metric": metric,
+                  "preset": preset if models is None else None, "epochs": epochs})
+    job = _Comparison(out, state, splits, split, seed=seed, val_ratio=val_ratio, retrain=retrain,
+                      eval_batch_size=eval_batch_size, progress=progress, total=len(names),
+                      say=console.print if console is not None else (lambda *a, **k: None))
+    for i, name in enumerate(names, 1):
+        job.recipe(i, name, {"epochs": epochs, **train_kwargs, **overrides.get(name, {})})
+    state["order"] = names
+    _write_state(out, state)
+    return write_report(out, metric=metric, models=names)
+
+
+def _checked_options(models, preset: str, epochs: int | None, metric: str, overrides, train_kwargs: Mapping,
+                     **common) -> tuple[list[str], int | None, dict[str, dict[str, Any]]]:
+    """The recipe names, the epochs and the per-recipe overrides, every one checked (ConfigError)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
     rank_rows([], metric)  # validates the metric name before any training
@@ -175,66 +200,86 @@ def compare(
     if unknown:
         raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
     check_requests(names, {k: v for k, v in train_kwargs.items() if k not in _NOT_OPTIONS},
-                   overrides, epochs=epochs, seed=seed, val_ratio=val_ratio)
-    if data is None:
-        data = sample_dir()
-    out = Path(out)
-    runs_dir = out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
+                   overrides, epochs=epochs, **common)
+    return names, epochs, overrides
 
+
+def _load_splits(data, split: str, *, val_ratio: float, seed: int, progress: bool) -> DataSplits:
+    """The one split every recipe trains on, with images in ``split`` (the one evaluated)."""
     if split not in ("val", "test"):
         raise ConfigError(f"unknown --split {split!r}: choose val or test")
     splits = data if isinstance(data, DataSplits) else load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)
     if not splits.split(split):
         raise ConfigError(f"{splits.root} has no {split} images (layout {splits.layout}); use --split val")
-    state = read_state(out)
-    state.update({"sections": [dict(sec) for sec in (sections or [])]})
-    state.update({"data": str(splits.root), "split": split, "metric": metric,
-                  "preset": preset if models is None else None, "epochs": epochs})
-    entries: dict[str, Any] = state["models"]
-    say = (console.print if console is not None else (lambda *a, **k: None))
+    return splits
 
-    for i, name in enumerate(names, 1):
-        run_dir = runs_dir / name
-        options = {"epochs": epochs, **train_kwargs, **overrides.get(name, {})}
-        request = _jsonable({"seed": seed, "val_ratio": val_ratio,
+
+@dataclass
+class _Comparison:
+    """What the recipes of one :func:`compare` share: ``OUT`` and its state (written after every
+    step, so an interrupted compare resumes), the split, and how to train and evaluate."""
+
+    out: Path
+    state: dict[str, Any]
+    splits: DataSplits
+    split: str
+    seed: int
+    val_ratio: float
+    retrain: bool
+    eval_batch_size: int
+    progress: bool
+    total: int
+    say: Callable[..., None]
+
+    def save(self) -> None:
+        _write_state(self.out, self.state)
+
+    def recipe(self, i: int, name: str, options: dict[str, Any]) -> None:
+        """Train (or reuse, or resume) recipe ``name`` and evaluate it; a recipe without weights is
+        recorded as skipped, one that fails as failed (neither stops the others)."""
+        entries = self.state["models"]
+        run_dir = self.out / "runs" / name
+        request = _jsonable({"seed": self.seed, "val_ratio": self.val_ratio,
                              **{k: v for k, v in options.items() if k not in _NOT_OPTIONS}})
         entry = entries.get(name)
-        if not retrain and _finished(entry, run_dir, request, split):
-            say(f"[{i}/{len(names)}] {name}: finished earlier, reusing {run_dir}")
-            continue
+        if not self.retrain and _finished(entry, run_dir, request, self.split):
+            self.say(f"[{i}/{self.total}] {name}: finished earlier, reusing {run_dir}")
+            return
         try:
-            if retrain or not _trained(entry, run_dir, request):
-                resume = not retrain and bool(entry) and entry.get("request") == request
-                say(f"[{i}/{len(names)}] {name}: training" + (" (resuming)" if resume else ""))
-                # recorded first, so that an interrupted compare resumes this training next time
-                entries[name] = {"status": "training", "trained": False, "reason": "", "request": request}
-                _write_state(out, state)
-                t0 = time.perf_counter()
-                _train_recipe(splits, name, runs_dir, resume=resume, seed=seed, val_ratio=val_ratio,
-                              progress=progress, **options)
-                entries[name] = entry = {"status": "trained", "trained": True, "reason": "", "request": request,
-                                         "train_wall_seconds": time.perf_counter() - t0}
-                _write_state(out, state)
-            say(f"[{i}/{len(names)}] {name}: evaluating on {split}")
-            evaluate_stage.evaluate(run_dir, data=splits, split=split, batch_size=eval_batch_size, progress=progress)
+            if self.retrain or not _trained(entry, run_dir, request):
+                resume = not self.retrain and bool(entry) and entry.get("request") == request
+                self.train(f"[{i}/{self.total}] {name}", name, options, request, resume=resume)
+            self.say(f"[{i}/{self.total}] {name}: evaluating on {self.split}")
+            evaluate_stage.evaluate(run_dir, data=self.splits, split=self.split, batch_size=self.eval_batch_size,
+                                    progress=self.progress)
             entries[name] = {**entries[name], "status": "ok", "reason": ""}
         except KeyboardInterrupt:
-            _write_state(out, state)
+            self.save()
             raise
         except WeightsError as exc:
             entries[name] = {"status": "skipped", "reason": _one_line(exc), "request": request}
-            say(f"[yellow]{name}: skipped - {_short(entries[name]['reason'])}[/]")
+            self.say(f"[yellow]{name}: skipped - {_short(entries[name]['reason'])}[/]")
         except Exception as exc:  # one failing recipe never loses the others
             prev = entries.get(name) or {}
             trained = _trained(prev, run_dir, request)
             entries[name] = {**prev, "status": "failed", "trained": trained, "request": request,
                              "reason": ("evaluation failed: " if trained else "") + _one_line(exc)}
-            say(f"[red]{name}: failed - {_short(entries[name]['reason'])}[/]")
-        _write_state(out, state)
-    state["order"] = names
-    _write_state(out, state)
-    return write_report(out, metric=metric, models=names)
+            self.say(f"[red]{name}: failed - {_short(entries[name]['reason'])}[/]")
+        self.save()
+
+    def train(self, tag: str, name: str, options: dict[str, Any], request: dict, *, resume: bool) -> None:
+        """Train recipe ``name`` into ``OUT/runs/name``, recorded in the state before (so that an
+        interrupted compare resumes this training next time) and after, with its wall time."""
+        entries = self.state["models"]
+        self.say(f"{tag}: training" + (" (resuming)" if resume else ""))
+        entries[name] = {"status": "training", "trained": False, "reason": "", "request": request}
+        self.save()
+        t0 = time.perf_counter()
+        _train_recipe(self.splits, name, self.out / "runs", resume=resume, seed=self.seed, val_ratio=self.val_ratio,
+                      progress=self.progress, **options)
+        entries[name] = {"status": "trained", "trained": True, "reason": "", "request": request,
+                         "train_wall_seconds": time.perf_counter() - t0}
+        self.save()
 
 
 def _train_recipe(splits, name: str, runs_dir: Path, *, resume: bool, **options):
