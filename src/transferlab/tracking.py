@@ -31,11 +31,14 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import runfolder
 from ._callback import Callback
 from .errors import ConfigError, TrackingError, TransferlabError  # noqa: F401 - TrackingError: raised here
+
+if TYPE_CHECKING:  # the optional [tracking] extra, imported when a tracker starts
+    from mlflow.tracking import MlflowClient
 
 EXTRA = "pip install 'transferlab[tracking]'"
 DEFAULT_EXPERIMENT = "transferlab"
@@ -167,7 +170,7 @@ class TensorBoardLogger(Tracker):
         self.writers.clear()
 
 
-def _client(tracking_uri: str | None = None):
+def _client(tracking_uri: str | None = None) -> tuple[MlflowClient, str]:
     mlflow = _require("mlflow", "mlflow")
     from mlflow.tracking import MlflowClient
 
@@ -175,7 +178,7 @@ def _client(tracking_uri: str | None = None):
     return MlflowClient(tracking_uri=uri), uri
 
 
-def _experiment_id(client) -> str:
+def _experiment_id(client: MlflowClient) -> str:
     exp_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if exp_id:
         return exp_id
@@ -199,7 +202,7 @@ class MLflowLogger(Tracker):
     def __init__(self, run_dir: str | Path, final_phase: int = 0):
         super().__init__(run_dir, final_phase)
         _require("mlflow", "mlflow")
-        self.client = None
+        self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.failed = False
 
@@ -238,7 +241,7 @@ class MLflowLogger(Tracker):
         self._say(trainer, f"mlflow: run {self.run_id} at {uri}")
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict[str, Any]) -> None:
-        if not trainer.is_main or self.run_id is None or self.failed:
+        if not trainer.is_main or self.client is None or self.run_id is None or self.failed:
             return
         from mlflow.entities import Metric
 
@@ -251,7 +254,7 @@ class MLflowLogger(Tracker):
             self._say(trainer, f"mlflow: logging stopped at epoch {epoch}: {type(exc).__name__}: {exc}")
 
     def on_train_end(self, trainer) -> None:
-        if not trainer.is_main or self.run_id is None or not self._last_phase(trainer):
+        if not trainer.is_main or self.client is None or self.run_id is None or not self._last_phase(trainer):
             return
         try:
             best = _best(trainer.history)
