@@ -114,7 +114,7 @@ def trainer_step_rate(channels_last: bool, steps: int = 6) -> float:
     loader = DataLoader(TensorDataset(x.repeat(1, 1, 1, 1), y), batch_size=BATCH, shuffle=False)
     opt = build_optimizer(m, "adam", 1e-3)
     tr = Trainer(m, m, loader, [], optimizer=opt,
-                 runtime=Runtime(channels_last=channels_last, progress=False, log=lambda s: None))
+                 runtime=Runtime(channels_last=channels_last, progress=False, verbose=False))
     tr.train_one_epoch(1)  # warm-up
     best = float("inf")
     for e in range(steps):

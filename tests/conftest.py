@@ -114,3 +114,32 @@ def headless_chrome(tmp_path):
         yield browser
     finally:
         browser.quit()
+
+
+@pytest.fixture
+def logged():
+    """The messages transferlab's loggers say during the test (INFO and above), in order."""
+    import logging
+
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Keep()
+    logger = logging.getLogger("transferlab")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def _transferlab_log_level():
+    """A test that quiets transferlab's loggers (a rank > 0 set up in this process) does not quiet the next."""
+    import logging
+
+    logger = logging.getLogger("transferlab")
+    level = logger.level
+    yield
+    logger.setLevel(level)

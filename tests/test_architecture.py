@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "src" / "transferlab"
-UTILITIES = {"errors", "choices", "_atomic", "_rows", "_html", "tta", "_progress", "_lazy", "_callable", "_callback", "_stats", "__version__", "transferlab"}
+UTILITIES = {"errors", "choices", "_atomic", "_rows", "_html", "tta", "_progress", "_logging", "_lazy", "_callable", "_callback", "_stats", "__version__", "transferlab"}
 
 
 def _unit(path: Path) -> str:

@@ -69,18 +69,18 @@ def test_reading_every_row_leaves_none_resident(tmp_path):
     assert rss_kb() - before < 16 * 1024  # far less than the 64 MiB read
 
 
-def test_the_image_cache_is_built_in_chunks_equal_to_decoding(digits_dir, tmp_path, monkeypatch):
+def test_the_image_cache_is_built_in_chunks_equal_to_decoding(digits_dir, tmp_path, monkeypatch, logged):
     monkeypatch.setattr(cache_mod, "CHUNK", 7)  # several chunks and a partial last one (30 = 4 x 7 + 2)
     paths = [p for p, _ in load_data(digits_dir, scan=False).train[:30]]
-    said = []
-    path = build_cache(paths, 20, cache_dir=tmp_path, workers=2, progress=False, log=said.append)
+    said = logged
+    path = build_cache(paths, 20, cache_dir=tmp_path, workers=2, progress=False)
     arr = np.load(path)
     assert arr.shape == (30, 20, 20, 3)
     for i in (0, 6, 7, 29):
         assert np.array_equal(arr[i], load_image(paths[i], 20, "bilinear"))
     assert len(said) == 1 and "image cache: 30 images at 20 px, 36.1 kB in" in said[0] and "of at most 20.00 GB" in said[0]
     said.clear()
-    assert build_cache(paths, 20, cache_dir=tmp_path, progress=False, log=said.append) == path
+    assert build_cache(paths, 20, cache_dir=tmp_path, progress=False) == path
     assert said == []  # reused: nothing built, nothing said
     cfg = data_config(20, (0.5,) * 3, (0.25,) * 3, crop_pct=1.0)  # load size 20
     ds = ImageDataset(load_data(digits_dir, scan=False).train[:30], cfg, cache_dir=tmp_path, progress=False)
@@ -91,7 +91,7 @@ def test_the_image_cache_is_built_in_chunks_equal_to_decoding(digits_dir, tmp_pa
     assert np.load(exact).shape == (30, 21, 21, 3)
 
 
-def test_least_recently_used_arrays_are_evicted_past_the_limit(digits_dir, tmp_path, monkeypatch):
+def test_least_recently_used_arrays_are_evicted_past_the_limit(digits_dir, tmp_path, monkeypatch, logged):
     paths = [p for p, _ in load_data(digits_dir, scan=False).train[:20]]
     one = 20 * 30 * 30 * 3 + 128  # an array of 20 images at 30 px with its header
     built = []
@@ -102,12 +102,12 @@ def test_least_recently_used_arrays_are_evicted_past_the_limit(digits_dir, tmp_p
     assert cached_arrays(tmp_path) == built
     build_cache(paths[:18] + paths[:2], 30, cache_dir=tmp_path, progress=False)  # a used again: now the newest
     assert cached_arrays(tmp_path)[-1] == built[0]
-    said = []
+    said = logged
     # room for three arrays: a fourth build removes the least recently used one (b), keeps c and a
     monkeypatch.setenv("TRANSFERLAB_CACHE_MAX_GB", repr(3.2 * one / 1e9))
-    fourth = build_cache(paths[5:20] + paths[:5], 30, cache_dir=tmp_path, progress=False, log=said.append)
+    fourth = build_cache(paths[5:20] + paths[:5], 30, cache_dir=tmp_path, progress=False)
     assert cached_arrays(tmp_path) == [built[2], built[0], fourth]
-    assert "1 least recently used array(s) removed" in said[0]
+    assert "1 least recently used array(s) removed" in said[-1]
     # evict() keeps what it is told to keep, and stops once the rest fits
     assert evict(tmp_path, 0, keep=[fourth]) != [] and cached_arrays(tmp_path) == [fourth]
 
@@ -166,6 +166,7 @@ def test_cache_command_lists_sizes_and_clears(digits_dir, tmp_path, monkeypatch,
     assert rows["images"]["entries"] == 1 and rows["images"]["bytes"] == 10 * 32 * 32 * 3 + 128
     assert rows["features"]["bytes"] == 1000 and rows["train-features"]["entries"] == 2
     assert rows["samples"]["entries"] == 1
+    capsys.readouterr()  # the build's log line
     assert cli.main(["cache", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["root"] == str(tmp_path) and [r["kind"] for r in listing["caches"]] == list(rows)

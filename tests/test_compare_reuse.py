@@ -93,14 +93,6 @@ def _state(out):
     return json.loads((out / "state.json").read_text())
 
 
-class Console:
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def print(self, *args, **kw):
-        self.lines.append(" ".join(str(a) for a in args))
-
-
 def test_first_compare_trains_and_evaluates_each_recipe_and_records_the_request(splits, fakes, tmp_path):
     out = tmp_path / "cmp"
     rows = runner.compare(splits, models=MODELS, out=out, lr=0.01, **OPTS)
@@ -120,15 +112,15 @@ def test_first_compare_trains_and_evaluates_each_recipe_and_records_the_request(
         assert entry["train_wall_seconds"] >= 0
 
 
-def test_the_same_request_reuses_finished_recipes(splits, fakes, tmp_path):
+def test_the_same_request_reuses_finished_recipes(splits, fakes, tmp_path, logged):
     out = tmp_path / "cmp"
     runner.compare(splits, models=MODELS, out=out, **OPTS)
     fakes.trained.clear()
     fakes.evaluated.clear()
-    console = Console()
-    rows = runner.compare(splits, models=MODELS, out=out, console=console, workers=0, threads=1, **OPTS)
+    logged.clear()
+    rows = runner.compare(splits, models=MODELS, out=out, workers=0, threads=1, **OPTS)
     assert fakes.trained == [] and fakes.evaluated == []
-    assert console.lines == [f"[{i}/2] {m}: finished earlier, reusing {out / 'runs' / m}" for i, m in enumerate(MODELS, 1)]
+    assert logged == [f"[{i}/2] {m}: finished earlier, reusing {out / 'runs' / m}" for i, m in enumerate(MODELS, 1)]
     assert all(r["status"] == "ok" for r in rows)
 
 
@@ -168,7 +160,7 @@ def test_lost_evaluation_is_redone_without_training(splits, fakes, tmp_path):
     assert all(r["status"] == "ok" for r in rows)
 
 
-def test_interrupted_training_resumes_and_falls_back_to_a_fresh_start(splits, fakes, tmp_path):
+def test_interrupted_training_resumes_and_falls_back_to_a_fresh_start(splits, fakes, tmp_path, logged):
     out = tmp_path / "cmp"
     fakes.fail["cnn_bn"] = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
@@ -178,10 +170,9 @@ def test_interrupted_training_resumes_and_falls_back_to_a_fresh_start(splits, fa
     assert _state(out)["models"]["cnn_base"]["status"] == "ok"
     del fakes.fail["cnn_bn"]
     fakes.trained.clear()
-    console = Console()
-    runner.compare(splits, models=MODELS, out=out, console=console, **OPTS)
+    runner.compare(splits, models=MODELS, out=out, **OPTS)
     assert [(m, kw.get("resume"), kw.get("overwrite")) for m, kw in fakes.trained] == [("cnn_bn", True, None)]
-    assert any(line.startswith("[2/2] cnn_bn: training") and line.endswith(" (resuming)") for line in console.lines)
+    assert any(line.startswith("[2/2] cnn_bn: training") and line.endswith(" (resuming)") for line in logged)
     # a checkpoint lost after training: resumed too (same request), and a folder that cannot be
     # resumed starts again from scratch
     runfolder.checkpoint_path(out / "runs" / "cnn_base", "best").unlink()
@@ -193,13 +184,12 @@ def test_interrupted_training_resumes_and_falls_back_to_a_fresh_start(splits, fa
     assert _state(out)["models"]["cnn_base"]["status"] == "ok"
 
 
-def test_failures_are_isolated_and_recorded(splits, fakes, tmp_path):
+def test_failures_are_isolated_and_recorded(splits, fakes, tmp_path, logged):
     out = tmp_path / "cmp"
     fakes.fail["efficientnet_b0"] = WeightsError("no pretrained weights for 'efficientnet_b0' offline\nsecond line")
     fakes.fail["cnn_base"] = RuntimeError("boom")
     fakes.fail_eval["cnn_bn"] = ValueError("bad metrics")
-    console = Console()
-    rows = runner.compare(splits, models=["cnn_base", "cnn_bn", "efficientnet_b0"], out=out, console=console,
+    rows = runner.compare(splits, models=["cnn_base", "cnn_bn", "efficientnet_b0"], out=out,
                           **OPTS)
     state = _state(out)["models"]
     assert state["efficientnet_b0"] == {"status": "skipped", "request": {"epochs": 1, "seed": 0, "val_ratio": 0.2,
@@ -211,8 +201,8 @@ def test_failures_are_isolated_and_recorded(splits, fakes, tmp_path):
     assert state["cnn_bn"]["reason"] == "evaluation failed: ValueError: bad metrics"
     assert {r["model"]: r["status"] for r in rows} == {"cnn_base": "failed", "cnn_bn": "failed",
                                                        "efficientnet_b0": "skipped"}
-    assert any("efficientnet_b0: skipped - no pretrained weights" in line for line in console.lines)
-    assert any("cnn_base: failed - RuntimeError: boom" in line for line in console.lines)
+    assert any("efficientnet_b0: skipped - no pretrained weights" in line for line in logged)
+    assert any("cnn_base: failed - RuntimeError: boom" in line for line in logged)
     # next time: the recipe whose evaluation failed is evaluated again, not retrained
     fakes.fail.clear()
     fakes.fail_eval.clear()
@@ -336,15 +326,14 @@ def test_state_json_entries_are_exact_while_training_evaluating_and_after(splits
     assert _state(out)["sections"] == []  # each compare records its own sections
 
 
-def test_console_lines_for_fresh_training_and_evaluation(splits, fakes, tmp_path):
-    console = Console()
-    runner.compare(splits, models=MODELS, out=tmp_path / "cmp", console=console, **OPTS)
-    assert console.lines == ["[1/2] cnn_base: training", "[1/2] cnn_base: evaluating on val",
+def test_console_lines_for_fresh_training_and_evaluation(splits, fakes, tmp_path, logged):
+    runner.compare(splits, models=MODELS, out=tmp_path / "cmp", **OPTS)
+    assert logged == ["[1/2] cnn_base: training", "[1/2] cnn_base: evaluating on val",
                              "[2/2] cnn_bn: training", "[2/2] cnn_bn: evaluating on val"]
 
 
 def test_defaults_passed_to_training_and_evaluation(splits, fakes, tmp_path, monkeypatch):
-    """Progress on and evaluation batches of 64 unless asked otherwise; no console: nothing printed."""
+    """Progress on and evaluation batches of 64 unless asked otherwise."""
     monkeypatch.chdir(tmp_path)
     runner.compare(splits, models=["cnn_base"], epochs=1, input_size=32)
     assert fakes.trained[0][1]["progress"] is True

@@ -68,17 +68,17 @@ def test_a_failed_job_leaves_no_output_folder(tmp_path):
         Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(one / f"{i}.png")
     out = tmp_path / "job"
     with pytest.raises(DataError, match="only one class"):
-        run_pipeline(tmp_path / "one", out=out, doctor=False, progress=False, log=lambda m: None)
+        run_pipeline(tmp_path / "one", out=out, doctor=False, progress=False)
     assert not out.exists()
     # a typo in a recipe name: said before any data is read
     with pytest.raises(ConfigError, match="mobilenet_v3x"):
-        run_pipeline("/no/data/needed", out=out, models=["mobilenet_v3x"], progress=False, log=lambda m: None)
+        run_pipeline("/no/data/needed", out=out, models=["mobilenet_v3x"], progress=False)
     assert not out.exists()
     # a folder that was there before is the user's: left in place
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(DataError):
-        run_pipeline(tmp_path / "one", out=out, doctor=False, progress=False, log=lambda m: None)
+        run_pipeline(tmp_path / "one", out=out, doctor=False, progress=False)
     assert (out / "keep.txt").read_text() == "mine"
 
 

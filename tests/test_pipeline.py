@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,18 @@ from transferlab.pipeline import run_pipeline
 def job(digits_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("job")
     logs: list[str] = []
-    summary = run_pipeline(
-        digits_dir, out=out, models=["cnn_base", "cnn_bn"], epochs=1, input_size=32, progress=False, log=logs.append
-    )
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logs.append(record.getMessage())
+
+    keep = Keep()
+    logging.getLogger("transferlab").addHandler(keep)
+    try:
+        summary = run_pipeline(digits_dir, out=out, models=["cnn_base", "cnn_bn"], epochs=1, input_size=32,
+                               progress=False)
+    finally:
+        logging.getLogger("transferlab").removeHandler(keep)
     return out, summary, logs
 
 
@@ -59,7 +69,7 @@ def test_pipeline_reuses_finished_models(job, digits_dir, monkeypatch):
 
     monkeypatch.setattr(train_module, "train", no_training)
     again = run_pipeline(
-        digits_dir, out=out, models=["cnn_base", "cnn_bn"], epochs=1, input_size=32, progress=False, log=lambda m: None
+        digits_dir, out=out, models=["cnn_base", "cnn_bn"], epochs=1, input_size=32, progress=False
     )
     assert again["best"]["model"] == summary["best"]["model"]
 
@@ -70,7 +80,7 @@ def test_transfer_model_without_weights_is_skipped_not_fatal(digits_dir, tmp_pat
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
     summary = run_pipeline(
         digits_dir, out=tmp_path / "out", models=["cnn_base", "densenet121"], epochs=1, input_size=32,
-        progress=False, log=lambda m: None,
+        progress=False,
     )
     rows = {r["model"]: r for r in summary["leaderboard"]}
     assert rows["cnn_base"]["status"] == "ok"
@@ -131,7 +141,7 @@ def test_bad_metric_fails_before_any_work(digits_dir, tmp_path):
     from transferlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown --metric 'acc'"):
-        run_pipeline(digits_dir, out=tmp_path / "o", metric="acc", progress=False, log=lambda m: None)
+        run_pipeline(digits_dir, out=tmp_path / "o", metric="acc", progress=False)
     assert not (tmp_path / "o").exists()  # nothing scanned, nothing written
     with pytest.raises(SystemExit) as exc:
         main(["run", str(digits_dir), "--metric", "acc"])

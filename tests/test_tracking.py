@@ -1,5 +1,5 @@
-"""Experiment tracking, for real: ``--log tensorboard`` event files read back with TensorBoard's own
-reader, and ``--log mlflow`` against a real ``mlflow server`` started here on 127.0.0.1 (queried
+"""Experiment tracking, for real: ``--trackers tensorboard`` event files read back with TensorBoard's own
+reader, and ``--trackers mlflow`` against a real ``mlflow server`` started here on 127.0.0.1 (queried
 through MlflowClient). Skipped, with the reason, only where the ``[tracking]`` extra is not
 installed; CI installs it (.ci/run)."""
 from __future__ import annotations
@@ -45,20 +45,20 @@ def test_missing_extra_is_one_line_naming_the_install(small, tmp_path, monkeypat
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"--log mlflow needs the tracking extra: pip install 'transferlab\[tracking\]'"):
-        TrainConfig(model="cnn_base", log="mlflow").resolve({})
+    with pytest.raises(ConfigError, match=r"--trackers mlflow needs the tracking extra: pip install 'transferlab\[tracking\]'"):
+        TrainConfig(model="cnn_base", trackers="mlflow").resolve({})
     for cmd in (["train", str(small), "--model", "cnn_base", "--run-dir", str(tmp_path / "runs")],
                 ["compare", str(small), "--models", "cnn_base", "--out", str(tmp_path / "cmp")]):
-        assert main([*cmd, "--log", "mlflow", "--no-progress"]) == 2
+        assert main([*cmd, "--trackers", "mlflow", "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err == "error: --log mlflow needs the tracking extra: pip install 'transferlab[tracking]'"
+        assert err == "error: --trackers mlflow needs the tracking extra: pip install 'transferlab[tracking]'"
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cmp").exists()
 
 
 def test_unknown_tracker_is_refused_before_training(small, tmp_path, capsys):
-    assert main(["train", str(small), "--model", "cnn_base", "--log", "wandb", "--run-dir", str(tmp_path),
+    assert main(["train", str(small), "--model", "cnn_base", "--trackers", "wandb", "--run-dir", str(tmp_path),
                  "--no-progress"]) == 2
-    assert "unknown --log 'wandb': choose from tensorboard, mlflow" in capsys.readouterr().err
+    assert "unknown --trackers 'wandb': choose from tensorboard, mlflow" in capsys.readouterr().err
 
 
 def test_trackers_are_training_callbacks_without_importing_torch():
@@ -81,7 +81,7 @@ def test_tensorboard_event_files_hold_every_epoch(small, tmp_path, capsys):
     pytest.importorskip("tensorboard", reason=EXTRA)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = train(small, epochs=3, fine_tune=0, lr=3e-3, log=["tensorboard"], run_dir=tmp_path, **FAST)
+    run = train(small, epochs=3, fine_tune=0, lr=3e-3, trackers=["tensorboard"], run_dir=tmp_path, **FAST)
     assert "tensorboard: event files in" in capsys.readouterr().out
     tb = runfolder.tensorboard_dir(run.dir)
 
@@ -175,7 +175,7 @@ def test_mlflow_run_pipeline_logs_params_metrics_plots_and_the_exported_model(sm
 
     monkeypatch.chdir(tmp_path)
     rc = main(["run", str(small), "--out", str(tmp_path / "out"), "--models", "cnn_base", "--epochs", "2",
-               "--no-doctor", "--log", "mlflow", "--no-progress"])
+               "--no-doctor", "--trackers", "mlflow", "--no-progress"])
     assert rc == 0, capsys.readouterr()
     run_dir = tmp_path / "out" / "compare" / "runs" / "cnn_base"
     info = json.loads((run_dir / "tracking.json").read_text())
@@ -215,7 +215,7 @@ class Kill(Callback):
 def test_mlflow_resume_continues_the_same_run(small, tmp_path, tracking_uri, capsys):
     from mlflow.tracking import MlflowClient
 
-    kw = dict(epochs=4, log=["mlflow"], run_dir=tmp_path, **FAST)
+    kw = dict(epochs=4, trackers=["mlflow"], run_dir=tmp_path, **FAST)
     with pytest.raises(KeyboardInterrupt):
         train(small, callbacks=[Kill()], **kw)
     first = json.loads((tmp_path / "cnn_base" / "tracking.json").read_text())["run_id"]
@@ -234,10 +234,10 @@ def test_mlflow_server_down_is_one_line_before_the_first_epoch(small, tmp_path, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    rc = main(["train", str(small), "--model", "cnn_base", "--epochs", "1", "--input-size", "32", "--log", "mlflow",
+    rc = main(["train", str(small), "--model", "cnn_base", "--epochs", "1", "--input-size", "32", "--trackers", "mlflow",
                "--run-dir", str(tmp_path / "runs"), "--no-progress"])
     assert rc == 2
     captured = capsys.readouterr()
     err = captured.err.strip()
-    assert err.startswith("error: --log mlflow: cannot start an MLflow run at http://127.0.0.1:") and "\n" not in err
+    assert err.startswith("error: --trackers mlflow: cannot start an MLflow run at http://127.0.0.1:") and "\n" not in err
     assert "epoch 1/1" not in captured.out and not (tmp_path / "runs" / "cnn_base").exists()

@@ -108,7 +108,7 @@ def _planner(splits, budget, monkeypatch, busy=1.0, **kw):
     monkeypatch.setattr("transferlab.budget.weights_available", lambda name, weights=None: True)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     clock = FakeClock()
-    return BudgetPlanner(splits, budget, log=lambda m: None, clock=clock, **kw), clock
+    return BudgetPlanner(splits, budget, clock=clock, **kw), clock
 
 
 def test_plan_starts_with_a_frozen_baseline_then_fine_tunes_and_explains_itself(digits_dir, monkeypatch):
@@ -185,7 +185,7 @@ def test_scratch_nets_come_last_or_alone(digits_dir, monkeypatch):
     # ... and one too small for anything is an error that says what to do
     monkeypatch.setattr("transferlab.budget.probe", lambda name, s, **k: _fake_probe(name, s))
     with pytest.raises(ConfigError, match="larger --budget"):
-        plan_budget(splits, 0.2, log=lambda m: None)
+        plan_budget(splits, 0.2)
 
 
 def test_estimates_add_up():
@@ -212,8 +212,7 @@ def test_run_budget_trains_frozen_then_fine_tuned_and_reports_the_plan(digits_di
     monkeypatch.setattr("transferlab.budget.TRANSFER_ORDER", ("mobilenet_v1_025_tf",))
     monkeypatch.setattr("transferlab.budget.weights_available", lambda name, weights=None: True)
     out = tmp_path / "job"
-    summary = run_pipeline(digits_dir, out=out, budget=40, doctor=False, progress=False, pretrained=False,
-                           log=print)
+    summary = run_pipeline(digits_dir, out=out, budget=40, doctor=False, progress=False, pretrained=False,)
     text = capsys.readouterr().out
     assert "linear probe" in text and "took" in text
     done = summary["plan"]
@@ -282,7 +281,7 @@ def test_job_estimator_times_jobs_and_scales_them_by_the_last_models_slowdown(di
     splits = load_data(digits_dir, progress=False)  # 240 train, 60 val
     monkeypatch.setattr("transferlab.budget.probe", lambda name, s, **k: _fake_probe(name, s))
     monkeypatch.setattr("transferlab.budget.decode_seconds", lambda paths, size, sample=16: 0.0)
-    est = JobEstimator(splits, log=lambda m: None)
+    est = JobEstimator(splits)
     frozen = est.frozen_job("efficientnet_lite0", "why")
     p = est.probes["efficientnet_lite0"]
     assert frozen.label == "efficientnet_lite0-frozen" and frozen.seconds == pytest.approx(frozen_seconds(p, 240, 60))

@@ -448,5 +448,5 @@ def test_callback_state_is_saved_under_its_key_and_batch_hooks_run(tmp_path):
     steps = Steps()
     x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 0, 1])
     Trainer(net, net, [(x[:4], y[:4]), (x[4:], y[4:])], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
-            callbacks=[steps], runtime=Runtime(progress=False, log=lambda m: None)).train_one_epoch(1)
+            callbacks=[steps], runtime=Runtime(progress=False, verbose=False)).train_one_epoch(1)
     assert steps.begun == [1, 2] and [(s, n) for s, n, _ in steps.ended] == [(1, 4), (2, 2)]

@@ -131,7 +131,7 @@ def test_metrics_are_summed_over_ranks(monkeypatch):
         loss_sum = float(nn.functional.cross_entropy(net(x), y, reduction="sum"))
     opt = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the weights stay, so both passes see the same logits
     trainer = Trainer(net, net, [(x[:2], y[:2]), (x[2:], y[2:])], [(x[:3], y[:3]), (x[3:], y[3:])], optimizer=opt,
-                      runtime=Runtime(dist=DistInfo(world_size=2, rank=0), progress=False, log=lambda m: None))
+                      runtime=Runtime(dist=DistInfo(world_size=2, rank=0), progress=False, verbose=False))
     val = trainer.evaluate()
     assert val == {"val_loss": pytest.approx((loss_sum + 6.0) / 8), "val_acc": pytest.approx(6 / 8)}
     logs = trainer.train_one_epoch(1)
@@ -252,7 +252,7 @@ def test_epoch_progress_shows_the_running_metrics_of_all_ranks(monkeypatch):
         losses = nn.functional.cross_entropy(net(x), y, reduction="none")
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
     trainer = Trainer(net, net, [(x[:2], y[:2]), (x[2:], y[2:])], [], optimizer=opt, total_epochs=3,
-                      runtime=Runtime(dist=DistInfo(world_size=2, rank=0), progress=True, log=lambda m: None))
+                      runtime=Runtime(dist=DistInfo(world_size=2, rank=0), progress=True, verbose=False))
     trainer.train_one_epoch(2)
     (bar,) = bars
     assert (bar.description, bar.total) == ("epoch 2/3", 2)
@@ -264,7 +264,7 @@ def test_epoch_progress_shows_the_running_metrics_of_all_ranks(monkeypatch):
     assert Trainer(net, net, [], [], optimizer=opt,
                    runtime=Runtime(dist=DistInfo(world_size=2, rank=1), progress=True)).progress is False
     assert Trainer(net, net, [], [], optimizer=opt, runtime=Runtime(progress=False)).progress is False
-    trainer = Trainer(net, net, [(x, y)], [], optimizer=opt, runtime=Runtime(progress=False, log=lambda m: None))
+    trainer = Trainer(net, net, [(x, y)], [], optimizer=opt, runtime=Runtime(progress=False, verbose=False))
     trainer.train_one_epoch(1)
     assert bars[-1].description == "epoch 1" and bars[-1].enabled is False
     assert trainer.evaluate() == {"val_loss": pytest.approx(float("nan"), nan_ok=True),
@@ -325,7 +325,7 @@ def test_one_epoch_trains_in_train_mode_steps_the_optimizer_and_validates_in_eva
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
     loader = _Loader([(x[:2], y[:2]), (x[2:], y[2:])])
-    trainer = Trainer(net, net, loader, [(x, y)], optimizer=opt, runtime=Runtime(progress=True, log=lambda m: None))
+    trainer = Trainer(net, net, loader, [(x, y)], optimizer=opt, runtime=Runtime(progress=True, verbose=False))
     logs = trainer.train_one_epoch(3)
     assert loader.sampler.calls == [((3,), {})]  # the epoch's order and augmentation
     assert net.modes == [True, True] and logs["lr"] == 0.1 and logs["images"] == 4
@@ -357,14 +357,14 @@ def test_a_one_image_epoch_averages_over_that_image(monkeypatch):
         net.weight.copy_(torch.eye(2))
         want = float(nn.functional.cross_entropy(net(x), y))
     trainer = Trainer(net, net, [(x, y)], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
-                      runtime=Runtime(progress=False, log=lambda m: None))
+                      runtime=Runtime(progress=False, verbose=False))
     logs = trainer.train_one_epoch(1)
     assert logs["train_loss"] == pytest.approx(want) and logs["train_acc"] == 0.0 and logs["images"] == 1
     right = Trainer(net, net, [(torch.tensor([[3.0, 1.0]]), y)], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
-                    runtime=Runtime(progress=False, log=lambda m: None)).train_one_epoch(1)
+                    runtime=Runtime(progress=False, verbose=False)).train_one_epoch(1)
     assert right["train_acc"] == 1.0  # one image, predicted right: 1/1
     empty = Trainer(net, net, [], [], optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
-                    runtime=Runtime(progress=False, log=lambda m: None)).train_one_epoch(1)
+                    runtime=Runtime(progress=False, verbose=False)).train_one_epoch(1)
     assert (empty["train_loss"], empty["train_acc"], empty["images"]) == (0.0, 0.0, 0)
 
 

@@ -65,12 +65,12 @@ def test_state_writer_commits_what_restore_puts_back(tmp_path):
     assert not (tmp_path / "rank1").exists()  # only rank 0 writes
 
 
-def test_an_expired_time_limit_starts_no_further_phase(tmp_path):
+def test_an_expired_time_limit_starts_no_further_phase(tmp_path, logged):
     limit = TimeLimit(60)
     limit.expired = True
-    said, history = [], [{"epoch": 1}]
+    said, history = logged, [{"epoch": 1}]
     writer = StateWriter(tmp_path, nn.Linear(2, 2), ["a", "b"], [limit], history, is_main=True)
-    runner = PhaseRunner(None, writer.model, {}, {}, [limit], Runtime(log=said.append), history, writer, None)
+    runner = PhaseRunner(None, writer.model, {}, {}, [limit], Runtime(), history, writer, None)
     runner.run_all([Phase(0, 1, 0.1, "frozen"), Phase(1, 1, 0.01, "full")],
                    {"phase": 0, "phase_finished": True})
     assert said == ["time limit: phase 2 not started; the run ends with what it has"]
@@ -82,8 +82,8 @@ def test_trainer_takes_where_and_how_from_its_runtime():
     net = nn.Linear(2, 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     trainer = Trainer(net, net, [], [], optimizer=opt,
-                      runtime=Runtime(device="cpu", amp="bf16", channels_last=True, progress=True, log=print))
+                      runtime=Runtime(device="cpu", amp="bf16", channels_last=True, progress=True))
     assert (trainer.device, trainer.amp, trainer.channels_last, trainer.progress) == \
         (torch.device("cpu"), "bf16", True, True)
     plain = Trainer(net, net, [], [], optimizer=opt)
-    assert (plain.amp, plain.channels_last, plain.dist.world_size, plain._log) == ("none", False, 1, print)
+    assert (plain.amp, plain.channels_last, plain.dist.world_size, plain.runtime.verbose) == ("none", False, 1, True)

@@ -49,9 +49,9 @@ def _finished(study) -> list:
     return [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
 
 
-def test_tune_writes_best_json_and_a_second_call_resumes(digits_dir, tmp_path, tiny):
+def test_tune_writes_best_json_and_a_second_call_resumes(digits_dir, tmp_path, tiny, logged):
     out = tmp_path / "tune"
-    r = tune(digits_dir, **tiny, input_sizes=[32], trials=2, out=out, progress=False, log=lambda m: None)
+    r = tune(digits_dir, **tiny, input_sizes=[32], trials=2, out=out, progress=False)
     assert (out / "best.json").is_file() and (out / "report.html").is_file() and (out / "history.png").is_file()
     best = json.loads((out / "best.json").read_text())
     assert best == r["options"] and best["model"] == "mobilenet_v1_025_tf" and best["input_size"] == 32
@@ -66,8 +66,9 @@ def test_tune_writes_best_json_and_a_second_call_resumes(digits_dir, tmp_path, t
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Optimisation history" in html
 
-    lines: list[str] = []
-    r2 = tune(digits_dir, **tiny, input_sizes=[32], trials=3, out=out, progress=False, log=lines.append)
+    lines = logged
+    lines.clear()
+    r2 = tune(digits_dir, **tiny, input_sizes=[32], trials=3, out=out, progress=False)
     study = _study(out)
     assert [t.number for t in study.trials] == [0, 1, 2] and len(_finished(study)) == 3
     assert study.trials[2].params not in (study.trials[0].params, study.trials[1].params)
@@ -78,16 +79,16 @@ def test_tune_writes_best_json_and_a_second_call_resumes(digits_dir, tmp_path, t
     assert len(trial_lines) == 1 and "val_acc" in trial_lines[0] and "best" in trial_lines[0]
     # the same call again: nothing left to do
     lines.clear()
-    tune(digits_dir, **tiny, input_sizes=[32], trials=3, out=out, progress=False, log=lines.append)
+    tune(digits_dir, **tiny, input_sizes=[32], trials=3, out=out, progress=False)
     assert len(_study(out).trials) == 3 and any("raise --trials" in line for line in lines)
     # another search in the same folder is refused
     with pytest.raises(Exception, match="holds another search"):
-        tune(digits_dir, **tiny, input_sizes=[32, 48], trials=4, out=out, progress=False, log=lambda m: None)
+        tune(digits_dir, **tiny, input_sizes=[32, 48], trials=4, out=out, progress=False)
 
 
 def test_best_json_trains_with_train_config_and_reproduces_the_value(digits_dir, tmp_path, tiny, capsys):
     out = tmp_path / "tune"
-    r = tune(digits_dir, **tiny, input_sizes=[32], trials=2, out=out, progress=False, log=lambda m: None)
+    r = tune(digits_dir, **tiny, input_sizes=[32], trials=2, out=out, progress=False)
     runs = tmp_path / "runs"
     assert main(["train", str(digits_dir), "--config", str(out / "best.json"), "--run-dir", str(runs),
                  "--no-progress"]) == 0
@@ -175,8 +176,7 @@ def test_ctrl_c_leaves_a_resumable_study(digits_dir, tmp_path, tiny, capsys, mon
 
 def test_full_space_runs_real_training_and_keeps_the_best_run(digits_dir, tmp_path, tiny):
     out = tmp_path / "full"
-    r = tune(digits_dir, **tiny, input_sizes=[32], trials=2, space="full", out=out, progress=False,
-             log=lambda m: None)
+    r = tune(digits_dir, **tiny, input_sizes=[32], trials=2, space="full", out=out, progress=False)
     study = _study(out)
     assert len(_finished(study)) == 2 and "unfreeze_last" in study.trials[0].params
     kept = sorted(p.name for p in (out / "trials").iterdir())
@@ -260,14 +260,14 @@ def test_open_study_refuses_another_search_in_the_same_folder(tmp_path):
         open_study(tmp_path, {**mine, "seed": 1}, seed=1, trials=4, group=False)
 
 
-def test_trial_line_and_keep_best_run(tmp_path):
+def test_trial_line_and_keep_best_run(tmp_path, logged):
     study = optuna.create_study(direction="maximize")
-    lines: list[str] = []
+    lines = logged
     first, second = tmp_path / "trial-000", tmp_path / "trial-001"
     first.mkdir()
     assert keep_best_run(study, first, 0.5, None) == first  # nothing finished yet: the first is the best
     _completed(study, 0.5)
-    TrialLine(3, lines.append)(study, study.trials[0])
+    TrialLine(3)(study, study.trials[0])
     assert lines == ["trial 0 [1/3]  lr=0.001  val_acc 0.5000  0.0s  best 0.5000 (trial 0)"]
     second.mkdir()
     assert keep_best_run(study, second, 0.4, first) == first and not second.exists()  # worse: removed

@@ -22,6 +22,10 @@ __version__ = "0.1.0"
 # keeps the speed. Set before torch is imported (libgomp reads it once); a user's setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Messages go through logging (loggers under "transferlab"); this shows them on stdout unless the CLI
+# or the application says otherwise (see transferlab/_logging.py).
+from . import _logging  # noqa: E402,F401
+
 # Public API, imported lazily so that `import transferlab` (and the CLI's --help) stays cheap.
 # The stage modules train, evaluate, compare, export and predict are callable:
 # ``transferlab.train(...)`` is ``transferlab.train.train(...)``.

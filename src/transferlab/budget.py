@@ -33,6 +33,7 @@ checkpoint kept.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,8 @@ from .models.factory import fallback_source, weights_source
 from .models.weights import choose_weights_file, hub_offline
 from .train.config import TrainConfig
 from .train.features import frozen_part
+
+logger = logging.getLogger("transferlab.budget")
 
 TRANSFER_ORDER = ("efficientnet_lite2", "efficientnet_lite1", "efficientnet_lite0", "mobilenet_v2")
 SCRATCH_ORDER = ("resnet_scratch", "cnn_bn")
@@ -332,8 +335,8 @@ class JobEstimator:
     not counted again); the planner sets it.
     """
 
-    def __init__(self, splits: DataSplits, log: Callable[[str], None] = print):
-        self.splits, self.log = splits, log
+    def __init__(self, splits: DataSplits):
+        self.splits = splits
         self.n_train, self.n_val = len(splits.train), max(1, len(splits.val))
         self.probes: dict[str, Probe] = {}
         self.probe_order: list[str] = []
@@ -346,7 +349,7 @@ class JobEstimator:
     # ---- measurements --------------------------------------------------------------------------
     def probe(self, name: str) -> Probe:
         if name not in self.probes or name in self.stale:
-            self.log(f"budget: probing {name} ...")
+            logger.info(f"budget: probing {name} ...")
             self.probes[name] = probe(name, self.splits)
             self.stale.discard(name)
             if name not in self.probe_order:
@@ -453,11 +456,11 @@ class BudgetPlanner:
     """
 
     def __init__(self, splits: DataSplits, budget: float, *, transfer: Sequence[str] | None = None,
-                 scratch: Sequence[str] | None = None, weights=None, log: Callable[[str], None] = print,
+                 scratch: Sequence[str] | None = None, weights=None,
                  clock: Callable[[], float] = time.perf_counter):
         if not budget or budget <= 0:
             raise ConfigError(f"--budget must be positive, got {budget}")
-        self.splits, self.budget, self.log, self.clock = splits, float(budget), log, clock
+        self.splits, self.budget, self.clock = splits, float(budget), clock
         self.started = clock()
         self.transfer = [r for r in (TRANSFER_ORDER if transfer is None else transfer) if weights_available(r, weights)]
         self.scratch = list(SCRATCH_ORDER if scratch is None else scratch)
@@ -465,7 +468,7 @@ class BudgetPlanner:
         missing = [r for r in (TRANSFER_ORDER if transfer is None else transfer) if r not in self.transfer]
         if missing:
             self._note(f"no pretrained weights to be had for {', '.join(missing)}: not considered")
-        self.estimator = JobEstimator(splits, log)
+        self.estimator = JobEstimator(splits)
         self.done: list[Choice] = []
         self._primary: tuple[str | None, bool] | None = None   # (recipe, fine-tune fits)
         self._first: Choice | None = None   # the first job planned
@@ -606,10 +609,10 @@ class BudgetPlanner:
 
 
 def plan_budget(splits: DataSplits, budget: float, *, transfer: Sequence[str] | None = None,
-                scratch: Sequence[str] | None = None, weights=None, log: Callable[[str], None] = print) -> BudgetPlan:
+                scratch: Sequence[str] | None = None, weights=None) -> BudgetPlan:
     """The whole plan for ``budget`` seconds, as :class:`BudgetPlanner` makes it before any model runs;
     a ConfigError when no model fits."""
-    planner = BudgetPlanner(splits, budget, transfer=transfer, scratch=scratch, weights=weights, log=log)
+    planner = BudgetPlanner(splits, budget, transfer=transfer, scratch=scratch, weights=weights)
     plan = planner.plan()
     if not plan.choices:
         raise nothing_fits(budget, len(splits.train))

@@ -12,6 +12,7 @@ import os
 import sys
 
 from . import __version__
+from ._logging import cli_handler
 from .errors import TransferlabError
 
 # command name -> (module, one-line help). Order is the order shown in --help,
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "cache_max_gb", None) is not None:  # read by data.cache wherever an array is built
         os.environ["TRANSFERLAB_CACHE_MAX_GB"] = repr(args.cache_max_gb)
     try:
-        return int(args._run(args) or 0)
+        with cli_handler():  # transferlab's log messages through the rich console (see _logging)
+            return int(args._run(args) or 0)
     except TransferlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ class ParityError(TransferlabError):
 
 
 class TrackingError(TransferlabError):
-    """A tracker asked for with ``--log`` could not start."""
+    """A tracker asked for with ``--trackers`` could not start."""
 
 
 class CacheLimitError(DataError):

@@ -24,6 +24,7 @@ which keeps it with the failed check recorded as accepted in ``model.json``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -51,6 +52,8 @@ from .data.scan import decode_in_parallel
 from .errors import ConfigError, ParityError, TransferlabError  # noqa: F401 - ParityError: raised here
 from .runtime import Preprocess, default_threads, ort_probs, ort_session, softmax
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_OPSET = 18
 TOLERANCE = 1e-4
 PARITY_IMAGES = 16          # images compared between PyTorch and the export
@@ -75,7 +78,7 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
     if quantize and fmt != "onnx":
         raise ConfigError("--quantize int8 needs --format onnx")
     run = Path(run)
-    say = print if verbose else (lambda *a, **k: None)
+    level = logging.INFO if verbose else logging.DEBUG  # what it did, through the transferlab.export logger
 
     model, meta = load_model(run)
     ckpt = runfolder.resolve_checkpoint(run)
@@ -103,12 +106,12 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
                                          "exporter": exporter, "seconds": round(time.perf_counter() - t0, 2)}
                 session = ort_session(staged)
                 entry["parity"] = _parity(lambda x: ort_probs(session, x), reference, batch, source, tolerance)
-                say(f"exported {path} ({_mb(entry['size_bytes'])}, opset {opset}, {exporter} exporter)")
-                _check_parity("ONNX Runtime", entry["parity"], path, accept_mismatch, say)
+                logger.log(level, f"exported {path} ({_mb(entry['size_bytes'])}, opset {opset}, {exporter} exporter)")
+                _check_parity("ONNX Runtime", entry["parity"], path, accept_mismatch, level)
             exports["onnx"] = entry
             if quantize:
                 exports["int8"] = _quantize_int8(path, out_dir / runfolder.INT8_NAME, pre, splits, meta, info, batch,
-                                                 reference, source, session, say)
+                                                 reference, source, session, level)
                 path = out_dir / runfolder.INT8_NAME
         else:
             path = out_dir / runfolder.TORCHSCRIPT_NAME
@@ -126,10 +129,10 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
                 entry = {"file": path.name, "size_bytes": staged.stat().st_size, "exporter": "torch.jit.trace",
                          "seconds": round(time.perf_counter() - t0, 2)}
                 entry["parity"] = _parity(ts_probs, reference, batch, source, tolerance)
-                say(f"exported {path} ({_mb(entry['size_bytes'])}, torch.jit.trace)")
-                _check_parity("TorchScript", entry["parity"], path, accept_mismatch, say)
+                logger.log(level, f"exported {path} ({_mb(entry['size_bytes'])}, torch.jit.trace)")
+                _check_parity("TorchScript", entry["parity"], path, accept_mismatch, level)
             exports["torchscript"] = entry
-    say(f"wrote {runfolder.write_export_meta(run, info)}")
+    logger.log(level, f"wrote {runfolder.write_export_meta(run, info)}")
     return path
 
 
@@ -233,9 +236,9 @@ def _parity(fn, reference: np.ndarray, batch: np.ndarray, source: str, tolerance
             "top1_agreement": agree, "tolerance": tolerance, "ok": bool(diff < tolerance)}
 
 
-def _check_parity(name: str, parity: dict, path: Path, accept: bool, say) -> None:
-    """Print the parity line; a failed check raises ParityError unless ``accept`` (then it is recorded as accepted)."""
-    say(_parity_line(name, parity))
+def _check_parity(name: str, parity: dict, path: Path, accept: bool, level: int) -> None:
+    """Log the parity line; a failed check raises ParityError unless ``accept`` (then it is recorded as accepted)."""
+    logger.log(level, _parity_line(name, parity))
     if parity["ok"]:
         return
     if not accept:
@@ -245,7 +248,7 @@ def _check_parity(name: str, parity: dict, path: Path, accept: bool, say) -> Non
             f"{parity['images']}; {path} was not written. Pass --accept-parity-mismatch "
             f"(accept_mismatch=True) to keep it anyway")
     parity["accepted"] = True
-    say(f"warning: keeping {path.name} although it fails the parity check (--accept-parity-mismatch)")
+    logger.log(level, f"warning: keeping {path.name} although it fails the parity check (--accept-parity-mismatch)")
 
 
 @contextmanager
@@ -275,7 +278,7 @@ class _CalibrationReader:
 
 
 def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, info: dict, batch: np.ndarray,
-                   reference: np.ndarray, source: str, fp32_session, say) -> dict:
+                   reference: np.ndarray, source: str, fp32_session, level: int) -> dict:
     calib = []
     if splits is not None and splits.train:
         _, calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
@@ -309,16 +312,16 @@ def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, i
     int8_probs = ort_probs(session, batch)
     entry["vs_pytorch"] = {"images": source, "max_abs_diff": float(np.abs(int8_probs - reference).max()),
                            "top1_agreement": float((int8_probs.argmax(1) == reference.argmax(1)).mean())}
-    say(f"quantised {out} ({_mb(entry['size_bytes'])} vs {_mb(entry['fp32_size_bytes'])} fp32, "
+    logger.log(level, f"quantised {out} ({_mb(entry['size_bytes'])} vs {_mb(entry['fp32_size_bytes'])} fp32, "
         f"{entry['size_ratio']:.0%}; {method})")
     if splits is not None and splits.val:
         acc = _val_accuracy(pre, splits, meta["classes"], {"fp32": fp32_session, "int8": session})
         if acc:
             entry["val_accuracy"] = acc
-            say(f"validation accuracy on {acc['images']} images: fp32 {acc['fp32']:.2%}, int8 {acc['int8']:.2%} "
+            logger.log(level, f"validation accuracy on {acc['images']} images: fp32 {acc['fp32']:.2%}, int8 {acc['int8']:.2%} "
                 f"(change {acc['int8'] - acc['fp32']:+.2%})")
     else:
-        say("validation data not reachable: size change only")
+        logger.log(level, "validation data not reachable: size change only")
     return entry
 
 

@@ -14,6 +14,7 @@ one-line reason.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from .errors import TransferlabError
 from .tracking import log_export
 from .train.config import TrainConfig
 
+logger = logging.getLogger(__name__)
+
 
 def run_pipeline(
     data: str | Path | None = None,
@@ -47,18 +50,16 @@ def run_pipeline(
     seed: int = 0,
     val_ratio: float = 0.2,
     progress: bool = True,
-    console=None,
-    log=print,
-    tracking: list[str] | None = None,
+    trackers: list[str] | None = None,
     **train_kwargs: Any,
 ) -> dict[str, Any]:
     """Run the whole job and return a summary dict.
 
     ``budget`` (seconds): instead of the preset, train the models :func:`transferlab.budget.plan_budget`
     picks for this data on this machine, each stopped cleanly at its share. ``doctor``: run the data
-    doctor (``OUT/doctor/doctor.html``, summarised in the report). ``tracking``: train's ``log`` option
-    (``["tensorboard", "mlflow"]``; ``log`` here is the progress printer); with MLflow the exported best
-    model is added to its run.
+    doctor (``OUT/doctor/doctor.html``, summarised in the report). ``trackers``: train's option
+    (``["tensorboard", "mlflow"]``); with MLflow the exported best model is added to its run. Messages go
+    to the ``transferlab.pipeline`` logger.
 
     Returns ``{"data", "inspect", "doctor", "plan", "leaderboard", "best", "onnx", "report",
     "serve_command"}``.
@@ -74,36 +75,36 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _run(out, data=data, val_ratio=val_ratio, seed=seed, preset=preset, models=models, epochs=epochs,
-                    metric=metric, budget=budget, doctor=doctor, export_format=export_format, tracking=tracking,
-                    progress=progress, console=console, log=log, train_kwargs=train_kwargs)
+                    metric=metric, budget=budget, doctor=doctor, export_format=export_format, trackers=trackers,
+                    progress=progress, train_kwargs=train_kwargs)
     except TransferlabError:
         if created:  # a job that failed in a folder it made leaves nothing behind (its caches stay reusable)
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, budget, doctor, export_format, tracking,
-         progress, console, log, train_kwargs) -> dict[str, Any]:
+def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, budget, doctor, export_format, trackers,
+         progress, train_kwargs) -> dict[str, Any]:
     # an earlier job's summary must not present a model as deployed if this job stops short of it
     # (e.g. the export fails its parity check: export raises ParityError and nothing is deployed)
     (out / "summary.json").unlink(missing_ok=True)
     if data is None:
         data = sample_dir()
-        log(f"no DATA given: using the built-in sample (2,400 real CIFAR-10 photos) at {data}")
+        logger.info(f"no DATA given: using the built-in sample (2,400 real CIFAR-10 photos) at {data}")
     data = Path(data)
     steps = ["inspecting the data", *(["the data doctor"] if doctor else []),
              *(["planning the budget"] if budget is not None else []), "training and evaluating the models",
              "exporting the best model", "writing the report"]
 
     def step(what: str) -> None:
-        log(f"step {steps.index(what) + 1}/{len(steps)}: {what}")
+        logger.info(f"step {steps.index(what) + 1}/{len(steps)}: {what}")
 
     step("inspecting the data")
     splits = load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)  # scanned once, used by every stage
     report = inspect_data(splits, val_ratio=val_ratio, seed=seed)
     atomic_write_text(out / "inspect.json", json.dumps(report, indent=2, default=str))
     n_broken = len(report.get("broken", []))
-    log(f"  {report['totals']['all']} images, {report['num_classes']} classes, imbalance ratio "
+    logger.info(f"  {report['totals']['all']} images, {report['num_classes']} classes, imbalance ratio "
         f"{report['imbalance']['ratio']}" + (f", {n_broken} broken files skipped" if n_broken else ""))
 
     sections: list[dict[str, Any]] = []
@@ -113,36 +114,36 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
         doctor_report = doctor_stage.diagnose(splits, out=out / "doctor", progress=progress)
         lines = doctor_stage.summary(doctor_report)
         for line in lines:
-            log(f"  {line}")
+            logger.info(f"  {line}")
         sections.append({"title": "Data doctor", "lines": lines, "link": "../doctor/doctor.html"})
 
     planner = None
     if budget is not None:
         step("planning the budget")
-        planner = BudgetPlanner(splits, budget, weights=train_kwargs.get("weights"), log=log)
+        planner = BudgetPlanner(splits, budget, weights=train_kwargs.get("weights"))
         plan = planner.plan()
         for line in plan.explain():
-            log(f"  {line}")
+            logger.info(f"  {line}")
         if not plan.choices:
             raise nothing_fits(budget, len(splits.train))
 
     step("training and evaluating the models")
     common = dict(preset=preset, out=out / "compare", epochs=epochs, metric=metric, seed=seed, val_ratio=val_ratio,
-                  progress=progress, console=console, **({"log": tracking} if tracking else {}), **train_kwargs)
+                  progress=progress, **({"trackers": trackers} if trackers else {}), **train_kwargs)
     if planner is None:
-        log(f"  models: {', '.join(compare_stage.parse_models(models))}" if models else f"  preset {preset}")
+        logger.info(f"  models: {', '.join(compare_stage.parse_models(models))}" if models else f"  preset {preset}")
         rows = compare_stage.compare(splits, models=models, sections=sections, **common)
     else:
-        rows = _train_on_budget(planner, splits, sections, log, common)
+        rows = _train_on_budget(planner, splits, sections, common)
     ranked = [r for r in rows if r.get("status") == "ok" and r.get("run_dir")]
     if not ranked:
         raise TransferlabError("no model finished training; see the reasons above")
     best = ranked[0]
 
     step("exporting the best model")
-    log(f"  {best['model']} ({metric} {fmt(metric, best.get(metric))}) to {export_format}")
+    logger.info(f"  {best['model']} ({metric} {fmt(metric, best.get(metric))}) to {export_format}")
     exported = export_stage.export(best["run_dir"], format=export_format, splits=splits)
-    log_export(best["run_dir"], exported, log=log)  # to the best run's MLflow run (--log mlflow)
+    log_export(best["run_dir"], exported)  # to the best run's MLflow run (--trackers mlflow)
 
     step("writing the report")
     report_html = out / "compare" / "report.html"
@@ -163,7 +164,7 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
     return summary
 
 
-def _train_on_budget(planner: BudgetPlanner, splits, sections: list[dict[str, Any]], log, common: dict) -> list[dict]:
+def _train_on_budget(planner: BudgetPlanner, splits, sections: list[dict[str, Any]], common: dict) -> list[dict]:
     """Train the planner's next job until nothing more fits, re-planning after each model from the time
     really left; the report's "Budget plan" section says what ran, estimated and real."""
     labels: list[str] = []
@@ -172,12 +173,12 @@ def _train_on_budget(planner: BudgetPlanner, splits, sections: list[dict[str, An
     while (job := planner.next()) is not None:
         labels.append(job.label)
         overrides[job.label] = job.override
-        log(f"  budget: {job.describe()}, {planner.left():.0f} s left: {job.why}")
+        logger.info(f"  budget: {job.describe()}, {planner.left():.0f} s left: {job.why}")
         started = time.perf_counter()
         rows = compare_stage.compare(splits, models=labels, overrides=overrides,
                                      sections=[*sections, _plan_section(planner)], **common)
         planner.record(job, time.perf_counter() - started)
-        log(f"  budget: {job.label} took {job.real:.0f} s (estimated {job.seconds:.0f} s)")
+        logger.info(f"  budget: {job.label} took {job.real:.0f} s (estimated {job.seconds:.0f} s)")
     if labels:  # the report again, with the plan as it ended (every model is reused, none retrained)
         sections.append(_plan_section(planner))
         rows = compare_stage.compare(splits, models=labels, overrides=overrides, sections=sections, **common)

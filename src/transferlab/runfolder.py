@@ -13,8 +13,8 @@
       .lock                present while a process trains into the folder
       eval-<split>/        written by evaluate: metrics.json, predictions.csv, *.png
       export/              written by export: model.onnx, model.int8.onnx, model.pt, model.json
-      tensorboard/         with --log tensorboard: event files (train/, validation/, hparams)
-      tracking.json        with --log mlflow: the MLflow run this folder logs to (URI, experiment, run id)
+      tensorboard/         with --trackers tensorboard: event files (train/, validation/, hparams)
+      tracking.json        with --trackers mlflow: the MLflow run this folder logs to (URI, experiment, run id)
 
 >>> from transferlab import runfolder
 >>> config = runfolder.read_config("runs/cnn_bn")                     # doctest: +SKIP
@@ -358,14 +358,14 @@ def write_export_meta(run, info: dict) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- experiment tracking (--log)
+# ---------------------------------------------------------------- experiment tracking (--trackers)
 
 def tensorboard_dir(run) -> Path:
     return run_path(run) / TENSORBOARD_DIR
 
 
 def read_tracking(run) -> dict | None:
-    """``RUN/tracking.json`` (the MLflow run of a run trained with ``--log mlflow``), or None."""
+    """``RUN/tracking.json`` (the MLflow run of a run trained with ``--trackers mlflow``), or None."""
     p = run_path(run) / TRACKING
     try:
         return json.loads(p.read_text(encoding="utf-8"))

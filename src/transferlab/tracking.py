@@ -1,8 +1,8 @@
-"""Experiment tracking the way Keras, Lightning and fastai users already do it: ``--log tensorboard``
-and ``--log mlflow`` (the optional ``[tracking]`` extra: ``pip install 'transferlab[tracking]'``).
+"""Experiment tracking the way Keras, Lightning and fastai users already do it: ``--trackers tensorboard``
+and ``--trackers mlflow`` (the optional ``[tracking]`` extra: ``pip install 'transferlab[tracking]'``).
 
 Both are Keras-style training callbacks (the protocol of :mod:`transferlab.train.callbacks`), added
-by the training session for ``train(..., log=[...])`` / ``--log``; only rank 0 writes.
+by the training session for ``train(..., trackers=[...])`` / ``--trackers``; only rank 0 writes.
 
 * :class:`TensorBoardLogger` writes event files with PyTorch's ``SummaryWriter`` into
   ``RUN/tensorboard/`` in Keras's layout: ``train/`` and ``validation/`` hold ``epoch_loss`` and
@@ -26,10 +26,11 @@ evaluation's plots) is reported once and never loses the training or the evaluat
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +38,15 @@ from . import runfolder
 from ._callback import Callback
 from .errors import ConfigError, TrackingError, TransferlabError  # noqa: F401 - TrackingError: raised here
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:  # the optional [tracking] extra, imported when a tracker starts
     from mlflow.tracking import MlflowClient
 
 EXTRA = "pip install 'transferlab[tracking]'"
 DEFAULT_EXPERIMENT = "transferlab"
 # options that say where and how a run is trained, not what: left out of hparams / params
-_NOT_HPARAMS = {"run_dir", "name", "resume", "overwrite", "device", "threads", "workers", "log", "cache"}
+_NOT_HPARAMS = {"run_dir", "name", "resume", "overwrite", "device", "threads", "workers", "trackers", "cache"}
 _PARAM_MAX = 500  # characters of one param value (MLflow accepts 6000; a class list can be longer)
 
 
@@ -51,7 +54,7 @@ def _require(module: str, flag: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"--log {flag} needs the tracking extra: {EXTRA}") from None
+        raise ConfigError(f"--trackers {flag} needs the tracking extra: {EXTRA}") from None
 
 
 def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -104,7 +107,8 @@ class Tracker(Callback):
         self.final_phase = int(final_phase)
 
     def _say(self, trainer, message: str) -> None:
-        (getattr(trainer, "log", None) or print)(message)
+        if getattr(trainer, "is_main", True):
+            logger.info(message)
 
     def _last_phase(self, trainer) -> bool:
         """The run ends with this phase: its last one, or a --time-limit that will start no other."""
@@ -236,7 +240,7 @@ class MLflowLogger(Tracker):
         except ConfigError:
             raise
         except Exception as exc:
-            raise TrackingError(f"--log mlflow: cannot start an MLflow run at {known.get('tracking_uri') or _uri()}: "
+            raise TrackingError(f"--trackers mlflow: cannot start an MLflow run at {known.get('tracking_uri') or _uri()}: "
                                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         self._say(trainer, f"mlflow: run {self.run_id} at {uri}")
 
@@ -277,10 +281,10 @@ TRACKERS: dict[str, type[Tracker]] = {"tensorboard": TensorBoardLogger, "mlflow"
 
 
 def make_trackers(names: Sequence[str], run_dir: str | Path, final_phase: int = 0) -> list[Tracker]:
-    """The callbacks for ``--log NAMES`` (``"tensorboard"``, ``"mlflow"``), in that order."""
+    """The callbacks for ``--trackers NAMES`` (``"tensorboard"``, ``"mlflow"``), in that order."""
     unknown = [n for n in names if n not in TRACKERS]
     if unknown:
-        raise ConfigError(f"unknown --log {unknown[0]!r}: choose from {', '.join(TRACKERS)}")
+        raise ConfigError(f"unknown --trackers {unknown[0]!r}: choose from {', '.join(TRACKERS)}")
     return [TRACKERS[n](run_dir, final_phase) for n in dict.fromkeys(names)]
 
 
@@ -299,8 +303,7 @@ def _logged_run(run_dir: str | Path):
     return client, info["run_id"]
 
 
-def log_evaluation(run_dir: str | Path, metrics: Mapping[str, Any], out_dir: str | Path,
-                   log: Callable[[str], None] = print) -> bool:
+def log_evaluation(run_dir: str | Path, metrics: Mapping[str, Any], out_dir: str | Path) -> bool:
     """Log an evaluation written to ``out_dir`` (``RUN/eval-<split>``) to the run's MLflow run, when it
     has one: its headline metrics as ``eval-<split>/accuracy``, ``eval-<split>/f1_macro``, ..., and
     ``metrics.json`` and the plots as artifacts under ``eval-<split>/``. Never raises."""
@@ -330,11 +333,11 @@ def log_evaluation(run_dir: str | Path, metrics: Mapping[str, Any], out_dir: str
             client.log_artifact(run_id, str(history))
         return True
     except Exception as exc:  # the evaluation is written already: tracking must not lose it
-        log(f"mlflow: could not log the evaluation: {type(exc).__name__}: {exc}")
+        logger.warning(f"mlflow: could not log the evaluation: {type(exc).__name__}: {exc}")
         return False
 
 
-def log_export(run_dir: str | Path, exported: str | Path, log: Callable[[str], None] = print) -> bool:
+def log_export(run_dir: str | Path, exported: str | Path) -> bool:
     """Log an exported model file and its ``model.json`` under ``model/`` to the run's MLflow run,
     when it has one. Never raises."""
     try:
@@ -348,5 +351,5 @@ def log_export(run_dir: str | Path, exported: str | Path, log: Callable[[str], N
                 client.log_artifact(run_id, str(f), artifact_path="model")
         return True
     except Exception as exc:
-        log(f"mlflow: could not log the exported model: {type(exc).__name__}: {exc}")
+        logger.warning(f"mlflow: could not log the exported model: {type(exc).__name__}: {exc}")
         return False

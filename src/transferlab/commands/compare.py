@@ -13,6 +13,7 @@ import sys
 from rich.console import Console
 
 from ..compare.leaderboard import METRICS
+from .train import add_train_options, given_train_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,21 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=METRICS, default="accuracy", help="leaderboard sort key (default accuracy)")
     parser.add_argument("--out", metavar="DIR", default="compare", help="output folder (default compare)")
     parser.add_argument("--split", choices=("val", "test"), default="val", help="evaluation split (default val)")
-    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: train's)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: each recipe's)")
-    parser.add_argument("--input-size", type=int, default=None, help="image side fed to every model (default: each recipe's)")
-    parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction held out for validation (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    parser.add_argument("--weights", metavar="PATH", default=None,
-                        help="pretrained weights: a folder of weight files (each recipe takes the file that fits "
-                             "it), or RECIPE=FILE[,RECIPE=FILE...]")
-    parser.add_argument("--log", metavar="tensorboard,mlflow", default=None,
-                        help="experiment tracking for every model trained: TensorBoard event files in each run "
-                             "folder and/or an MLflow run each (MLFLOW_TRACKING_URI); needs pip install "
-                             "'transferlab[tracking]'")
     parser.add_argument("--retrain", action="store_true", help="train every recipe again, even finished ones")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from OUT's existing runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_train_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only:
         rows = write_report(args.out, metric=args.metric)
     else:
-        kwargs = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("input_size", args.input_size),
-                                    ("weights", args.weights), ("log", args.log)) if v is not None}
+        options = given_train_options(args)
+        seed, val_ratio = options.pop("seed", 0), options.pop("val_ratio", 0.2)
         rows = compare(args.data, models=args.models, preset=args.preset, out=args.out, epochs=args.epochs,
-                       metric=args.metric, split=args.split, seed=args.seed, val_ratio=args.val_ratio,
-                       retrain=args.retrain, progress=not args.no_progress, console=console, **kwargs)
+                       metric=args.metric, split=args.split, seed=seed, val_ratio=val_ratio,
+                       retrain=args.retrain, progress=not args.no_progress, **options)
     print_leaderboard(rows, args.metric, console=console)
     console.print(f"report: {os.path.join(args.out, 'report.html')}", highlight=False)
     return 0 if any(r.get("status") == "ok" for r in rows) else 1

@@ -15,6 +15,7 @@ from rich.console import Console
 from ..choices import EXPORT_FORMATS
 from ..compare.leaderboard import METRICS
 from ..train.config import parse_duration
+from .train import add_train_options, given_train_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,15 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=METRICS, default="accuracy", help="metric that picks the best model (default accuracy)")
     parser.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS, default="onnx",
                         help="export format for the best model (default onnx)")
-    parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction held out for validation (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    parser.add_argument("--weights", metavar="PATH", default=None,
-                        help="pretrained weights: a folder of weight files, or RECIPE=FILE[,RECIPE=FILE...]")
-    parser.add_argument("--log", metavar="tensorboard,mlflow", default=None,
-                        help="experiment tracking for every model trained: TensorBoard event files in each run "
-                             "folder and/or an MLflow run each (MLFLOW_TRACKING_URI), the exported best model "
-                             "added to its MLflow run; needs pip install 'transferlab[tracking]'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_train_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import run_pipeline
 
     budget = parse_duration(args.budget, "--budget") if args.budget is not None else None
-    extra = {k: v for k, v in (("weights", args.weights), ("tracking", args.log)) if v}
+    options = given_train_options(args)
+    seed, val_ratio = options.pop("seed", 0), options.pop("val_ratio", 0.2)
     console = Console() if sys.stdout.isatty() else Console(width=160)
     summary = run_pipeline(
         args.data,
@@ -66,12 +61,10 @@ def run(args: argparse.Namespace) -> int:
         doctor=not args.no_doctor,
         metric=args.metric,
         export_format=args.export_format,
-        seed=args.seed,
-        val_ratio=args.val_ratio,
+        seed=seed,
+        val_ratio=val_ratio,
         progress=not args.no_progress,
-        console=console,
-        log=lambda msg: console.print(msg, highlight=False),
-        **extra,
+        **options,
     )
     print_leaderboard(summary["leaderboard"], args.metric, console=console)
     best = summary["best"]

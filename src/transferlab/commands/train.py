@@ -12,13 +12,21 @@ import argparse
 import dataclasses
 import json
 import typing
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import ConfigError
-from ..train.config import TrainConfig, base_type
+from ..train.config import TrainConfig, base_type, convert
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+#: the training options that compare and run take too (their flags derived from TrainConfig, as train's)
+SHARED_OPTIONS = ("batch_size", "lr", "input_size", "val_ratio", "seed", "weights", "trackers")
+#: old flag spellings still accepted
+ALIASES = {"trackers": ["--log"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,29 +36,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(TrainConfig):
-        meta = f.metadata
-        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        names = [_flag(f.name)] + (["-m"] if f.name == "model" else [])
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = meta["help"]
-        if meta.get("choices"):
-            help_text += f" ({' | '.join(meta['choices'])})"
-        if base_type(hints[f.name]) is bool:
-            if default is False:  # a switch
-                group.add_argument(*names, dest=f.name, action="store_true", default=None, help=help_text)
-            else:  # on/off with a default (or the recipe's)
-                state = "" if default is None else f" (default {'on' if default else 'off'})"
-                group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                   help=help_text + state)
-            continue
-        if default not in (None, "", []) and f.name != "model":
-            help_text += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
-        group.add_argument(*names, dest=f.name, default=None, metavar=meta.get("metavar") or f.name.upper(),
-                           help=help_text)
+        group = groups.get(f.metadata["group"]) or groups.setdefault(f.metadata["group"],
+                                                                       parser.add_argument_group(f.metadata["group"]))
+        _add_option(group, f, hints)
     parser.add_argument("--config", metavar="FILE.json", default=None,
                         help="a JSON object of training options (the names above with _, e.g. the best.json "
                              "transferlab tune writes); flags given on the command line win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_train_options(parser: argparse.ArgumentParser, names: Sequence[str] = SHARED_OPTIONS,
+                      title: str = "training options (as in transferlab train)") -> None:
+    """The flags of the training options ``names``, exactly as ``train`` has them (for compare and run)."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    group = parser.add_argument_group(title)
+    for name in names:
+        _add_option(group, fields[name], hints)
+
+
+def given_train_options(args: argparse.Namespace, names: Sequence[str] = SHARED_OPTIONS) -> dict[str, Any]:
+    """The options among ``names`` given on the command line, converted from text as TrainConfig does
+    (a bad value is a one-line ConfigError); checked when the training config is built."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {n: convert(n, getattr(args, n), hints[n]) for n in names if getattr(args, n, None) is not None}
+
+
+def _add_option(group, f: dataclasses.Field, hints: dict[str, Any]) -> None:
+    """One TrainConfig field as a flag: its name, help (with choices and default), a switch for a bool."""
+    meta = f.metadata
+    names = [_flag(f.name)] + (["-m"] if f.name == "model" else []) + ALIASES.get(f.name, [])
+    default = f.default if f.default is not dataclasses.MISSING else None
+    help_text = meta["help"]
+    if meta.get("choices"):
+        help_text += f" ({' | '.join(meta['choices'])})"
+    if base_type(hints[f.name]) is bool:
+        if default is False:  # a switch
+            group.add_argument(*names, dest=f.name, action="store_true", default=None, help=help_text)
+        else:  # on/off with a default (or the recipe's)
+            state = "" if default is None else f" (default {'on' if default else 'off'})"
+            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text + state)
+        return
+    if default not in (None, "", []) and f.name != "model":
+        help_text += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+    group.add_argument(*names, dest=f.name, default=None, metavar=meta.get("metavar") or f.name.upper(),
+                       help=help_text)
 
 
 def _as_text(value) -> str:

@@ -14,8 +14,9 @@ options is reused, not retrained; a recipe whose training was interrupted contin
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from ..train.config import TrainConfig
 from . import plots as cplots
 from .leaderboard import Leaderboard, make_row, rank_rows, write_leaderboard
 from .report import MODEL_PLOTS, write_html, write_markdown
+
+logger = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-friendly (the default job: about 5 minutes on the built-in sample, 2 cores): three rungs
@@ -145,7 +148,6 @@ def compare(
     sections: Sequence[Mapping[str, Any]] | None = None,
     eval_batch_size: int = 64,
     progress: bool = True,
-    console=None,
     **train_kwargs,
 ) -> list[dict[str, Any]]:
     """Train (or reuse) each recipe on one split, evaluate it, rank them and write the report.
@@ -175,8 +177,7 @@ def compare(
     state.update({"data": str(splits.root), "split": split, "metric": metric,
                   "preset": preset if models is None else None, "epochs": epochs})
     job = _Comparison(out, state, splits, split, seed=seed, val_ratio=val_ratio, retrain=retrain,
-                      eval_batch_size=eval_batch_size, progress=progress, total=len(names),
-                      say=console.print if console is not None else (lambda *a, **k: None))
+                      eval_batch_size=eval_batch_size, progress=progress, total=len(names))
     for i, name in enumerate(names, 1):
         job.recipe(i, name, {"epochs": epochs, **train_kwargs, **overrides.get(name, {})})
     state["order"] = names
@@ -229,7 +230,6 @@ class _Comparison:
     eval_batch_size: int
     progress: bool
     total: int
-    say: Callable[..., None]
 
     def save(self) -> None:
         _write_state(self.out, self.state)
@@ -243,13 +243,13 @@ class _Comparison:
                              **{k: v for k, v in options.items() if k not in _NOT_OPTIONS}})
         entry = entries.get(name)
         if not self.retrain and _finished(entry, run_dir, request, self.split):
-            self.say(f"[{i}/{self.total}] {name}: finished earlier, reusing {run_dir}")
+            logger.info(f"[{i}/{self.total}] {name}: finished earlier, reusing {run_dir}")
             return
         try:
             if self.retrain or not _trained(entry, run_dir, request):
                 resume = not self.retrain and bool(entry) and entry.get("request") == request
                 self.train(f"[{i}/{self.total}] {name}", name, options, request, resume=resume)
-            self.say(f"[{i}/{self.total}] {name}: evaluating on {self.split}")
+            logger.info(f"[{i}/{self.total}] {name}: evaluating on {self.split}")
             evaluate_stage.evaluate(run_dir, data=self.splits, split=self.split, batch_size=self.eval_batch_size,
                                     progress=self.progress)
             entries[name] = {**entries[name], "status": "ok", "reason": ""}
@@ -258,20 +258,20 @@ class _Comparison:
             raise
         except WeightsError as exc:
             entries[name] = {"status": "skipped", "reason": _one_line(exc), "request": request}
-            self.say(f"[yellow]{name}: skipped - {_short(entries[name]['reason'])}[/]")
+            logger.warning(f"{name}: skipped - {_short(entries[name]['reason'])}")
         except Exception as exc:  # one failing recipe never loses the others
             prev = entries.get(name) or {}
             trained = _trained(prev, run_dir, request)
             entries[name] = {**prev, "status": "failed", "trained": trained, "request": request,
                              "reason": ("evaluation failed: " if trained else "") + _one_line(exc)}
-            self.say(f"[red]{name}: failed - {_short(entries[name]['reason'])}[/]")
+            logger.error(f"{name}: failed - {_short(entries[name]['reason'])}")
         self.save()
 
     def train(self, tag: str, name: str, options: dict[str, Any], request: dict, *, resume: bool) -> None:
         """Train recipe ``name`` into ``OUT/runs/name``, recorded in the state before (so that an
         interrupted compare resumes this training next time) and after, with its wall time."""
         entries = self.state["models"]
-        self.say(f"{tag}: training" + (" (resuming)" if resume else ""))
+        logger.info(f"{tag}: training" + (" (resuming)" if resume else ""))
         entries[name] = {"status": "training", "trained": False, "reason": "", "request": request}
         self.save()
         t0 = time.perf_counter()

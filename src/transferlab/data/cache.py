@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import filelock
@@ -42,6 +43,8 @@ from .._rows import RowFile, RowWriter
 from ..errors import CacheLimitError, DataError
 from .images import load_image, resample_filter
 from .scan import decode_in_parallel
+
+logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 DEFAULT_MAX_GB = 20.0
@@ -234,11 +237,10 @@ def _valid(path: Path, shape: tuple[int, ...]) -> bool:
 
 def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bilinear", *,
                 cache_dir: str | os.PathLike | bool | None = True, workers: int | None = None,
-                progress: bool = True, max_gb: float | None = None,
-                log: Callable[[str], None] | None = None) -> Path:
+                progress: bool = True, max_gb: float | None = None) -> Path:
     """Return the cache array for ``paths``, building it (atomically, in parallel) if needed.
 
-    ``log`` (default: print when ``progress``) hears the disk use of a new array. Raises
+    A new array's disk use is logged (``transferlab.data.cache``, INFO). Raises
     :class:`CacheLimitError` when the array alone exceeds the size limit (see the module doc), and
     :class:`~transferlab.errors.DataError` naming the file if an image cannot be decoded (scan the
     data with :func:`~transferlab.data.load_data` first to skip broken files), or when the disk has
@@ -247,8 +249,6 @@ def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bili
     resample_filter(interpolation)  # validate early
     if not paths:
         raise DataError("no images to cache (empty file list)")
-    if log is None:
-        log = print if progress else (lambda _msg: None)
     folder = resolve_cache_dir(cache_dir) or default_cache_dir()
     L = int(load_size)
     final = cache_path(paths, L, interpolation, folder)
@@ -288,9 +288,9 @@ def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bili
                     filled = 0
         out.write(chunk[:filled])
     total = sum(p.stat().st_size for p in cached_arrays(folder))
-    log(f"image cache: {len(paths):,} images at {L} px, {disk_size(final.stat().st_size)} in {folder} "
-        f"({time.perf_counter() - t0:.1f}s; the folder holds {disk_size(total)} of at most {disk_size(limit)}"
-        + (f", {len(removed)} least recently used array(s) removed" if removed else "") + ")")
+    logger.info(f"image cache: {len(paths):,} images at {L} px, {disk_size(final.stat().st_size)} in {folder} "
+                f"({time.perf_counter() - t0:.1f}s; the folder holds {disk_size(total)} of at most {disk_size(limit)}"
+                + (f", {len(removed)} least recently used array(s) removed" if removed else "") + ")")
     return final
 
 

@@ -10,6 +10,7 @@ torch.Size([3, 224, 224])
 """
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 
@@ -25,6 +26,8 @@ from .images import load_image
 from .types import Sample
 from .transforms import build_transform
 
+logger = logging.getLogger(__name__)
+
 
 class ImageDataset(Dataset):
     """Images as ``(transform(uint8 [3, L, L]), label)`` pairs, ``L = cfg["load_size"]``.
@@ -39,7 +42,7 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, samples: list[Sample], cfg: dict, transform=None, cache_dir: str | os.PathLike | bool | None = None,
-                 *, workers: int | None = None, progress: bool = True, in_memory: bool = False, log=None):
+                 *, workers: int | None = None, progress: bool = True, in_memory: bool = False):
         try:
             self.load_size = int(cfg["load_size"])
         except (KeyError, TypeError, ValueError):
@@ -56,11 +59,11 @@ class ImageDataset(Dataset):
         if folder is not None and self.samples:
             try:
                 path, self._hold = use_cache([p for p, _ in self.samples], self.load_size, self.interpolation,
-                                             cache_dir=folder, workers=workers, progress=progress, log=log)
+                                             cache_dir=folder, workers=workers, progress=progress)
                 self.cache_file = str(path)
                 weakref.finalize(self, self._hold.release)  # no other process evicts it while this dataset lives
             except CacheLimitError as exc:
-                (log or print)(f"warning: {exc}; decoding each image when it is used instead")
+                logger.warning(f"warning: {exc}; decoding each image when it is used instead")
             if in_memory and self.cache_file is not None:
                 self._array = np.load(self.cache_file)
 

@@ -113,7 +113,7 @@ def evaluate(
         metrics["plots"] = _write_plots(out_dir, run_dir, model, dataset, cfg, result, metrics,
                                         gradcam=gradcam, mistakes=mistakes)
     atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
-    if out is None:  # the run's own evaluation: to its MLflow run too, when trained with --log mlflow
+    if out is None:  # the run's own evaluation: to its MLflow run too, when trained with --trackers mlflow
         tracking.log_evaluation(run_dir, metrics, out_dir)
     return metrics
 

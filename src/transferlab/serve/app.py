@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from ..predict import Predictor
 from .routers import info, pages, predict
 from .routers.pages import STATIC_DIR
 from .state import MB, Serving
+
+logger = logging.getLogger(__name__)
 
 
 class UploadTooLarge(HTTPException):
@@ -194,10 +197,10 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload
     """Serve ``run`` with uvicorn until interrupted."""
     app = create_app(run, max_upload_mb, backend=backend, **kwargs)
     p = app.state.predictor
-    print(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend) "
-          f"on http://{host}:{port}/  (API docs: /docs)")
+    logger.info(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend) "
+                f"on http://{host}:{port}/  (API docs: /docs)")
     for note in p.notes:
-        print(f"note: {note}")
+        logger.info(f"note: {note}")
     # uploads decode in worker threads; over-limit images are refused explicitly (DataError), so
     # Pillow's warnings for them are noise in the server log
     with quiet_pil_warnings():

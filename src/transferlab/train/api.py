@@ -18,6 +18,7 @@ A run that fails before its first epoch is committed leaves nothing behind.
 """
 from __future__ import annotations
 
+import logging
 import contextvars
 import dataclasses
 import os
@@ -45,6 +46,8 @@ from .phases import PhaseRunner, check_phases, describe_phases, plan_phases
 from .run import Run
 from .sampling import shard
 from .state import StateWriter, restore, saved_state, seed_everything
+
+logger = logging.getLogger("transferlab.train")
 
 #: what an interrupted training tells the user to do; None: the ``train --resume`` command. Set by
 #: callers that resume by themselves when run again (``compare`` and ``run``).
@@ -119,8 +122,8 @@ def weights_record(model) -> dict[str, Any] | None:
     return record
 
 
-def make_datasets(splits: DataSplits, data_cfg: dict, cfg: TrainConfig, dist: D.DistInfo, *, progress: bool,
-                  log) -> dict[str, ImageDataset]:
+def make_datasets(splits: DataSplits, data_cfg: dict, cfg: TrainConfig, dist: D.DistInfo, *,
+                  progress: bool) -> dict[str, ImageDataset]:
     """Train and val images; under torchrun each rank takes its shard (``sampling.shard``) and
     decodes and caches only that, so no rank holds the whole dataset."""
     cache_dir = True if cfg.cache else None
@@ -129,17 +132,16 @@ def make_datasets(splits: DataSplits, data_cfg: dict, cfg: TrainConfig, dist: D.
         raise ConfigError(f"{len(splits.train)} training images cannot be shared by {dist.world_size} ranks")
     datasets = {
         "train": ImageDataset(shard(splits.train, dist), data_cfg,
-                              build_transform(data_cfg, train=True, augment=cfg.augment), cache_dir, progress=show,
-                              log=log),
+                              build_transform(data_cfg, train=True, augment=cfg.augment), cache_dir, progress=show),
         "val": ImageDataset(shard(splits.val, dist), data_cfg, build_transform(data_cfg, train=False), cache_dir,
-                            progress=show, log=log),
+                            progress=show),
     }
     datasets["train"].shard_total = len(splits.train)
     return datasets
 
 
 def make_callbacks(cfg: TrainConfig, run_dir: Path, started: float) -> list:
-    """The callbacks the options ask for (early stopping, lr on plateau, time limit, ``--log``
+    """The callbacks the options ask for (early stopping, lr on plateau, time limit, ``--trackers``
     trackers) around the ModelCheckpoint every run has; the user's come after them."""
     cbs: list = []
     if cfg.early_stopping is not None:
@@ -151,7 +153,7 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, started: float) -> list:
     cbs.append(ModelCheckpoint(run_dir, monitor=cfg.monitor, min_delta=cfg.min_delta))
     if cfg.time_limit is not None:
         cbs.append(TimeLimit(cfg.time_limit, start=started))
-    return cbs + make_trackers(cfg.log, run_dir, final_phase=len(plan_phases(cfg)) - 1)  # --log
+    return cbs + make_trackers(cfg.trackers, run_dir, final_phase=len(plan_phases(cfg)) - 1)  # --trackers
 
 
 def config_record(cfg: TrainConfig, splits: DataSplits, data, meta: dict, model, runtime: Runtime, *,
@@ -199,12 +201,10 @@ class Session:
         self.started = time.monotonic()                # --time-limit counts from here
 
     def log(self, message: str) -> None:
-        """Print on rank 0; once the run folder is ours, also append to its train.log."""
-        if not self.dist.is_main:
-            return
-        print(message, flush=True)
-        if self.folder is not None:
-            self.folder.append_log(message)
+        """Say ``message`` on rank 0 through the ``transferlab.train`` logger (and so, while the run
+        folder is held, into its train.log: :meth:`RunFolderGuard.taken`)."""
+        if self.dist.is_main:
+            logger.info(message)
 
     # ---- the story --------------------------------------------------------------------------------
     def run(self) -> Run:
@@ -291,7 +291,7 @@ class Session:
         classes = list(splits.classes)
         meta = {"recipe": cfg.model, "classes": classes, "num_classes": len(classes),
                 "head": list(model.head_hidden), "dropout": list(model.head_dropout), "data_cfg": dict(model.data_cfg)}
-        datasets = make_datasets(splits, meta["data_cfg"], cfg, self.dist, progress=self.progress, log=self.log)
+        datasets = make_datasets(splits, meta["data_cfg"], cfg, self.dist, progress=self.progress)
         runtime = self.place(model)
         if state is None:
             self.announce(model, splits, meta, phases, runtime)
@@ -325,7 +325,7 @@ class Session:
         if channels_last:
             model.to(memory_format=torch.channels_last)
         return Runtime(device=self.device, dist=self.dist, amp=cfg.amp, channels_last=channels_last,
-                       progress=self.progress, log=self.log)
+                       progress=self.progress)
 
     def announce(self, model, splits: DataSplits, meta: dict, phases: list, runtime: Runtime) -> None:
         """A new run: its config.json, then what it trains on, from which weights, what was adapted

@@ -32,7 +32,7 @@ FALLBACK_DEFAULTS = {"epochs": 10, "batch_size": 32, "lr": 1e-3, "optimizer": "a
                      "weight_decay": 0.0, "label_smoothing": 0.0, "augment": "none", "freeze": "full", "fine_tune": 0,
                      "fine_tune_lr": None, "unfreeze_from": None, "unfreeze_last": None, "feature_views": None}
 RECIPE_OPTIONS = tuple(FALLBACK_DEFAULTS)
-# the package each --log tracker needs (the [tracking] extra)
+# the package each --trackers tracker needs (the [tracking] extra)
 TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 # what the freezing plan is made of: taken from the recipe only as a whole, when the user set none of it
 FREEZE_PLAN = ("freeze", "fine_tune", "unfreeze_from", "unfreeze_last")
@@ -125,10 +125,10 @@ class TrainConfig:
     name: str | None = option(None, "run name (default: the recipe name)", "run folder")
     resume: bool = option(False, "continue the run RUN_DIR/NAME from its last completed epoch", "run folder")
     overwrite: bool = option(False, "replace an existing run of the same name", "run folder")
-    log: list[str] = option(None, "experiment tracking: tensorboard (event files in RUN/tensorboard) and/or mlflow "
+    trackers: list[str] = option(None, "experiment tracking: tensorboard (event files in RUN/tensorboard) and/or mlflow "
                                   "(MLFLOW_TRACKING_URI, else MLflow's local store), comma-separated; needs "
                                   "pip install 'transferlab[tracking]'", "run folder", choices=TRACKERS,
-                            metavar="tensorboard,mlflow", default_factory=list)
+                                 metavar="tensorboard,mlflow", default_factory=list)
 
     def __post_init__(self) -> None:
         hints = _hints()
@@ -196,8 +196,8 @@ class TrainConfig:
             need(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                  f"--name must be a plain folder name, got {self.name!r}")
         need(not (self.resume and self.overwrite), "give --resume or --overwrite, not both")
-        missing = [t for t in self.log if importlib.util.find_spec(TRACKER_MODULES[t]) is None]
-        need(not missing, f"--log {','.join(missing)} needs the tracking extra: pip install 'transferlab[tracking]'")
+        missing = [t for t in self.trackers if importlib.util.find_spec(TRACKER_MODULES[t]) is None]
+        need(not missing, f"--trackers {','.join(missing)} needs the tracking extra: pip install 'transferlab[tracking]'")
         return self
 
     # ---- recipe defaults -----------------------------------------------------------------------
@@ -236,6 +236,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        if "log" in d and "trackers" not in d:  # a run folder written before the option's rename
+            d = {**d, "trackers": d["log"]}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
@@ -273,7 +275,7 @@ def convert(name: str, text: str, hint) -> Any:
         return text if text.strip() == "auto" else parse_float_list(text, flag)
     if name == "time_limit":
         return parse_duration(text, flag)
-    if name == "log":
+    if name == "trackers":
         return [t.strip() for t in text.replace(" ", ",").split(",") if t.strip()]
     if kind is list:
         item = list_item_type(hint)

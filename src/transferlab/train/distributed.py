@@ -6,11 +6,16 @@ prints and shows progress; metrics are summed over ranks with ``all_reduce``.
 """
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
 
 import torch
 import torch.distributed as dist
+
+from .._logging import ROOT as LOG_ROOT
+from .._logging import quiet_below_warning
 
 
 @dataclass
@@ -20,6 +25,7 @@ class DistInfo:
     local_rank: int = 0
     local_world_size: int = 1
     initialized_here: bool = False
+    log_level: int | None = field(default=None, compare=False)  # transferlab's log level before a rank > 0 was quieted
 
     @property
     def enabled(self) -> bool:
@@ -53,12 +59,17 @@ def setup(device_type: str) -> DistInfo:
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
         info.initialized_here = True
+    if info.rank != 0:  # rank 0 speaks for all
+        info.log_level = quiet_below_warning()
     return info
 
 
 def cleanup(info: DistInfo) -> None:
     if info.initialized_here and dist.is_initialized():
         dist.destroy_process_group()
+    if info.log_level is not None:
+        logging.getLogger(LOG_ROOT).setLevel(info.log_level)
+        info.log_level = None
 
 
 def barrier(info: DistInfo) -> None:

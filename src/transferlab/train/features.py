@@ -17,11 +17,12 @@ loop trains the whole model on images instead.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ from .distributed import DistInfo
 from ..precision import autocast, training_amp
 from .loop import to_device
 from .sampling import image_batches, train_loader, val_loader
+
+logger = logging.getLogger("transferlab.train")
 
 class FeatureViews(Dataset):
     """Cached features (one array per augmented view: a tensor, or a :class:`~transferlab._rows.RowFile`
@@ -148,13 +151,13 @@ def frozen_part(model) -> tuple[nn.Module | None, nn.Module | None]:
 
 
 def phase_inputs(model, datasets: dict, settings: Settings, *, dist: DistInfo, device: torch.device,
-                 channels_last: bool, progress: bool, log: Callable[[str], None]) -> PhaseInputs:
+                 channels_last: bool, progress: bool) -> PhaseInputs:
     """The net and loaders for a phase whose freezing is already applied to ``model``. Under DDP
     ``datasets`` hold this rank's shard (see ``api.make_datasets``)."""
     lower, upper = frozen_part(model) if settings.enabled else (None, None)
     if lower is not None:
         cached = cache_features(lower, datasets["train"], datasets["val"], settings, dist=dist, device=device,
-                                channels_last=channels_last, progress=progress, log=log)
+                                channels_last=channels_last, progress=progress)
         if cached is not None:
             train_feats, val_feats, store = cached
             net = model.head if upper is None else nn.Sequential(upper, model.head)
@@ -174,7 +177,7 @@ def phase_inputs(model, datasets: dict, settings: Settings, *, dist: DistInfo, d
 
 
 def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, dist: DistInfo, device: torch.device,
-                   channels_last: bool, progress: bool, log: Callable[[str], None], root: Path | None = None
+                   channels_last: bool, progress: bool, root: Path | None = None
                    ) -> tuple[FeatureViews, FeatureViews, FeatureStore] | None:
     """``lower``'s outputs for ``settings.views`` augmented passes over the training images and one
     over the validation images, written in batches to row files on disk (a :class:`FeatureStore`)
@@ -188,8 +191,8 @@ def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, di
     limit = max_cache_bytes(store.path)
     if need > limit:
         store.close()
-        log(f"feature cache would need {need / 2**30:.1f} GiB of disk, {limit / 2**30:.1f} GiB may be used "
-            f"(free space, or TRANSFERLAB_FEATURE_CACHE_GB); training on images instead")
+        logger.info(f"feature cache would need {need / 2**30:.1f} GiB of disk, {limit / 2**30:.1f} GiB may be used "
+                    f"(free space, or TRANSFERLAB_FEATURE_CACHE_GB); training on images instead")
         return None
     t0 = time.perf_counter()
     common = dict(lower=lower, settings=settings, device=device, channels_last=channels_last, row_shape=row_shape,
@@ -210,9 +213,9 @@ def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, di
         store.close()
         raise
     shards = f" (this rank's shard of {dist.world_size})" if dist.enabled else ""
-    log(f"cached frozen-backbone features: {views} view(s) of {len(train_ds)} train + {len(val_ds)} val "
-        f"images{shards}, {tuple(row_shape)} each, {store.bytes() / 2**20:,.0f} MiB on disk in {store.path}, "
-        f"{time.perf_counter() - t0:.1f}s")
+    logger.info(f"cached frozen-backbone features: {views} view(s) of {len(train_ds)} train + {len(val_ds)} val "
+                f"images{shards}, {tuple(row_shape)} each, {store.bytes() / 2**20:,.0f} MiB on disk in {store.path}, "
+                f"{time.perf_counter() - t0:.1f}s")
     total = getattr(train_ds, "shard_total", None)
     return (FeatureViews(train_views, labels, shard_total=total), FeatureViews([val_feats], val_labels), store)
 

@@ -9,10 +9,12 @@ first committed epoch (such a run is not resumable).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from .. import runfolder
+from .._logging import ROOT
 from . import distributed as D
 
 
@@ -38,12 +40,25 @@ class RunFolderGuard:
             runfolder.append_log(self.path, message)
 
     @contextlib.contextmanager
+    def logging_to_train_log(self) -> Iterator[None]:
+        """What transferlab's loggers say in the ``with`` block (INFO and above) also goes to train.log
+        while the folder is ours."""
+        handler = _TrainLog(self)
+        root = logging.getLogger(ROOT)
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+
+    @contextlib.contextmanager
     def taken(self, mode: str, *, overwrite: bool) -> Iterator[RunFolderGuard]:
         """Hold the folder for the ``with`` block: locked (and emptied for ``--overwrite`` of a new run)
         on entry, released on exit; an exception leaves no trace of a run that committed no epoch."""
         self.take(mode, overwrite=overwrite)
         try:
-            yield self
+            with self.logging_to_train_log():
+                yield self
         except BaseException:
             self.clean_up_failed_start(overwrite=overwrite)
             raise
@@ -69,3 +84,17 @@ class RunFolderGuard:
             self.lock.release(remove_if_empty=True)
             if self.path.is_dir() and not any(self.path.iterdir()):
                 self.path.rmdir()
+
+
+class _TrainLog(logging.Handler):
+    """Appends each message to a held run folder's train.log."""
+
+    def __init__(self, folder: RunFolderGuard):
+        super().__init__()
+        self.folder = folder
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.folder.append_log(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)

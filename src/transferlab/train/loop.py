@@ -9,6 +9,7 @@ backbone; checkpoints are always of the full ``model``, which shares its paramet
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .callbacks import Callback
 from .distributed import DistInfo, all_reduce_sum
 from .schedule import current_lr
 
+logger = logging.getLogger("transferlab.train")
+
 
 @dataclass
 class Runtime:
@@ -40,7 +43,7 @@ class Runtime:
     amp: str = "none"
     channels_last: bool = False
     progress: bool = True
-    log: Callable[[str], None] = print
+    verbose: bool = True  # say the epoch lines (a tuning trial's trainer does not)
 
 
 class Trainer:
@@ -66,7 +69,6 @@ class Trainer:
         self.amp = runtime.amp
         self.channels_last = runtime.channels_last
         self.progress = runtime.progress and self.dist.is_main
-        self._log = runtime.log
         self.callbacks = list(callbacks)
         self.history = history if history is not None else []
         self.phase = phase
@@ -86,8 +88,9 @@ class Trainer:
         return getattr(self.net, "module", self.net)  # unwrap DistributedDataParallel
 
     def log(self, message: str) -> None:
-        if self.is_main:
-            self._log(message)
+        """Say ``message`` (rank 0 only) through the ``transferlab.train`` logger."""
+        if self.is_main and self.runtime.verbose:
+            logger.info(message)
 
     def save_checkpoint(self, path: str | Path, epoch: int, logs: dict[str, Any]) -> None:
         if not self.is_main:

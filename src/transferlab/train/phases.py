@@ -10,6 +10,7 @@ epochs; the run state is committed after every epoch (:class:`~transferlab.train
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import torch
@@ -23,6 +24,8 @@ from .config import TrainConfig
 from .loop import Runtime, Trainer
 from .schedule import build_optimizer, build_scheduler
 from .state import StateWriter, seed_everything, set_rng_state
+
+logger = logging.getLogger("transferlab.train")
 
 
 @dataclasses.dataclass
@@ -104,7 +107,7 @@ class PhaseRunner:
         last = len(phases) - 1
         for phase in phases[start:]:
             if limit is not None and self.history and (limit.expired or limit.remaining() <= 0):
-                self.runtime.log(f"time limit: phase {phase.index + 1} not started; the run ends with what it has")
+                logger.info(f"time limit: phase {phase.index + 1} not started; the run ends with what it has")
                 self.writer.commit(None, phase=last, phase_finished=True, finished=True)
                 break
             resume = state if (state and state["phase"] == phase.index and not state["phase_finished"]) else None
@@ -123,10 +126,10 @@ class PhaseRunner:
             features.Settings(batch_size=cfg.batch_size, seed=cfg.seed, views=min(cfg.feature_views, phase.epochs),
                               workers=cfg.workers,
                               amp=cfg.amp, augment=cfg.augment, enabled=cfg.feature_cache),
-            dist=rt.dist, device=rt.device, channels_last=rt.channels_last, progress=rt.progress, log=rt.log)
+            dist=rt.dist, device=rt.device, channels_last=rt.channels_last, progress=rt.progress)
         what = "head" if phase.policy == "frozen" else model.freeze_policy
-        rt.log(f"phase {phase.index + 1}/{n_phases}: {what}, {trainable:,} trainable parameters, lr {phase.lr:g}"
-               + (", on cached features" if inputs.cached else ""))
+        logger.info(f"phase {phase.index + 1}/{n_phases}: {what}, {trainable:,} trainable parameters, lr {phase.lr:g}"
+                    + (", on cached features" if inputs.cached else ""))
         trainer = self.make_trainer(phase, inputs, resume, n_phases)
         try:
             trainer.fit(self.writer.phase_end)

@@ -63,7 +63,7 @@ __all__ = [
 def tune(data, model: str = DEFAULT_MODEL, *, trials: int | str | None = 20, budget: float | str | None = None,
          out: str | os.PathLike = "tune", space: str = "head", weights: str | None = None,
          pretrained: bool | None = None, input_sizes=None, views: int = DEFAULT_VIEWS, seed: int = 0,
-         val_ratio: float = 0.2, amp: str = "auto", progress: bool = True, log=print) -> dict[str, Any]:
+         val_ratio: float = 0.2, amp: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Search training options for ``model`` on ``data``; returns the best trial's params and value.
 
     ``trials``: the finished trials the study in ``OUT/study.db`` should have (a re-run continues
@@ -77,4 +77,4 @@ def tune(data, model: str = DEFAULT_MODEL, *, trials: int | str | None = 20, bud
     """
     return Tuner(data, model, trials=trials, budget=budget, out=out, space=space, weights=weights,
                  pretrained=pretrained, input_sizes=input_sizes, views=views, seed=seed, val_ratio=val_ratio,
-                 amp=amp, progress=progress, log=log).run()
+                 amp=amp, progress=progress).run()

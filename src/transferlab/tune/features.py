@@ -2,11 +2,11 @@
 once per (input size, augmentation) and kept in ``OUT/features/`` as ``.npy`` files."""
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,8 @@ from ..train.config import TrainConfig
 from ..train.distributed import DistInfo
 from ..train.features import extract, frozen_part
 from ..train.sampling import image_batches, val_loader
+
+logger = logging.getLogger("transferlab.tune")
 
 # (train views, train labels, val features, val labels)
 Features = tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]
@@ -55,11 +57,10 @@ class FeatureCache:
     ``spent``: extraction time since the caller last set it to 0 (the current trial's).
     """
 
-    def __init__(self, backbones: Backbones, splits: DataSplits, out: Path, *, batch_size: int, progress: bool,
-                 log: Callable[[str], None]):
+    def __init__(self, backbones: Backbones, splits: DataSplits, out: Path, *, batch_size: int, progress: bool):
         self.backbones, self.splits, self.out = backbones, splits, out
         self.model, self.base = backbones.model, backbones.base
-        self.batch_size, self.progress, self.log = batch_size, progress, log
+        self.batch_size, self.progress = batch_size, progress
         self.seconds: dict[str, float] = {}
         self.spent = 0.0
         self._features: dict[tuple, Features] = {}
@@ -99,7 +100,7 @@ class FeatureCache:
             seconds = time.perf_counter() - t0
             self.seconds[f"{size}px {augment}"] = round(seconds, 2)
             self.spent += seconds
-            self.log(f"features at {size} px ({augment}, {views} view(s)): {len(self.splits.train)} train + "
+            logger.info(f"features at {size} px ({augment}, {views} view(s)): {len(self.splits.train)} train + "
                      f"{len(self.splits.val)} val images, {seconds:.1f}s (kept in {folder})")
         load = lambda p: torch.from_numpy(np.array(np.load(p, mmap_mode="r")))  # noqa: E731 - a copy in RAM
         train_views = [load(folder / f"train-{v}.npy") for v in range(1, views + 1)]

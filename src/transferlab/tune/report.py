@@ -16,6 +16,8 @@ from .._atomic import atomic_write, atomic_write_text, write_json
 from .._html import render
 from .study import STUDY_FILE, finished, finished_complete
 
+logger = logging.getLogger("transferlab.tune")
+
 
 class TrialLine:
     """Optuna callback: one line per finished trial (its params, result, time and the best so far).
@@ -23,8 +25,8 @@ class TrialLine:
     ``trials``: the finished trials the study should have (shown as ``[done/trials]``), or None.
     """
 
-    def __init__(self, trials: int | None, log: Callable[[str], None]):
-        self.trials, self.log = trials, log
+    def __init__(self, trials: int | None):
+        self.trials = trials
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         shown = " ".join(f"{k}={fmt(v)}" for k, v in trial.params.items())
@@ -41,7 +43,7 @@ class TrialLine:
                 if finished_complete(study) else "best -")
         feats = trial.user_attrs.get("feature_seconds")
         took = f"{seconds:.1f}s" + (f" (features {feats:.1f}s)" if feats else "")
-        self.log(f"trial {trial.number} [{n_done}{of}]  {shown}  {result}  {took}  {best}")
+        logger.info(f"trial {trial.number} [{n_done}{of}]  {shown}  {result}  {took}  {best}")
 
 
 def write_results(study: optuna.Study, out: Path, identity: dict[str, Any], feature_seconds: dict[str, float],

@@ -73,7 +73,7 @@ def fit_head(model: str, n_classes: int, cfg: TrainConfig, features: Features, r
     seed_everything(cfg.seed + 1)  # as train's first phase
     trainer = Trainer(head, head, tl, vl, optimizer=optimizer, scheduler=scheduler, criterion=criterion,
                       callbacks=[reporter], total_epochs=cfg.epochs,
-                      runtime=Runtime(amp=cfg.amp, progress=False, log=lambda _msg: None))
+                      runtime=Runtime(amp=cfg.amp, progress=False, verbose=False))
     trainer.fit(cfg.epochs)
 
 

@@ -2,6 +2,7 @@
 data and runs the study's trials until it has ``trials`` finished ones or the budget is spent."""
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from .report import TrialLine, write_results
 from .space import SearchSpace, plan_sizes
 from .study import STUDY_FILE, finished, open_study
 from .trials import PruneReporter, fit_head, keep_best_run, trial_value
+
+logger = logging.getLogger("transferlab.tune")
 
 
 def load_splits(data, base: TrainConfig, progress: bool) -> DataSplits:
@@ -47,7 +50,7 @@ class Tuner:
     """
 
     def __init__(self, data, model: str, *, trials, budget, out, space, weights, pretrained, input_sizes, views,
-                 seed, val_ratio, amp, progress, log):
+                 seed, val_ratio, amp, progress):
         self.space = check_space(space)
         self.trials = check_trials(trials)
         self.budget = check_budget(budget)
@@ -66,7 +69,7 @@ class Tuner:
             raise ConfigError(f"{self.model} trains from scratch: there is no pretrained backbone whose features "
                               f"could be cached; tune it with --space full")
         self.data, self.out = data, Path(out)
-        self.progress, self.log = progress, log
+        self.progress = progress
         self.splits: DataSplits | None = None
         self.search: SearchSpace | None = None
         self.features: FeatureCache | None = None
@@ -80,12 +83,12 @@ class Tuner:
                            group=self.space == "full")
         done = finished(study)
         left = None if self.trials is None else self.trials - len(done)
-        self.log(f"tuning {self.model} ({self.space} space) on {len(self.splits.train)} train / "
+        logger.info(f"tuning {self.model} ({self.space} space) on {len(self.splits.train)} train / "
                  f"{len(self.splits.val)} val images: study {self.out / STUDY_FILE} has {len(done)} finished trial(s)"
                  + (f", {left} to go" if left is not None and left > 0 else "")
                  + (f", budget {self.budget:g}s" if self.budget else ""))
         if left is not None and left <= 0:
-            self.log(f"the study already has {len(done)} finished trials (--trials {self.trials}); "
+            logger.info(f"the study already has {len(done)} finished trials (--trials {self.trials}); "
                      f"raise --trials to run more")
         else:
             self.optimize(study)
@@ -99,7 +102,7 @@ class Tuner:
         self.search = SearchSpace(self.recipe, self.base, self.space, self.splits, sizes=sizes, crops=crops,
                                   views=self.views, backbone=backbones)
         self.features = FeatureCache(backbones, self.splits, self.out, batch_size=self.search.batch_size,
-                                     progress=self.progress, log=self.log)
+                                     progress=self.progress)
         backbones(sizes[-1])  # pretrained weights checked before any trial (a one-line error)
 
     def optimize(self, study: optuna.Study) -> None:
@@ -108,7 +111,7 @@ class Tuner:
         if not study.trials:
             study.enqueue_trial(self.search.default_params(), user_attrs={"defaults": True})
         self.deadline = time.monotonic() + self.budget if self.budget else None
-        callbacks = [TrialLine(self.trials, self.log)]
+        callbacks = [TrialLine(self.trials)]
         if self.trials is not None:
             callbacks.append(optuna.study.MaxTrialsCallback(
                 self.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
@@ -170,7 +173,7 @@ class Tuner:
         result = write_results(study, self.out, self.identity(), self.features.seconds, self.search.options)
         if result["value"] is not None and not quiet:
             data = self.identity()["data"]
-            self.log(f"best: trial {result['trial']}, val_acc {result['value']:.4f}; options in {result['best_json']}; "
+            logger.info(f"best: trial {result['trial']}, val_acc {result['value']:.4f}; options in {result['best_json']}; "
                      f"report {result['report']}")
-            self.log(f"train it: transferlab train {data} --config {result['best_json']}")
+            logger.info(f"train it: transferlab train {data} --config {result['best_json']}")
         return result
