@@ -122,7 +122,7 @@ def ensemble_row(name: str, rows: list[dict], work: Path) -> dict | None:
     the models (no extra training; the models' training times add up)."""
     import numpy as np
 
-    from transferlab.evaluate import compute_metrics
+    from transferlab.evaluation import compute_metrics
 
     ok = [r for r in rows if r.get("status") == "ok" and r["model"].startswith(("efficientnet", "mobilenet"))]
     if len(ok) < 2:

@@ -59,7 +59,7 @@ def features(model, samples, cfg) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from transferlab.data import ImageDataset, build_transform, make_loader
-    from transferlab.train.features import extract
+    from transferlab.training.features import extract
 
     ds = ImageDataset(samples, cfg, transform=build_transform(cfg, train=False))
     loader = make_loader(ds, batch_size=64, shuffle=False, workers=0)

@@ -43,7 +43,7 @@ GOAL = 0.85
 GROUPS: dict[str, dict] = {
     "callbacks": {
         "what": "EarlyStopping / ModelCheckpoint / ReduceLROnPlateau and the monitored-metric rules",
-        "file": "src/transferlab/train/callbacks.py",
+        "file": "src/transferlab/training/callbacks.py",
         "functions": ["x__resolve_mode", "x_monitored_value", "xǁ_Monitorǁ*", "xǁEarlyStoppingǁ*",
                       "xǁModelCheckpointǁ*", "xǁReduceLROnPlateauǁ*"],
         "tests": ["tests/test_train_callbacks.py"],
@@ -56,7 +56,7 @@ GROUPS: dict[str, dict] = {
     },
     "export_parity": {
         "what": "the export's parity check against PyTorch: inputs, comparison, verdict and refusal",
-        "file": "src/transferlab/export.py",
+        "file": "src/transferlab/exporter.py",
         "functions": ["x__parity", "x__check_parity", "x__parity_line", "x_parity_inputs", "x__spread"],
         # the parity tests of test_export.py (the int8, TorchScript-format and exporter-fallback tests
         # run the same check and take most of the file's time)
@@ -69,14 +69,14 @@ GROUPS: dict[str, dict] = {
     },
     "distributed": {
         "what": "DDP set-up and the metrics summed over ranks (the epoch loop's reductions)",
-        "file": ["src/transferlab/train/distributed.py", "src/transferlab/train/loop.py"],
+        "file": ["src/transferlab/training/distributed.py", "src/transferlab/training/loop.py"],
         "functions": ["x_setup", "x_cleanup", "x_barrier", "x_all_reduce_sum", "x_env_rank", "x_env_world_size",
                       "xǁTrainerǁtrain_one_epoch", "xǁTrainerǁevaluate"],
         "tests": ["tests/test_train_ddp.py"],
     },
     "compare_reuse": {
         "what": "compare: which recipes are reused, resumed, retrained or re-evaluated, and state.json",
-        "file": "src/transferlab/compare/runner.py",
+        "file": "src/transferlab/comparison/runner.py",
         "functions": ["x__trained", "x__finished", "x__jsonable", "x__train_recipe", "x_compare", "x_check_requests",
                       "x_parse_models", "x_read_state", "x__write_state", "x__one_line"],
         "tests": ["tests/test_compare_reuse.py"],
@@ -97,58 +97,58 @@ EQUIVALENT: dict[str, str] = {
         'b"close" -> b"CLOSE": connection options are case-insensitive tokens (RFC 9110 7.6.1)',
     "transferlab.serve.app.xǁBodyLimitMiddlewareǁ__call____mutmut_46":
         "started = False -> None: only ever tested as `if not started`; both are false",
-    "transferlab.compare.runner.x__trained__mutmut_16":
+    "transferlab.comparison.runner.x__trained__mutmut_16":
         'checkpoint_path(run_dir, "best") -> checkpoint_path(run_dir): "best" is the default, the same path',
-    "transferlab.compare.runner.x__write_state__mutmut_7":
+    "transferlab.comparison.runner.x__write_state__mutmut_7":
         "json.dumps(state, indent=2) -> indent=None: only the whitespace of state.json changes; every reader parses it",
-    "transferlab.compare.runner.x__write_state__mutmut_9":
+    "transferlab.comparison.runner.x__write_state__mutmut_9":
         "json.dumps(state, indent=2) -> no indent: only the whitespace of state.json changes; every reader parses it",
-    "transferlab.compare.runner.x__write_state__mutmut_10":
+    "transferlab.comparison.runner.x__write_state__mutmut_10":
         "json.dumps(state, indent=2) -> indent=3: only the whitespace of state.json changes; every reader parses it",
-    "transferlab.compare.runner.x_read_state__mutmut_11":
+    "transferlab.comparison.runner.x_read_state__mutmut_11":
         '"utf-8" -> "UTF-8": codec names are case-insensitive',
-    "transferlab.compare.runner.x_check_requests__mutmut_9":
+    "transferlab.comparison.runner.x_check_requests__mutmut_9":
         'run_dir="runs" -> None: the check only validates options; TrainConfig requires a non-empty run_dir, and '
         'str(None) is one (the real run folder is checked when training starts)',
-    "transferlab.compare.runner.x_check_requests__mutmut_11":
+    "transferlab.comparison.runner.x_check_requests__mutmut_11":
         'run_dir="runs" dropped: the TrainConfig default is "runs", the same value',
-    "transferlab.compare.runner.x_check_requests__mutmut_13":
+    "transferlab.comparison.runner.x_check_requests__mutmut_13":
         'run_dir="runs" -> "XXrunsXX": any non-empty folder name passes the same checks; it is never created',
-    "transferlab.compare.runner.x_check_requests__mutmut_14":
+    "transferlab.comparison.runner.x_check_requests__mutmut_14":
         'run_dir="runs" -> "RUNS": any non-empty folder name passes the same checks; it is never created',
-    "transferlab.compare.runner.x_check_requests__mutmut_10":
+    "transferlab.comparison.runner.x_check_requests__mutmut_10":
         "model=name dropped: TrainConfig's checks never read the model name (it only names the run folder when "
         "--name is not given, and both names are plain); the recipe's own defaults come in through resolve()",
     "transferlab.data.split.x_stratified_split__mutmut_43":
         '"utf-8" -> "UTF-8": codec names are case-insensitive, the class-name bytes are the same',
-    "transferlab.train.callbacks.xǁModelCheckpointǁon_epoch_end__mutmut_26":
+    "transferlab.training.callbacks.xǁModelCheckpointǁon_epoch_end__mutmut_26":
         'checkpoint_path(directory, "best") -> checkpoint_path(directory): "best" is the default, same path',
-    "transferlab.train.callbacks.xǁReduceLROnPlateauǁstate_dict__mutmut_10":
+    "transferlab.training.callbacks.xǁReduceLROnPlateauǁstate_dict__mutmut_10":
         "copy.deepcopy -> copy.copy of the scheduler's state_dict(): torch builds a new dict each call and "
         "replaces (never mutates) its list values, so the shallow copy holds the same values",
-    "transferlab.export.x__spread__mutmut_1":
+    "transferlab.exporter.x__spread__mutmut_1":
         "len(samples) <= n -> < n: with exactly n samples, linspace(0, n - 1, n) picks every index, the same list",
-    "transferlab.export.x_parity_inputs__mutmut_32":
+    "transferlab.exporter.x_parity_inputs__mutmut_32":
         "the random parity images' seed 0 -> 1: another fixed, equally uniform draw (only reproducibility is "
         "specified, and the tests check it)",
-    "transferlab.export.x_parity_inputs__mutmut_41":
+    "transferlab.exporter.x_parity_inputs__mutmut_41":
         "rng.integers(..., dtype=np.uint8) -> the default int64: another fixed draw of the same 0-255 values, "
         "which normalize() turns into float32 the same way",
-    "transferlab.train.loop.xǁTrainerǁevaluate__mutmut_50": 'float("nan") -> float("NAN"): the same NaN',
-    "transferlab.train.loop.xǁTrainerǁevaluate__mutmut_55": 'float("nan") -> float("NAN"): the same NaN',
-    "transferlab.train.loop.xǁTrainerǁtrain_one_epoch__mutmut_50":
+    "transferlab.training.loop.xǁTrainerǁevaluate__mutmut_50": 'float("nan") -> float("NAN"): the same NaN',
+    "transferlab.training.loop.xǁTrainerǁevaluate__mutmut_55": 'float("nan") -> float("NAN"): the same NaN',
+    "transferlab.training.loop.xǁTrainerǁtrain_one_epoch__mutmut_50":
         "zero_grad(set_to_none=True) -> set_to_none=None: the gradients are zeroed in place instead of dropped; "
         "the next backward writes the same values",
-    "transferlab.train.loop.xǁTrainerǁtrain_one_epoch__mutmut_51":
+    "transferlab.training.loop.xǁTrainerǁtrain_one_epoch__mutmut_51":
         "zero_grad(set_to_none=True) -> False: the gradients are zeroed in place instead of dropped; the next "
         "backward writes the same values",
-    "transferlab.train.loop.xǁTrainerǁtrain_one_epoch__mutmut_89":
+    "transferlab.training.loop.xǁTrainerǁtrain_one_epoch__mutmut_89":
         "all_reduce_sum(..., self.device) -> None: the sums' tensor goes to the default device, which is the "
         "trainer's on a CPU machine (gloo); it would differ only on CUDA with nccl, which this machine cannot run",
-    "transferlab.train.loop.xǁTrainerǁevaluate__mutmut_40":
+    "transferlab.training.loop.xǁTrainerǁevaluate__mutmut_40":
         "all_reduce_sum(..., self.device) -> None: the sums' tensor goes to the default device, which is the "
         "trainer's on a CPU machine (gloo); it would differ only on CUDA with nccl, which this machine cannot run",
-    "transferlab.export.x_parity_inputs__mutmut_1":
+    "transferlab.exporter.x_parity_inputs__mutmut_1":
         "arrays = [] -> None: it is only tested for truth before being assigned, and None and [] are both false",
 }
 

@@ -58,7 +58,7 @@ def build_run(root: Path, recipe: str) -> Path:
     import torch
 
     from transferlab.checkpoint import save_model
-    from transferlab.export import export
+    from transferlab.exporter import export
     from transferlab.models import create_model
 
     torch.manual_seed(0)
@@ -289,7 +289,7 @@ def engine_bench(run: Path, seconds: float) -> dict:
     """images/s of the model alone, ONNX Runtime vs PyTorch eager, at 1 thread and at all cores."""
     import torch
 
-    from transferlab.predict import Predictor, default_threads
+    from transferlab.predictor import Predictor, default_threads
 
     out: dict = {}
     torch_threads = torch.get_num_threads()

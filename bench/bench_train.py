@@ -54,7 +54,7 @@ FINETUNE = {  # recipe -> (timm architecture of the bare loop, weights file, or 
 
 
 def caching(data: Path, runs: Path) -> dict:
-    from transferlab.train import train
+    from transferlab.training import train
 
     out = {}
     for cached in (True, False):
@@ -107,8 +107,8 @@ def trainer_step_rate(channels_last: bool, steps: int = 6) -> float:
     """Images/s of the same steps through transferlab's Trainer.train_one_epoch (one step per batch)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from transferlab.train.loop import Runtime, Trainer
-    from transferlab.train.schedule import build_optimizer
+    from transferlab.training.loop import Runtime, Trainer
+    from transferlab.training.schedule import build_optimizer
 
     m, (x, y) = _model(channels_last), _batch(False)
     loader = DataLoader(TensorDataset(x.repeat(1, 1, 1, 1), y), batch_size=BATCH, shuffle=False)
@@ -180,8 +180,8 @@ class TimedLoader:
 def transferlab_finetune(recipe: str, data: Path, runs: Path, epochs: int, workers: int | None = None) -> dict:
     """The fine-tune phase of ``transferlab.train``: a head epoch on cached features, then the whole
     backbone unfrozen for ``epochs``; a callback times the trainer's loader in that phase."""
-    from transferlab.train import train
-    from transferlab.train.callbacks import Callback
+    from transferlab.training import train
+    from transferlab.training.callbacks import Callback
 
     class DataWait(Callback):
         def __init__(self):

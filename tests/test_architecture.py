@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "src" / "transferlab"
-UTILITIES = {"errors", "choices", "_atomic", "_rows", "_html", "tta", "_progress", "_logging", "_lazy", "_callable", "_callback", "_stats", "__version__", "transferlab"}
+UTILITIES = {"errors", "choices", "_atomic", "_rows", "_html", "tta", "_progress", "_logging", "_lazy", "_callback", "_stats", "__version__", "transferlab"}
 
 
 def _unit(path: Path) -> str:
@@ -109,5 +109,5 @@ def _modules_after(code: str) -> set[str]:
 
 def test_cli_parser_and_onnx_serving_path_do_not_import_torch():
     assert "torch" not in _modules_after("from transferlab.cli import build_parser; build_parser()")
-    mods = _modules_after("import transferlab.serve, transferlab.predict, transferlab.runtime, transferlab.runfolder")
+    mods = _modules_after("import transferlab.serve, transferlab.predictor, transferlab.runtime, transferlab.runfolder")
     assert "torch" not in mods and "torchvision" not in mods and "timm" not in mods

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import transferlab
-import transferlab.train as train_module
+import transferlab.training as train_module
 from conftest import chromium
 from transferlab.cli import main
 from transferlab.errors import WeightsError
@@ -40,7 +40,7 @@ def test_compare_writes_leaderboard_and_reports(compared):
         m = json.loads((run / "eval-val" / "metrics.json").read_text())
         assert m["num_samples"] == 60
         assert (r["accuracy"], r["f1_macro"], r["auc_macro"]) == (m["accuracy"], m["macro_avg"]["f1"], m["roc_auc"]["macro"])
-        (last,) = transferlab.train.Run.load(run).history
+        (last,) = transferlab.training.Run.load(run).history
         assert r["train_val_gap"] == pytest.approx(last["train_acc"] - last["val_acc"])
         assert r["accuracy"] == pytest.approx(last["val_acc"])  # evaluation agrees with training's validation
     with (out / "leaderboard.csv").open() as f:
@@ -197,7 +197,7 @@ def test_chromium_dump_dom(compared, tmp_path):
 
 
 def test_interrupted_training_resumes(digits_dir, tmp_path):
-    from transferlab.train import LambdaCallback
+    from transferlab.training import LambdaCallback
 
     out = tmp_path / "cmp"
     begun = []

@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 
-from transferlab.compare import make_row, rank_rows, write_report
-from transferlab.compare.leaderboard import history_summary
+from transferlab.comparison import make_row, rank_rows, write_report
+from transferlab.comparison.leaderboard import history_summary
 from transferlab.errors import ConfigError
-from transferlab.evaluate import compute_metrics
-from transferlab.evaluate import plots
+from transferlab.evaluation import compute_metrics
+from transferlab.evaluation import plots
 
 CLASSES = ["cat", "dog", "fox"]
 

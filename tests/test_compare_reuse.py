@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from transferlab import runfolder
-from transferlab.compare import runner
-from transferlab.compare.leaderboard import rank_rows
+from transferlab.comparison import runner
+from transferlab.comparison.leaderboard import rank_rows
 from transferlab.data import DataSplits
 from transferlab.errors import ConfigError, WeightsError
-from transferlab.evaluate import compute_metrics
+from transferlab.evaluation import compute_metrics
 
 CLASSES = ["a", "b"]
 

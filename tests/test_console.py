@@ -26,7 +26,7 @@ def small(tmp_path_factory):
 
 @pytest.mark.parametrize("at_epoch", [1, 2])
 def test_ctrl_c_is_reported_once(small, tmp_path, capsys, monkeypatch, at_epoch):
-    from transferlab.train.loop import Trainer
+    from transferlab.training.loop import Trainer
 
     real = Trainer.train_one_epoch
 

@@ -8,8 +8,8 @@ import torch
 
 from transferlab.data import ImageDataset, build_transform, data_config, load_data
 from transferlab.data.batches import CachedBatches, mix_seeds, sample_uniforms
-from transferlab.train.distributed import DistInfo
-from transferlab.train.sampling import EpochSampler, mix_seed, train_loader, val_loader
+from transferlab.training.distributed import DistInfo
+from transferlab.training.sampling import EpochSampler, mix_seed, train_loader, val_loader
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from transferlab.errors import ConfigError
-from transferlab.evaluate import compute_metrics, roc_curves
+from transferlab.evaluation import compute_metrics, roc_curves
 
 # 3 classes; class "c" is never predicted (argmax is a, b, b, b, a)
 Y3 = [0, 0, 1, 1, 2]

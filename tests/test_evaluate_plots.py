@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab.evaluate import compute_metrics, roc_curves
+from transferlab.evaluation import compute_metrics, roc_curves
 from transferlab import runfolder
-from transferlab.evaluate import plots
-from transferlab.evaluate.gradcam import GradCAM, find_target_layer, gradcam
+from transferlab.evaluation import plots
+from transferlab.evaluation.gradcam import GradCAM, find_target_layer, gradcam
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,7 @@ import pytest
 
 from test_export_fixtures import digits_run, make_run, skewed, write_images  # noqa: F401
 
-import transferlab.export
+import transferlab.exporter
 from transferlab.errors import ConfigError
 
 
@@ -108,7 +108,7 @@ def test_quantize_int8_static_reports_size_and_accuracy(run_copy, capsys):
 
     # and serves predictions: --backend int8 agrees with the fp32 export on most validation images
     from transferlab.data import load_data
-    from transferlab.predict import Predictor
+    from transferlab.predictor import Predictor
 
     val = [p for p, _ in load_data(json.loads((run_copy / "config.json").read_text())["data"], scan=False).val]
     int8, fp32 = Predictor(run_copy, backend="int8"), Predictor(run_copy, backend="onnx")
@@ -191,13 +191,13 @@ def test_fixture_model_is_trained_not_uniform(run_copy):
 @pytest.fixture
 def skewed_onnx(monkeypatch):
     """Every ONNX export writes a model whose logits are 1% off PyTorch's."""
-    real = transferlab.export._export_onnx
-    monkeypatch.setattr(transferlab.export, "_export_onnx",
+    real = transferlab.exporter._export_onnx
+    monkeypatch.setattr(transferlab.exporter, "_export_onnx",
                         lambda model, *a, **k: real(skewed(model), *a, **k))
 
 
 def test_parity_mismatch_refuses_the_export(run_copy, skewed_onnx, capsys):
-    from transferlab.export import ParityError
+    from transferlab.exporter import ParityError
 
     with pytest.raises(ParityError, match=r"parity check failed: ONNX Runtime differs from PyTorch by") as info:
         transferlab.export(run_copy)
@@ -211,12 +211,12 @@ def test_parity_mismatch_refuses_the_export(run_copy, skewed_onnx, capsys):
 
 
 def test_parity_mismatch_keeps_the_earlier_export(run_copy, monkeypatch):
-    from transferlab.export import ParityError
+    from transferlab.exporter import ParityError
 
     good = transferlab.export(run_copy, verbose=False)
     before = good.read_bytes(), (good.parent / "model.json").read_text()
-    real = transferlab.export._export_onnx
-    monkeypatch.setattr(transferlab.export, "_export_onnx", lambda model, *a, **k: real(skewed(model), *a, **k))
+    real = transferlab.exporter._export_onnx
+    monkeypatch.setattr(transferlab.exporter, "_export_onnx", lambda model, *a, **k: real(skewed(model), *a, **k))
     with pytest.raises(ParityError):
         transferlab.export(run_copy, verbose=False)
     assert (good.read_bytes(), (good.parent / "model.json").read_text()) == before
@@ -239,10 +239,10 @@ def test_cli_export_exits_non_zero_on_mismatch_unless_accepted(run_copy, skewed_
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_torchscript_parity_mismatch_is_refused(run_copy, monkeypatch):
-    from transferlab.export import ParityError
+    from transferlab.exporter import ParityError
 
-    real = transferlab.export._export_torchscript
-    monkeypatch.setattr(transferlab.export, "_export_torchscript",
+    real = transferlab.exporter._export_torchscript
+    monkeypatch.setattr(transferlab.exporter, "_export_torchscript",
                         lambda model, *a: real(skewed(model), *a))
     with pytest.raises(ParityError, match="TorchScript differs"):
         transferlab.export(run_copy, format="torchscript", verbose=False)
@@ -254,7 +254,7 @@ def test_torchscript_parity_mismatch_is_refused(run_copy, monkeypatch):
 
 
 def test_parity_compares_batch_n_and_batch_1():
-    from transferlab.export import _parity, _parity_line
+    from transferlab.exporter import _parity, _parity_line
 
     reference = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     batch = np.zeros((3, 1))
@@ -318,7 +318,7 @@ def test_onnx_exporter_falls_back_to_torchscript_and_reports_both_failures(run_c
 def test_run_splits_are_trainings_split_when_files_are_broken(tmp_path):
     """A broken file is dropped before the split is drawn; the export's check images must be training's val."""
     from transferlab.data import load_data
-    from transferlab.export import run_splits
+    from transferlab.exporter import run_splits
 
     data = tmp_path / "data"
     for i, cls in enumerate(("cat", "dog")):
@@ -338,7 +338,7 @@ def test_run_splits_are_trainings_split_when_files_are_broken(tmp_path):
 
 def test_parity_inputs_validation_then_given_images_then_random(tmp_path):
     from transferlab.data import DataSplits
-    from transferlab.export import PARITY_IMAGES, _spread, parity_inputs
+    from transferlab.exporter import PARITY_IMAGES, _spread, parity_inputs
     from transferlab.runtime import Preprocess
 
     pre = Preprocess({"input_size": 16, "load_size": 18, "mean": [0.5] * 3, "std": [0.25] * 3})

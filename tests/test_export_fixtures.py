@@ -127,7 +127,7 @@ def digits_run(tmp_path_factory, digits_dir) -> Path:
 @pytest.fixture(scope="session")
 def exported_run(tmp_path_factory, digits_dir) -> Path:
     """Like digits_run (fitted), exported to ONNX once per session (for predict / serve tests)."""
-    import transferlab.export
+    import transferlab.exporter
 
     classes = sorted(p.name for p in Path(digits_dir).iterdir() if p.is_dir())
     run = make_run(tmp_path_factory.mktemp("runs") / "cnn_bn_onnx", "cnn_bn", classes, input_size=32,

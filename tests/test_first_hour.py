@@ -83,7 +83,7 @@ def test_a_failed_job_leaves_no_output_folder(tmp_path):
 
 
 def test_the_epoch_plan_is_said_before_training(digits_dir, tmp_path, capsys):
-    from transferlab.train import train
+    from transferlab.training import train
 
     train(digits_dir, model="cnn_base", freeze="frozen", epochs=2, fine_tune=1, input_size=32,
           run_dir=tmp_path, progress=False)
@@ -95,8 +95,8 @@ def test_the_epoch_plan_is_said_before_training(digits_dir, tmp_path, capsys):
 
 def test_an_interrupted_model_of_compare_says_to_run_the_command_again(monkeypatch):
     """compare (and run) resume an interrupted training by themselves: their hint is not `train --resume`."""
-    from transferlab.compare import runner
-    from transferlab.train.api import RESUME_HINT
+    from transferlab.comparison import runner
+    from transferlab.training.api import RESUME_HINT
 
     seen = []
     monkeypatch.setattr(runner.train_stage, "train", lambda *a, **k: seen.append(RESUME_HINT.get()))
@@ -108,7 +108,7 @@ def test_an_interrupted_model_of_compare_says_to_run_the_command_again(monkeypat
 def test_each_epoch_is_printed_once(monkeypatch):
     """The epoch's bar vanishes when it ends: its summary line follows."""
     from transferlab import _progress
-    from transferlab.train import loop
+    from transferlab.training import loop
 
     made = []
     real = _progress.make_progress
@@ -122,7 +122,7 @@ def test_each_epoch_is_printed_once(monkeypatch):
 def test_the_leaderboard_says_what_its_star_means(capsys):
     from rich.console import Console
 
-    from transferlab.compare import print_leaderboard
+    from transferlab.comparison import print_leaderboard
 
     rows = [{"model": "cnn_bn", "status": "ok", "rank": 1, "best": True, "accuracy": 0.9}]
     print_leaderboard(rows, "accuracy", console=Console(width=250))
@@ -144,7 +144,7 @@ def test_run_ends_with_the_doctor_page(monkeypatch, tmp_path, capsys):
 
 def test_readme_metrics_snippet_runs():
     text = (ROOT / "README.md").read_text()
-    block = text[text.index("from transferlab.evaluate import compute_metrics"):]
+    block = text[text.index("from transferlab.evaluation import compute_metrics"):]
     block = block[:block.index("```")]
     exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the README's own example
 
@@ -163,7 +163,7 @@ def test_no_stale_texts_and_packaged_files_exist(capsys):
 def test_labels_of_close_points_do_not_overlap(monkeypatch, tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from transferlab.compare import plots
+    from transferlab.comparison import plots
 
     figs = []
     monkeypatch.setattr(plots, "save_png", lambda fig, path: figs.append(fig) or Path(path))
@@ -190,7 +190,7 @@ def test_one_rule_per_option_checked_when_the_config_is_built(options, message):
     """TrainConfig(epochs=-3) used to construct; the input size, device and val ratio rules now match
     create_model's, pick_device's and load_data's."""
     from transferlab.errors import ConfigError
-    from transferlab.train.config import TrainConfig
+    from transferlab.training.config import TrainConfig
 
     with pytest.raises(ConfigError) as err:
         TrainConfig(**options)
@@ -201,7 +201,7 @@ def test_one_rule_per_option_checked_when_the_config_is_built(options, message):
 
 def test_training_without_validation_images_is_one_clear_error(digits_dir, tmp_path):
     from transferlab.errors import DataError
-    from transferlab.train import train
+    from transferlab.training import train
 
     with pytest.raises(DataError, match="no validation images"):
         train(digits_dir, model="cnn_base", epochs=1, val_ratio=0, input_size=32, run_dir=tmp_path, progress=False)

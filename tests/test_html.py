@@ -110,8 +110,8 @@ def test_doctor_page_escapes_paths_and_class_names(tmp_path):
 
 
 def test_compare_page_escapes_model_names_and_paths(tmp_path):
-    from transferlab.compare.leaderboard import COLUMNS
-    from transferlab.compare.report import write_html
+    from transferlab.comparison.leaderboard import COLUMNS
+    from transferlab.comparison.report import write_html
 
     png = tmp_path / "p.png"
     Image.new("RGB", (8, 8)).save(png)

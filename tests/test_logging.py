@@ -13,15 +13,15 @@ from transferlab import _logging, cli
 from transferlab.commands import compare as compare_cmd
 from transferlab.commands import run as run_cmd
 from transferlab.commands import train as train_cmd
-from transferlab.train.config import TrainConfig
+from transferlab.training.config import TrainConfig
 
 
 def test_messages_reach_stdout_by_default_and_the_application_handlers_too(capsys, caplog):
     caplog.set_level(logging.INFO, logger="transferlab")
-    logging.getLogger("transferlab.train").info("epoch 1/3 something")
+    logging.getLogger("transferlab.training").info("epoch 1/3 something")
     assert capsys.readouterr().out == "epoch 1/3 something\n"
     assert [r.getMessage() for r in caplog.records] == ["epoch 1/3 something"]  # propagated
-    logging.getLogger("transferlab.train").debug("not shown")
+    logging.getLogger("transferlab.training").debug("not shown")
     assert capsys.readouterr().out == ""
 
 
@@ -57,17 +57,17 @@ def test_a_rank_other_than_zero_says_only_warnings():
 
 
 def test_train_log_gets_what_the_loggers_say_while_the_folder_is_held(tmp_path):
-    from transferlab.train import distributed as D
-    from transferlab.train.folder import RunFolderGuard
+    from transferlab.training import distributed as D
+    from transferlab.training.folder import RunFolderGuard
 
     guard = RunFolderGuard(tmp_path / "run", D.DistInfo())
     (tmp_path / "run").mkdir()
     logging.getLogger("transferlab.data.cache").info("before: not ours")
     with guard.taken("new", overwrite=False):
         logging.getLogger("transferlab.data.cache").info("image cache: 3 images")
-        logging.getLogger("transferlab.train").info("epoch 1/1")
+        logging.getLogger("transferlab.training").info("epoch 1/1")
         (tmp_path / "run" / "history.csv").write_text("epoch\n1\n")  # a committed epoch: the folder stays
-    logging.getLogger("transferlab.train").info("after: released")
+    logging.getLogger("transferlab.training").info("after: released")
     assert (tmp_path / "run" / "train.log").read_text().splitlines() == ["image cache: 3 images", "epoch 1/1"]
 
 

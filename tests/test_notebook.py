@@ -31,9 +31,9 @@ def test_the_example_notebook_runs_on_the_builtin_sample(tmp_path, monkeypatch):
 
 
 def test_runs_boards_and_reports_render_escaped_html(tmp_path):
-    from transferlab.compare.leaderboard import Leaderboard
+    from transferlab.comparison.leaderboard import Leaderboard
     from transferlab.doctor.render import DoctorReport
-    from transferlab.train.run import Run
+    from transferlab.training.run import Run
 
     run = Run(dir=tmp_path / "r<1>", config={"model": "cnn_bn"}, classes=["a", "b"],
               history=[{"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.6, "val_acc": 0.75,

@@ -14,7 +14,7 @@ import pytest
 import transferlab as tl
 from transferlab.checkpoint import read_meta
 from transferlab.cli import main
-from transferlab.compare import compare
+from transferlab.comparison import compare
 
 
 @pytest.fixture(autouse=True)

@@ -62,7 +62,7 @@ def test_pipeline_writes_every_stage(job):
 
 def test_pipeline_reuses_finished_models(job, digits_dir, monkeypatch):
     out, summary, _ = job
-    import transferlab.train as train_module
+    import transferlab.training as train_module
 
     def no_training(*a, **k):
         raise AssertionError("a finished model was trained again")
@@ -102,7 +102,7 @@ def test_run_command_deploys_only_an_export_that_passed_its_check(digits_dir, tm
     assert summary["onnx"] == str(onnx_path) and summary["serve_command"] == f"transferlab serve {run}"
     # what is deployed is this run's best checkpoint, checked against PyTorch on its validation images
     from transferlab import runfolder
-    from transferlab.predict import Predictor
+    from transferlab.predictor import Predictor
 
     info = json.loads((run / "export" / "model.json").read_text())
     assert info["source_checkpoint"]["sha256"] == runfolder.file_sha256(run / "best.safetensors")
@@ -115,7 +115,7 @@ def test_run_command_deploys_only_an_export_that_passed_its_check(digits_dir, tm
     np.testing.assert_allclose(served.predict_arrays(batch), reference.predict_arrays(batch), atol=1e-4)
 
     # the same job again, but the export disagrees with PyTorch: an error, and nothing presented as deployed
-    import transferlab.export as export_module
+    import transferlab.exporter as export_module
     from test_export_fixtures import skewed
 
     real = export_module._export_onnx

@@ -10,9 +10,9 @@ import pytest
 
 from test_export_fixtures import digits_run, exported_run, make_run, write_images  # noqa: F401
 
-import transferlab.predict
+import transferlab.predictor
 from transferlab.errors import ConfigError, TransferlabError
-from transferlab.predict import Predictor, expand_paths
+from transferlab.predictor import Predictor, expand_paths
 
 
 @pytest.fixture

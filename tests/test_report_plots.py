@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from transferlab.compare import plots as cplots
-from transferlab.compare import write_report
-from transferlab.evaluate import compute_metrics, plots, roc_curves
+from transferlab.comparison import plots as cplots
+from transferlab.comparison import write_report
+from transferlab.evaluation import compute_metrics, plots, roc_curves
 
 
 @pytest.fixture

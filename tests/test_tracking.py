@@ -19,8 +19,8 @@ import pytest
 from transferlab import runfolder
 from transferlab.cli import main
 from transferlab.errors import ConfigError
-from transferlab.train import Callback, train
-from transferlab.train.config import TrainConfig
+from transferlab.training import Callback, train
+from transferlab.training.config import TrainConfig
 
 FAST = dict(model="cnn_base", input_size=32, progress=False)
 EXTRA = "the [tracking] extra is not installed (pip install 'transferlab[tracking]')"

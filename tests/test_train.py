@@ -11,8 +11,8 @@ import torch
 import transferlab
 from transferlab.checkpoint import load_model, read_meta
 from transferlab.errors import ConfigError
-from transferlab.train import Callback, Run, train
-from transferlab.train.api import class_weight_tensor
+from transferlab.training import Callback, Run, train
+from transferlab.training.api import class_weight_tensor
 
 FAST = dict(input_size=32, batch_size=32, progress=False, cache=True)
 
@@ -277,7 +277,7 @@ def test_unfreeze_from_boundary_cache_matches_uncached(tiny, tmp_path):
 def test_feature_views_are_the_epochs_augmentations_and_cycle(tiny, tmp_path):
     """View v holds the augmentation the images get in epoch v without caching: with as many views as
     epochs, cached training is uncached training; with fewer, epochs cycle through the views."""
-    from transferlab.train.features import FeatureViews
+    from transferlab.training.features import FeatureViews
 
     kw = dict(model="cnn_bn", freeze="frozen", augment="light", epochs=2, lr=3e-3, amp="none", run_dir=tmp_path, **FAST)
     cached = train(tiny, name="views2", feature_views=2, **kw)
@@ -373,7 +373,7 @@ def test_unknown_option_and_bad_values(tiny, tmp_path):
 
 
 def test_epoch_sampler_and_seeded_items_are_deterministic():
-    from transferlab.train.sampling import EpochSampler, SeededItems
+    from transferlab.training.sampling import EpochSampler, SeededItems
 
     s = EpochSampler(10, seed=1)
     s.set_epoch(1)
@@ -429,7 +429,7 @@ def test_auto_precision_caches_features_and_trains_in_fp32(monkeypatch):
     lower = torch.nn.Conv2d(3, 4, 3)
     seen = []
     lower.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    from transferlab.train.features import extract
+    from transferlab.training.features import extract
 
     monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
     batch = [(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]))]
@@ -442,7 +442,7 @@ def test_auto_precision_caches_features_and_trains_in_fp32(monkeypatch):
 def test_cached_features_live_on_disk_during_the_phase_and_are_removed_after(tiny, tmp_path, monkeypatch):
     """Features go to row files under $TRANSFERLAB_CACHE/train-features while a phase runs (never all
     in memory) and are gone when it ends; with no room for them, training says so and uses images."""
-    from transferlab.train import features
+    from transferlab.training import features
 
     seen = []
     real = features.cache_features

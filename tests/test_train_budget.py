@@ -15,12 +15,12 @@ from transferlab.budget import (HEAD_EPOCHS, MAX_FINE_TUNE, MIN_FINE_TUNE, MIN_S
                                 scratch_seconds, transfer_seconds)
 from transferlab.models import get_recipe
 from transferlab.pipeline import run_pipeline
-from transferlab.train.api import plan_phases
+from transferlab.training.api import plan_phases
 from transferlab.cli import main
 from transferlab.data import load_data
 from transferlab.errors import ConfigError
-from transferlab.train.callbacks import TimeLimit
-from transferlab.train.config import TrainConfig, parse_duration
+from transferlab.training.callbacks import TimeLimit
+from transferlab.training.config import TrainConfig, parse_duration
 
 
 THREADS = torch.get_num_threads()
@@ -55,7 +55,7 @@ def test_time_limit_stops_training_cleanly_with_the_best_checkpoint(digits_dir, 
 
 def test_time_limit_callback_predicts_the_next_epoch(monkeypatch):
     times = [0.0, 100.0, 160.0, 160.0, 160.0, 215.0]
-    monkeypatch.setattr("transferlab.train.callbacks.time.monotonic", lambda: times.pop(0) if len(times) > 1 else times[0])
+    monkeypatch.setattr("transferlab.training.callbacks.time.monotonic", lambda: times.pop(0) if len(times) > 1 else times[0])
     limit = TimeLimit(250)                          # deadline 250 s from t=0
     logs = []
     trainer = type("T", (), {"log": lambda self, m: logs.append(m)})()

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
-from transferlab.train import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainConfig
-from transferlab.train.schedule import build_optimizer, build_scheduler
+from transferlab.training import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainConfig
+from transferlab.training.schedule import build_optimizer, build_scheduler
 
 
 class FakeTrainer:
@@ -408,8 +408,8 @@ def test_bad_values_and_missing_metrics_are_explained():
 
 def test_callback_state_is_saved_under_its_key_and_batch_hooks_run(tmp_path):
     """Lightning-style: states keyed by ``state_key`` (not list position), batch hooks per step."""
-    from transferlab.train.state import callback_states, load_callback_states
-    from transferlab.train.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+    from transferlab.training.state import callback_states, load_callback_states
+    from transferlab.training.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 
     class Steps(Callback):
         def __init__(self):
@@ -442,7 +442,7 @@ def test_callback_state_is_saved_under_its_key_and_batch_hooks_run(tmp_path):
     import torch
     from torch import nn
 
-    from transferlab.train.loop import Runtime, Trainer
+    from transferlab.training.loop import Runtime, Trainer
 
     net = nn.Linear(2, 2)
     steps = Steps()

@@ -70,7 +70,7 @@ def test_every_training_option_has_a_flag():
     import dataclasses
 
     from transferlab.commands import train as train_cmd
-    from transferlab.train.config import TrainConfig
+    from transferlab.training.config import TrainConfig
 
     parser = argparse.ArgumentParser()
     train_cmd.add_arguments(parser)

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from transferlab.checkpoint import read_meta
-from transferlab.train import Run, train
-from transferlab.train.distributed import DistInfo, all_reduce_sum, env_rank, env_world_size, setup
-from transferlab.train.loop import Runtime, Trainer
+from transferlab.training import Run, train
+from transferlab.training.distributed import DistInfo, all_reduce_sum, env_rank, env_world_size, setup
+from transferlab.training.loop import Runtime, Trainer
 
 
 def _torchrun() -> list[str]:
@@ -202,7 +202,7 @@ def test_setup_joins_the_process_group_from_the_launch_variables(monkeypatch, de
 def test_cleanup_and_barrier_only_act_in_a_group(monkeypatch):
     import torch.distributed as dist
 
-    from transferlab.train.distributed import barrier, cleanup
+    from transferlab.training.distributed import barrier, cleanup
 
     destroy, wait = _Recorder(), _Recorder()
     monkeypatch.setattr(dist, "destroy_process_group", destroy)
@@ -221,7 +221,7 @@ def test_cleanup_and_barrier_only_act_in_a_group(monkeypatch):
 
 def test_epoch_progress_shows_the_running_metrics_of_all_ranks(monkeypatch):
     """The progress bar of rank 0 shows this rank's running loss/accuracy and all ranks' images/s."""
-    from transferlab.train import loop
+    from transferlab.training import loop
 
     bars = []
 
@@ -297,7 +297,7 @@ class _Loader(list):
 
 
 def test_one_epoch_trains_in_train_mode_steps_the_optimizer_and_validates_in_eval_mode(monkeypatch):
-    from transferlab.train import loop
+    from transferlab.training import loop
 
     clock = iter(float(t) for t in range(100, 200))  # seconds since some start, not zero
     monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))

@@ -14,7 +14,7 @@ import pytest
 from transferlab import runfolder
 from transferlab.cli import main
 from transferlab.errors import ConfigError
-from transferlab.train import Callback, train
+from transferlab.training import Callback, train
 
 FAST = dict(input_size=32, progress=False)
 
@@ -47,7 +47,7 @@ def one_error_line(capsys) -> str:
 
 def test_compare_typo_in_models_exits_2_before_any_training(small, tmp_path, capsys, monkeypatch):
     trained = []
-    import transferlab.train as train_stage
+    import transferlab.training as train_stage
 
     monkeypatch.setattr(train_stage, "train", lambda *a, **k: trained.append(k) or pytest.fail("trained"))
     out = tmp_path / "cmp"

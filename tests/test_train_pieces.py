@@ -9,12 +9,12 @@ from torch import nn
 
 from transferlab import runfolder
 from transferlab.errors import ConfigError
-from transferlab.train.callbacks import TimeLimit
-from transferlab.train.distributed import DistInfo
-from transferlab.train.folder import RunFolderGuard
-from transferlab.train.loop import Runtime, Trainer
-from transferlab.train.phases import Phase, PhaseRunner
-from transferlab.train.state import StateWriter, restore, saved_state
+from transferlab.training.callbacks import TimeLimit
+from transferlab.training.distributed import DistInfo
+from transferlab.training.folder import RunFolderGuard
+from transferlab.training.loop import Runtime, Trainer
+from transferlab.training.phases import Phase, PhaseRunner
+from transferlab.training.state import StateWriter, restore, saved_state
 
 
 def test_guard_removes_what_a_failed_start_wrote_and_keeps_a_committed_run(tmp_path):

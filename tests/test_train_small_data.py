@@ -9,9 +9,9 @@ import shutil
 import pytest
 
 from transferlab import _stats
-from transferlab.train import train
-from transferlab.train.adapt import MIN_BATCH, MIN_PHASE_STEPS, adapt_to_data, validation_note
-from transferlab.train.config import TrainConfig
+from transferlab.training import train
+from transferlab.training.adapt import MIN_BATCH, MIN_PHASE_STEPS, adapt_to_data, validation_note
+from transferlab.training.config import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +101,7 @@ def test_train_adapts_says_so_and_records_it(eighteen, tmp_path, capsys):
 def test_the_issues_case_learns_with_the_defaults(shared_dir, tmp_path):
     """18 flower photos, mobilenet_v1_025_tf with the real weights, every default: the old defaults
     (batch 32, 10 epochs = 10 optimizer steps) leave the new head near chance on held-out photos."""
-    from transferlab.evaluate import evaluate
+    from transferlab.evaluation import evaluate
 
     flowers = shared_dir / "data" / "flowers"
     if not flowers.is_dir():

@@ -14,7 +14,7 @@ from transferlab.cli import main
 from transferlab.data import load_data
 from transferlab.errors import ConfigError
 from transferlab.models import get_recipe
-from transferlab.train.config import TrainConfig
+from transferlab.training.config import TrainConfig
 from transferlab.tune import (STUDY_FILE, STUDY_NAME, SearchSpace, TrialLine, Tuner, check_space, check_views,
                               keep_best_run, open_study, plan_sizes, tune)
 

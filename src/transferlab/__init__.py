@@ -2,7 +2,7 @@
 
 The data flows one way through the modules::
 
-    data -> models -> train -> evaluate -> compare -> export -> predict/serve
+    data -> models -> training -> evaluation -> comparison -> exporter -> predictor/serve
 
 The common path is one call per stage, e.g.::
 
@@ -13,6 +13,7 @@ The common path is one call per stage, e.g.::
 from __future__ import annotations
 
 import os as _os
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -26,27 +27,46 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # or the application says otherwise (see transferlab/_logging.py).
 from . import _logging  # noqa: E402,F401
 
-# Public API, imported lazily so that `import transferlab` (and the CLI's --help) stays cheap.
-# The stage modules train, evaluate, compare, export and predict are callable:
-# ``transferlab.train(...)`` is ``transferlab.train.train(...)``.
-_STAGES = ("data", "models", "train", "evaluate", "compare", "export", "predict", "serve")
+# Public API, imported lazily so that `import transferlab` (and the CLI's --help) stays cheap (the
+# stages load PyTorch). The stages' functions are plain functions: ``transferlab.train(...)`` is
+# ``transferlab.training.train``; type checkers read them from the imports below.
+if TYPE_CHECKING:
+    from .comparison import compare as compare
+    from .data import load_data as load_data
+    from .evaluation import evaluate as evaluate
+    from .exporter import export as export
+    from .models import create_model as create_model
+    from .models import list_recipes as list_recipes
+    from .predictor import Predictor as Predictor
+    from .predictor import predict as predict
+    from .training import Run as Run
+    from .training import train as train
+
+_MODULES = ("data", "models", "training", "evaluation", "comparison", "exporter", "predictor", "serve", "doctor")
 _LAZY = {
+    "train": "transferlab.training",
+    "evaluate": "transferlab.evaluation",
+    "compare": "transferlab.comparison",
+    "export": "transferlab.exporter",
+    "predict": "transferlab.predictor",
     "load_data": "transferlab.data",
     "create_model": "transferlab.models",
     "list_recipes": "transferlab.models",
-    "Run": "transferlab.train",
-    "Predictor": "transferlab.predict",
+    "Run": "transferlab.training",
+    "Predictor": "transferlab.predictor",
 }
 
 
 def __getattr__(name: str):
     import importlib
 
-    if name in _STAGES:
+    if name in _MODULES:
         return importlib.import_module(f"transferlab.{name}")
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cached: the next access is a plain attribute
+        return value
     raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_STAGES, *_LAZY]
+__all__ = ["__version__", *_MODULES, *_LAZY]

@@ -1,8 +1,8 @@
 """The training-callback protocol with no-op defaults, in a module that imports nothing.
 
-:class:`transferlab.train.callbacks.Callback` is this class; it lives here so that modules the
+:class:`transferlab.training.callbacks.Callback` is this class; it lives here so that modules the
 trainer must not pull in (``transferlab.tracking``, which keeps PyTorch out of its import) can
-subclass it too. The protocol itself is documented in :mod:`transferlab.train.callbacks`.
+subclass it too. The protocol itself is documented in :mod:`transferlab.training.callbacks`.
 """
 from __future__ import annotations
 

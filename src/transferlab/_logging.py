@@ -10,7 +10,7 @@ warnings in yellow and errors in red. A DDP rank other than 0 is quiet below WAR
 (:func:`quiet_below_warning`).
 
 >>> import logging
->>> logging.getLogger("transferlab.train").info("epoch 1/3 ...")        # doctest: +SKIP
+>>> logging.getLogger("transferlab.training").info("epoch 1/3 ...")        # doctest: +SKIP
 epoch 1/3 ...
 """
 from __future__ import annotations

@@ -48,8 +48,8 @@ from .errors import ConfigError, TransferlabError
 from .models import apply_freeze, create_model, get_recipe
 from .models.factory import fallback_source, weights_source
 from .models.weights import choose_weights_file, hub_offline
-from .train.config import TrainConfig
-from .train.features import frozen_part
+from .training.config import TrainConfig
+from .training.features import frozen_part
 
 logger = logging.getLogger("transferlab.budget")
 

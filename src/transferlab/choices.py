@@ -7,14 +7,14 @@ from __future__ import annotations
 
 AUGMENTS = ("none", "shift", "light", "strong")      # transferlab.data.transforms.build_transform presets
 FREEZE_POLICIES = ("frozen", "full")                 # transferlab.models.apply_freeze
-OPTIMIZERS = ("sgd", "adam", "adamw")                # transferlab.train.schedule.build_optimizer
-SCHEDULES = ("constant", "cosine", "step")           # transferlab.train.schedule.build_scheduler
+OPTIMIZERS = ("sgd", "adam", "adamw")                # transferlab.training.schedule.build_optimizer
+SCHEDULES = ("constant", "cosine", "step")           # transferlab.training.schedule.build_scheduler
 MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
 AMP_MODES = ("auto", "none", "bf16")                 # transferlab.precision: bf16 autocast where it pays
 EVAL_SPLITS = ("val", "test", "train", "all")        # transferlab.evaluate
 EXPORT_FORMATS = ("onnx", "torchscript")             # transferlab.export
 QUANTIZE = ("int8",)
 TRACKERS = ("tensorboard", "mlflow")                 # transferlab.tracking: train --trackers
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")          # transferlab.train.api.pick_device
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")          # transferlab.training.api.pick_device
 MIN_INPUT_SIZE = 32                                  # the smallest input side any recipe, the doctor or tune accepts
-BACKENDS = ("auto", "onnx", "int8", "torch")         # transferlab.predict.Predictor
+BACKENDS = ("auto", "onnx", "int8", "torch")         # transferlab.predictor.Predictor

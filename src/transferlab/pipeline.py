@@ -20,18 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import compare as compare_stage
+from . import comparison as compare_stage
 from . import doctor as doctor_stage
-from . import export as export_stage
+from . import exporter as export_stage
 from ._atomic import atomic_write_text
 from .budget import BudgetPlanner, nothing_fits
-from .compare.leaderboard import fmt, rank_rows
-from .compare.runner import check_requests
+from .comparison.leaderboard import fmt, rank_rows
+from .comparison.runner import check_requests
 from .data import inspect_data, load_data
 from .data.sample import sample_dir
 from .errors import TransferlabError
 from .tracking import log_export
-from .train.config import TrainConfig
+from .training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Experiment tracking the way Keras, Lightning and fastai users already do it: ``--trackers tensorboard``
 and ``--trackers mlflow`` (the optional ``[tracking]`` extra: ``pip install 'transferlab[tracking]'``).
 
-Both are Keras-style training callbacks (the protocol of :mod:`transferlab.train.callbacks`), added
+Both are Keras-style training callbacks (the protocol of :mod:`transferlab.training.callbacks`), added
 by the training session for ``train(..., trackers=[...])`` / ``--trackers``; only rank 0 writes.
 
 * :class:`TensorBoardLogger` writes event files with PyTorch's ``SummaryWriter`` into
@@ -15,7 +15,7 @@ by the training session for ``train(..., trackers=[...])`` / ``--trackers``; onl
   the resolved options as params, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr`` per
   epoch, and ``config.json``. The run it logs to is kept in ``RUN/tracking.json``, so ``--resume``
   continues the same MLflow run and later stages add to it: :func:`log_evaluation` (called by
-  ``transferlab.evaluate``) logs the evaluation's metrics, ``metrics.json`` and plots, and
+  ``transferlab.evaluation``) logs the evaluation's metrics, ``metrics.json`` and plots, and
   :func:`log_export` (called by ``transferlab run`` after exporting the best model) logs the
   exported model and its ``model.json``.
 
@@ -99,7 +99,7 @@ def _best(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 class Tracker(Callback):
-    """A training callback (:mod:`transferlab.train.callbacks`' protocol) that writes on rank 0 only
+    """A training callback (:mod:`transferlab.training.callbacks`' protocol) that writes on rank 0 only
     and is told the index of the run's last phase (it closes there)."""
 
     def __init__(self, run_dir: str | Path, final_phase: int = 0):

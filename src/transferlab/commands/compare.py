@@ -12,7 +12,7 @@ import sys
 
 from rich.console import Console
 
-from ..compare.leaderboard import METRICS
+from ..comparison.leaderboard import METRICS
 from .train import add_train_options, given_train_options
 
 
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
     # CLI parser (`transferlab --help`) must not pay
-    from ..compare import compare, print_leaderboard, write_report
+    from ..comparison import compare, print_leaderboard, write_report
 
     # the leaderboard is wide: do not squeeze it into 80 columns when piped to a file
     console = Console() if sys.stdout.isatty() else Console(width=160)

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
     # CLI parser (`transferlab --help`) must not pay
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")

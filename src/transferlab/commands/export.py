@@ -3,7 +3,7 @@
 Writes ``RUN/export/model.onnx`` (or ``model.pt``) and ``RUN/export/model.json`` (preprocessing
 metadata and the parity check). An export whose outputs differ from PyTorch's by more than the
 tolerance is not written and the command exits with status 2, unless ``--accept-parity-mismatch``.
-See :mod:`transferlab.export`.
+See :mod:`transferlab.exporter`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
     # CLI parser (`transferlab --help`) must not pay
-    from ..export import export
+    from ..exporter import export
 
     path = export(args.run, format=args.format, quantize=args.quantize, opset=args.opset, images=args.images,
                   accept_mismatch=args.accept_parity_mismatch)

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import Predictor  # here: ONNX Runtime adds 0.3 s to every CLI start (measured)
+    from ..predictor import Predictor  # here: ONNX Runtime adds 0.3 s to every CLI start (measured)
 
     if args.topk < 1:
         raise ConfigError(f"--topk must be >= 1, got {args.topk}")

@@ -13,8 +13,8 @@ import sys
 from rich.console import Console
 
 from ..choices import EXPORT_FORMATS
-from ..compare.leaderboard import METRICS
-from ..train.config import parse_duration
+from ..comparison.leaderboard import METRICS
+from ..training.config import parse_duration
 from .train import add_train_options, given_train_options
 
 
@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
     # CLI parser (`transferlab --help`) must not pay
-    from ..compare import print_leaderboard
-    from ..compare.leaderboard import fmt
+    from ..comparison import print_leaderboard
+    from ..comparison.leaderboard import fmt
     from ..pipeline import run_pipeline
 
     budget = parse_duration(args.budget, "--budget") if args.budget is not None else None

@@ -1,7 +1,7 @@
 """``transferlab train [DATA] --model NAME ...``: train one recipe into ``runs/NAME/``.
 
-The flags are built from :class:`~transferlab.train.config.TrainConfig`'s fields (name, type, help,
-group, choices), so every option of :func:`transferlab.train.train` has exactly one flag and a new
+The flags are built from :class:`~transferlab.training.config.TrainConfig`'s fields (name, type, help,
+group, choices), so every option of :func:`transferlab.training.train` has exactly one flag and a new
 option needs no change here. Values reach TrainConfig as text and are converted and validated
 there: a bad value is one ``error:`` line (exit 2). Under ``torchrun --nproc_per_node N -m
 transferlab train ...`` it trains with DistributedDataParallel.
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from ..train.config import TrainConfig, base_type, convert
+from ..training.config import TrainConfig, base_type, convert
 
 
 def _flag(name: str) -> str:
@@ -137,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
     # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
     # CLI parser (`transferlab --help`) must not pay
     from ..data.sample import sample_dir
-    from ..train import train
-    from ..train.distributed import env_rank
+    from ..training import train
+    from ..training.distributed import env_rank
 
     apply_config_file(args)
     data = args.data if args.data is not None else sample_dir()

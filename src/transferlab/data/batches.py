@@ -8,7 +8,7 @@ the ``uint8`` cache, crops and augments it with array indexing, and normalises i
 expression; the numbers equal the per-image eval transform's (``augment="none"``) bit for bit.
 
 Randomness is per sample and a function of ``(seed, epoch, index)`` alone (:func:`sample_uniforms`),
-as for :class:`~transferlab.train.sampling.SeededItems`: the same with any batch size, after a
+as for :class:`~transferlab.training.sampling.SeededItems`: the same with any batch size, after a
 resume, and on every DDP rank.
 
 >>> loader = CachedBatches(dataset, keys, batch_size=128, seed=0, augment="shift")   # doctest: +SKIP
@@ -48,7 +48,7 @@ def sample_uniforms(seed: int, epochs: np.ndarray, indices: np.ndarray, n: int) 
 
 class CachedBatches:
     """An iterable of ``(images, labels)`` batches over ``keys`` (``(epoch, index)`` pairs, e.g. an
-    :class:`~transferlab.train.sampling.EpochSampler`, which is kept as ``.sampler`` so a training
+    :class:`~transferlab.training.sampling.EpochSampler`, which is kept as ``.sampler`` so a training
     loop can call ``set_epoch``) of a cached :class:`~transferlab.data.ImageDataset`.
 
     ``augment``: ``none`` (centre crop, as evaluation) or ``shift`` (centre crop, then per image a

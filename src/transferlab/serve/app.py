@@ -1,7 +1,7 @@
 """The FastAPI app: ``POST /predict``, ``GET /health``, ``GET /model``, the web page at ``/`` and
 offline OpenAPI docs at ``/docs``.
 
-:func:`create_app` loads the model once (:class:`transferlab.predict.Predictor`: ONNX Runtime when the
+:func:`create_app` loads the model once (:class:`transferlab.predictor.Predictor`: ONNX Runtime when the
 run was exported, else PyTorch) into a :class:`.state.Serving` on ``app.state.serving``, which the
 routes (:mod:`.routers`) get through ``Depends``; their JSON answers are the models of :mod:`.schemas`.
 Concurrent requests are micro-batched (:mod:`.batching`). With an ONNX backend the server imports no
@@ -39,7 +39,7 @@ from fastapi_offline import FastAPIOffline
 
 from .. import __version__
 from ..data.images import quiet_pil_warnings
-from ..predict import Predictor
+from ..predictor import Predictor
 from .routers import info, pages, predict
 from .routers.pages import STATIC_DIR
 from .state import MB, Serving

@@ -18,7 +18,7 @@ class Health(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """``GET /model``: :attr:`transferlab.predict.Predictor.info`, the run's metrics and the server's limits."""
+    """``GET /model``: :attr:`transferlab.predictor.Predictor.info`, the run's metrics and the server's limits."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())  # extra: whatever else Predictor.info says
 
@@ -58,7 +58,7 @@ class Prediction(BaseModel):
 
     @classmethod
     def from_top(cls, filename: str | None, top: list[dict]) -> Prediction:
-        """From :func:`transferlab.predict.topk_rows`'s row for the file."""
+        """From :func:`transferlab.predictor.topk_rows`'s row for the file."""
         return cls(filename=filename, label=top[0]["class"], prob=top[0]["prob"], top=top)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import Depends, Request
 
 from .. import runfolder
-from ..predict import Predictor
+from ..predictor import Predictor
 from .batching import MicroBatcher
 
 MB = 1024 * 1024

@@ -11,12 +11,12 @@ Two search spaces:
 * ``space="head"`` (default): the new head on the **frozen** pretrained backbone, as ``train(...,
   freeze="frozen")`` trains it. The backbone's features are computed once per (input size,
   augmentation) and kept in ``OUT/features/`` as ``.npy`` files; a trial trains only the head on
-  them, with :class:`transferlab.train.loop.Trainer` and the optimizer, schedule, sample order and
+  them, with :class:`transferlab.training.loop.Trainer` and the optimizer, schedule, sample order and
   loss ``train`` would use, so it takes seconds. Tuned: ``lr``, ``weight_decay``, ``head`` (hidden
   width, 0 = a linear head), ``dropout``, ``label_smoothing``, ``epochs``, ``input_size`` (a few
   cached sizes) and ``augment`` (``none``, or ``shift`` with ``feature_views`` cached augmented
   passes). Unfreezing needs the backbone in every step and is not tuned here.
-* ``space="full"``: each trial is a real :func:`transferlab.train.train` (lower blocks still cached
+* ``space="full"``: each trial is a real :func:`transferlab.training.train` (lower blocks still cached
   by train itself) with a time limit: the head options above plus every augmentation and the
   unfreeze depth (``unfreeze_last`` blocks fine-tuned for ``fine_tune`` epochs at
   ``fine_tune_lr``). Minutes a trial.

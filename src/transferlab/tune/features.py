@@ -17,11 +17,11 @@ from .._atomic import atomic_write
 from ..data import DataSplits, ImageDataset, build_transform
 from ..errors import ConfigError
 from ..models import apply_freeze, create_model
-from ..train.api import seed_everything
-from ..train.config import TrainConfig
-from ..train.distributed import DistInfo
-from ..train.features import extract, frozen_part
-from ..train.sampling import image_batches, val_loader
+from ..training.api import seed_everything
+from ..training.config import TrainConfig
+from ..training.distributed import DistInfo
+from ..training.features import extract, frozen_part
+from ..training.sampling import image_batches, val_loader
 
 logger = logging.getLogger("transferlab.tune")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ConfigError
-from ..train.config import parse_duration
+from ..training.config import parse_duration
 
 SPACES = ("head", "full")
 DEFAULT_VIEWS = 2                        # augmented feature views cached for augment != none (head space)

@@ -13,8 +13,8 @@ from torch import nn
 from ..choices import AUGMENTS
 from ..data import DataSplits
 from ..models import Recipe, backbone_blocks
-from ..train import adapt
-from ..train.config import TrainConfig
+from ..training import adapt
+from ..training.config import TrainConfig
 
 HEAD_WIDTHS = (0, 128, 256, 512)         # 0 = a linear head on the pooled features
 HEAD_AUGMENTS = ("none", "shift")        # shift has a batched form on the image cache: cheap to cache views of

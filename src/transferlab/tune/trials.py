@@ -11,14 +11,14 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ..models import create_model
-from ..train.api import seed_everything
-from ..train.callbacks import Callback
-from ..train.config import TrainConfig
-from ..train.distributed import DistInfo
-from ..train.features import FeatureViews
-from ..train.loop import Runtime, Trainer
-from ..train.sampling import train_loader, val_loader
-from ..train.schedule import build_optimizer, build_scheduler
+from ..training.api import seed_everything
+from ..training.callbacks import Callback
+from ..training.config import TrainConfig
+from ..training.distributed import DistInfo
+from ..training.features import FeatureViews
+from ..training.loop import Runtime, Trainer
+from ..training.sampling import train_loader, val_loader
+from ..training.schedule import build_optimizer, build_scheduler
 from .features import Features
 from .study import finished_complete
 

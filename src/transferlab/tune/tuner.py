@@ -13,8 +13,8 @@ import optuna
 from ..data import DataSplits, load_data
 from ..errors import ConfigError, DataError
 from ..models import get_recipe
-from ..train.api import train
-from ..train.config import TrainConfig
+from ..training.api import train
+from ..training.config import TrainConfig
 from .features import Backbones, FeatureCache
 from .options import check_budget, check_sizes, check_space, check_trials, check_views
 from .report import TrialLine, write_results
@@ -150,7 +150,7 @@ class Tuner:
         return trial_value(trial, reporter)
 
     def full_trial(self, trial: optuna.Trial, params: dict[str, Any]) -> float:
-        """A real :func:`transferlab.train.train` with the time left as its limit; its run folder is
+        """A real :func:`transferlab.training.train` with the time left as its limit; its run folder is
         kept only while it is the best trial's."""
         options = {k: v for k, v in self.search.options(params).items() if k != "model"}
         remaining = None if self.deadline is None else max(1.0, self.deadline - time.monotonic())

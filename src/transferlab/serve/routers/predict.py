@@ -7,7 +7,7 @@ import time
 import numpy as np
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from ...predict import topk_rows
+from ...predictor import topk_rows
 from ...tta import average_mirrors, with_mirrors
 from ..batching import MicroBatcher
 from ..schemas import FileError, Prediction, PredictResponse

@@ -7,7 +7,7 @@ A frozen lower part computes the same function in every epoch, so it runs once:
 epoch ``v``) and the validation images once, and hands the loop the trainable top (``head``, or
 ``upper + head``) with loaders over the cached tensors. Epoch ``e`` reads view ``(e - 1) % views``
 (:class:`FeatureViews`, indexed by the ``(epoch, index)`` keys of
-:class:`~transferlab.train.sampling.EpochSampler`), so cached and uncached training see the same
+:class:`~transferlab.training.sampling.EpochSampler`), so cached and uncached training see the same
 samples in the same order and agree within float tolerance. The features are written to row files
 on disk a batch at a time (:class:`FeatureStore`, removed when the phase ends) and read back a batch
 at a time, so memory stays flat whatever the number of images. When nothing is frozen, the disk has
@@ -42,7 +42,7 @@ from ..precision import autocast, training_amp
 from .loop import to_device
 from .sampling import image_batches, train_loader, val_loader
 
-logger = logging.getLogger("transferlab.train")
+logger = logging.getLogger("transferlab.training")
 
 class FeatureViews(Dataset):
     """Cached features (one array per augmented view: a tensor, or a :class:`~transferlab._rows.RowFile`

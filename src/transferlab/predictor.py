@@ -207,8 +207,3 @@ def predict(run: str | Path, paths: Sequence[str | Path] | str | Path, topk: int
     """Classify image files, folders (recursive) and globs with a run; see :class:`Predictor`."""
     return Predictor(run, backend=backend, batch_size=batch_size).predict_paths(paths, topk=topk, tta=tta,
                                                                                progress=progress)
-
-
-from ._callable import make_callable  # noqa: E402
-
-make_callable(__name__, "predict")

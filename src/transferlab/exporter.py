@@ -43,7 +43,6 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from . import runfolder
 from ._atomic import atomic_write
-from ._callable import make_callable
 from .checkpoint import load_model
 from .choices import EXPORT_FORMATS, QUANTIZE
 from .data.layout import expand_paths
@@ -78,7 +77,7 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
     if quantize and fmt != "onnx":
         raise ConfigError("--quantize int8 needs --format onnx")
     run = Path(run)
-    level = logging.INFO if verbose else logging.DEBUG  # what it did, through the transferlab.export logger
+    level = logging.INFO if verbose else logging.DEBUG  # what it did, through the transferlab.exporter logger
 
     model, meta = load_model(run)
     ckpt = runfolder.resolve_checkpoint(run)
@@ -399,6 +398,3 @@ class _torch_threads:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
-
-
-make_callable(__name__, "export")

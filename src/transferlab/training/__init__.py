@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-from .._callable import make_callable
 from .._lazy import lazy_exports
 
 # Imported on first use: the CLI builds `transferlab train --help` from TrainConfig (.config, no
@@ -26,5 +25,3 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".loop": ("Runtime", "Trainer"),
     ".callbacks": ("Callback", "EarlyStopping", "LambdaCallback", "ModelCheckpoint", "ReduceLROnPlateau"),
 })
-
-make_callable(__name__, "train")

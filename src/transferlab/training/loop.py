@@ -28,14 +28,14 @@ from .callbacks import Callback
 from .distributed import DistInfo, all_reduce_sum
 from .schedule import current_lr
 
-logger = logging.getLogger("transferlab.train")
+logger = logging.getLogger("transferlab.training")
 
 
 @dataclass
 class Runtime:
     """Where and how a loop runs, apart from what it trains: the device, the DDP group (``dist``),
     the autocast precision (``amp``), the memory format of the input batches, and the output (a
-    progress bar and a log, both on rank 0 only). :func:`transferlab.train.train` builds one per run
+    progress bar and a log, both on rank 0 only). :func:`transferlab.training.train` builds one per run
     and hands it to every phase's :class:`Trainer`."""
 
     device: torch.device | str = "cpu"
@@ -88,7 +88,7 @@ class Trainer:
         return getattr(self.net, "module", self.net)  # unwrap DistributedDataParallel
 
     def log(self, message: str) -> None:
-        """Say ``message`` (rank 0 only) through the ``transferlab.train`` logger."""
+        """Say ``message`` (rank 0 only) through the ``transferlab.training`` loggers."""
         if self.is_main and self.runtime.verbose:
             logger.info(message)
 

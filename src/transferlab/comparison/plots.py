@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from ..evaluate.plots import epoch_axis, figure, label_size, save_png, series
+from ..evaluation.plots import epoch_axis, figure, label_size, save_png, series
 
 
 def plot_val_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path) -> Path:

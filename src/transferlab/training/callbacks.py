@@ -13,7 +13,7 @@ A callback is any object with (some of) these methods; :class:`Callback` provide
                                          # removing or reordering callbacks never hands one another's state
     stop_training: bool                  # set True to end the current phase after this epoch
 
-``trainer`` is the :class:`transferlab.train.loop.Trainer`: ``trainer.model`` (the full model),
+``trainer`` is the :class:`transferlab.training.loop.Trainer`: ``trainer.model`` (the full model),
 ``trainer.optimizer``, ``trainer.phase`` (0, or 1 in the fine-tuning phase), ``trainer.is_main``
 (rank 0) and ``trainer.save_checkpoint(path, epoch, logs)``. A new phase (``--fine-tune``) calls
 ``on_train_begin`` again with ``trainer.phase`` changed; EarlyStopping and ReduceLROnPlateau

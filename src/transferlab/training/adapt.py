@@ -13,7 +13,7 @@ epochs are ten steps: a new head on a frozen backbone barely moves at the defaul
 Options the user gave are never changed. What was adapted is logged and kept in ``config.json``
 (``"adapted"``); the resolved values are the run's own, so ``--resume`` continues with them.
 
->>> from transferlab.train.config import TrainConfig
+>>> from transferlab.training.config import TrainConfig
 >>> given = TrainConfig(model="cnn_bn")
 >>> cfg, notes = adapt_to_data(given.resolve({"epochs": 10}), given, n_train=18)
 >>> cfg.batch_size, cfg.epochs

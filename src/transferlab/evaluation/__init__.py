@@ -13,11 +13,8 @@ classes)``, ``roc_curves``), :mod:`.plots` (PNG plots), :mod:`.gradcam` (Grad-CA
 """
 from __future__ import annotations
 
-from .._callable import make_callable
 from ..choices import EVAL_SPLITS as SPLITS
 from .api import evaluate
 from .metrics import compute_metrics, roc_curves
 
 __all__ = ["evaluate", "compute_metrics", "roc_curves", "SPLITS"]
-
-make_callable(__name__, "evaluate")

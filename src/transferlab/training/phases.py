@@ -3,9 +3,9 @@
 other by a :class:`PhaseRunner`.
 
 A phase freezes the model (head only, or fine-tuning), gets its inputs
-(:func:`transferlab.train.features.phase_inputs`: cached features of the frozen part, or images),
-builds optimizer, schedule and loss and lets the :class:`~transferlab.train.loop.Trainer` run its
-epochs; the run state is committed after every epoch (:class:`~transferlab.train.state.StateWriter`).
+(:func:`transferlab.training.features.phase_inputs`: cached features of the frozen part, or images),
+builds optimizer, schedule and loss and lets the :class:`~transferlab.training.loop.Trainer` run its
+epochs; the run state is committed after every epoch (:class:`~transferlab.training.state.StateWriter`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .loop import Runtime, Trainer
 from .schedule import build_optimizer, build_scheduler
 from .state import StateWriter, seed_everything, set_rng_state
 
-logger = logging.getLogger("transferlab.train")
+logger = logging.getLogger("transferlab.training")
 
 
 @dataclasses.dataclass
@@ -83,7 +83,7 @@ def check_phases(model, phases: list[Phase]) -> None:
 
 class PhaseRunner:
     """Runs the phases of one run on its model (``runtime``: where and how, see
-    :class:`~transferlab.train.loop.Runtime`), appending to ``history``; ``writer`` commits the run
+    :class:`~transferlab.training.loop.Runtime`), appending to ``history``; ``writer`` commits the run
     state after each epoch. ``meta`` goes into every checkpoint; ``class_weight`` into the loss."""
 
     def __init__(self, cfg: TrainConfig, model, meta: dict[str, Any], datasets: dict, callbacks: list,

@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from .. import evaluate as evaluate_stage
+from .. import evaluation as evaluate_stage
 from .. import runfolder
-from .. import train as train_stage
+from .. import training as train_stage
 from .._atomic import atomic_write_text
 from ..data import DataSplits, load_data
 from ..data.sample import sample_dir
 from ..errors import ConfigError, TransferlabError, WeightsError
 from ..models import get_recipe
-from ..train.api import RESUME_HINT
-from ..train.config import TrainConfig
+from ..training.api import RESUME_HINT
+from ..training.config import TrainConfig
 from . import plots as cplots
 from .leaderboard import Leaderboard, make_row, rank_rows, write_leaderboard
 from .report import MODEL_PLOTS, write_html, write_markdown

@@ -6,13 +6,13 @@ One call is one :class:`Session`, whose :meth:`~Session.run` reads top to bottom
 2. the data, loaded and split: a data problem is reported before anything is written;
 3. the model, built with its pretrained weights, and every phase's freezing checked against it;
 4. the run folder, checked, locked against a second writer, emptied with ``--overwrite``
-   (:class:`~transferlab.train.folder.RunFolderGuard`);
+   (:class:`~transferlab.training.folder.RunFolderGuard`);
 5. the phases (head only, then fine-tuning with ``--fine-tune``), run by a
-   :class:`~transferlab.train.phases.PhaseRunner`: each freezes the model, gets its inputs
-   (:func:`transferlab.train.features.phase_inputs`: cached features of the frozen part, or
-   images), builds optimizer, schedule and loss and lets the :class:`~transferlab.train.loop.Trainer`
+   :class:`~transferlab.training.phases.PhaseRunner`: each freezes the model, gets its inputs
+   (:func:`transferlab.training.features.phase_inputs`: cached features of the frozen part, or
+   images), builds optimizer, schedule and loss and lets the :class:`~transferlab.training.loop.Trainer`
    run the epochs. After every epoch the run state is committed (``history.csv``, ``last_state.pt``:
-   :mod:`transferlab.train.state`) so ``resume=True`` continues exactly where a killed run stopped.
+   :mod:`transferlab.training.state`) so ``resume=True`` continues exactly where a killed run stopped.
 
 A run that fails before its first epoch is committed leaves nothing behind.
 """
@@ -47,7 +47,7 @@ from .run import Run
 from .sampling import shard
 from .state import StateWriter, restore, saved_state, seed_everything
 
-logger = logging.getLogger("transferlab.train")
+logger = logging.getLogger("transferlab.training")
 
 #: what an interrupted training tells the user to do; None: the ``train --resume`` command. Set by
 #: callers that resume by themselves when run again (``compare`` and ``run``).
@@ -60,7 +60,7 @@ def train(data, model: str = "mobilenet_v2", *, callbacks: list[Callback] | None
 
     ``data`` is a dataset folder / CSV (see ``transferlab.data.load_data``) or a ``DataSplits``.
     Options (all keyword; ``None`` means the recipe's default) are the fields of
-    :class:`~transferlab.train.config.TrainConfig`, the same as the CLI flags: ``epochs=10,
+    :class:`~transferlab.training.config.TrainConfig`, the same as the CLI flags: ``epochs=10,
     batch_size=32`` (both adapted to a tiny training set when not given), ``lr, optimizer
     (sgd|adam|adamw), momentum, nesterov, schedule, warmup, step_size, gamma, min_lr, weight_decay,
     label_smoothing, class_weights (None|"auto"|[w...]), augment, freeze (frozen|full),
@@ -70,7 +70,7 @@ def train(data, model: str = "mobilenet_v2", *, callbacks: list[Callback] | None
     min_delta, restore_best, reduce_lr (patience), reduce_lr_factor, reduce_lr_min, device, threads,
     channels_last, amp ("none"|"bf16"), run_dir="runs", name (default: the recipe), resume,
     overwrite, log (["tensorboard", "mlflow"])``. ``callbacks`` are extra
-    :class:`~transferlab.train.callbacks.Callback` objects.
+    :class:`~transferlab.training.callbacks.Callback` objects.
 
     >>> run = train("DATA", model="cnn_bn", epochs=5)          # doctest: +SKIP
     >>> run.dir, run.history[-1]["val_acc"]                     # doctest: +SKIP
@@ -201,7 +201,7 @@ class Session:
         self.started = time.monotonic()                # --time-limit counts from here
 
     def log(self, message: str) -> None:
-        """Say ``message`` on rank 0 through the ``transferlab.train`` logger (and so, while the run
+        """Say ``message`` on rank 0 through the ``transferlab.training`` loggers (and so, while the run
         folder is held, into its train.log: :meth:`RunFolderGuard.taken`)."""
         if self.dist.is_main:
             logger.info(message)
@@ -271,7 +271,7 @@ class Session:
 
     def adapt_to_data(self, splits: DataSplits) -> TrainConfig:
         """Batch size and epochs for a tiny training set when not given, and a warning when validation
-        is too small to trust (see :mod:`transferlab.train.adapt`); logged once the run folder is ours."""
+        is too small to trust (see :mod:`transferlab.training.adapt`); logged once the run folder is ours."""
         cfg, self.adapted = adapt.adapt_to_data(self.cfg, self.given, len(splits.train), self.dist.world_size)
         note = adapt.validation_note(len(splits.val))
         self.data_warnings = [*splits.warnings, *([note] if note else [])]

@@ -10,7 +10,6 @@ Example::
 """
 from __future__ import annotations
 
-from .._callable import make_callable
 from .._lazy import lazy_exports
 
 # Imported on first use: the CLI offers the leaderboard's metrics (.leaderboard, no torch) and must
@@ -19,5 +18,3 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".runner": ("compare", "write_report", "collect_rows", "PRESETS", "parse_models", "read_state"),
     ".leaderboard": ("COLUMNS", "METRICS", "make_row", "rank_rows", "print_leaderboard", "write_leaderboard"),
 })
-
-make_callable(__name__, "compare")

@@ -7,7 +7,7 @@ is JSON-serialisable; undefined numbers (an AUC for a class absent from ``y_true
 Example::
 
     >>> import numpy as np
-    >>> from transferlab.evaluate.metrics import compute_metrics
+    >>> from transferlab.evaluation.metrics import compute_metrics
     >>> m = compute_metrics([0, 1, 1], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), ["cat", "dog"])
     >>> round(m["accuracy"], 3), m["per_class"]["dog"]["recall"]
     (0.667, 0.5)
