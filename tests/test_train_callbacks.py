@@ -1,6 +1,7 @@
 """Callbacks, schedules and config: unit tests on scripted metric sequences (no data, no real model)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from torch import nn
 
 from transferlab.errors import ConfigError
 from transferlab.training import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainConfig
+from transferlab.training.config import RESOLVED, ResolvedConfig
 from transferlab.training.schedule import build_optimizer, build_scheduler
 
 
@@ -270,6 +272,19 @@ def test_config_resolves_recipe_defaults_unless_overridden():
     assert cfg.freeze == "frozen" and cfg.fine_tune_lr == 1e-4 and cfg.total_epochs == 12
     cfg = TrainConfig(model="x", fine_tune=2, lr=0.02).resolve(defaults)
     assert cfg.fine_tune_lr == pytest.approx(0.002)
+
+
+def test_resolved_config_has_every_recipe_option_and_reads_back_from_its_dict():
+    """What training reads (ResolvedConfig) sets every option the recipe fills; a config.json that lacks
+    one (written by hand) is a one-line ConfigError when a run resumes from it, not a crash mid-training."""
+    cfg = TrainConfig(model="cnn_bn").resolve({"epochs": 4})
+    assert isinstance(cfg, ResolvedConfig) and all(getattr(cfg, k) is not None for k in RESOLVED)
+    again = ResolvedConfig.from_dict({**cfg.to_dict(), "classes": ["a", "b"]})  # config.json's extra keys
+    assert isinstance(again, ResolvedConfig) and again.to_dict() == cfg.to_dict()
+    assert isinstance(dataclasses.replace(cfg, epochs=5), ResolvedConfig)
+    with pytest.raises(ConfigError, match="lack epochs, warmup") as info:
+        ResolvedConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "warmup")})
+    assert "\n" not in str(info.value)
 
 
 def test_early_stopping_state_carries_the_best_weights_to_a_resumed_run():

@@ -48,7 +48,7 @@ class RowWriter:
             raise ValueError(f"rows of shape {arr.shape} do not fit {self.shape} after {self.written} rows")
         if arr.size == 0:  # nothing to write (e.g. the last, empty chunk of a list whose length is a multiple)
             return
-        self._f.write(memoryview(arr).cast("B"))
+        self._f.write(arr.data.cast("B"))  # the array's own buffer (a memoryview), not a copy
         self.written += len(arr)
 
     def close(self) -> Path:

@@ -169,16 +169,16 @@ def weights_available(name: str, weights=None) -> bool:
     weights folder (checked on a weightless meta-device model), a package, or the hub online."""
     recipe = get_recipe(name)
     try:
-        source, where = weights_source(recipe, weights)
-        if source in ("folder", "env"):
+        source = weights_source(recipe, weights)
+        if source[0] in ("folder", "env"):
             with torch.device("meta"):
                 model = create_model(name, 2, pretrained=False)
-            if choose_weights_file(model, recipe, where)[0] is not None:
+            if choose_weights_file(model, recipe, source[1])[0] is not None:
                 return True
-            source, where = fallback_source(recipe)
+            source = fallback_source(recipe)
     except TransferlabError:
         return False
-    return source != "hub" or not hub_offline()
+    return source[0] != "hub" or not hub_offline()
 
 
 def _rate(step: Callable[[], None], batch: int, min_seconds: float = 0.5, max_steps: int = 20) -> float:

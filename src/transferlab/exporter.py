@@ -278,7 +278,7 @@ class _CalibrationReader:
 
 def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, info: dict, batch: np.ndarray,
                    reference: np.ndarray, source: str, fp32_session, level: int) -> dict:
-    calib = []
+    calib: list[np.ndarray] = []
     if splits is not None and splits.train:
         _, calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
     t0 = time.perf_counter()

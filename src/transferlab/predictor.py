@@ -124,11 +124,11 @@ class Predictor:
             if export_meta is None:
                 raise TransferlabError(f"{path.parent / runfolder.EXPORT_META} is missing; re-export the run")
             self.meta, self.model_file = export_meta, path
-            self._model = OnnxModel(path, self.threads)
+            self._model: OnnxModel | TorchModel = OnnxModel(path, self.threads)
         else:
             self.model_file = runfolder.resolve_checkpoint(self.run)
-            self._model = TorchModel(self.run)
-            self.meta = self._model.meta
+            torch_model = TorchModel(self.run)
+            self._model, self.meta = torch_model, torch_model.meta
         self.classes: list[str] = list(self.meta["classes"])
         self.data_cfg: dict = dict(self.meta["data_cfg"])
         self.preprocess = Preprocess(self.data_cfg)
@@ -176,7 +176,7 @@ class Predictor:
             return np.zeros((0, len(self.classes)), np.float32)
         return self.predict_arrays(np.stack(arrays), tta=tta)
 
-    def predict_paths(self, paths: Sequence[str | Path], topk: int = 5, tta: bool = False,
+    def predict_paths(self, paths: Sequence[str | Path] | str | Path, topk: int = 5, tta: bool = False,
                       progress: bool | None = None) -> list[dict]:
         """Classify files, folders (recursive) and globs.
 

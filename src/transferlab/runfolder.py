@@ -114,9 +114,11 @@ def read_history(run_or_file) -> list[dict[str, Any]]:
 
 
 def _cell(key: str, value: str | None) -> int | float | None:
+    if value is None:  # a row shorter than the header
+        return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
     return int(number) if key == "epoch" and number.is_integer() else number
 

@@ -5,8 +5,9 @@ import argparse
 import json
 import sys
 from importlib import resources
+from typing import TypedDict
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 
@@ -67,6 +68,16 @@ def _fmt_params(n: int | None) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K" if n >= 1e3 else str(n)
 
 
+class LayerRow(TypedDict):
+    """One backbone layer of ``transferlab models --layers NAME`` (a row of its ``--json`` list)."""
+
+    index: int
+    name: str
+    type: str
+    params: int
+    block: int | None
+
+
 def _print_layers(name: str, as_json: bool) -> int:
     import torch
 
@@ -81,7 +92,7 @@ def _print_layers(name: str, as_json: bool) -> int:
     for gi, group in enumerate(groups):
         for p in group:
             group_of[id(p)] = gi
-    rows = []
+    rows: list[LayerRow] = []
     for i, (lname, m) in enumerate(layers):
         ps = layer_parameters(m)
         rows.append({"index": i, "name": lname, "type": type(m).__name__, "params": sum(p.numel() for p in ps),
@@ -112,8 +123,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(title="model recipes (any timm model too: timm:NAME)")
-    for col, justify in (("name", "left"), ("kind", "left"), ("weights", "left"), ("input", "right"),
-                         ("params", "right"), ("freeze", "left"), ("augment", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("name", "left"), ("kind", "left"), ("weights", "left"), ("input", "right"), ("params", "right"),
+        ("freeze", "left"), ("augment", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify, no_wrap=True)
     table.add_column("description", ratio=1)
     for r in rows:

@@ -39,7 +39,7 @@ def plot_accuracy_vs_time(rows: Sequence[Mapping], path: str | Path, metric: str
     """Each model as a point: training time (x) against ``metric`` (y); the best is starred."""
     fig = figure(8, 5.5)
     ax = fig.subplots()
-    pts = [(r["model"], r.get("train_seconds"), r.get(metric), r.get("best")) for r in rows
+    pts = [(r["model"], r["train_seconds"], r[metric], r.get("best")) for r in rows
            if r.get("status") == "ok" and r.get("train_seconds") is not None and r.get(metric) is not None]
     for name, x, y, best in pts:
         ax.scatter([x], [y], s=160 if best else 60, marker="*" if best else "o",

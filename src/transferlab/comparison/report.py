@@ -111,12 +111,13 @@ def write_markdown(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: s
         lines += ["", "## Plots", ""]
         for key, p in plots.items():
             lines += [f"![{key}]({_rel(p, out)})", ""]
-    ok = [r for r in rows if r.get("status") == "ok" and (model_plots or {}).get(r["model"])]
+    per_model = model_plots or {}
+    ok = [r for r in rows if r.get("status") == "ok" and per_model.get(r["model"])]
     if ok:
         lines += ["", "## Models", ""]
         for r in ok:
             lines += [f"### {r['model']}" + (" (best)" if r.get("best") else ""), ""]
-            for key, p in _ordered(model_plots[r["model"]]):
+            for key, p in _ordered(per_model[r["model"]]):
                 lines += [f"**{MODEL_PLOTS.get(key, key)}**", "", f"![{r['model']} {key}]({_rel(p, out)})", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -109,12 +109,16 @@ def _write_state(out: Path, state: dict[str, Any]) -> None:
 
 def _trained(entry: Mapping | None, run_dir: Path, request: Mapping) -> bool:
     """The recipe's run finished training with exactly these options."""
-    return bool(entry) and entry.get("request") == request and bool(entry.get("trained")) \
+    if not entry:
+        return False
+    return entry.get("request") == request and bool(entry.get("trained")) \
         and runfolder.checkpoint_path(run_dir, "best").is_file()
 
 
 def _finished(entry: Mapping | None, run_dir: Path, request: Mapping, split: str) -> bool:
     """... and its evaluation on ``split`` was written."""
+    if not entry:
+        return False
     return _trained(entry, run_dir, request) and entry.get("status") == "ok" \
         and runfolder.metrics_path(run_dir, split).is_file()
 
@@ -325,6 +329,7 @@ def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: st
             continue
         metrics, reason = runfolder.read_metrics(run_dir, split)
         if metrics is None:
+            assert reason is not None, "read_metrics says why it has no metrics"
             rows.append(make_row(name, None, status="failed", run=run_dir, reason=reason))
             continue
         rows.append(make_row(name, metrics, runfolder.read_history(run_dir), run=run_dir,

@@ -17,7 +17,8 @@ resume, and on every DDP rank.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -46,6 +47,15 @@ def sample_uniforms(seed: int, epochs: np.ndarray, indices: np.ndarray, n: int) 
     return np.stack([(c >> np.uint64(11)).astype(np.float64) / float(1 << 53) for c in cols], axis=1)
 
 
+class BatchKeys(Protocol):
+    """The ``(epoch, index)`` keys :class:`CachedBatches` draws from, counted and iterated anew each
+    epoch: an :class:`~transferlab.training.sampling.EpochSampler` or a list."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[int, int]]: ...
+
+
 class CachedBatches:
     """An iterable of ``(images, labels)`` batches over ``keys`` (``(epoch, index)`` pairs, e.g. an
     :class:`~transferlab.training.sampling.EpochSampler`, which is kept as ``.sampler`` so a training
@@ -55,7 +65,7 @@ class CachedBatches:
     horizontal flip with probability 1/2 and a shift of up to 1/8 of the side, reflect-padded).
     """
 
-    def __init__(self, dataset, keys: Iterable, *, batch_size: int, seed: int = 0, augment: str = "none"):
+    def __init__(self, dataset, keys: BatchKeys, *, batch_size: int, seed: int = 0, augment: str = "none"):
         if augment not in BATCHED_AUGMENTS:
             raise ValueError(f"augment {augment!r} has no batched form; use one of {BATCHED_AUGMENTS}")
         if not getattr(dataset, "cached", False):
@@ -85,7 +95,7 @@ class CachedBatches:
         hwc = self.dataset.cached_images(index)  # read in file order, in the batch's order
         hwc = self._crop(hwc, epochs, index)
         x = torch.from_numpy(np.ascontiguousarray(hwc)).permute(0, 3, 1, 2).to(torch.float32)
-        x = x * np.float32(1.0 / 255.0)  # as torchvision's ToDtype(scale=True), then Normalize
+        x = x * (1.0 / 255.0)  # as torchvision's ToDtype(scale=True), then Normalize
         return ((x - self.mean) / self.std).contiguous()
 
     def _crop(self, hwc: np.ndarray, epochs: np.ndarray, index: np.ndarray) -> np.ndarray:

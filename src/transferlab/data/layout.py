@@ -41,7 +41,8 @@ Entry = tuple[str, str, "str | None"]
 
 def list_images(folder: Path) -> tuple[list[str], list[str]]:
     """Image files under ``folder`` (recursive, sorted) and the other visible files that were ignored."""
-    images, ignored = [], []
+    images: list[str] = []
+    ignored: list[str] = []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)

@@ -26,7 +26,7 @@ from ..errors import DataError
 from .layout import Entry, detect_layout
 from .scan import duplicate_groups, scan_files
 from .split import check_val_ratio, stratified_split
-from .types import IMAGE_EXTENSIONS, BrokenFile, DataSplits, DataWarning, Sample
+from .types import IMAGE_EXTENSIONS, BrokenFile, DataSplits, DataWarning, ImageInfo, Sample
 
 
 def existing_source(source) -> Path:
@@ -62,7 +62,7 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
     if not entries:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise DataError(f"no images found in {source} (looked for {exts})")
-    info = {}
+    info: dict[str, ImageInfo] = {}
     if scan:
         info, entries = _drop_unreadable(entries, broken, notes, source, workers=workers, progress=progress)
     classes, pool, fixed = _group(entries, source)
@@ -90,7 +90,7 @@ def _readable_root(source) -> Path:
 
 
 def _drop_unreadable(entries: list[Entry], broken: list[BrokenFile], notes: list[str], source, *,
-                     workers: int | None, progress: bool) -> tuple[dict, list[Entry]]:
+                     workers: int | None, progress: bool) -> tuple[dict[str, ImageInfo], list[Entry]]:
     """The validation scan: every file decoded once. Returns the per-file info and the entries
     without the broken files (added to ``broken``); a class left without images is noted."""
     info, scan_broken = scan_files([e[0] for e in entries], workers=workers, progress=progress)

@@ -29,7 +29,7 @@ def _triple(name: str, value) -> tuple[float, float, float]:
         vals = vals * 3
     if len(vals) != 3:
         raise ConfigError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}")
-    return vals  # type: ignore[return-value]
+    return vals
 
 
 def data_config(input_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),

@@ -130,21 +130,24 @@ def render_report(report: dict, max_rows: int = 20) -> list:
     t.add_row("[bold]all", *(f"[bold]{report['totals'][s]}" for s in used), f"[bold]{report['totals']['all']}")
     out.append(t)
 
-    s = Table(show_header=False, title="summary")
+    summary = Table(show_header=False, title="summary")
     imb = report["imbalance"]
-    s.add_row("class imbalance", f"{imb['ratio']}x  (largest {imb['largest']['class']}: {imb['largest']['images']}, "
-              f"smallest {imb['smallest']['class']}: {imb['smallest']['images']})")
+    summary.add_row("class imbalance",
+                    f"{imb['ratio']}x  (largest {imb['largest']['class']}: {imb['largest']['images']}, "
+                    f"smallest {imb['smallest']['class']}: {imb['smallest']['images']})")
     size = report["image_size"]
     if size:
-        s.add_row("image size (w x h)", f"smallest {size['smallest'][0]}x{size['smallest'][1]}, "
-                  f"largest {size['largest'][0]}x{size['largest'][1]}, mean {size['mean'][0]:g}x{size['mean'][1]:g}")
-    s.add_row("formats", ", ".join(f"{k} {v}" for k, v in report["formats"].items()))
-    s.add_row("modes", ", ".join(f"{k} {v}" for k, v in report["modes"].items()))
-    s.add_row("broken files", str(len(report["broken"])))
-    s.add_row("duplicate groups", f"{len(report['duplicates'])} ({report['leakage']} across splits)")
+        summary.add_row("image size (w x h)",
+                        f"smallest {size['smallest'][0]}x{size['smallest'][1]}, "
+                        f"largest {size['largest'][0]}x{size['largest'][1]}, "
+                        f"mean {size['mean'][0]:g}x{size['mean'][1]:g}")
+    summary.add_row("formats", ", ".join(f"{k} {v}" for k, v in report["formats"].items()))
+    summary.add_row("modes", ", ".join(f"{k} {v}" for k, v in report["modes"].items()))
+    summary.add_row("broken files", str(len(report["broken"])))
+    summary.add_row("duplicate groups", f"{len(report['duplicates'])} ({report['leakage']} across splits)")
     if report["ignored_files"]:
-        s.add_row("non-image files ignored", str(report["ignored_files"]))
-    out.append(s)
+        summary.add_row("non-image files ignored", str(report["ignored_files"]))
+    out.append(summary)
 
     if report["broken"]:
         b = _titled("broken files (skipped)")

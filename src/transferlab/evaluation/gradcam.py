@@ -65,9 +65,10 @@ class GradCAM:
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | None = None):
         self.model = model
-        self.target_layer = target_layer if target_layer is not None else find_target_layer(model)
-        if self.target_layer is None:
+        target = target_layer if target_layer is not None else find_target_layer(model)
+        if target is None:
             raise ValueError("Grad-CAM needs a CNN: no convolution layer found (transformer or MLP model)")
+        self.target_layer = target
         self._acts: torch.Tensor | None = None
         self._grads: torch.Tensor | None = None
 

@@ -143,11 +143,11 @@ def first_trainable_layer(model, layers: list | None = None) -> int:
                 len(layers))
 
 
-def apply_freeze(model, policy: str = "full", *, unfreeze_from: int | None = None,
+def apply_freeze(model, policy: str | None = "full", *, unfreeze_from: int | None = None,
                  unfreeze_last: int | None = None) -> int:
     """Set ``requires_grad`` for a freeze policy and return the number of trainable parameters.
 
-    * ``full``: everything trains.
+    * ``full`` (or None): everything trains.
     * ``frozen``: the whole backbone is frozen (and kept in eval mode); only the head trains.
     * ``unfreeze_from=N``: backbone layers ``N..`` (see :func:`backbone_layers`) and the head train.
     * ``unfreeze_last=K``: the last K backbone blocks (see :func:`backbone_blocks`) and the head train.

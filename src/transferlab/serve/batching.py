@@ -91,7 +91,8 @@ class MicroBatcher:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
                 except TimeoutError:
                     break
-            items, count = [], 0
+            items: list[tuple[np.ndarray, asyncio.Future]] = []
+            count = 0
             while self._pending and (not items or count + len(self._pending[0][0]) <= self.max_batch):
                 x, f = self._pending.pop(0)
                 if not f.done():  # skip requests whose client went away

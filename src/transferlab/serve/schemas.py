@@ -59,7 +59,8 @@ class Prediction(BaseModel):
     @classmethod
     def from_top(cls, filename: str | None, top: list[dict]) -> Prediction:
         """From :func:`transferlab.predictor.topk_rows`'s row for the file."""
-        return cls(filename=filename, label=top[0]["class"], prob=top[0]["prob"], top=top)
+        return cls(filename=filename, label=top[0]["class"], prob=top[0]["prob"],
+                   top=[TopClass.model_validate(t) for t in top])
 
 
 class FileError(BaseModel):

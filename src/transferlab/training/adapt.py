@@ -27,7 +27,7 @@ import dataclasses
 import math
 
 from .._stats import wilson_interval
-from .config import FALLBACK_DEFAULTS, TrainConfig
+from .config import DEFAULT_BATCH_SIZE, ResolvedConfig, TrainConfig
 
 #: an epoch should have at least this many optimizer steps when the batch size is ours to choose
 MIN_STEPS_PER_EPOCH = 4
@@ -44,22 +44,22 @@ def _pow2_floor(x: float) -> int:
     return 1 << max(0, int(math.floor(math.log2(max(x, 1.0)))))
 
 
-def adapt_to_data(cfg: TrainConfig, given: TrainConfig, n_train: int, world_size: int = 1
-                  ) -> tuple[TrainConfig, list[str]]:
+def adapt_to_data(cfg: ResolvedConfig, given: TrainConfig, n_train: int, world_size: int = 1
+                  ) -> tuple[ResolvedConfig, list[str]]:
     """``cfg`` (resolved) adapted to ``n_train`` training images; ``given`` is the unresolved config
     (what the user set). Returns the new config and one human line per adapted option."""
     per_process = math.ceil(n_train / max(1, world_size))
     notes: list[str] = []
-    updates: dict = {}
     batch = int(cfg.batch_size)
+    adapted = {"batch_size": cfg.batch_size, "epochs": cfg.epochs, "fine_tune": cfg.fine_tune}
     if given.batch_size is None and per_process < MIN_STEPS_PER_EPOCH * batch:
         smaller = min(batch, max(MIN_BATCH, _pow2_floor(per_process / MIN_STEPS_PER_EPOCH)))
         if smaller < batch:
             notes.append(f"batch size {smaller} (not {batch}): {n_train} training images would make "
                          f"{math.ceil(per_process / batch)} step(s) an epoch at {batch}")
-            updates["batch_size"] = batch = smaller
+            adapted["batch_size"] = batch = smaller
     steps = math.ceil(per_process / batch)
-    tiny = per_process < MIN_STEPS_PER_EPOCH * int(FALLBACK_DEFAULTS["batch_size"])
+    tiny = per_process < MIN_STEPS_PER_EPOCH * DEFAULT_BATCH_SIZE
     for name, flag in (("epochs", "epochs"), ("fine_tune", "fine-tune epochs")):
         epochs = int(getattr(cfg, name) or 0)
         if not tiny or getattr(given, name) is not None or epochs <= 0 or epochs * steps >= MIN_PHASE_STEPS:
@@ -68,8 +68,11 @@ def adapt_to_data(cfg: TrainConfig, given: TrainConfig, n_train: int, world_size
         if more > epochs:
             notes.append(f"{flag} {more} (not {epochs}): {steps} step(s) an epoch; a phase gets at least "
                          f"{min(MIN_PHASE_STEPS, more * steps)} optimizer steps on a tiny training set")
-            updates[name] = more
-    return (dataclasses.replace(cfg, **updates) if updates else cfg), notes
+            adapted[name] = more
+    if not notes:  # nothing adapted
+        return cfg, notes
+    return dataclasses.replace(cfg, batch_size=adapted["batch_size"], epochs=adapted["epochs"],
+                               fine_tune=adapted["fine_tune"]), notes
 
 
 def validation_note(n_val: int) -> str | None:

@@ -39,7 +39,7 @@ from ..tracking import make_trackers
 from . import adapt
 from . import distributed as D
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TimeLimit
-from .config import TrainConfig
+from .config import ResolvedConfig, TrainConfig
 from .folder import RunFolderGuard
 from .loop import Runtime
 from .phases import PhaseRunner, check_phases, describe_phases, plan_phases
@@ -122,7 +122,7 @@ def weights_record(model) -> dict[str, Any] | None:
     return record
 
 
-def make_datasets(splits: DataSplits, data_cfg: dict, cfg: TrainConfig, dist: D.DistInfo, *,
+def make_datasets(splits: DataSplits, data_cfg: dict, cfg: ResolvedConfig, dist: D.DistInfo, *,
                   progress: bool) -> dict[str, ImageDataset]:
     """Train and val images; under torchrun each rank takes its shard (``sampling.shard``) and
     decodes and caches only that, so no rank holds the whole dataset."""
@@ -140,7 +140,7 @@ def make_datasets(splits: DataSplits, data_cfg: dict, cfg: TrainConfig, dist: D.
     return datasets
 
 
-def make_callbacks(cfg: TrainConfig, run_dir: Path, started: float) -> list:
+def make_callbacks(cfg: ResolvedConfig, run_dir: Path, started: float) -> list:
     """The callbacks the options ask for (early stopping, lr on plateau, time limit, ``--trackers``
     trackers) around the ModelCheckpoint every run has; the user's come after them."""
     cbs: list = []
@@ -156,7 +156,7 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, started: float) -> list:
     return cbs + make_trackers(cfg.trackers, run_dir, final_phase=len(plan_phases(cfg)) - 1)  # --trackers
 
 
-def config_record(cfg: TrainConfig, splits: DataSplits, data, meta: dict, model, runtime: Runtime, *,
+def config_record(cfg: ResolvedConfig, splits: DataSplits, data, meta: dict, model, runtime: Runtime, *,
                   adapted: list[str], warnings: list[str]) -> dict:
     """What ``config.json`` holds: the options, the data (classes, layout, split counts), the model's
     head and preprocessing, its pretrained weights, what was adapted, where it ran, the versions."""
@@ -170,7 +170,7 @@ def config_record(cfg: TrainConfig, splits: DataSplits, data, meta: dict, model,
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "transferlab": __version__}}
 
 
-def resume_advice(cfg: TrainConfig, run_dir: Path, data_arg, done: int) -> str:
+def resume_advice(cfg: ResolvedConfig, run_dir: Path, data_arg, done: int) -> str:
     """What an interrupted training says after ``done`` completed epochs: how to continue."""
     if not done:
         return "no epoch had finished: nothing to resume"
@@ -181,13 +181,28 @@ def resume_advice(cfg: TrainConfig, run_dir: Path, data_arg, done: int) -> str:
             f"--name {cfg.name} --resume")
 
 
-class Session:
-    """One call of :func:`train`. Everything a step hands to the next is set in ``__init__`` or
-    returned; :meth:`run` is the whole story."""
+def resolved_config(given: TrainConfig, recipe) -> ResolvedConfig:
+    """The options completed from the recipe's defaults; to resume a run with a saved state, the
+    run's own from its config.json (only where and how to run come from the call)."""
+    cfg = given.resolve(recipe.defaults)
+    run_dir = Path(cfg.run_dir) / cfg.name
+    if not (cfg.resume and runfolder.has_state(run_dir)):
+        return cfg
+    saved = runfolder.read_config(run_dir, required=True)
+    keep = {k: getattr(cfg, k) for k in ("device", "threads", "workers", "run_dir", "name")}
+    return dataclasses.replace(ResolvedConfig.from_dict(saved), **keep, resume=True, overwrite=False)
 
-    def __init__(self, cfg: TrainConfig, data, user_callbacks: list, progress: bool):
-        self.cfg = cfg
-        self.given = cfg                               # the options as the user set them
+
+class Session:
+    """One call of :func:`train`, with its options (step 1) resolved from the ``given`` ones.
+    Everything a step hands to the next is set in ``__init__`` or returned; :meth:`run` is the
+    whole story."""
+
+    def __init__(self, given: TrainConfig, data, user_callbacks: list, progress: bool):
+        self.started = time.monotonic()                # --time-limit counts from here
+        self.given = given                             # the options as the user set them
+        self.recipe = get_recipe(given.model)
+        self.cfg = resolved_config(given, self.recipe)  # 1. the options
         self.adapted: list[str] = []                   # options adapted to a tiny training set
         self.data_warnings: list[str] = []             # kept in config.json ("warnings")
         self.data = data
@@ -195,10 +210,9 @@ class Session:
         self.progress = progress
         self.dist = D.DistInfo()                       # joined in run() when launched by torchrun
         self.device = torch.device("cpu")
-        self.run_dir = Path(cfg.run_dir) / (cfg.name or cfg.model)
+        self.run_dir = Path(self.cfg.run_dir) / self.cfg.name
         self.folder: RunFolderGuard | None = None      # the run folder, once checked
         self.history: list[dict[str, Any]] = []
-        self.started = time.monotonic()                # --time-limit counts from here
 
     def log(self, message: str) -> None:
         """Say ``message`` on rank 0 through the ``transferlab.training`` loggers (and so, while the run
@@ -208,8 +222,7 @@ class Session:
 
     # ---- the story --------------------------------------------------------------------------------
     def run(self) -> Run:
-        recipe = get_recipe(self.cfg.model)
-        self.cfg = cfg = self.resolved_config(recipe)
+        cfg = self.cfg
         self.device = pick_device(cfg.device)
         self.dist = D.setup(self.device.type)
         try:
@@ -221,7 +234,7 @@ class Session:
             mode = self.folder.check(resume=cfg.resume, overwrite=cfg.overwrite)
             state = saved_state(self.run_dir, mode, splits.classes)
             if state is None:
-                self.cfg = self.size_for_data(recipe, splits)
+                self.cfg = self.size_for_data(splits)
                 self.cfg = self.adapt_to_data(splits)
             model = self.build_model(splits.classes, resuming=state is not None)
             phases = plan_phases(self.cfg)
@@ -230,18 +243,6 @@ class Session:
                 return self.train_phases(model, splits, phases, state)
         finally:
             D.cleanup(self.dist)
-
-    # ---- 1. options -------------------------------------------------------------------------------
-    def resolved_config(self, recipe) -> TrainConfig:
-        """The options completed from the recipe's defaults; to resume a run with a saved state, the
-        run's own from its config.json (only where and how to run come from the call)."""
-        cfg = self.cfg.resolve(recipe.defaults)
-        self.run_dir = Path(cfg.run_dir) / cfg.name
-        if not (cfg.resume and runfolder.has_state(self.run_dir)):
-            return cfg
-        saved = runfolder.read_config(self.run_dir, required=True)
-        keep = {k: getattr(cfg, k) for k in ("device", "threads", "workers", "run_dir", "name")}
-        return dataclasses.replace(TrainConfig.from_dict(saved), **keep, resume=True, overwrite=False)
 
     # ---- 2. data ----------------------------------------------------------------------------------
     def load_splits(self) -> DataSplits:
@@ -257,9 +258,9 @@ class Session:
         return splits
 
     # ---- 3. model ---------------------------------------------------------------------------------
-    def size_for_data(self, recipe, splits: DataSplits) -> TrainConfig:
+    def size_for_data(self, splits: DataSplits) -> ResolvedConfig:
         """The input size (and crop) for this data when not given: see ``Recipe.input_for``."""
-        cfg = self.cfg
+        cfg, recipe = self.cfg, self.recipe
         if cfg.input_size is not None:
             return cfg
         side = splits.typical_side()
@@ -269,7 +270,7 @@ class Session:
                      f"{side:.0f} px)")
         return dataclasses.replace(cfg, input_size=size, crop_pct=cfg.crop_pct if cfg.crop_pct is not None else crop)
 
-    def adapt_to_data(self, splits: DataSplits) -> TrainConfig:
+    def adapt_to_data(self, splits: DataSplits) -> ResolvedConfig:
         """Batch size and epochs for a tiny training set when not given, and a warning when validation
         is too small to trust (see :mod:`transferlab.training.adapt`); logged once the run folder is ours."""
         cfg, self.adapted = adapt.adapt_to_data(self.cfg, self.given, len(splits.train), self.dist.world_size)
@@ -289,9 +290,11 @@ class Session:
     def train_phases(self, model, splits: DataSplits, phases: list, state: dict | None) -> Run:
         cfg = self.cfg
         classes = list(splits.classes)
-        meta = {"recipe": cfg.model, "classes": classes, "num_classes": len(classes),
-                "head": list(model.head_hidden), "dropout": list(model.head_dropout), "data_cfg": dict(model.data_cfg)}
-        datasets = make_datasets(splits, meta["data_cfg"], cfg, self.dist, progress=self.progress)
+        data_cfg = dict(model.data_cfg)
+        meta: dict[str, Any] = {"recipe": cfg.model, "classes": classes, "num_classes": len(classes),
+                                "head": list(model.head_hidden), "dropout": list(model.head_dropout),
+                                "data_cfg": data_cfg}
+        datasets = make_datasets(splits, data_cfg, cfg, self.dist, progress=self.progress)
         runtime = self.place(model)
         if state is None:
             self.announce(model, splits, meta, phases, runtime)

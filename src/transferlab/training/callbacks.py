@@ -25,7 +25,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -34,12 +34,12 @@ from .._callback import Callback  # the base class lives apart so that tracking 
 from ..errors import ConfigError
 
 
-def _resolve_mode(monitor: str, mode: str) -> str:
+def _resolve_mode(monitor: str, mode: str) -> Literal["min", "max"]:
     if mode == "auto":
         return "max" if ("acc" in monitor or monitor.startswith("fmeasure")) else "min"
     if mode not in ("min", "max"):
         raise ConfigError(f"mode must be auto, min or max, got {mode!r}")
-    return mode
+    return "max" if mode == "max" else "min"
 
 
 def monitored_value(monitor: str, logs: dict[str, Any]) -> float:
@@ -102,7 +102,7 @@ class EarlyStopping(_Monitored):
         self.restore_best_weights = restore_best_weights
         self._reset(phase=None)
 
-    def _reset(self, phase):
+    def _reset(self, phase: int | None) -> None:
         self._m = _Monitor(self.monitor, self.mode, self.min_delta)
         self.wait = 0
         self.stopped_epoch: int | None = None
@@ -209,6 +209,7 @@ class ReduceLROnPlateau(Callback):
     def on_epoch_end(self, trainer, epoch, logs) -> None:
         value = monitored_value(self.monitor, logs)
         before = [g["lr"] for g in trainer.optimizer.param_groups]
+        assert self.scheduler is not None, "on_train_begin makes the scheduler"
         self.scheduler.step(value)
         after = [g["lr"] for g in trainer.optimizer.param_groups]
         if after != before:

@@ -20,22 +20,27 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from ..choices import (AMP_MODES, AUGMENTS, DEVICES, FREEZE_POLICIES, MIN_INPUT_SIZE, MONITORS, OPTIMIZERS, SCHEDULES,
                        TRACKERS)
 from ..data.split import check_val_ratio
 from ..errors import ConfigError
 
+DEFAULT_BATCH_SIZE = 32  # the usual batch (train.adapt makes it smaller for a tiny training set)
 # Options left at None take the recipe's default (Recipe.defaults), else these.
-FALLBACK_DEFAULTS = {"epochs": 10, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "warmup": 0,
-                     "weight_decay": 0.0, "label_smoothing": 0.0, "augment": "none", "freeze": "full", "fine_tune": 0,
-                     "fine_tune_lr": None, "unfreeze_from": None, "unfreeze_last": None, "feature_views": None}
+FALLBACK_DEFAULTS = {"epochs": 10, "batch_size": DEFAULT_BATCH_SIZE, "lr": 1e-3, "optimizer": "adam",
+                     "schedule": "cosine", "warmup": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
+                     "augment": "none", "freeze": "full", "fine_tune": 0, "fine_tune_lr": None,
+                     "unfreeze_from": None, "unfreeze_last": None, "feature_views": None}
 RECIPE_OPTIONS = tuple(FALLBACK_DEFAULTS)
 # the package each --trackers tracker needs (the [tracking] extra)
 TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 # what the freezing plan is made of: taken from the recipe only as a whole, when the user set none of it
 FREEZE_PLAN = ("freeze", "fine_tune", "unfreeze_from", "unfreeze_last")
+# what TrainConfig.resolve always sets (the recipe options but the optional ones, and the run name)
+RESOLVED = ("epochs", "batch_size", "lr", "optimizer", "schedule", "warmup", "weight_decay", "label_smoothing",
+            "augment", "freeze", "fine_tune", "feature_views", "name")
 
 
 def option(default=None, help: str = "", group: str = "optimisation", *, choices: tuple | None = None,
@@ -189,7 +194,8 @@ class TrainConfig:
         need(self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}")
         need(0.0 < self.reduce_lr_factor < 1.0, f"--reduce-lr-factor must be between 0 and 1, got {self.reduce_lr_factor}")
         need(self.threads is None or int(self.threads) >= 1, f"--threads must be at least 1, got {self.threads}")
-        need(self.device is None or self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device),
+        need(self.device is None or self.device in ("auto", "cpu", "cuda")
+             or re.fullmatch(r"cuda:\d+", self.device) is not None,
              f"unknown --device {self.device!r}: use {', '.join(DEVICES)}")
         need(bool(str(self.run_dir)), "--run-dir must not be empty")
         if self.name is not None:
@@ -201,7 +207,7 @@ class TrainConfig:
         return self
 
     # ---- recipe defaults -----------------------------------------------------------------------
-    def resolve(self, recipe_defaults: dict | None) -> "TrainConfig":
+    def resolve(self, recipe_defaults: dict | None) -> ResolvedConfig:
         """Fill options left at ``None`` from the recipe's defaults and validate (returns a new config).
 
         The freezing plan (``freeze``, ``fine_tune``, ``unfreeze_from``, ``unfreeze_last``) comes from
@@ -228,17 +234,44 @@ class TrainConfig:
             cfg.feature_views = 1 if cfg.augment == "none" else 4
         if cfg.name is None:
             cfg.name = cfg.model.replace(":", "-").replace("/", "-")
-        return TrainConfig(**vars(cfg))  # validated once, whole
+        return ResolvedConfig(**vars(cfg))  # validated once, whole
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         names = {f.name for f in dataclasses.fields(cls)}
         if "log" in d and "trackers" not in d:  # a run folder written before the option's rename
             d = {**d, "trackers": d["log"]}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class ResolvedConfig(TrainConfig):
+    """A :class:`TrainConfig` whose recipe options are set (:data:`RESOLVED`): what
+    :meth:`TrainConfig.resolve` returns, and what a run's ``config.json`` holds. Training reads this
+    one; a config without one of them is a ConfigError."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    schedule: str
+    warmup: int
+    weight_decay: float
+    label_smoothing: float
+    augment: str
+    freeze: str
+    fine_tune: int
+    feature_views: int
+    name: str
+
+    def validate(self) -> ResolvedConfig:
+        super().validate()
+        missing = [k for k in RESOLVED if getattr(self, k) is None]
+        if missing:
+            raise ConfigError(f"the training options lack {', '.join(missing)} (a config.json written by hand?)")
+        return self
 
     @property
     def total_epochs(self) -> int:

@@ -17,6 +17,7 @@ loop trains the whole model on images instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -145,7 +147,7 @@ def frozen_part(model) -> tuple[nn.Module | None, nn.Module | None]:
     if n >= total:
         return model.backbone, None
     parts = split_backbone(model, n)
-    if parts is None or len(parts[0]) == 0:
+    if parts is None or not list(parts[0].children()):  # no backbone, or the cut is below its first block
         return None, None
     return parts
 
@@ -195,20 +197,17 @@ def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, di
                     f"(free space, or TRANSFERLAB_FEATURE_CACHE_GB); training on images instead")
         return None
     t0 = time.perf_counter()
-    common = dict(lower=lower, settings=settings, device=device, channels_last=channels_last, row_shape=row_shape,
-                  progress=progress and dist.is_main)
+    split = functools.partial(_extract_split, lower=lower, device=device, channels_last=channels_last,
+                              row_shape=row_shape, progress=progress and dist.is_main)
     try:
-        train_views, labels = [], None
-        for v in range(1, views + 1):  # view v = the augmentation images get in epoch v without caching
-            feats, labels = _extract_split(train_ds, view=v, path=store.path / f"train-{v}.npy",
-                                           description=f"features {v}/{views}" if views > 1 else "features train",
-                                           **common)
-            train_views.append(feats)
+        # view v = the augmentation images get in epoch v without caching
+        extracted = [split(train_ds, settings=settings, view=v, path=store.path / f"train-{v}.npy",
+                           description=f"features {v}/{views}" if views > 1 else "features train")
+                     for v in range(1, views + 1)]
         # validation features in fp32 whatever --amp says: the val_acc and val_loss of every epoch (and so
         # the best checkpoint's) must equal what ``transferlab evaluate`` measures on that checkpoint in fp32
-        val_feats, val_labels = _extract_split(val_ds, view=None, path=store.path / "val.npy",
-                                               description="features val",
-                                               **{**common, "settings": dataclasses.replace(settings, amp="none")})
+        val_feats, val_labels = split(val_ds, settings=dataclasses.replace(settings, amp="none"), view=None,
+                                      path=store.path / "val.npy", description="features val")
     except BaseException:
         store.close()
         raise
@@ -217,6 +216,7 @@ def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, di
                 f"images{shards}, {tuple(row_shape)} each, {store.bytes() / 2**20:,.0f} MiB on disk in {store.path}, "
                 f"{time.perf_counter() - t0:.1f}s")
     total = getattr(train_ds, "shard_total", None)
+    train_views, labels = [feats for feats, _ in extracted], extracted[-1][1]
     return (FeatureViews(train_views, labels, shard_total=total), FeatureViews([val_feats], val_labels), store)
 
 
@@ -233,6 +233,16 @@ def _extract_split(dataset, *, lower, settings: Settings, view: int | None, path
         extract(lower, loader, device=device, channels_last=channels_last, amp=settings.amp,
                 description=description, progress=progress, out=out)
     return RowFile(path), torch.as_tensor(dataset.targets, dtype=torch.int64)  # in order: the loaders do not shuffle
+
+
+@overload
+def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bool = ..., amp: str = ...,
+            description: str = ..., progress: bool = ..., out: None = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def extract(lower: nn.Module, loader, *, device: torch.device, channels_last: bool = ..., amp: str = ...,
+            description: str = ..., progress: bool = ..., out: RowWriter) -> None: ...
 
 
 @torch.no_grad()

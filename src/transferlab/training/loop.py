@@ -113,7 +113,7 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         self._set_train_mode()
         sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
+        if sampler is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         lr = current_lr(self.optimizer)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -141,9 +141,9 @@ class Trainer:
                            ips=seen * self.dist.world_size / max(elapsed, 1e-9))
                 for cb in self.callbacks:
                     cb.on_train_batch_end(self, step, {"loss": batch_loss, "images": n, "lr": lr})
-        loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], self.dist, self.device)
-        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "lr": lr,
-                "images": int(seen)}
+        total_loss, total_correct, total_seen = all_reduce_sum([loss_sum, correct, seen], self.dist, self.device)
+        return {"train_loss": total_loss / max(total_seen, 1), "train_acc": total_correct / max(total_seen, 1),
+                "lr": lr, "images": int(total_seen)}
 
     def evaluate(self, loader=None) -> dict[str, float]:
         """Plain (unweighted, unsmoothed) cross-entropy and accuracy on the validation data, in fp32
@@ -160,10 +160,10 @@ class Trainer:
                 loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
                 correct += int((out.argmax(1) == y).sum())
                 seen += y.shape[0]
-        loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], self.dist, self.device)
-        if seen == 0:
+        total_loss, total_correct, total_seen = all_reduce_sum([loss_sum, correct, seen], self.dist, self.device)
+        if total_seen == 0:
             return {"val_loss": float("nan"), "val_acc": float("nan")}
-        return {"val_loss": loss_sum / seen, "val_acc": correct / seen}
+        return {"val_loss": total_loss / total_seen, "val_acc": total_correct / total_seen}
 
     # ---- the phase -------------------------------------------------------------------------------
     def fit(self, epochs: int) -> list[dict[str, Any]]:

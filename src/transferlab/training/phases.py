@@ -20,7 +20,7 @@ from ..models import apply_freeze
 from ..models.freeze import check_policy, check_unfreeze_last, resolve_unfreeze_from
 from . import features
 from .callbacks import TimeLimit
-from .config import TrainConfig
+from .config import ResolvedConfig
 from .loop import Runtime, Trainer
 from .schedule import build_optimizer, build_scheduler
 from .state import StateWriter, seed_everything, set_rng_state
@@ -38,9 +38,10 @@ class Phase:
     unfreeze_last: int | None = None
 
 
-def plan_phases(cfg: TrainConfig) -> list[Phase]:
+def plan_phases(cfg: ResolvedConfig) -> list[Phase]:
     """Head-only then fine-tuning with ``fine_tune``; else one phase with the configured freezing."""
     if cfg.fine_tune:
+        assert cfg.fine_tune_lr is not None, "resolve() sets fine_tune_lr when fine_tune is set"
         return [Phase(0, cfg.epochs, cfg.lr, "frozen"),
                 Phase(1, cfg.fine_tune, cfg.fine_tune_lr, "full", cfg.unfreeze_from, cfg.unfreeze_last)]
     if cfg.unfreeze_from is not None or cfg.unfreeze_last is not None:
@@ -74,10 +75,10 @@ def describe_phases(phases: list[Phase]) -> str:
 def check_phases(model, phases: list[Phase]) -> None:
     """Every phase's freezing fits the model (unfreeze ranges), checked before any training."""
     for phase in phases:
-        kind = check_policy(phase.policy, phase.unfreeze_from, phase.unfreeze_last)
-        if kind == "unfreeze_from":
+        check_policy(phase.policy, phase.unfreeze_from, phase.unfreeze_last)  # not both, none when frozen
+        if phase.unfreeze_from is not None:
             resolve_unfreeze_from(model, phase.unfreeze_from)
-        elif kind == "unfreeze_last":
+        elif phase.unfreeze_last is not None:
             check_unfreeze_last(model, phase.unfreeze_last)
 
 
@@ -86,7 +87,7 @@ class PhaseRunner:
     :class:`~transferlab.training.loop.Runtime`), appending to ``history``; ``writer`` commits the run
     state after each epoch. ``meta`` goes into every checkpoint; ``class_weight`` into the loss."""
 
-    def __init__(self, cfg: TrainConfig, model, meta: dict[str, Any], datasets: dict, callbacks: list,
+    def __init__(self, cfg: ResolvedConfig, model, meta: dict[str, Any], datasets: dict, callbacks: list,
                  runtime: Runtime, history: list[dict[str, Any]], writer: StateWriter,
                  class_weight: torch.Tensor | None):
         self.cfg = cfg
@@ -126,45 +127,52 @@ class PhaseRunner:
             features.Settings(batch_size=cfg.batch_size, seed=cfg.seed, views=min(cfg.feature_views, phase.epochs),
                               workers=cfg.workers,
                               amp=cfg.amp, augment=cfg.augment, enabled=cfg.feature_cache),
-            dist=rt.dist, device=rt.device, channels_last=rt.channels_last, progress=rt.progress)
+            dist=rt.dist, device=torch.device(rt.device), channels_last=rt.channels_last, progress=rt.progress)
         what = "head" if phase.policy == "frozen" else model.freeze_policy
         logger.info(f"phase {phase.index + 1}/{n_phases}: {what}, {trainable:,} trainable parameters, lr {phase.lr:g}"
                     + (", on cached features" if inputs.cached else ""))
-        trainer = self.make_trainer(phase, inputs, resume, n_phases)
+        self.writer.phase_end = end = self.phase_end(phase, resume)
+        trainer = self.make_trainer(phase, inputs, resume, end, n_phases)
         try:
-            trainer.fit(self.writer.phase_end)
+            trainer.fit(end)
         finally:
             inputs.close()  # the phase's feature files
         self.writer.commit(trainer, phase=phase.index, phase_finished=True, finished=phase.index == n_phases - 1)
 
-    def make_trainer(self, phase: Phase, inputs: features.PhaseInputs, resume: dict | None,
+    def phase_end(self, phase: Phase, resume: dict | None) -> int:
+        """The global epoch ``phase`` ends at: the stopped run's (``resume``), else after its epochs."""
+        if resume is not None:
+            return resume["phase_end"]
+        start_epoch = self.history[-1]["epoch"] if self.history else 0
+        return start_epoch + phase.epochs
+
+    def make_trainer(self, phase: Phase, inputs: features.PhaseInputs, resume: dict | None, end: int,
                      n_phases: int) -> Trainer:
-        """The phase's Trainer: the net (under DDP when launched by torchrun), optimizer, schedule and
-        loss; their states and the random generators from ``resume``, else the phase's own seed."""
+        """The phase's Trainer (``end``: the global epoch the phase ends at): the net (under DDP when
+        launched by torchrun), optimizer, schedule and loss; their states and the random generators
+        from ``resume``, else the phase's own seed."""
         cfg, rt = self.cfg, self.runtime
+        device = torch.device(rt.device)
         net = inputs.net
         if rt.dist.enabled:
             net = nn.parallel.DistributedDataParallel(
-                net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+                net, device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = build_optimizer(inputs.net, cfg.optimizer, phase.lr, weight_decay=cfg.weight_decay,
                                     momentum=cfg.momentum, nesterov=cfg.nesterov)
         scheduler = build_scheduler(optimizer, cfg.schedule, phase.epochs, warmup=cfg.warmup,
                                     step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
-        weight = self.class_weight.to(rt.device) if self.class_weight is not None else None
+        weight = self.class_weight.to(device) if self.class_weight is not None else None
         criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-        start_epoch = self.history[-1]["epoch"] if self.history else 0
         if resume is not None:
             optimizer.load_state_dict(resume["optimizer"])
             if resume.get("scheduler") is not None:
                 scheduler.load_state_dict(resume["scheduler"])
             set_rng_state(resume["rng"], inputs.train_loader)
-            self.writer.phase_end = resume["phase_end"]
         else:
             seed_everything(cfg.seed + 1 + phase.index)  # the same start for cached and uncached training
-            self.writer.phase_end = start_epoch + phase.epochs
         later = cfg.fine_tune if phase.index < n_phases - 1 else 0
         return Trainer(self.model, net, inputs.train_loader, inputs.val_loader, optimizer=optimizer,
                        scheduler=scheduler, criterion=criterion, callbacks=self.callbacks, runtime=rt,
-                       history=self.history, phase=phase.index, total_epochs=self.writer.phase_end + later,
+                       history=self.history, phase=phase.index, total_epochs=end + later,
                        meta=self.meta,
                        commit=lambda tr: self.writer.commit(tr, phase=phase.index, phase_finished=False))

@@ -24,12 +24,13 @@ def param_groups(modules: nn.Module | Iterable[nn.Parameter], weight_decay: floa
     """Trainable parameters in two groups: weights with ``weight_decay``, and biases/norm
     parameters (1-D tensors) without it (the usual practice; timm and torchvision do the same)."""
     params = modules.parameters() if isinstance(modules, nn.Module) else modules
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in params:
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = []
+    groups: list[dict] = []
     if decay:
         groups.append({"params": decay, "weight_decay": weight_decay})
     if no_decay:
@@ -59,6 +60,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int, *,
     ``warmup_factor * lr`` up to ``lr``."""
     warmup = max(0, min(int(warmup), epochs - 1))
     main_epochs = max(1, epochs - warmup)
+    main: S.LRScheduler
     if name == "constant":
         main = S.ConstantLR(optimizer, factor=1.0, total_iters=0)
     elif name == "cosine":

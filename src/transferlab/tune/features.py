@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from .._atomic import atomic_write
 from ..data import DataSplits, ImageDataset, build_transform
 from ..errors import ConfigError
-from ..models import apply_freeze, create_model
+from ..models import Classifier, apply_freeze, create_model
 from ..training.api import seed_everything
 from ..training.config import TrainConfig
 from ..training.distributed import DistInfo
@@ -37,9 +36,9 @@ class Backbones:
 
     def __init__(self, model: str, n_classes: int, base: TrainConfig, crops: dict[int, float | None]):
         self.model, self.n_classes, self.base, self.crops = model, n_classes, base, crops
-        self._models: dict[int, nn.Module] = {}
+        self._models: dict[int, Classifier] = {}
 
-    def __call__(self, size: int) -> nn.Module:
+    def __call__(self, size: int) -> Classifier:
         if size not in self._models:
             seed_everything(self.base.seed)  # as train: a backbone without pretrained weights is seeded
             model = create_model(self.model, self.n_classes, pretrained=self.base.pretrained,
@@ -65,11 +64,11 @@ class FeatureCache:
         self.spent = 0.0
         self._features: dict[tuple, Features] = {}
 
-    def folder(self, size: int, augment: str, model: nn.Module) -> Path:
+    def folder(self, size: int, augment: str, model: Classifier) -> Path:
         """``out/features/MODEL-SIZEpx-AUGMENT-HASH``: the hash of the image files (path, label, size,
         mtime), the model's data config and weights, and the options the features depend on."""
         h = hashlib.sha1()
-        stats = []
+        stats: list[tuple[str, int, int | None, int | None]] = []
         for split in (self.splits.train, self.splits.val):
             for path, label in split:
                 try:
@@ -110,7 +109,7 @@ class FeatureCache:
         self._features[key] = (train_views, train_y, val_x, val_y)
         return self._features[key]
 
-    def extract(self, model: nn.Module, folder: Path, augment: str, views: list[int], val: bool) -> None:
+    def extract(self, model: Classifier, folder: Path, augment: str, views: list[int], val: bool) -> None:
         """Compute and save the augmented train passes ``views`` (numbered from 1) and, with ``val``, the
         validation features (fp32, unaugmented, as train computes them)."""
         lower, _ = frozen_part(model)
@@ -119,19 +118,20 @@ class FeatureCache:
         device = torch.device("cpu")
         model.to(memory_format=torch.channels_last)
         cfg = model.data_cfg
-        common = dict(device=device, channels_last=True, progress=self.progress)
         if views:
             ds = ImageDataset(self.splits.train, cfg, build_transform(cfg, train=True, augment=augment), True,
                               progress=self.progress)
             for v in views:
                 loader = image_batches(ds, [(v, i) for i in range(len(ds))], batch_size=self.batch_size,
                                        seed=int(self.base.seed), augment=augment, workers=None)
-                feats, _ = extract(lower, loader, amp=self.base.amp, description=f"features train {v}", **common)
+                feats, _ = extract(lower, loader, device=device, channels_last=True, amp=self.base.amp,
+                                   description=f"features train {v}", progress=self.progress)
                 _save_npy(folder / f"train-{v}.npy", feats.numpy())
         if val:
             ds = ImageDataset(self.splits.val, cfg, build_transform(cfg, train=False), True, progress=self.progress)
             loader = val_loader(ds, batch_size=self.batch_size, seed=int(self.base.seed), dist=DistInfo())
-            feats, _ = extract(lower, loader, amp="none", description="features val", **common)  # fp32, as train
+            feats, _ = extract(lower, loader, device=device, channels_last=True, amp="none",  # fp32, as train
+                               description="features val", progress=self.progress)
             _save_npy(folder / "val.npy", feats.numpy())
 
 

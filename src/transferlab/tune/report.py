@@ -59,7 +59,7 @@ def write_results(study: optuna.Study, out: Path, identity: dict[str, Any], feat
         best = study.best_trial
         best_options = best.user_attrs.get("options") or options(best.params)
         write_json(out / "best.json", best_options)
-        result.update(value=float(best.value), params=dict(best.params), trial=best.number, options=best_options,
+        result.update(value=float(study.best_value), params=dict(best.params), trial=best.number, options=best_options,
                       best_json=str(out / "best.json"))
     result["report"] = str(write_report(study, out, identity, result))
     write_json(out / "summary.json", result)
@@ -78,6 +78,7 @@ def _plot(kind: str, study: optuna.Study, path: Path) -> str | None:
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from optuna.visualization import matplotlib as ovm
 
     with warnings.catch_warnings():
@@ -90,6 +91,7 @@ def _plot(kind: str, study: optuna.Study, path: Path) -> str | None:
             plt.close("all")
             return None
     fig = ax.figure
+    assert isinstance(fig, Figure), "optuna draws its plots on a figure of their own"
     fig.set_size_inches(7.5, 4.2)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -8,13 +8,11 @@ from typing import Any
 
 import numpy as np
 import optuna
-from torch import nn
-
 from ..choices import AUGMENTS
 from ..data import DataSplits
-from ..models import Recipe, backbone_blocks
+from ..models import Classifier, Recipe, backbone_blocks
 from ..training import adapt
-from ..training.config import TrainConfig
+from ..training.config import ResolvedConfig, TrainConfig
 
 HEAD_WIDTHS = (0, 128, 256, 512)         # 0 = a linear head on the pooled features
 HEAD_AUGMENTS = ("none", "shift")        # shift has a batched form on the image cache: cheap to cache views of
@@ -45,7 +43,7 @@ class SearchSpace:
     """
 
     def __init__(self, recipe: Recipe, base: TrainConfig, space: str, splits: DataSplits, *, sizes: list[int],
-                 crops: dict[int, float | None], views: int, backbone: Callable[[int], nn.Module]):
+                 crops: dict[int, float | None], views: int, backbone: Callable[[int], Classifier]):
         self.recipe, self.model, self.base, self.space = recipe, recipe.name, base, space
         self.scratch = recipe.kind == "scratch"
         self.splits, self.sizes, self.crops, self.views = splits, sizes, crops, views
@@ -126,8 +124,9 @@ class SearchSpace:
         size = params.get("input_size")
         if size is not None:
             o["input_size"] = int(size)
-            if self.crops.get(int(size)) is not None:
-                o["crop_pct"] = float(self.crops[int(size)])
+            crop = self.crops.get(int(size))
+            if crop is not None:
+                o["crop_pct"] = float(crop)
         aug = params.get("augment", "none")
         o["augment"] = aug
         if "epochs" in params:
@@ -155,7 +154,7 @@ class SearchSpace:
                     "fine_tune_lr": float(params["fine_tune_lr"]), "unfreeze_last": k}
         return {"freeze": "frozen", "fine_tune": 0}
 
-    def trial_config(self, params: dict[str, Any]) -> TrainConfig:
+    def trial_config(self, params: dict[str, Any]) -> ResolvedConfig:
         """The resolved TrainConfig a trial trains with (batch size adapted to the data as train does)."""
         given = TrainConfig(**{k: v for k, v in self.options(params).items() if k != "batch_size"}) if params \
             else dataclasses.replace(self.base)

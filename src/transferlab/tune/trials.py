@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from ..models import create_model
 from ..training.api import seed_everything
 from ..training.callbacks import Callback
-from ..training.config import TrainConfig
+from ..training.config import ResolvedConfig
 from ..training.distributed import DistInfo
 from ..training.features import FeatureViews
 from ..training.loop import Runtime, Trainer
@@ -52,7 +52,7 @@ def trial_value(trial: optuna.Trial, reporter: PruneReporter) -> float:
     return float(reporter.best)
 
 
-def fit_head(model: str, n_classes: int, cfg: TrainConfig, features: Features, reporter: PruneReporter) -> None:
+def fit_head(model: str, n_classes: int, cfg: ResolvedConfig, features: Features, reporter: PruneReporter) -> None:
     """Train ``model``'s new head on cached ``features`` with the optimizer, schedule, sample order and
     loss ``train(..., freeze="frozen")`` uses, reporting each epoch to ``reporter``."""
     train_views, train_y, val_x, val_y = features

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,12 @@ def load_splits(data, base: TrainConfig, progress: bool) -> DataSplits:
 
 
 class Tuner:
-    """One search, with :func:`transferlab.tune.tune`'s arguments (checked here, before any work).
+    """One search, with :func:`transferlab.tune.tune`'s arguments, checked before any work; then the
+    data is loaded and the collaborators made: the :class:`SearchSpace` a trial draws from and the
+    :class:`FeatureCache` of the head space.
 
-    :meth:`run` loads the data and makes the collaborators: the :class:`SearchSpace` a trial draws from,
-    the :class:`FeatureCache` of the head space, the study (:func:`open_study`); then each trial is
-    :meth:`head_trial` or :meth:`full_trial`, and :meth:`write_outputs` writes what was found.
+    :meth:`run` opens the study (:func:`open_study`) and runs its trials, each :meth:`head_trial` or
+    :meth:`full_trial`; :meth:`write_outputs` writes what was found.
     """
 
     def __init__(self, data, model: str, *, trials, budget, out, space, weights, pretrained, input_sizes, views,
@@ -70,15 +72,20 @@ class Tuner:
                               f"could be cached; tune it with --space full")
         self.data, self.out = data, Path(out)
         self.progress = progress
-        self.splits: DataSplits | None = None
-        self.search: SearchSpace | None = None
-        self.features: FeatureCache | None = None
         self.best_run: Path | None = None     # the full space's best trial's run folder (the only one kept)
         self.deadline: float | None = None
+        # the data, its input sizes, the search space and the feature cache
+        self.splits = load_splits(data, self.base, progress)
+        sizes, crops = plan_sizes(self.recipe, self.splits, self.sizes_given)
+        backbones = Backbones(self.model, len(self.splits.classes), self.base, crops)
+        self.search = SearchSpace(self.recipe, self.base, self.space, self.splits, sizes=sizes, crops=crops,
+                                  views=self.views, backbone=backbones)
+        self.features = FeatureCache(backbones, self.splits, self.out, batch_size=self.search.batch_size,
+                                     progress=progress)
+        backbones(sizes[-1])  # pretrained weights checked before any trial (a one-line error)
 
     # ---- the story --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        self.prepare()
         study = open_study(self.out, self.identity(), seed=int(self.base.seed), trials=self.trials,
                            group=self.space == "full")
         done = finished(study)
@@ -94,24 +101,13 @@ class Tuner:
             self.optimize(study)
         return self.write_outputs(study)
 
-    def prepare(self) -> None:
-        """The data, its input sizes, the search space and the feature cache."""
-        self.splits = load_splits(self.data, self.base, self.progress)
-        sizes, crops = plan_sizes(self.recipe, self.splits, self.sizes_given)
-        backbones = Backbones(self.model, len(self.splits.classes), self.base, crops)
-        self.search = SearchSpace(self.recipe, self.base, self.space, self.splits, sizes=sizes, crops=crops,
-                                  views=self.views, backbone=backbones)
-        self.features = FeatureCache(backbones, self.splits, self.out, batch_size=self.search.batch_size,
-                                     progress=self.progress)
-        backbones(sizes[-1])  # pretrained weights checked before any trial (a one-line error)
-
     def optimize(self, study: optuna.Study) -> None:
         """Trials until the study has ``trials`` finished ones or the budget is spent; the recipe's own
         defaults first in a new study. On Ctrl-C the outputs of what finished are written, then it re-raises."""
         if not study.trials:
             study.enqueue_trial(self.search.default_params(), user_attrs={"defaults": True})
         self.deadline = time.monotonic() + self.budget if self.budget else None
-        callbacks = [TrialLine(self.trials)]
+        callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [TrialLine(self.trials)]
         if self.trials is not None:
             callbacks.append(optuna.study.MaxTrialsCallback(
                 self.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
@@ -142,7 +138,7 @@ class Tuner:
         """The head alone on the frozen backbone's cached features: seconds a trial."""
         cfg = self.search.trial_config(params)
         views = 1 if cfg.augment == "none" else min(int(cfg.feature_views), int(cfg.epochs))
-        features = self.features.get(int(cfg.input_size), cfg.augment, views)
+        features = self.features.get(int(params["input_size"]), cfg.augment, views)
         if self.features.spent:
             trial.set_user_attr("feature_seconds", round(self.features.spent, 2))
         reporter = PruneReporter(trial)
