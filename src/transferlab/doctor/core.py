@@ -85,9 +85,7 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
                                                  sha1=ds.sha1, threshold=threshold, ratio=ratio,
                                                  hash_distance=hash_distance)
         comps = _dups.near_duplicate_groups(len(ds.paths), pairs)
-        group_of = np.arange(len(ds.paths)) + len(ds.paths)  # singletons: ids that no group uses
-        for g, members in enumerate(comps):
-            group_of[members] = g
+        group_of = _group_ids(len(ds.paths), comps)
         duplicates = _duplicate_rows(ds, pairs, comps, group_of)
     with _timed(timing, "labels"):
         issues, label_note, quality, probs = _label_issues(sig["features"], ds.labels, folds=folds, seed=seed)
@@ -140,6 +138,14 @@ def _timed(timing: dict[str, float], step: str):
         yield
     finally:
         timing[step] = timing.get(step, 0.0) + time.perf_counter() - t
+
+
+def _group_ids(n: int, comps: list[list[int]]) -> np.ndarray:
+    """Each image's duplicate group index; singletons get ids no group uses (``n + i``)."""
+    group_of = np.arange(n) + n
+    for g, members in enumerate(comps):
+        group_of[members] = g
+    return group_of
 
 
 def _check_options(threshold, ratio, hash_distance, folds, outlier_z) -> tuple:
