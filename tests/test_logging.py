@@ -11,8 +11,11 @@ import pytest
 
 from transferlab import _logging, cli
 from transferlab.commands import compare as compare_cmd
+from transferlab.commands import doctor as doctor_cmd
+from transferlab.commands import inspect as inspect_cmd
 from transferlab.commands import run as run_cmd
 from transferlab.commands import train as train_cmd
+from transferlab.commands import tune as tune_cmd
 from transferlab.training.config import TrainConfig
 
 
@@ -97,3 +100,21 @@ def test_compare_and_run_take_trains_flags_derived_not_copied(command):
 def test_a_bad_shared_flag_value_is_one_line(capsys):
     assert cli.main(["compare", "/tmp", "--lr", "fast"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --lr")
+
+
+def _flags(module) -> dict:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return {a.dest: (a.option_strings, a.help, a.metavar, a.default) for a in parser._actions}
+
+
+@pytest.mark.parametrize("command", [inspect_cmd, doctor_cmd, tune_cmd])
+def test_the_split_flags_of_inspect_doctor_and_tune_are_trains(command):
+    flags, train_flags = _flags(command), _flags(train_cmd)
+    for name in train_cmd.SPLIT_OPTIONS:
+        assert flags[name] == train_flags[name], name
+    none = argparse.Namespace(val_ratio=None, seed=None)
+    assert train_cmd.split_options(none) == (0.2, 0)
+    assert train_cmd.split_options(argparse.Namespace(val_ratio="0.3", seed="7")) == (0.3, 7)
+    with pytest.raises(Exception, match="--seed"):
+        train_cmd.split_options(argparse.Namespace(val_ratio=None, seed="x"))

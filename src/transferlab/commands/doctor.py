@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ..doctor.duplicates import FLOOR, HASH_DISTANCE, RATIO, REFERENCE, THRESHOLD
+from .train import SPLIT_OPTIONS, add_train_options, split_options
 
 
 def _count(text: str) -> int:
@@ -47,8 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: bfloat16 autocast where the CPU supports it (about 2x faster, same neighbours)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds for the label check (default 5)")
     parser.add_argument("--outlier-z", type=float, default=4.0, help="robust z-score from which an image is an outlier (default 4)")
-    parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction of train held out as val (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the folds (default 0)")
     parser.add_argument("--no-html", action="store_true", help="write doctor.json only")
     parser.add_argument("--rows", type=int, default=5, help="examples per issue in the table (default 5)")
     clean = parser.add_argument_group("clean dataset CSV")
@@ -72,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clean.add_argument("--relative-paths", action="store_true", help="paths relative to the CSV's folder (default absolute)")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_train_options(parser, SPLIT_OPTIONS, title="the split (as in transferlab train)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--write-clean needs a .csv file name, got {args.write_clean}")
     if args.split_by_group and not args.write_clean:
         raise ConfigError("--split-by-group changes the split of the clean CSV: give --write-clean FILE.csv too")
+    val_ratio, seed = split_options(args)
     report = diagnose(source, backbone=args.backbone, input_size=args.input_size, threshold=args.threshold,
                       ratio=args.ratio or None, hash_distance=tuple(args.hash_distance), folds=args.folds,
-                      outlier_z=args.outlier_z, val_ratio=args.val_ratio, seed=args.seed, amp=args.precision,
+                      outlier_z=args.outlier_z, val_ratio=val_ratio, seed=seed, amp=args.precision,
                       workers=args.workers, progress=not args.no_progress)
     console = Console() if sys.stdout.isatty() else Console(width=160)
     for table in render_report(report, max_rows=args.rows):

@@ -10,14 +10,13 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from .train import SPLIT_OPTIONS, add_train_options, split_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", nargs="?", default=None,
                         help="ROOT/CLASS/*.jpg, ROOT/{train,test[,val]}/CLASS, or a path,label CSV "
                              "(default: the built-in sample, real CIFAR-10 photos)")
-    parser.add_argument("--val-ratio", type=float, default=0.2, help="fraction of train held out as val (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the stratified split (default 0)")
     parser.add_argument("--json", metavar="PATH", default="inspect.json", help="report file (default inspect.json)")
     parser.add_argument("--html", metavar="PATH", default=None,
                         help="also write a self-contained HTML page with charts and sample images")
@@ -26,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "it is itself a dataset CSV that reproduces this split")
     parser.add_argument("--workers", type=int, default=None, help="scan threads (default: CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_train_options(parser, SPLIT_OPTIONS, title="the split (as in transferlab train)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data.sample import sample_dir
 
     source = args.data if args.data is not None else sample_dir()
-    splits = load_scanned(source, val_ratio=args.val_ratio, seed=args.seed, workers=args.workers,
+    val_ratio, seed = split_options(args)
+    splits = load_scanned(source, val_ratio=val_ratio, seed=seed, workers=args.workers,
                           progress=not args.no_progress)  # its warnings are reported below
-    report = inspect_data(splits, val_ratio=args.val_ratio, seed=args.seed)
+    report = inspect_data(splits, val_ratio=val_ratio, seed=seed)
 
     console = Console()
     for table in render_report(report):

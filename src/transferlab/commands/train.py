@@ -55,6 +55,17 @@ def add_train_options(parser: argparse.ArgumentParser, names: Sequence[str] = SH
         _add_option(group, fields[name], hints)
 
 
+#: the split's options, which inspect, doctor and tune take too
+SPLIT_OPTIONS = ("val_ratio", "seed")
+
+
+def split_options(args: argparse.Namespace) -> tuple[float, int]:
+    """``(val_ratio, seed)`` as given on the command line (flags of :func:`add_train_options` with
+    :data:`SPLIT_OPTIONS`), else TrainConfig's defaults."""
+    given = given_train_options(args, SPLIT_OPTIONS)
+    return float(given.get("val_ratio", TrainConfig.val_ratio)), int(given.get("seed", TrainConfig.seed))
+
+
 def given_train_options(args: argparse.Namespace, names: Sequence[str] = SHARED_OPTIONS) -> dict[str, Any]:
     """The options among ``names`` given on the command line, converted from text as TrainConfig does
     (a bad value is a one-line ConfigError); checked when the training config is built."""

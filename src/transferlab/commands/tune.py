@@ -11,6 +11,7 @@ import shlex
 import sys
 
 from ..errors import ConfigError
+from .train import SPLIT_OPTIONS, add_train_options, split_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", metavar="K", default=2,
                         help="augmented feature passes cached per input size for --augment shift (head space; "
                              "default 2)")
-    parser.add_argument("--seed", metavar="N", default="0", help="seed of the split, training and sampler (default 0)")
-    parser.add_argument("--val-ratio", metavar="R", default="0.2", help="fraction held out for validation (default 0.2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_train_options(parser, SPLIT_OPTIONS, title="the split (as in transferlab train)")
 
 
 def _number(text, kind, flag: str):
@@ -63,8 +63,7 @@ def resume_command(args: argparse.Namespace) -> str:
                         ("--out", args.out), ("--space", args.space if args.space != "head" else None),
                         ("--weights", args.weights), ("--input-sizes", args.input_sizes),
                         ("--views", args.views if str(args.views) != "2" else None),
-                        ("--seed", args.seed if str(args.seed) != "0" else None),
-                        ("--val-ratio", args.val_ratio if str(args.val_ratio) != "0.2" else None)):
+                        ("--seed", args.seed), ("--val-ratio", args.val_ratio)):
         if value is not None:
             parts += [flag, str(value)]
     if args.pretrained is not None:
@@ -77,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from ..data.sample import sample_dir
     from ..tune import DEFAULT_MODEL, tune
 
+    val_ratio, seed = split_options(args)
     trials = args.trials if args.trials is not None else (None if args.budget is not None else 20)
     data = args.data if args.data is not None else sample_dir()
     try:
         tune(data, model=args.model or DEFAULT_MODEL, trials=trials, budget=args.budget, out=args.out,
              space=args.space, weights=args.weights, pretrained=args.pretrained, input_sizes=args.input_sizes,
-             views=_number(args.views, int, "--views"), seed=_number(args.seed, int, "--seed"),
-             val_ratio=_number(args.val_ratio, float, "--val-ratio"), progress=not args.no_progress)
+             views=_number(args.views, int, "--views"), seed=seed, val_ratio=val_ratio,
+             progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted: the study is saved in {args.out}; continue with: {resume_command(args)}",
               file=sys.stderr, flush=True)

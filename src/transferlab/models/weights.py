@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import WeightsError
 
-log = logging.getLogger("transferlab.models")
+logger = logging.getLogger(__name__)
 
 ENV_VAR = "TRANSFERLAB_WEIGHTS"
 EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin")
@@ -190,8 +190,8 @@ def load_weights_file(model, path: str | os.PathLike) -> dict:
     report = fit_state_dict(model, read_state_dict(path), origin=f"weights file {path}")
     report["source"] = str(path)
     model.weights_info = report
-    log.info("loaded %d tensors from %s (%s%s)", report["matched"], path, report["mode"],
-             ", with classifier" if report["classifier"] else "")
+    logger.debug("loaded %d tensors from %s (%s%s)", report["matched"], path, report["mode"],
+                 ", with classifier" if report["classifier"] else "")
     return report
 
 
