@@ -20,6 +20,7 @@
 >>> config = runfolder.read_config("runs/cnn_bn")                     # doctest: +SKIP
 >>> runfolder.read_history("runs/cnn_bn")[-1]["val_acc"]              # doctest: +SKIP
 >>> metrics, why = runfolder.read_metrics("runs/cnn_bn", "val")       # doctest: +SKIP
+>>> preds, why = runfolder.read_predictions("runs/cnn_bn", "val")   # doctest: +SKIP
 
 This module imports no PyTorch at load time: the ONNX predict/serve path reads run folders and
 must stay lean (torch costs 3.1 s and ~480 MB of RSS here). Only the resume state, a torch pickle,
@@ -326,6 +327,33 @@ def read_metrics(run, split: str = "val") -> tuple[dict[str, Any] | None, str | 
         return None, f"not evaluated yet (no {path})"
     except (OSError, ValueError) as exc:
         return None, f"cannot read {path}: {exc}"
+
+
+def predictions_path(run, split: str = "val") -> Path:
+    return eval_dir(run, split) / PREDICTIONS
+
+
+def read_predictions(run, split: str = "val") -> tuple[dict[str, list[str]] | None, str | None]:
+    """``(predictions, None)`` from ``eval-<split>/predictions.csv``, or ``(None, reason)`` when it is
+    missing or unreadable. ``predictions``: ``{"paths", "true", "predicted", "classes"}``, one entry
+    per evaluated image in evaluation order (class names), and the run's classes in order (from the
+    ``prob_<class>`` columns)."""
+    path = predictions_path(run, split)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header or header[:3] != ["path", "true", "predicted"]:
+                return None, f"cannot read {path}: expected the columns path,true,predicted"
+            rows = [r for r in reader if r]
+    except FileNotFoundError:
+        return None, f"no {path}"
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return None, f"cannot read {path}: {exc}"
+    if any(len(r) < 3 for r in rows):
+        return None, f"cannot read {path}: a row is cut short"
+    return {"paths": [r[0] for r in rows], "true": [r[1] for r in rows], "predicted": [r[2] for r in rows],
+            "classes": [h[len("prob_"):] for h in header[4:] if h.startswith("prob_")]}, None
 
 
 # ---------------------------------------------------------------- export outputs

@@ -10,6 +10,14 @@ A row is plain JSON (``leaderboard.json``, ``leaderboard.csv``)::
 ``status`` is ``"ok"``, ``"skipped"`` (e.g. pretrained weights not available offline) or
 ``"failed"``; ``reason`` says why in one line. Rows that are not ``ok`` sort last and have
 ``run_dir`` None (only ``ok`` rows have a finished, evaluated run folder).
+
+:func:`add_statistics` adds, from each run's ``predictions.csv`` (:data:`STAT_FIELDS`)::
+
+    "accuracy_ci_low": 0.91, "accuracy_ci_high": 0.95,   # 95% percentile bootstrap over the images
+    "f1_macro_ci_low": 0.90, "f1_macro_ci_high": 0.94,
+    "mcnemar_b": 12, "mcnemar_c": 3,   # images only the winner got right / only this model got right
+    "p_value": 0.035, "verdict": "worse (p=0.035)",      # exact McNemar test against the rank-1 row
+    "stats_note": ""                                      # why a row has no statistics ("" when it has)
 """
 from __future__ import annotations
 
@@ -21,10 +29,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from .._atomic import atomic_write_text
+from .._stats import bootstrap_interval, mcnemar_exact
 from ..errors import ConfigError
 
 # column -> (heading, higher is better, format); SHORT: the console table's headings
@@ -46,7 +56,16 @@ COLUMNS: dict[str, tuple[str, bool, str]] = {
     "ms_per_image": ("ms/image", False, "{:.2f}"),
 }
 METRICS = tuple(k for k in COLUMNS if k not in ("epochs",))
-CSV_FIELDS = ["rank", "model", "status", "best", *COLUMNS, "reason", "run_dir"]
+# the statistics of :func:`add_statistics` (after the older fields in leaderboard.csv)
+STAT_FIELDS = ["accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high",
+               "mcnemar_b", "mcnemar_c", "p_value", "verdict", "stats_note"]
+CSV_FIELDS = ["rank", "model", "status", "best", *COLUMNS, "reason", "run_dir", *STAT_FIELDS]
+#: the tables' statistics columns: (heading, console heading)
+STAT_COLUMNS = [("accuracy 95% CI", "acc 95% CI"), ("macro F1 95% CI", "F1 95% CI"),
+                ("vs the best (McNemar)", "vs best")]
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+SIGNIFICANCE = 0.05
 
 
 def _f(v) -> float | None:
@@ -79,7 +98,8 @@ def make_row(model: str, metrics: Mapping[str, Any] | None, history: Sequence[Ma
     """One leaderboard row from a run's evaluation ``metrics`` (``metrics.json``) and history rows."""
     row: dict[str, Any] = {"model": model, "status": status, "reason": reason, "rank": None, "best": False,
                            **{k: None for k in COLUMNS},
-                           "run_dir": str(run) if run and status == "ok" else None}
+                           "run_dir": str(run) if run and status == "ok" else None,
+                           **{k: None for k in STAT_FIELDS}}
     if metrics:
         macro = metrics.get("macro_avg") or {}
         row.update({
@@ -132,6 +152,92 @@ def rank_rows(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> li
     return ranked
 
 
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _verdict(b: int, c: int, p: float) -> str:
+    """In plain words, a model against the winner (``b``: images only the winner got right)."""
+    if p >= SIGNIFICANCE:
+        return "not significantly different"
+    return f"{'worse' if b > c else 'better'} (p={_p(p)})"
+
+
+def _labelled(preds: Mapping[str, Any]) -> tuple[Any, Any, int] | str:
+    """A run's predictions as class indices ``(y_true, y_pred, classes)``, or why they cannot be."""
+    classes = list(preds.get("classes") or [])
+    index = {c: i for i, c in enumerate(classes)}
+    try:
+        t = np.array([index[c] for c in preds["true"]], np.int64)
+        y = np.array([index[c] for c in preds["predicted"]], np.int64)
+    except KeyError as exc:
+        return f"predictions.csv names a class {exc} that is not among its prob_ columns"
+    if t.size == 0:
+        return "predictions.csv lists no images"
+    return t, y, len(classes)
+
+
+def add_statistics(rows: Sequence[dict[str, Any]], predictions: Mapping[str, tuple[Mapping | None, str | None]],
+                   *, n: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Sequence[dict[str, Any]]:
+    """Fill :data:`STAT_FIELDS` of ranked ``rows`` (in place; returned): 95% bootstrap intervals of
+    accuracy and macro F1 over the evaluated images (``n`` resamples, ``seed``: the same interval on
+    every rerun) and the exact McNemar test of each row against the rank-1 row, with a verdict.
+
+    ``predictions`` maps a model to :func:`transferlab.runfolder.read_predictions`'s ``(predictions,
+    reason)``. A row gets no statistics, with ``stats_note`` saying why, when it is not ``ok``, has no
+    readable predictions, or was evaluated on other images than the winner (the comparison would not
+    be paired).
+    """
+    for r in rows:
+        r.update({k: None for k in STAT_FIELDS})
+        r["stats_note"] = ""
+    winner = next((r for r in rows if r.get("rank") == 1 and r.get("status") == "ok"), None)
+    ref, ref_why = predictions.get(winner["model"], (None, "no predictions.csv")) if winner else (None, None)
+    for r in rows:
+        if r.get("status") != "ok":
+            r["stats_note"] = f"no statistics: {r.get('status')}"
+            continue
+        got, why = predictions.get(r["model"], (None, "no predictions.csv"))
+        labelled = _labelled(got) if got is not None else str(why)
+        if got is None or isinstance(labelled, str):
+            r["stats_note"] = f"no statistics: {labelled}"
+            continue
+        if r is not winner and ref is not None and list(got["paths"]) != list(ref["paths"]):
+            r["stats_note"] = (f"no statistics: evaluated on other images than the winner "
+                               f"({len(got['paths'])} vs {len(ref['paths'])})")
+            continue
+        y_true, y_pred, k = labelled
+        for metric in ("accuracy", "f1_macro"):
+            low, high = bootstrap_interval(y_true, y_pred, metric, n=n, seed=seed, labels=np.arange(k))
+            r[f"{metric}_ci_low"], r[f"{metric}_ci_high"] = low, high
+        if r is winner:
+            r["verdict"] = "the reference"
+        elif ref is None:
+            r["stats_note"] = f"no test: the winner has no predictions ({ref_why})"
+        elif list(got["true"]) != list(ref["true"]):
+            r["stats_note"] = "no test: its true labels differ from the winner's on the same images"
+        else:
+            test = mcnemar_exact(np.asarray(ref["true"]), np.asarray(ref["predicted"]), np.asarray(got["predicted"]))
+            r.update({"mcnemar_b": test["b"], "mcnemar_c": test["c"], "p_value": test["p_value"],
+                      "verdict": _verdict(int(test["b"]), int(test["c"]), float(test["p_value"]))})
+    return rows
+
+
+def stat_cells(row: Mapping[str, Any]) -> list[str]:
+    """The statistics columns of a row as text (:data:`STAT_COLUMNS`); '-' where there are none."""
+    def ci(metric: str) -> str:
+        low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+        return "-" if low is None or high is None else f"{float(low):.3f}-{float(high):.3f}"
+
+    note = str(row.get("stats_note") or "")
+    return [ci("accuracy"), ci("f1_macro"), str(row.get("verdict") or (note.split(":")[0] if note else "-"))]
+
+
+def stats_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``model: note`` for the ok rows whose statistics are missing (why)."""
+    return [f"{r['model']}: {r['stats_note']}" for r in rows if r.get("status") == "ok" and r.get("stats_note")]
+
+
 def fmt(column: str, value) -> str:
     """A cell as text: '-' for missing values."""
     if value is None or value == "":
@@ -154,11 +260,16 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_leaderboard(rows: Sequence[Mapping[str, Any]], out: str | Path, metric: str = "accuracy") -> tuple[Path, Path]:
-    """Write ``OUT/leaderboard.csv`` and ``OUT/leaderboard.json`` (atomically)."""
+def write_leaderboard(rows: Sequence[Mapping[str, Any]], out: str | Path, metric: str = "accuracy",
+                      statistics: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``OUT/leaderboard.csv`` and ``OUT/leaderboard.json`` (atomically); ``statistics`` (how
+    the intervals and tests were computed) goes into the JSON when given."""
     out = Path(out)
     atomic_write_text(out / "leaderboard.csv", to_csv(rows))
-    atomic_write_text(out / "leaderboard.json", json.dumps({"metric": metric, "rows": list(rows)}, indent=2))
+    board: dict[str, Any] = {"metric": metric, "rows": list(rows)}
+    if statistics:
+        board["statistics"] = dict(statistics)
+    atomic_write_text(out / "leaderboard.json", json.dumps(board, indent=2))
     return out / "leaderboard.csv", out / "leaderboard.json"
 
 
@@ -172,17 +283,24 @@ def print_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy
     table.add_column("model", no_wrap=True)
     for col in COLUMNS:
         table.add_column(SHORT[col] + ("*" if col == metric else ""), justify="right", no_wrap=True)
+    with_stats = any(r.get("verdict") or r.get("stats_note") for r in rows)
+    for _, short in STAT_COLUMNS if with_stats else ():
+        table.add_column(short, justify="right", no_wrap=True)
+    width = len(COLUMNS) + (len(STAT_COLUMNS) if with_stats else 0)
     notes = []
     for r in rows:
         if r.get("status") != "ok":
             notes.append(f"{r['model']}: {r.get('status')} - {r.get('reason')}")
-            table.add_row("", f"[dim]{r['model']}[/]", *[f"[dim]{r.get('status')}[/]" if i == 0 else "" for i in range(len(COLUMNS))])
+            table.add_row("", f"[dim]{r['model']}[/]", *[f"[dim]{r.get('status')}[/]" if i == 0 else "" for i in range(width)])
             continue
         name = ("★ " if r.get("best") else "") + str(r["model"])
         table.add_row(str(r.get("rank") or ""), name, *[fmt(c, r.get(c)) for c in COLUMNS],
-                      style="bold green" if r.get("best") else None)
+                      *(stat_cells(r) if with_stats else ()), style="bold green" if r.get("best") else None)
     console.print(table)
-    for n in notes:
+    if with_stats:
+        console.print("95% bootstrap intervals over the evaluated images; vs best: McNemar's exact test of the "
+                      "images each model got right against the best's")
+    for n in notes + stats_notes(rows):
         console.print(f"[yellow]{n}[/]")
 
 
@@ -197,8 +315,10 @@ class Leaderboard(list):
         from .._html import render  # (jinja2: only when a notebook asks)
 
         cols = list(COLUMNS)
-        heads = [SHORT[c] + ("*" if c == self.metric else "") for c in cols]
+        with_stats = any(r.get("verdict") or r.get("stats_note") for r in self)
+        heads = [SHORT[c] + ("*" if c == self.metric else "") for c in cols] + \
+            ([short for _, short in STAT_COLUMNS] if with_stats else [])
         rows = [{"rank": r.get("rank") or "", "model": r.get("model"), "status": r.get("status"),
                  "reason": r.get("reason") or "", "best": bool(r.get("best")),
-                 "cells": [fmt(c, r.get(c)) for c in cols]} for r in self]
+                 "cells": [fmt(c, r.get(c)) for c in cols] + (stat_cells(r) if with_stats else [])} for r in self]
         return render("nb_leaderboard.html", metric=COLUMNS[self.metric][0], columns=heads, rows=rows)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._atomic import atomic_write_text
 from .._html import render
-from .leaderboard import COLUMNS, fmt
+from .leaderboard import BOOTSTRAP_RESAMPLES, COLUMNS, SIGNIFICANCE, STAT_COLUMNS, fmt, stat_cells, stats_notes
 
 #: each model's plots (``RUN/eval-<split>/<key>.png``, written by evaluate) in the order the report shows them
 MODEL_PLOTS = {"history": "Training history", "confusion_matrix": "Confusion matrix",
@@ -46,6 +46,7 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
         table.append({"model": str(r["model"]), "best": bool(r.get("best")), "status": status,
                       "cls": "best" if r.get("best") else (status if status != "ok" else ""),
                       "rank": r.get("rank") or "", "cells": [fmt(c, r.get(c)) for c in COLUMNS],
+                      "stat_cells": stat_cells(r), "stats_note": str(r.get("stats_note") or ""),
                       "short_reason": reason if len(reason) <= 90 else reason[:87] + "..."})
     titles = {"val_curves": "Validation curves", "accuracy_vs_time": "Accuracy vs training time",
               "f1_heatmap": "Per-class F1 by model"}
@@ -62,12 +63,24 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
         best=best and {"model": str(best["model"]), "value": fmt(metric, best.get(metric))},
         metric_name=COLUMNS[metric][0],
         columns=[{"head": head, "higher": higher, "sorted": col == metric} for col, (head, higher, _) in COLUMNS.items()],
+        stat_columns=[head for head, _ in STAT_COLUMNS] if _with_stats(rows) else [], stats_notes=stats_notes(rows),
+        stats_note=STATS_NOTE if _with_stats(rows) else "",
         not_ok=[{"model": str(r["model"]), "status": str(r.get("status")), "reason": str(r.get("reason", ""))}
                 for r in rows if r.get("status") != "ok"],
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
     path = Path(out) / "report.html"
     atomic_write_text(path, page)
     return path
+
+
+def _with_stats(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the rows went through ``add_statistics`` (older or hand-made rows did not)."""
+    return any(r.get("verdict") or r.get("stats_note") for r in rows)
+
+
+STATS_NOTE = (f"Intervals: 95% percentile bootstrap over the evaluated images ({BOOTSTRAP_RESAMPLES:,} resamples, "
+              f"fixed seed). vs the best: McNemar's exact test on the images exactly one of the two models got "
+              f"right (significant below p={SIGNIFICANCE}).")
 
 
 def _ordered(model_plots: Mapping[str, Path]) -> list[tuple[str, Path]]:
@@ -95,14 +108,20 @@ def write_markdown(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: s
         if sec.get("link"):
             lines.append(f"- [the full report]({sec['link']})")
     lines += ["", f"## Leaderboard (sorted by {COLUMNS[metric][0]})", ""]
-    heads = ["#", "model", *[h for h, _, _ in COLUMNS.values()]]
+    with_stats = _with_stats(rows)
+    stat_heads = [h for h, _ in STAT_COLUMNS] if with_stats else []
+    heads = ["#", "model", *[h for h, _, _ in COLUMNS.values()], *stat_heads]
     lines.append("| " + " | ".join(heads) + " |")
-    lines.append("|" + "|".join(["---:", ":---", *["---:"] * len(COLUMNS)]) + "|")
+    lines.append("|" + "|".join(["---:", ":---", *["---:"] * (len(COLUMNS) + len(stat_heads))]) + "|")
     for r in rows:
         if r.get("status") != "ok":
             continue
         name = f"**{r['model']}** (best)" if r.get("best") else str(r["model"])
-        lines.append("| " + " | ".join([str(r.get("rank") or ""), name, *[fmt(c, r.get(c)) for c in COLUMNS]]) + " |")
+        lines.append("| " + " | ".join([str(r.get("rank") or ""), name, *[fmt(c, r.get(c)) for c in COLUMNS],
+                                        *(stat_cells(r) if with_stats else [])]) + " |")
+    if with_stats:
+        lines += ["", STATS_NOTE]
+        lines += [f"- {note}" for note in stats_notes(rows)]
     not_ok = [r for r in rows if r.get("status") != "ok"]
     if not_ok:
         lines += ["", "## Skipped or failed", ""]

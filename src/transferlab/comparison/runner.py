@@ -34,7 +34,8 @@ from ..models import get_recipe
 from ..training.api import RESUME_HINT
 from ..training.config import TrainConfig
 from . import plots as cplots
-from .leaderboard import Leaderboard, make_row, rank_rows, write_leaderboard
+from .leaderboard import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, SIGNIFICANCE, Leaderboard, add_statistics, make_row, \
+    rank_rows, write_leaderboard
 from .report import MODEL_PLOTS, write_html, write_markdown
 
 logger = logging.getLogger(__name__)
@@ -337,6 +338,14 @@ def collect_rows(out: str | Path, models: Sequence[str] | None = None, split: st
     return rows
 
 
+#: how the leaderboard's intervals and tests are computed (recorded in leaderboard.json)
+STATISTICS = {"intervals": f"95% percentile bootstrap over the evaluated images ({BOOTSTRAP_RESAMPLES} resamples, "
+                           f"seed {BOOTSTRAP_SEED})",
+              "test": f"exact McNemar test (two-sided binomial on the discordant images) of each model against "
+                      f"the rank-1 model; significant below p={SIGNIFICANCE}",
+              "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95, "alpha": SIGNIFICANCE}
+
+
 def write_report(out: str | Path = "compare", *, metric: str | None = None, models: Sequence[str] | None = None,
                  split: str | None = None) -> list[dict[str, Any]]:
     """(Re)write ``OUT``'s leaderboard, plots and reports from the run folders already there.
@@ -351,7 +360,9 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
     metric = metric or state.get("metric", "accuracy")
     split = split or state.get("split", "val")
     rows = Leaderboard(rank_rows(collect_rows(out, models, split), metric), metric=metric)
-    write_leaderboard(rows, out, metric)
+    add_statistics(rows, {r["model"]: runfolder.read_predictions(r["run_dir"], split) for r in rows
+                          if r["status"] == "ok" and r.get("run_dir")})
+    write_leaderboard(rows, out, metric, statistics=STATISTICS)
 
     ok = [r for r in rows if r["status"] == "ok"]
     plot_dir = out / "plots"
