@@ -221,6 +221,8 @@ def test_the_console_table_shows_the_statistics(compared, capsys):
     weak = next(r for r in rows if r["model"] == "weak")
     assert "acc 95% CI" in text and weak["verdict"] in text and "not significantly different" in text
     assert "other: no statistics: evaluated on other images" in text
+    page = rows._repr_html_()  # the Jupyter table (a Leaderboard)
+    assert "acc 95% CI" in page and weak["verdict"] in page
 
 
 def test_add_statistics_without_the_winners_predictions_still_gives_intervals():
