@@ -1,9 +1,11 @@
 """``transferlab serve RUN``: a web page at ``/`` and a REST API (``POST /predict``, ``GET /health``,
-``GET /model``, docs at ``/docs``), served by uvicorn. See :mod:`transferlab.serve`.
+``GET /model``, ``GET /metrics``, docs at ``/docs``), served by uvicorn, optionally behind an API key,
+a per-client rate limit and CORS origins. See :mod:`transferlab.serve`.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 
 from ..choices import BACKENDS
@@ -23,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a request waits for others to share its batch (default 5 ms)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the usable cores)")
+    net = parser.add_argument_group("on a network")
+    net.add_argument("--api-key", default=None, metavar="KEY",
+                     help="require this key (header 'X-API-Key: KEY' or 'Authorization: Bearer KEY') on every route "
+                          "but /health and the page; default: $TRANSFERLAB_API_KEY (which keeps it out of ps), else none")
+    net.add_argument("--rate-limit", type=int, default=None, metavar="N",
+                     help="at most N POST /predict per minute per client IP, then 429 with Retry-After (default: no limit)")
+    net.add_argument("--cors-origins", default=None, metavar="A,B",
+                     help="origins whose pages may call the API, e.g. https://example.org (default: none, no CORS headers)")
 
 
 def check_address(host: str, port: int) -> None:
@@ -39,12 +49,30 @@ def check_address(host: str, port: int) -> None:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port)") from None
 
 
+def api_key(args: argparse.Namespace) -> str | None:
+    """--api-key, else $TRANSFERLAB_API_KEY (set but empty is an error, not an open server), else None."""
+    if args.api_key is not None:
+        if not args.api_key:
+            raise ConfigError("--api-key is empty: give a key, or leave the option out to serve without one")
+        return args.api_key
+    key = os.environ.get("TRANSFERLAB_API_KEY")
+    if key is not None and not key:
+        raise ConfigError("TRANSFERLAB_API_KEY is set but empty: give a key, or unset it to serve without one")
+    return key
+
+
 def run(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    key = api_key(args)
+    from ..serve.access import check_api_key, check_cors_origins, check_rate_limit
+
+    # checked before any model is loaded
+    key, rate_limit, origins = check_api_key(key), check_rate_limit(args.rate_limit), check_cors_origins(args.cors_origins)
     check_address(args.host, args.port)
     from ..serve import serve  # here: FastAPI + ONNX Runtime add 0.7 s to every CLI start (measured)
 
     serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, backend=args.backend,
-          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads)
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
+          api_key=key, rate_limit=rate_limit, cors_origins=origins)
     return 0

@@ -11,6 +11,12 @@ Memory stays bounded under load: at most ``max_in_flight`` ``POST /predict`` req
 once (later ones wait before their body is read), at most ``threads`` images decode at once, and
 an image waits for its batch as ``uint8`` pixels (normalised when the batch runs).
 
+On a network (:mod:`.access`, :mod:`.monitoring`): with ``api_key`` every route but ``/health``, the page
+at ``/``, its assets and the API docs answers 401 without the key (``X-API-Key`` or ``Authorization:
+Bearer``); ``rate_limit`` refuses a client's ``POST /predict`` over N per minute with 429 and
+``Retry-After``; ``cors_origins`` lets pages of those origins call the API; ``GET /metrics`` is the
+Prometheus text format.
+
 A file that cannot be classified gets an error entry in place of its prediction
 (``{"filename", "error", "status"}``) while the other files of the request are answered; a request
 with no good file gets a 4xx JSON error ``{"detail": "..."}`` (the files' own status when they
@@ -28,11 +34,13 @@ import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -40,7 +48,9 @@ from fastapi_offline import FastAPIOffline
 from .. import __version__
 from ..data.images import quiet_pil_warnings
 from ..predictor import Predictor
-from .routers import info, pages, predict
+from .access import RateLimiter, RateLimitMiddleware, check_api_key, check_cors_origins, check_rate_limit
+from .monitoring import MetricsMiddleware
+from .routers import info, metrics, pages, predict
 from .routers.pages import STATIC_DIR
 from .state import MB, Serving
 
@@ -162,17 +172,23 @@ async def internal_error(request: Request, exc: Exception) -> JSONResponse:  # p
 def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "auto",
                predictor: Predictor | None = None, topk: int = 5, max_batch: int = 8,
                max_wait_ms: float = 5.0, threads: int | None = None,
-               max_in_flight: int | None = None) -> FastAPI:
+               max_in_flight: int | None = None, api_key: str | None = None, rate_limit: int | None = None,
+               cors_origins: str | Sequence[str] | None = None) -> FastAPI:
     """The web app for a run. The model is loaded here, once.
 
     ``max_batch``: images per model call (8: on a CPU larger batches are no faster, and ONNX
     Runtime's working memory grows with the batch, see bench/README.md). ``max_in_flight``:
     ``POST /predict`` requests processed at once (default ``2 * max_batch``; the rest queue).
+    ``api_key``: the key the routes require (default none). ``rate_limit``: ``POST /predict`` requests
+    per minute per client IP (default no limit). ``cors_origins``: origins allowed to call the API
+    from a browser (``"A,B"`` or a list; default none: no CORS headers). A bad value is a ConfigError.
     """
     run = Path(run)
+    network = {"api_key": check_api_key(api_key), "rate_limit": check_rate_limit(rate_limit),
+               "cors_origins": check_cors_origins(cors_origins)}       # checked before the model loads
     predictor = predictor or Predictor(run, backend=backend, threads=threads, batch_size=max_batch)
     serving = Serving.load(run, predictor, max_upload_mb=max_upload_mb, topk=topk, max_batch=max_batch,
-                           max_wait_ms=max_wait_ms)
+                           max_wait_ms=max_wait_ms, **network)
     app = _make_app(
         title="transferlab",
         version=__version__,
@@ -184,9 +200,16 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
     app.state.serving = serving
     app.state.predictor, app.state.batcher = predictor, serving.batcher  # also here, for callers of create_app
     app.state.max_upload_bytes = serving.max_upload_bytes
+    # the last added is the outermost: CORS, metrics, rate limit, body limit, in-flight limit, the routes
     app.add_middleware(InFlightLimit, limit=max_in_flight or 2 * max(1, int(max_batch)))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=serving.max_upload_bytes)  # outermost: refuses before queueing
-    for router in (info.router, predict.router, pages.router):
+    app.add_middleware(BodyLimitMiddleware, max_bytes=serving.max_upload_bytes)  # refuses before queueing
+    if serving.rate_limit:
+        app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(serving.rate_limit))
+    app.add_middleware(MetricsMiddleware, monitor=serving.monitor, routes=app.router.routes)
+    if serving.cors_origins:  # outermost: answers preflights (which carry no key) and marks refusals too
+        app.add_middleware(CORSMiddleware, allow_origins=serving.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"], max_age=600)
+    for router in (info.router, predict.router, metrics.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
@@ -196,9 +219,16 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload
           backend: str = "auto", log_level: str = "info", **kwargs) -> None:
     """Serve ``run`` with uvicorn until interrupted."""
     app = create_app(run, max_upload_mb, backend=backend, **kwargs)
-    p = app.state.predictor
+    p, serving = app.state.predictor, app.state.serving
+    access = "an API key is required (X-API-Key or Authorization: Bearer)" if serving.api_key else "no API key"
+    if serving.rate_limit:
+        access += f", at most {serving.rate_limit} predictions per minute per client"
+    if serving.cors_origins:
+        access += f", CORS for {', '.join(serving.cors_origins)}"
     logger.info(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend) "
-                f"on http://{host}:{port}/  (API docs: /docs)")
+                f"on http://{host}:{port}/  (API docs: /docs; metrics: /metrics; {access})")
+    if not serving.api_key and host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(f"listening on {host} without --api-key: anyone who can reach port {port} can use the model")
     for note in p.notes:
         logger.info(f"note: {note}")
     # uploads decode in worker threads; over-limit images are refused explicitly (DataError), so

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from .. import runfolder
 from ..predictor import Predictor
 from .batching import MicroBatcher
+from .monitoring import Monitor
 
 MB = 1024 * 1024
 
@@ -31,7 +32,9 @@ def model_metrics(run: Path, meta: dict) -> tuple[dict | None, str | None]:
 @dataclass
 class Serving:
     """The model a server answers with and its settings: ``topk`` (classes per image unless a request
-    asks otherwise), ``max_upload_bytes`` (per request), the run's ``metrics`` (for ``GET /model``).
+    asks otherwise), ``max_upload_bytes`` (per request), the run's ``metrics`` (for ``GET /model``), the
+    ``api_key`` routes require (None: none), the ``rate_limit`` per client on ``POST /predict`` (requests
+    per minute, None: none), the ``cors_origins`` and the Prometheus ``monitor`` (``GET /metrics``).
     At most ``predictor.threads`` uploads decode at once (``decode_slots``: a decoded photo can be large)."""
 
     predictor: Predictor
@@ -41,6 +44,10 @@ class Serving:
     metrics: dict | None = None
     metrics_source: str | None = None
     started_at: float = field(default_factory=time.time)
+    api_key: str | None = field(default=None, repr=False)
+    rate_limit: int | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    monitor: Monitor = field(default_factory=Monitor)
     decode_slots: threading.BoundedSemaphore = field(init=False)
 
     def __post_init__(self):
@@ -48,14 +55,15 @@ class Serving:
 
     @classmethod
     def load(cls, run: Path, predictor: Predictor, *, max_upload_mb: float, topk: int, max_batch: int,
-             max_wait_ms: float) -> Serving:
+             max_wait_ms: float, **network) -> Serving:
         """Serving for ``run``'s loaded ``predictor``: its batcher normalises each batch of ``uint8``
-        pixels when the batch runs (an image waits for its batch as pixels, 4x smaller than floats)."""
+        pixels when the batch runs (an image waits for its batch as pixels, 4x smaller than floats).
+        ``network``: ``api_key``, ``rate_limit``, ``cors_origins``, already checked."""
         pre = predictor.preprocess
         batcher = MicroBatcher(lambda pixels: predictor.predict_arrays(pre.normalize(pixels)),
                                max_batch=max_batch, max_wait_ms=max_wait_ms)
         metrics, source = model_metrics(run, predictor.meta)
-        return cls(predictor, batcher, int(float(max_upload_mb) * MB), topk, metrics, source)
+        return cls(predictor, batcher, int(float(max_upload_mb) * MB), topk, metrics, source, **network)
 
     def decode(self, data: bytes) -> np.ndarray:
         """An uploaded file's ``uint8`` pixels (:class:`transferlab.errors.DataError` when it is no good image)."""

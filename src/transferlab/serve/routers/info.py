@@ -1,4 +1,5 @@
-"""``GET /health`` (liveness and serving statistics) and ``GET /model`` (what the server runs)."""
+"""``GET /health`` (liveness and serving statistics, open to all) and ``GET /model`` (what the server runs,
+behind the API key when the server has one)."""
 from __future__ import annotations
 
 import time
@@ -6,6 +7,7 @@ import time
 import numpy as np
 from fastapi import APIRouter
 
+from ..access import ApiKeyDep
 from ..schemas import Health, ModelInfo
 from ..state import MB, ServingDep
 
@@ -27,7 +29,7 @@ async def health(serving: ServingDep) -> Health:
                   model_calls=serving.batcher.calls, mean_batch=round(float(np.mean(sizes)), 2) if sizes else None)
 
 
-@router.get("/model", summary="the model: recipe, classes, input size, backend, metrics")
+@router.get("/model", summary="the model: recipe, classes, input size, backend, metrics", dependencies=[ApiKeyDep])
 async def model_info(serving: ServingDep) -> ModelInfo:
     return ModelInfo(**serving.predictor.info, metrics=serving.metrics, metrics_source=serving.metrics_source,
                      val_accuracy=val_accuracy(serving.metrics, serving.metrics_source),

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from ...predictor import topk_rows
 from ...tta import average_mirrors, with_mirrors
+from ..access import ApiKeyDep
 from ..batching import MicroBatcher
 from ..schemas import FileError, Prediction, PredictResponse
 from ..state import ServingDep
@@ -25,7 +26,8 @@ async def classify(batcher: MicroBatcher, batch: np.ndarray, tta: bool) -> np.nd
     return await batcher.submit(batch)
 
 
-@router.post("/predict", summary="classify one or more images (multipart field 'files' or 'file')")
+@router.post("/predict", summary="classify one or more images (multipart field 'files' or 'file')",
+             dependencies=[ApiKeyDep])
 async def predict(
     request: Request,
     serving: ServingDep,
@@ -41,9 +43,12 @@ async def predict(
     if not good:  # nothing to classify: the request itself is bad
         raise no_good_file(uploads, loaded)
     probs = await classify(serving.batcher, np.stack(good), tta)
+    elapsed = time.perf_counter() - t0
+    serving.monitor.prediction_seconds.observe(elapsed)
+    serving.monitor.images.inc(len(good))
     rows = iter(topk_rows(probs, serving.predictor.classes, serving.topk if topk is None else topk))
     predictions = [Prediction.from_top(up.filename, next(rows)) if px is not None
                    else FileError(filename=up.filename, error=reason, status=status)
                    for up, (px, status, reason) in zip(uploads, loaded)]
     return PredictResponse(predictions=predictions, backend=serving.predictor.backend,
-                           errors=len(uploads) - len(good), time_ms=round((time.perf_counter() - t0) * 1000, 2))
+                           errors=len(uploads) - len(good), time_ms=round(elapsed * 1000, 2))

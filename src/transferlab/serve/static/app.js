@@ -1,5 +1,6 @@
 // transferlab web page: choose or drop a photo, preview it, show the top-5 classes as bars.
-// Plain JS, no external assets (works offline).
+// Plain JS, no external assets (works offline). A server started with --api-key answers 401: the page
+// then asks for the key, keeps it in sessionStorage (this tab only) and sends it as X-API-Key.
 (function () {
   "use strict";
   const input = document.getElementById("file");
@@ -12,9 +13,34 @@
   const classesBox = document.getElementById("classes-box");
   const classesSummary = document.getElementById("classes-summary");
   const classList = document.getElementById("classes");
+  const keyForm = document.getElementById("key-form");
+  const keyInput = document.getElementById("api-key");
+  const KEY = "transferlab-api-key";
   let previewUrl = null;
 
-  fetch("/model").then(r => r.json()).then(info => {
+  function api(url, options) {
+    const key = sessionStorage.getItem(KEY);
+    const headers = key ? { "X-API-Key": key } : {};
+    return fetch(url, { ...options, headers }).then(resp => {
+      if (resp.status === 401) {
+        if (key) sessionStorage.removeItem(KEY);
+        keyForm.hidden = false;
+        keyInput.focus();
+        throw new Error(key ? "the API key was not accepted" : "this server needs an API key");
+      }
+      return resp;
+    });
+  }
+
+  keyForm.addEventListener("submit", e => {
+    e.preventDefault();
+    sessionStorage.setItem(KEY, keyInput.value.trim());
+    keyInput.value = "";
+    keyForm.hidden = true;
+    loadModel();
+  });
+
+  const loadModel = () => api("/model").then(r => r.json()).then(info => {
     const acc = typeof info.val_accuracy === "number"
       ? `validation accuracy ${(info.val_accuracy * 100).toFixed(1)}%` : "validation accuracy not recorded";
     model.textContent = `${info.recipe} · ${info.num_classes} classes · ${acc} · ${info.backend} backend · ${info.input_size}px`;
@@ -26,7 +52,8 @@
     classesSummary.textContent = `${info.num_classes} classes`;
     classesBox.open = info.num_classes <= 30;
     classesBox.hidden = false;
-  }).catch(() => { model.textContent = "model info unavailable"; });
+  }).catch(err => { model.textContent = `model info unavailable: ${err.message}`; });
+  loadModel();
 
   function hidePreview() {
     preview.hidden = true;
@@ -87,7 +114,7 @@
     const form = new FormData();
     form.append("files", file, file.name);
     try {
-      const resp = await fetch("/predict?topk=5", { method: "POST", body: form });
+      const resp = await api("/predict?topk=5", { method: "POST", body: form });
       const body = await resp.json().catch(() => ({ detail: `HTTP ${resp.status}` }));
       if (!resp.ok) throw new Error(body.detail || `HTTP ${resp.status}`);
       if (body.predictions[0].error) throw new Error(body.predictions[0].error);
