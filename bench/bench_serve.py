@@ -3,6 +3,7 @@ PyTorch, throughput and latency at concurrency 1, 8 and 32), and ONNX Runtime vs
 
     python bench/bench_serve.py            # ~3 minutes on 2 cores; writes bench/results/serve.json
     python bench/bench_serve.py --quick    # smoke run (fewer requests, shorter engine timing)
+    python bench/bench_serve.py --quick --burst 1000 --no-engine   # 1,000 requests at once: errors must be 0
 
 1. Builds a run folder WITHOUT training (MobileNetV2 at 224 px, ``pretrained=False``: weights do not
    change time or memory) and exports it to ONNX, as a user does before serving.
@@ -337,6 +338,9 @@ def main() -> int:
         print(f"  RSS: idle {mem['idle']} MB, after first answer {mem['after_first_answer']} MB, after {args.burst} "
               f"concurrent {mem[f'after_{args.burst}_concurrent']} MB, peak {mem['peak_vmhwm']} MB; "
               f"PyTorch in the server: {served['torch_libraries_mapped'] or 'no'}", flush=True)
+        burst = served["burst"]
+        print(f"  {args.burst} requests at once: {burst['ok']} answered, {burst['errors']} errors "
+              f"in {burst['seconds']} s", flush=True)
         torch_mem = torch_backend_memory(run, image, args.burst)
         print(f"  for contrast, --backend torch: RSS idle {torch_mem['idle']} MB, after {args.burst} concurrent "
               f"{torch_mem[f'after_{args.burst}_concurrent']} MB", flush=True)
