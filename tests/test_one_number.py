@@ -23,7 +23,7 @@ def _cache(tmp_path, monkeypatch):
 
 
 def _best_row(run_dir):
-    run = tl.train.Run.load(run_dir)
+    run = tl.Run.load(run_dir)
     epoch = read_meta(run.best_checkpoint)["epoch"]
     return next(r for r in run.history if r["epoch"] == epoch)
 

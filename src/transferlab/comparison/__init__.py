@@ -6,7 +6,7 @@ Example::
     import transferlab as tl
     rows = tl.compare("DATA", models=["cnn_base", "cnn_bn"], epochs=3, out="compare")
     rows[0]["model"], rows[0]["accuracy"]          # the best first
-    tl.compare.write_report("compare", metric="f1_macro")   # re-rank / rewrite from existing runs
+    tl.comparison.write_report("compare", metric="f1_macro")   # re-rank / rewrite from existing runs
 """
 from __future__ import annotations
 
