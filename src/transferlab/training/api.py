@@ -161,9 +161,13 @@ def config_record(cfg: ResolvedConfig, splits: DataSplits, data, meta: dict, mod
     """What ``config.json`` holds: the options, the data (classes, layout, split counts), the model's
     head and preprocessing, its pretrained weights, what was adapted, where it ran, the versions."""
     counts = {s: len(splits.split(s)) for s in ("train", "val", "test")}
+    per_class = [0] * len(meta["classes"])  # the training images per class (evaluate reads the imbalance from it)
+    for _, y in splits.train:
+        per_class[y] += 1
     return {**cfg.to_dict(), "classes": meta["classes"], "num_classes": meta["num_classes"],
             "data": str(splits.root if splits.root else data), "layout": splits.layout,
-            "data_cfg": meta["data_cfg"], "split_counts": counts, "head": meta["head"], "dropout": meta["dropout"],
+            "data_cfg": meta["data_cfg"], "split_counts": counts, "train_class_counts": per_class,
+            "head": meta["head"], "dropout": meta["dropout"],
             "pretrained_weights": weights_record(model), "adapted": adapted, "warnings": warnings,
             "world_size": runtime.dist.world_size, "device": str(runtime.device), "channels_last": runtime.channels_last,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

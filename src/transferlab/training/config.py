@@ -22,8 +22,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ..choices import (AMP_MODES, AUGMENTS, DEVICES, FREEZE_POLICIES, MIN_INPUT_SIZE, MONITORS, OPTIMIZERS, SCHEDULES,
-                       TRACKERS)
+from ..choices import (AMP_MODES, AUGMENTS, DEVICES, FREEZE_POLICIES, LOSSES, MIN_INPUT_SIZE, MONITORS, OPTIMIZERS,
+                       SAMPLERS, SCHEDULES, TRACKERS)
 from ..data.split import check_val_ratio
 from ..errors import ConfigError
 
@@ -73,6 +73,12 @@ class TrainConfig:
     label_smoothing: float | None = option(None, "cross-entropy label smoothing (default: the recipe's, else 0)")
     class_weights: Any = option(None, "weight the loss per class: auto = sklearn 'balanced', or one number per class",
                                 metavar="auto|W1,W2,...")
+    sampler: str = option("shuffle", "training order: shuffle (each image once per epoch), or balanced (draws with "
+                                     "replacement weighted 1/class count, as many per epoch as images: every class "
+                                     "about equally often)", choices=SAMPLERS)
+    loss: str = option("ce", "training loss: ce (cross-entropy), or focal (down-weights well-classified images; "
+                             "--focal-gamma); both take --class-weights and --label-smoothing", choices=LOSSES)
+    focal_gamma: float = option(2.0, "focusing parameter of --loss focal (0 = cross-entropy)")
     # -- model and data
     augment: str | None = option(None, "augmentation preset (default: the recipe's)", "model and data", choices=AUGMENTS)
     freeze: str | None = option(None, "frozen: train the head only; full: everything (default: the recipe's)",
@@ -169,6 +175,8 @@ class TrainConfig:
         need(self.weight_decay is None or self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0,
              f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(self.focal_gamma >= 0 and math.isfinite(self.focal_gamma),
+             f"--focal-gamma must be a number >= 0, got {self.focal_gamma}")
         if self.class_weights is not None and self.class_weights != "auto":
             need(isinstance(self.class_weights, (list, tuple)) and all(w >= 0 for w in self.class_weights),
                  "--class-weights must be 'auto' or comma-separated non-negative numbers, one per class")

@@ -105,6 +105,7 @@ class Settings:
     amp: str
     augment: str = "none"
     enabled: bool = True
+    sampler: str = "shuffle"  # --sampler: shuffle, or balanced (sampling.BalancedSampler)
 
 
 def max_cache_bytes(folder: Path) -> int:
@@ -166,13 +167,13 @@ def phase_inputs(model, datasets: dict, settings: Settings, *, dist: DistInfo, d
             return PhaseInputs(
                 net,
                 train_loader(train_feats, batch_size=settings.batch_size, seed=settings.seed, dist=dist,
-                             seeded=False, workers=0),
+                             seeded=False, workers=0, sampler=settings.sampler),
                 val_loader(val_feats, batch_size=settings.batch_size, seed=settings.seed, dist=dist, workers=0),
                 cached=True, store=store)
     return PhaseInputs(
         model,
         train_loader(datasets["train"], batch_size=settings.batch_size, seed=settings.seed, dist=dist, seeded=True,
-                     workers=settings.workers, augment=settings.augment),
+                     workers=settings.workers, augment=settings.augment, sampler=settings.sampler),
         val_loader(datasets["val"], batch_size=settings.batch_size, seed=settings.seed, dist=dist,
                    workers=settings.workers),
         cached=False)

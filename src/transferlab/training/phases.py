@@ -22,6 +22,7 @@ from . import features
 from .callbacks import TimeLimit
 from .config import ResolvedConfig
 from .loop import Runtime, Trainer
+from .losses import make_criterion
 from .schedule import build_optimizer, build_scheduler
 from .state import StateWriter, seed_everything, set_rng_state
 
@@ -126,7 +127,7 @@ class PhaseRunner:
             model, self.datasets,
             features.Settings(batch_size=cfg.batch_size, seed=cfg.seed, views=min(cfg.feature_views, phase.epochs),
                               workers=cfg.workers,
-                              amp=cfg.amp, augment=cfg.augment, enabled=cfg.feature_cache),
+                              amp=cfg.amp, augment=cfg.augment, enabled=cfg.feature_cache, sampler=cfg.sampler),
             dist=rt.dist, device=torch.device(rt.device), channels_last=rt.channels_last, progress=rt.progress)
         what = "head" if phase.policy == "frozen" else model.freeze_policy
         logger.info(f"phase {phase.index + 1}/{n_phases}: {what}, {trainable:,} trainable parameters, lr {phase.lr:g}"
@@ -162,7 +163,7 @@ class PhaseRunner:
         scheduler = build_scheduler(optimizer, cfg.schedule, phase.epochs, warmup=cfg.warmup,
                                     step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
         weight = self.class_weight.to(device) if self.class_weight is not None else None
-        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        criterion = make_criterion(cfg.loss, weight=weight, label_smoothing=cfg.label_smoothing, gamma=cfg.focal_gamma)
         if resume is not None:
             optimizer.load_state_dict(resume["optimizer"])
             if resume.get("scheduler") is not None:

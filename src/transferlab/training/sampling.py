@@ -7,14 +7,16 @@ rank shuffles its own shard of the data (:func:`shard`, :func:`train_loader`). :
 sample's random augmentation is a function of those three numbers alone: the same with 0 or N
 loader workers (persistent or not) and after ``--resume``. The main process's RNG
 stream (dropout) is untouched by data loading. :func:`train_loader` and :func:`val_loader` build
-the training loop's loaders from them.
+the training loop's loaders from them. ``--sampler balanced`` swaps the permutation for
+:class:`BalancedSampler`: draws with replacement, each image weighted by 1 / its class's count
+(torch's ``WeightedRandomSampler``), as many per epoch as there are images, seeded the same way.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from ..data.batches import BATCHED_AUGMENTS, CachedBatches, mix_seeds
 from ..data.loader import make_loader
@@ -62,6 +64,45 @@ class EpochSampler(Sampler):
         return self.per_rank
 
 
+class BalancedSampler(Sampler):
+    """Yields ``(epoch, index)``: ``num_samples`` draws (default: one per image) with replacement,
+    image ``i`` weighted by ``1 / count(labels[i])``, so that every class is drawn about equally
+    often; torch's ``WeightedRandomSampler`` under a generator seeded by ``(seed, epoch)``, so an
+    epoch's draws depend on those two numbers alone (as :class:`EpochSampler`'s order does)."""
+
+    def __init__(self, labels, *, seed: int = 0, num_samples: int | None = None):
+        y = torch.as_tensor(list(labels) if not isinstance(labels, torch.Tensor) else labels, dtype=torch.int64)
+        self.seed = int(seed)
+        self.epoch = 1
+        self.num_samples = len(y) if num_samples is None else int(num_samples)
+        counts = torch.bincount(y) if len(y) else torch.zeros(0, dtype=torch.int64)
+        self.weights = (1.0 / counts.double())[y] if len(y) else torch.zeros(0, dtype=torch.float64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        if not self.num_samples or not len(self.weights):
+            return iter([])
+        g = torch.Generator()
+        g.manual_seed(mix_seed(self.seed, self.epoch, 0xBA1A))  # a stream of its own, not the shuffle's
+        draws = WeightedRandomSampler(self.weights, self.num_samples, replacement=True, generator=g)
+        return iter([(self.epoch, int(i)) for i in draws])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def dataset_labels(dataset) -> list[int]:
+    """The labels of a training dataset in order: an ImageDataset's ``targets``, cached features' ``labels``."""
+    labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = getattr(dataset, "labels", None)
+    if labels is None:
+        raise ValueError("--sampler balanced needs a dataset with targets or labels")
+    return [int(y) for y in labels]
+
+
 class SeededItems(Dataset):
     """``dataset`` indexed by ``(epoch, index)`` keys, each item drawn under its own RNG seed."""
 
@@ -95,7 +136,7 @@ def shard(items: list, dist: DistInfo) -> list:
 
 
 def train_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, seeded: bool, workers: int | None = None,
-                 augment: str | None = None):
+                 augment: str | None = None, sampler: str = "shuffle"):
     """Shuffled batches of ``(epoch, index)`` keys: the order and each image's augmentation depend
     only on (seed, epoch, index) -- not on workers or resume. ``seeded=False`` for datasets with no
     randomness of their own (cached features).
@@ -103,16 +144,24 @@ def train_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, seeded:
     Under DDP ``dataset`` is this rank's shard (:func:`shard`; its ``shard_total`` is the number of
     images of all ranks): each rank shuffles its own shard under a seed of its own and pads it by
     repeating images to ``ceil(shard_total / world_size)``, so every rank takes the same number of
-    steps."""
+    steps.
+
+    ``sampler="balanced"``: a :class:`BalancedSampler` instead (under DDP over this rank's shard,
+    with its own class counts, ``ceil(shard_total / world_size)`` draws per rank)."""
+    keys: EpochSampler | BalancedSampler
     if dist.enabled:
         total = getattr(dataset, "shard_total", None) or len(dataset) * dist.world_size
         seed = mix_seed(seed, dist.rank, dist.world_size)
-        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, pad_to=math.ceil(total / dist.world_size))
+        per_rank = math.ceil(total / dist.world_size)
+        keys = (BalancedSampler(dataset_labels(dataset), seed=seed, num_samples=per_rank) if sampler == "balanced"
+                else EpochSampler(len(dataset), seed=seed, shuffle=True, pad_to=per_rank))
+    elif sampler == "balanced":
+        keys = BalancedSampler(dataset_labels(dataset), seed=seed)
     else:
-        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True)
+        keys = EpochSampler(len(dataset), seed=seed, shuffle=True)
     if seeded:
-        return image_batches(dataset, sampler, batch_size=batch_size, seed=seed, augment=augment, workers=workers)
-    return make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed, workers=workers, sampler=sampler)
+        return image_batches(dataset, keys, batch_size=batch_size, seed=seed, augment=augment, workers=workers)
+    return make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed, workers=workers, sampler=keys)
 
 
 def val_loader(dataset, *, batch_size: int, seed: int, dist: DistInfo, workers: int | None = None):
