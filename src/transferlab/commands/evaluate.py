@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(metrics: dict[str, Any], console=None, per_class_limit: int = 60) -> None:
-    """Print a rich summary: overall numbers, then the per-class table (like scikit-learn's report)."""
+    """Print a rich summary: overall numbers, then the per-class table (like scikit-learn's report).
+    With a ``headline`` (imbalanced training classes) macro F1 and balanced accuracy come first."""
     console = console or Console()
 
     def f(v, digits=4):
@@ -58,7 +59,15 @@ def print_summary(metrics: dict[str, Any], console=None, per_class_limit: int = 
     overall = Table(title=title, show_header=True)
     overall.add_column("metric")
     overall.add_column("value", justify="right")
+    lead = metrics.get("headline")
+    if lead:  # imbalanced training classes: the figures that weigh every class equally come first
+        console.print(f"[bold]macro F1 {f(lead['macro_f1'])}, balanced accuracy {f(lead['balanced_accuracy'])}[/] "
+                      f"(read these first: {lead['why']})")
+        overall.add_row("macro F1", f(lead["macro_f1"]), style="bold")
+        overall.add_row("balanced accuracy", f(lead["balanced_accuracy"]), style="bold")
     overall.add_row("accuracy", f(metrics["accuracy"]))
+    if not lead and metrics.get("balanced_accuracy") is not None:
+        overall.add_row("balanced accuracy", f(metrics["balanced_accuracy"]))
     for k, v in metrics.get("top_k_accuracy", {}).items():
         overall.add_row(f"top-{k} accuracy", f(v))
     overall.add_row("log loss", f(metrics["log_loss"]))

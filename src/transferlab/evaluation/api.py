@@ -29,7 +29,7 @@ from ..data import ImageDataset, build_transform, make_loader, open_image
 from ..errors import DataError
 from . import plots
 from .gradcam import gradcam_plot
-from .metrics import compute_metrics, roc_curves
+from .metrics import compute_metrics, headline, imbalance_ratio, roc_curves
 
 
 def _check_classes(run_classes: list[str], data_classes: list[str], source: str) -> None:
@@ -91,7 +91,7 @@ def evaluate(
     model, meta = load_model(run_dir)
     classes = [str(c) for c in meta["classes"]]
     config = runfolder.read_config(run_dir)
-    samples, split, source, foreign = _split_samples(run_dir, config, data, split, classes, progress)
+    samples, split, source, foreign, train_counts = _split_samples(run_dir, config, data, split, classes, progress)
     out_dir = Path(out) if out is not None else runfolder.eval_dir(run_dir, split)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -103,6 +103,10 @@ def evaluate(
     result = _SplitPredictions(samples, np.asarray(dataset.targets, np.int64), probs, classes)
 
     metrics = compute_metrics(result.labels, result.probs, classes)
+    metrics["train_imbalance_ratio"] = imbalance_ratio(train_counts) if train_counts is not None else None
+    lead = headline(metrics, train_counts)
+    if lead is not None:  # imbalanced training classes: macro F1 and balanced accuracy are the figures to read
+        metrics["headline"] = lead
     metrics.update(_run_details(run_dir, meta, model, out_dir, split=split, source=source, batch_size=batch_size,
                                 tta=tta, infer_seconds=infer_seconds, images=len(result.labels)))
     _write_predictions(out_dir / runfolder.PREDICTIONS, result)
@@ -134,16 +138,21 @@ class _SplitPredictions:
 
 
 def _split_samples(run_dir: Path, config: dict, data, split: str | None, classes: list[str],
-                   progress: bool) -> tuple[list, str, str, bool]:
-    """The samples to evaluate: ``(samples, split, source, foreign)``, ``split`` resolved (``"all"``
-    for another dataset, else ``"val"``) and checked, the data's classes checked against the run's."""
+                   progress: bool) -> tuple[list, str, str, bool, list[int] | None]:
+    """The samples to evaluate: ``(samples, split, source, foreign, train_counts)``, ``split`` resolved
+    (``"all"`` for another dataset, else ``"val"``) and checked, the data's classes checked against the
+    run's; ``train_counts``: the run's training images per class (config.json's, else its rebuilt split's;
+    None when unknown)."""
     splits, source, foreign = runfolder.load_run_splits(run_dir, config, data, progress)
+    train_counts = config.get("train_class_counts")
+    if train_counts is None and not foreign:  # a run trained before config.json recorded them
+        train_counts = [sum(1 for _, y in splits.train if y == c) for c in range(len(classes))]
     if split is None:
         split = "all" if foreign else "val"
     if split not in EVAL_SPLITS:
         raise DataError(f"unknown split {split!r}: choose from {', '.join(EVAL_SPLITS)}")
     _check_classes(classes, splits.classes, source)
-    return _samples(splits, split), split, source, foreign
+    return _samples(splits, split), split, source, foreign, train_counts
 
 
 def _predict_probs(model, dataset, num_classes: int, *, batch_size: int, workers: int | None, tta: bool,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     classification_report,
     confusion_matrix,
     log_loss,
@@ -34,6 +35,9 @@ from sklearn.metrics import (
 from ..errors import ConfigError
 
 TOP_K = (3, 5)
+# a training set whose largest class has this many times the images of its smallest: accuracy mostly
+# measures the big classes, and the report leads with macro F1 and balanced accuracy instead
+HEADLINE_IMBALANCE = 5.0
 
 
 def _as_arrays(y_true, probs, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -115,7 +119,8 @@ def compute_metrics(y_true, probs, classes: Sequence[str]) -> dict[str, Any]:
 
     Returns a JSON-serialisable dict:
 
-    - ``accuracy``; ``top_k_accuracy`` ``{"3": .., "5": ..}`` (only k < number of classes);
+    - ``accuracy``; ``balanced_accuracy`` (the mean of the per-class recalls, scikit-learn's, over
+      the classes present in ``y_true``); ``top_k_accuracy`` ``{"3": .., "5": ..}`` (only k < number of classes);
       ``log_loss``;
     - ``per_class`` ``{class: {precision, recall, f1, support, auc}}`` and ``macro_avg`` /
       ``weighted_avg`` ``{precision, recall, f1, support}`` (scikit-learn, ``zero_division=0``);
@@ -160,11 +165,13 @@ def compute_metrics(y_true, probs, classes: Sequence[str]) -> dict[str, Any]:
             y, y_pred, labels=labels, target_names=classes, digits=3, zero_division=0
         )
         cm_norm = confusion_matrix(y, y_pred, labels=labels, normalize="true")
+        balanced = balanced_accuracy_score(y, y_pred)  # warns when a predicted class is absent from y
     return {
         "num_samples": int(len(y)),
         "num_classes": n_classes,
         "classes": classes,
         "accuracy": _num(accuracy_score(y, y_pred)),
+        "balanced_accuracy": _num(balanced),
         "top_k_accuracy": top_k,
         "log_loss": _num(log_loss(y, _normalised(p), labels=labels)),
         "per_class": per_class,
@@ -179,3 +186,28 @@ def compute_metrics(y_true, probs, classes: Sequence[str]) -> dict[str, Any]:
             "macro": curves["macro"]["auc"],
         },
     }
+
+
+def imbalance_ratio(counts: Sequence[int]) -> float | None:
+    """Largest over smallest class count (None when a class has no images or there are none)."""
+    counts = [int(c) for c in counts]
+    if not counts or min(counts) <= 0:
+        return None
+    return max(counts) / min(counts)
+
+
+def headline(metrics: dict[str, Any], train_counts: Sequence[int] | None) -> dict[str, Any] | None:
+    """The figures to read first when the training classes are imbalanced (ratio >= :data:`HEADLINE_IMBALANCE`):
+    macro F1 and balanced accuracy, with the ratio and why; None otherwise (accuracy leads).
+
+    >>> headline({"macro_avg": {"f1": 0.5}, "balanced_accuracy": 0.6}, [100, 5])["metrics"]
+    ['macro_f1', 'balanced_accuracy']
+    """
+    ratio = imbalance_ratio(train_counts) if train_counts is not None else None
+    if ratio is None or ratio < HEADLINE_IMBALANCE:
+        return None
+    return {"metrics": ["macro_f1", "balanced_accuracy"],
+            "macro_f1": metrics["macro_avg"]["f1"], "balanced_accuracy": metrics["balanced_accuracy"],
+            "imbalance_ratio": round(ratio, 2),
+            "why": f"the training classes are imbalanced {ratio:.1f}x (largest/smallest): accuracy mostly measures "
+                   f"the big classes; macro F1 and balanced accuracy weigh every class equally"}
