@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transferlab.cli import main
 from transferlab.errors import ConfigError
 from transferlab.evaluation.metrics import headline
-from transferlab.training import train
+from transferlab.training import Callback, train
 from transferlab.training.config import TrainConfig
 from transferlab.training.distributed import DistInfo
 from transferlab.training.features import FeatureViews
@@ -128,6 +128,27 @@ def test_train_balanced_focal_records_options_and_evaluate_leads_with_macro_f1(i
     assert lead["metrics"] == ["macro_f1", "balanced_accuracy"]
     assert lead["macro_f1"] == metrics["macro_avg"]["f1"] and lead["balanced_accuracy"] == metrics["balanced_accuracy"]
     assert out.index("read these first") < out.index("│ macro F1") < out.index("│ accuracy")
+
+
+class Kill(Callback):
+    """A killed process: raises at the start of epoch ``at``."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_begin(self, trainer, epoch):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_kill_and_resume_with_balanced_sampler_gives_the_uninterrupted_history(imbalanced, tmp_path):
+    kw = dict(model="cnn_bn", epochs=3, augment="light", sampler="balanced", loss="focal", run_dir=tmp_path, **FAST)
+    full = train(imbalanced, name="full", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(imbalanced, name="killed", callbacks=[Kill(3)], **kw)
+    resumed = train(imbalanced, name="killed", resume=True, **kw)
+    strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in h] for h in (resumed.history, full.history)]
+    assert strip[0] == strip[1]
 
 
 def test_balanced_sampler_trains_on_cached_features(imbalanced, tmp_path):
