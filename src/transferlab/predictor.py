@@ -96,16 +96,23 @@ class Predictor:
     default: on a CPU larger batches are no faster per image, and ONNX Runtime's working memory
     grows with the batch (MobileNetV2 at 224 px: 185 MB peak for ``transferlab predict`` at 8,
     434 MB at 32, measured).
+
+    Probabilities are calibrated: ``softmax(logits / T)`` with the temperature ``T`` that ``evaluate``
+    fitted on the run's validation split (``RUN/calibration.json``, for the current checkpoint; 1.0
+    when there is none, or with ``calibrate=False``). ``temperature`` holds it.
     """
 
     def __init__(self, run: str | Path, backend: str = "auto", *, threads: int | None = None,
-                 batch_size: int = 8):
+                 batch_size: int = 8, calibrate: bool = True):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.run = runfolder.existing_run(run)
         self.threads = int(threads or default_threads())
         self.batch_size = max(1, int(batch_size))
         self.notes: list[str] = []
+        calibration = runfolder.read_calibration(self.run) if calibrate else None
+        self.temperature = float(calibration["temperature"]) if calibration else 1.0
+        self.calibrated_on: str | None = calibration.get("fitted_on", "val") if calibration else None
         export_meta = runfolder.read_export_meta(self.run)
         onnx_path = runfolder.export_dir(self.run) / runfolder.ONNX_NAME
         if backend == "auto":
@@ -149,6 +156,8 @@ class Predictor:
             "std": cfg.get("std"),
             "interpolation": cfg.get("interpolation"),
             "threads": self.threads,
+            "temperature": self.temperature,
+            "calibrated_on": self.calibrated_on,
         }
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -156,14 +165,16 @@ class Predictor:
         return self._model.logits(np.ascontiguousarray(batch, dtype=np.float32))
 
     def predict_arrays(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Probabilities ``[B, C]`` for a preprocessed batch, in chunks of ``batch_size``.
+        """Calibrated probabilities ``[B, C]`` (``softmax(logits / temperature)``) for a preprocessed
+        batch, in chunks of ``batch_size``.
 
         ``tta``: average with the horizontally flipped images.
         """
         out = []
         for i in range(0, len(batch), self.batch_size):
             chunk = batch[i:i + self.batch_size]
-            probs = softmax(self.logits(with_mirrors(chunk) if tta else chunk))
+            logits = self.logits(with_mirrors(chunk) if tta else chunk)
+            probs = softmax(logits / np.float32(self.temperature) if self.temperature != 1.0 else logits)
             out.append(average_mirrors(probs) if tta else probs)
         if not out:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -203,7 +214,9 @@ class Predictor:
 
 
 def predict(run: str | Path, paths: Sequence[str | Path] | str | Path, topk: int = 5, tta: bool = False, *,
-            backend: str = "auto", batch_size: int = 8, progress: bool | None = None) -> list[dict]:
-    """Classify image files, folders (recursive) and globs with a run; see :class:`Predictor`."""
-    return Predictor(run, backend=backend, batch_size=batch_size).predict_paths(paths, topk=topk, tta=tta,
-                                                                               progress=progress)
+            backend: str = "auto", batch_size: int = 8, progress: bool | None = None,
+            calibrate: bool = True) -> list[dict]:
+    """Classify image files, folders (recursive) and globs with a run (calibrated probabilities unless
+    ``calibrate=False``); see :class:`Predictor`."""
+    predictor = Predictor(run, backend=backend, batch_size=batch_size, calibrate=calibrate)
+    return predictor.predict_paths(paths, topk=topk, tta=tta, progress=progress)

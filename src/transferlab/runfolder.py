@@ -12,6 +12,7 @@
       train.log            the messages printed during training
       .lock                present while a process trains into the folder
       eval-<split>/        written by evaluate: metrics.json, predictions.csv, *.png
+      calibration.json     written by evaluate on the val split: the softmax temperature predict/serve apply
       export/              written by export: model.onnx, model.int8.onnx, model.pt, model.json
       tensorboard/         with --trackers tensorboard: event files (train/, validation/, hparams)
       tracking.json        with --trackers mlflow: the MLflow run this folder logs to (URI, experiment, run id)
@@ -66,6 +67,7 @@ TORCHSCRIPT_NAME = "model.pt"
 EXPORT_META = "model.json"
 TENSORBOARD_DIR = "tensorboard"
 TRACKING = "tracking.json"
+CALIBRATION = "calibration.json"
 
 
 def run_path(run) -> Path:
@@ -384,6 +386,36 @@ def read_export_meta(run) -> dict | None:
 
 def write_export_meta(run, info: dict) -> Path:
     path = export_dir(run) / EXPORT_META
+    write_json(path, info)
+    return path
+
+
+# ---------------------------------------------------------------- calibration (temperature scaling)
+
+def calibration_path(run) -> Path:
+    return run_path(run) / CALIBRATION
+
+
+def read_calibration(run) -> dict | None:
+    """``RUN/calibration.json`` (``temperature``, ``fitted_on``, ``checkpoint``, ``sha256``, ECE before and
+    after), or None when absent, unreadable or fitted on another checkpoint than the run's current one
+    (a folder shipped without its checkpoint is trusted, as for the export)."""
+    try:
+        info = json.loads(calibration_path(run).read_text(encoding="utf-8"))
+        temperature = float(info["temperature"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not temperature > 0:
+        return None
+    ckpt = run_path(run) / str(info.get("checkpoint", BEST))
+    if info.get("sha256") and ckpt.is_file() and file_sha256(ckpt) != info["sha256"]:
+        return None
+    return info
+
+
+def write_calibration(run, info: dict) -> Path:
+    """Write ``RUN/calibration.json`` (atomically); ``info`` holds at least ``temperature``."""
+    path = calibration_path(run)
     write_json(path, info)
     return path
 

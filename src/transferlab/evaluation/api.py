@@ -3,14 +3,21 @@
 It reloads the run's best checkpoint, rebuilds the run's own data split (``config.json`` records
 the data source, ``val_ratio`` and ``seed``; see :func:`transferlab.runfolder.load_run_splits`),
 predicts the images and writes ``RUN/eval-<split>/``: ``metrics.json``, ``predictions.csv`` and
-``history.png``, ``confusion_matrix.png``, ``roc.png``, ``f1.png``, ``mistakes.png`` and, for CNNs,
-``gradcam.png``.
+``history.png``, ``confusion_matrix.png``, ``roc.png``, ``f1.png``, ``reliability.png``, ``mistakes.png``
+and, for CNNs, ``gradcam.png``.
+
+Calibration: evaluating the run's own validation split fits the softmax temperature on its logits
+(:mod:`.calibration`) and stores it in ``RUN/calibration.json``; other splits use the stored one (or
+fit it on the validation split first), never their own labels. ``metrics.json`` gets
+``calibration``: the temperature, the split it was fitted on and this split's ECE and NLL before and
+after; the other metrics and ``predictions.csv`` stay those of the uncalibrated probabilities.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..tta import average_mirrors, with_mirrors
+from ..tta import with_mirrors
 from .. import runfolder, tracking
 from .._atomic import atomic_write_text
 from .._progress import track
@@ -28,8 +35,12 @@ from ..choices import EVAL_SPLITS
 from ..data import ImageDataset, build_transform, make_loader, open_image
 from ..errors import DataError
 from . import plots
+from .calibration import calibrated_probs, expected_calibration_error, fit_temperature, nll, reliability_bins
 from .gradcam import gradcam_plot
 from .metrics import compute_metrics, headline, imbalance_ratio, roc_curves
+
+logger = logging.getLogger(__name__)
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error and the reliability diagram
 
 
 def _check_classes(run_classes: list[str], data_classes: list[str], source: str) -> None:
@@ -97,10 +108,10 @@ def evaluate(
 
     cfg = dict(meta.get("data_cfg") or getattr(model, "data_cfg", {}))
     dataset = ImageDataset(samples, cfg, transform=build_transform(cfg, train=False))
-    probs, infer_seconds = _predict_probs(model, dataset, len(classes), batch_size=batch_size, workers=workers,
-                                          tta=tta, desc=f"evaluating {run_dir.name} ({split})", progress=progress)
-    # the labels are the dataset's, in order
-    result = _SplitPredictions(samples, np.asarray(dataset.targets, np.int64), probs, classes)
+    logits, infer_seconds = _predict_logits(model, dataset, len(classes), batch_size=batch_size, workers=workers,
+                                            tta=tta, desc=f"evaluating {run_dir.name} ({split})", progress=progress)
+    # the labels are the dataset's, in order; metrics and predictions.csv are of the uncalibrated probabilities
+    result = _SplitPredictions(samples, np.asarray(dataset.targets, np.int64), calibrated_probs(logits), classes)
 
     metrics = compute_metrics(result.labels, result.probs, classes)
     metrics["train_imbalance_ratio"] = imbalance_ratio(train_counts) if train_counts is not None else None
@@ -113,9 +124,12 @@ def evaluate(
     note = None if foreign else _changed_split_note(config, split, len(samples))
     if note:
         metrics["notes"].append(note)
+    temperature = _temperature(run_dir, config, data, split, foreign, model, cfg, logits, result.labels, metrics,
+                               batch_size=batch_size, workers=workers, progress=progress)
+    reliability = _calibration_metrics(metrics, logits, result.labels, temperature)
     if plots:
         metrics["plots"] = _write_plots(out_dir, run_dir, model, dataset, cfg, result, metrics,
-                                        gradcam=gradcam, mistakes=mistakes)
+                                        gradcam=gradcam, mistakes=mistakes, reliability=reliability)
     atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
     if out is None:  # the run's own evaluation: to its MLflow run too, when trained with --trackers mlflow
         tracking.log_evaluation(run_dir, metrics, out_dir)
@@ -155,10 +169,11 @@ def _split_samples(run_dir: Path, config: dict, data, split: str | None, classes
     return _samples(splits, split), split, source, foreign, train_counts
 
 
-def _predict_probs(model, dataset, num_classes: int, *, batch_size: int, workers: int | None, tta: bool,
-                   desc: str, progress: bool) -> tuple[np.ndarray, float]:
-    """Class probabilities ``[N, C]`` for ``dataset``'s images, in order, and the seconds spent in the
-    model (after a warm-up). ``model`` is converted to channels_last in place."""
+def _predict_logits(model, dataset, num_classes: int, *, batch_size: int, workers: int | None, tta: bool,
+                    desc: str, progress: bool) -> tuple[np.ndarray, float]:
+    """Logits ``[N, V, C]`` for ``dataset``'s images, in order (``V`` = 2 views with ``tta``: each image
+    and its mirror image, else 1), and the seconds spent in the model (after a warm-up). ``model`` is
+    converted to channels_last in place."""
     if workers is None and len(dataset) < 512:
         workers = 0  # worker start-up costs more than it saves on a small split
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers)
@@ -168,7 +183,8 @@ def _predict_probs(model, dataset, num_classes: int, *, batch_size: int, workers
     model = model.to(memory_format=cl)
     # filled in place: arrays kept per batch would pin glibc's heap above each batch's freed buffers and
     # grow it by about a batch per batch (see train.features)
-    probs = np.empty((len(dataset), num_classes), np.float64)
+    views = 2 if tta else 1
+    logits = np.empty((len(dataset), views, num_classes), np.float32)
     done = 0
     infer_seconds = 0.0
     with torch.inference_mode():
@@ -179,14 +195,74 @@ def _predict_probs(model, dataset, num_classes: int, *, batch_size: int, workers
         for x, y in track(loader, desc, total=len(loader), progress=progress):
             t0 = time.perf_counter()
             inputs = with_mirrors(x) if tta else x  # test-time augmentation: with the mirrored images
-            p = torch.softmax(model(inputs.contiguous(memory_format=cl)).float(), dim=1)
-            if tta:
-                p = average_mirrors(p)
+            z = model(inputs.contiguous(memory_format=cl)).float()
             infer_seconds += time.perf_counter() - t0
-            probs[done:done + len(p)] = p.cpu().numpy()
-            done += len(p)
-            del x, p
-    return probs, infer_seconds
+            n = len(x)
+            # with tta the batch is [images; mirrors]: view v of image i is row v * n + i
+            logits[done:done + n] = z.cpu().numpy().reshape(views, n, num_classes).transpose(1, 0, 2)
+            done += n
+            del x, z
+    return logits, infer_seconds
+
+
+def _temperature(run_dir: Path, config: dict, data, split: str, foreign: bool, model, cfg: dict,
+                 logits: np.ndarray, labels: np.ndarray, metrics: dict, *, batch_size: int,
+                 workers: int | None, progress: bool) -> dict | None:
+    """The run's calibration (``calibration.json``): fitted on these logits when they are the run's own
+    validation split, else the stored one, else fitted on the run's validation split now (never on the
+    split being evaluated). None, with a note, when there is none to be had."""
+    if split == "val" and not foreign:
+        return _fit_and_store(run_dir, logits[:, 0], labels)
+    stored = runfolder.read_calibration(run_dir)
+    if stored is not None:
+        return stored
+    try:
+        splits, _, _ = runfolder.load_run_splits(run_dir, config, None if foreign else data, progress)
+        val = list(splits.val)
+        if not val:
+            raise DataError("the run's data has no validation images")
+        dataset = ImageDataset(val, cfg, transform=build_transform(cfg, train=False))
+        val_logits, _ = _predict_logits(model, dataset, logits.shape[-1], batch_size=batch_size, workers=workers,
+                                        tta=False, desc=f"calibrating {run_dir.name} (val)", progress=progress)
+    except DataError as exc:
+        metrics["notes"].append(f"no calibration: the temperature is fitted on the run's validation split, "
+                                f"which could not be loaded ({exc})")
+        return None
+    return _fit_and_store(run_dir, val_logits[:, 0], np.asarray(dataset.targets, np.int64))
+
+
+def _fit_and_store(run_dir: Path, logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Fit the temperature on validation ``logits`` ``[N, C]`` and write ``calibration.json``."""
+    t = fit_temperature(logits, labels)
+    before, after = calibrated_probs(logits), calibrated_probs(logits, t)
+    ckpt = runfolder.resolve_checkpoint(run_dir)
+    info = {"temperature": t, "fitted_on": "val", "images": int(len(labels)), "checkpoint": ckpt.name,
+            "sha256": runfolder.file_sha256(ckpt), "bins": ECE_BINS,
+            "ece_before": expected_calibration_error(before, labels, ECE_BINS),
+            "ece_after": expected_calibration_error(after, labels, ECE_BINS),
+            "nll_before": nll(before, labels), "nll_after": nll(after, labels)}
+    runfolder.write_calibration(run_dir, info)
+    logger.info(f"{run_dir.name}: temperature {t:.3f} fitted on {len(labels)} validation images "
+                f"(ECE {info['ece_before']:.4f} -> {info['ece_after']:.4f})")
+    return info
+
+
+def _calibration_metrics(metrics: dict, logits: np.ndarray, labels: np.ndarray, stored: dict | None) -> dict | None:
+    """``metrics["calibration"]``: the temperature and ECE / NLL of this split before and after it;
+    returns the reliability bins before and after (None without a temperature)."""
+    before = calibrated_probs(logits)
+    cal: dict[str, Any] = {"temperature": None, "fitted_on": None, "bins": ECE_BINS,
+                           "ece_before": expected_calibration_error(before, labels, ECE_BINS), "ece_after": None,
+                           "nll_before": nll(before, labels), "nll_after": None}
+    metrics["calibration"] = cal
+    if stored is None:
+        return None
+    t = float(stored["temperature"])
+    after = calibrated_probs(logits, t)
+    cal.update(temperature=t, fitted_on=stored.get("fitted_on", "val"),
+               ece_after=expected_calibration_error(after, labels, ECE_BINS), nll_after=nll(after, labels))
+    return {"before": reliability_bins(before, labels, ECE_BINS), "after": reliability_bins(after, labels, ECE_BINS),
+            "temperature": t, "ece_before": cal["ece_before"], "ece_after": cal["ece_after"]}
 
 
 def _run_details(run_dir: Path, meta: dict, model, out_dir: Path, *, split: str, source: str, batch_size: int,
@@ -232,7 +308,7 @@ def _changed_split_note(config: dict, split: str, count: int) -> str | None:
 
 
 def _write_plots(out_dir: Path, run_dir: Path, model, dataset, cfg: dict, result: _SplitPredictions,
-                 metrics: dict, *, gradcam: int, mistakes: int) -> dict[str, str]:
+                 metrics: dict, *, gradcam: int, mistakes: int, reliability: dict | None = None) -> dict[str, str]:
     """The plots (``{key: file name}`` of those written); a plot that fails or is skipped leaves a note."""
     samples, labels, preds, probs, classes = result.samples, result.labels, result.preds, result.probs, result.classes
     written: dict[str, str] = {}
@@ -258,6 +334,10 @@ def _write_plots(out_dir: Path, run_dir: Path, model, dataset, cfg: dict, result
             out_dir / "confusion_matrix.png", metrics["confusion_matrix_normalized"])
     attempt("roc", plots.plot_roc, roc_curves(labels, probs, classes), classes, out_dir / "roc.png")
     attempt("f1", plots.plot_f1_bars, metrics["per_class"], out_dir / "f1.png", metrics["macro_avg"]["f1"])
+    if reliability is not None:
+        attempt("reliability", plots.plot_reliability, reliability["before"], reliability["after"],
+                out_dir / "reliability.png", temperature=reliability["temperature"],
+                ece_before=reliability["ece_before"], ece_after=reliability["ece_after"])
     if mistakes > 0:
         wrong = np.flatnonzero(preds != labels)
         wrong = wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:mistakes]

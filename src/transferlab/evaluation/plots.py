@@ -179,3 +179,37 @@ def plot_mistakes(mistakes: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
         for m in mistakes
     ]
     return plot_image_grid(items, path, title="Most confident mistakes", empty="no mistakes")
+
+
+def plot_reliability(before: Mapping[str, Sequence], after: Mapping[str, Sequence], path: str | Path, *,
+                     temperature: float, ece_before: float, ece_after: float) -> Path:
+    """Reliability diagrams before and after temperature scaling, side by side (from
+    ``calibration.reliability_bins``): per confidence bin the accuracy as a bar, the gap to the bin's
+    mean confidence shaded, the diagonal of perfect calibration, and the images per bin below."""
+    fig = figure(11, 5.5)
+    axes = fig.subplots(2, 2, sharex=True, height_ratios=[3, 1])
+    panels = ((before, f"before (T = 1): ECE {ece_before:.3f}"),
+              (after, f"after (T = {temperature:.2f}): ECE {ece_after:.3f}"))
+    for col, (bins, title) in enumerate(panels):
+        ax, hist = axes[0, col], axes[1, col]
+        lower, upper = np.asarray(bins["lower"], float), np.asarray(bins["upper"], float)
+        width, mid = upper - lower, (lower + upper) / 2
+        filled = [i for i, n in enumerate(bins["count"]) if n]
+        acc = np.array([bins["accuracy"][i] for i in filled], float)
+        conf = np.array([bins["confidence"][i] for i in filled], float)
+        ax.bar(mid[filled], acc, width=width[filled], color="steelblue", edgecolor="white", label="accuracy")
+        ax.bar(mid[filled], conf - acc, bottom=acc, width=width[filled], color="crimson", alpha=0.3,
+               edgecolor="crimson", hatch="//", label="gap to confidence")
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        hist.bar(mid, bins["count"], width=width, color="grey", edgecolor="white")
+        hist.set_xlabel("confidence (top-1 probability)")
+        hist.set_ylabel("images")
+        hist.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(loc="upper left", fontsize=9, frameon=False)
+    fig.suptitle("Reliability diagram (temperature scaling fitted on the validation split)")
+    return save_png(fig, path)
