@@ -176,3 +176,25 @@ def test_bad_values_are_one_line_errors(digits_dir, tmp_path, capsys, args, need
     with pytest.raises(ConfigError):
         TrainConfig(sampler="random")
     assert np.isclose(TrainConfig().focal_gamma, 2.0) and TrainConfig().sampler == "shuffle" and TrainConfig().loss == "ce"
+
+
+def test_torchrun_balanced_sampler_per_rank_shard(digits_dir, tmp_path):
+    """Under DDP each rank balances its own shard (cached features in the head phase, images after)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("torchrun")
+    launcher = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFERLAB_CACHE": str(tmp_path / "cache")}
+    runs = tmp_path / "runs"
+    cmd = [*launcher, "--nproc_per_node", "2", "--standalone", "-m", "transferlab", "train", str(digits_dir),
+           "--model", "cnn_base", "--freeze", "frozen", "--epochs", "1", "--fine-tune", "1", "--sampler", "balanced",
+           "--loss", "focal", "--input-size", "32", "--batch-size", "16", "--run-dir", str(runs), "--name", "ddp",
+           "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on cached features" in proc.stdout and proc.stdout.count("epoch 2/2") == 1
+    cfg = json.loads((runs / "ddp" / "config.json").read_text())
+    assert cfg["world_size"] == 2 and cfg["sampler"] == "balanced" and cfg["loss"] == "focal"
