@@ -162,3 +162,26 @@ def test_predict_returns_softmax_of_logits_over_the_stored_temperature(run_dir, 
     runfolder.write_calibration(run_dir, {**info, "sha256": "0" * 64})
     assert Predictor(run_dir).temperature == 1.0
 
+
+
+def test_cli_predict_and_serve_say_and_apply_the_temperature(run_dir, tt_data, capsys):
+    from fastapi.testclient import TestClient
+
+    from transferlab.cli import main
+    from transferlab.serve import create_app
+
+    transferlab.evaluate(run_dir, plots=False, progress=False)  # fits (again) for the current checkpoint
+    _set_temperature(run_dir, 3.0)
+    files = sorted(str(f) for f in (tt_data / "test" / "5").glob("*.png"))[:2]
+    probs = {}
+    for flag in ([], ["--no-calibration"]):
+        capsys.readouterr()
+        assert main(["predict", str(run_dir), *files, "--format", "json", "--topk", "10", "--no-progress", *flag]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        probs[bool(flag)] = np.array([[t["prob"] for t in sorted(r["top"], key=lambda t: t["index"])] for r in rows])
+    # softmax(z / 3) is softmax(z) ** (1/3), renormalised
+    raw = probs[True] ** (1 / 3)
+    assert probs[False] == pytest.approx(raw / raw.sum(1, keepdims=True), abs=1e-5)
+    with TestClient(create_app(run_dir)) as client:
+        info = client.get("/model").json()
+    assert info["temperature"] == 3.0 and info["calibrated_on"] == "val"

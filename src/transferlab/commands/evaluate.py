@@ -71,6 +71,10 @@ def print_summary(metrics: dict[str, Any], console=None, per_class_limit: int = 
     for k, v in metrics.get("top_k_accuracy", {}).items():
         overall.add_row(f"top-{k} accuracy", f(v))
     overall.add_row("log loss", f(metrics["log_loss"]))
+    cal = metrics.get("calibration")
+    if cal:  # temperature scaling, fitted on the validation split
+        where = f"T = {cal['temperature']:.3f}, fitted on {cal['fitted_on']}" if cal.get("temperature") else "no temperature"
+        overall.add_row(f"ECE before / after ({where})", f"{f(cal['ece_before'])} / {f(cal.get('ece_after'))}")
     for avg in ("macro_avg", "weighted_avg"):
         a = metrics[avg]
         overall.add_row(f"{avg.replace('_avg', '')} precision / recall / F1",

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: ONNX Runtime when exported, else PyTorch (default auto)")
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="raw softmax probabilities (default: divided by the temperature evaluate fitted on "
+                             "the validation split, RUN/calibration.json, when there is one)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--topk must be >= 1, got {args.topk}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    predictor = Predictor(args.run, backend=args.backend, batch_size=args.batch_size)
+    predictor = Predictor(args.run, backend=args.backend, batch_size=args.batch_size,
+                          calibrate=not args.no_calibration)
     for note in predictor.notes:
         print(f"note: {note}", file=sys.stderr)
     rows = predictor.predict_paths(args.paths, topk=args.topk, tta=args.tta, progress=not args.no_progress)
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(text)
     elif good:
-        table = Table(title=f"{predictor.meta.get('recipe')} ({predictor.backend})")
+        calibrated = f", temperature {predictor.temperature:.3f}" if predictor.temperature != 1.0 else ""
+        table = Table(title=f"{predictor.meta.get('recipe')} ({predictor.backend}{calibrated})")
         table.add_column("path", overflow="fold")
         table.add_column("class")
         table.add_column("prob", justify="right")
