@@ -106,6 +106,10 @@ def flowers_csv(root: Path, work: Path) -> Path:
     return out
 
 
+def _round(v, digits: int = 4):
+    return None if v is None else round(float(v), digits)
+
+
 def accuracy_without_leaks(run_dir: Path, splits) -> tuple[float, int] | None:
     """Test accuracy over the test files that have no byte-identical copy among the training files."""
     train_hashes = {splits.info[p].sha1 for p, _ in splits.train + splits.val if p in splits.info}
@@ -158,7 +162,7 @@ def run_protocol(name: str, quick: bool, work: Path) -> tuple[list[dict], float]
     data = flowers_csv(root, work) if name == "flowers" else root
     splits = load_data(data, val_ratio=VAL_RATIO, seed=0, progress=False)
     started = time.perf_counter()
-    rows = []
+    rows: list[dict] = []
     for recipe, seed_acc, options in spec["models"]:
         options = dict(options)
         if quick:
@@ -187,6 +191,9 @@ def run_protocol(name: str, quick: bool, work: Path) -> tuple[list[dict], float]
             "beats_seed": None if seed_acc is None else max(plain["accuracy"], tta["accuracy"]) > seed_acc,
             "input_size": run.config.get("input_size"), "epochs": len(run.history),
             "train_seconds": round(train_s, 1), "train_images_per_s": round(images / train_s, 1),
+            # temperature scaling fitted on the validation files, applied to the test split (plain, no TTA)
+            "temperature": _round(plain["calibration"]["temperature"]),
+            "ece": _round(plain["calibration"]["ece_before"]), "ece_calibrated": _round(plain["calibration"]["ece_after"]),
         }
         if name == "cars":
             leak_free = accuracy_without_leaks(run.dir, splits)
@@ -194,8 +201,8 @@ def run_protocol(name: str, quick: bool, work: Path) -> tuple[list[dict], float]
                 row["accuracy_without_leaked_files"], row["test_images_without_leaked_files"] = round(leak_free[0], 4), \
                     leak_free[1]
         print(f"[{name}] {recipe}: test accuracy {row['accuracy']:.4f} (TTA {row['accuracy_tta']:.4f}), "
-              f"macro F1 {row['f1_macro']:.3f}, {train_s:.0f} s, {row['train_images_per_s']:.0f} img/s; "
-              f"seed {seed_acc}", flush=True)
+              f"macro F1 {row['f1_macro']:.3f}, ECE {row['ece']} -> {row['ece_calibrated']} (T {row['temperature']}), "
+              f"{train_s:.0f} s, {row['train_images_per_s']:.0f} img/s; seed {seed_acc}", flush=True)
         rows.append(row)
     both = ensemble_row(name, rows, work)
     if both is not None:

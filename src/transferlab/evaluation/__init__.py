@@ -9,7 +9,8 @@ Example::
     print(m["accuracy"], m["macro_avg"]["f1"], m["roc_auc"]["macro"])
 
 Modules: :mod:`.api` (``evaluate``), :mod:`.metrics` (array-level: ``compute_metrics(y_true, probs,
-classes)``, ``roc_curves``), :mod:`.plots` (PNG plots), :mod:`.gradcam` (Grad-CAM).
+classes)``, ``roc_curves``), :mod:`.calibration` (temperature scaling and the expected calibration error),
+:mod:`.plots` (PNG plots), :mod:`.gradcam` (Grad-CAM).
 """
 from __future__ import annotations
 
