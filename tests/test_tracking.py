@@ -197,9 +197,10 @@ def test_mlflow_run_pipeline_logs_params_metrics_plots_and_the_exported_model(sm
     metrics, _ = runfolder.read_metrics(run_dir, "val")
     assert run.data.metrics["eval-val/accuracy"] == pytest.approx(metrics["accuracy"])
     assert run.data.metrics["eval-val/f1_macro"] == pytest.approx(metrics["macro_avg"]["f1"])
+    assert run.data.metrics["eval-val/ece_calibrated"] == pytest.approx(metrics["calibration"]["ece_after"])
     files = set(_artifacts(client, info["run_id"]))
     for f in ("config.json", "history.csv", "eval-val/metrics.json", "eval-val/history.png", "eval-val/roc.png",
-              "eval-val/mistakes.png", "eval-val/confusion_matrix.png", "model/model.onnx", "model/model.json"):
+              "eval-val/mistakes.png", "eval-val/confusion_matrix.png", "eval-val/reliability.png", "model/model.onnx", "model/model.json"):
         assert f in files, (f, sorted(files))
     # the exported model in MLflow is the file transferlab exported, byte for byte
     local = client.download_artifacts(info["run_id"], "model/model.onnx", str(tmp_path / "dl"))

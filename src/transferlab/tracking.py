@@ -320,6 +320,8 @@ def log_evaluation(run_dir: str | Path, metrics: Mapping[str, Any], out_dir: str
         values = {"accuracy": metrics.get("accuracy"), "f1_macro": macro.get("f1"),
                   "precision_macro": macro.get("precision"), "recall_macro": macro.get("recall"), "auc_macro": auc,
                   "log_loss": metrics.get("log_loss"),
+                  "ece": (metrics.get("calibration") or {}).get("ece_before"),
+                  "ece_calibrated": (metrics.get("calibration") or {}).get("ece_after"),
                   "inference_ms_per_image": metrics.get("inference_ms_per_image")}
         out_dir = Path(out_dir)
         client.log_batch(run_id, metrics=[Metric(f"{out_dir.name}/{k}", float(v), now, 0)
