@@ -185,3 +185,17 @@ def test_cli_predict_and_serve_say_and_apply_the_temperature(run_dir, tt_data, c
     with TestClient(create_app(run_dir)) as client:
         info = client.get("/model").json()
     assert info["temperature"] == 3.0 and info["calibrated_on"] == "val"
+
+
+def test_evaluate_tta_averages_the_probabilities_of_each_image_and_its_mirror(run_dir, tmp_path):
+    """evaluate collects logits per view: with --tta its probabilities are predict's mirrored average."""
+    import csv
+
+    m = transferlab.evaluate(run_dir, tta=True, plots=False, progress=False, out=tmp_path / "tta")
+    with (tmp_path / "tta" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    got = _csv_probs(tmp_path / "tta")
+    p = Predictor(run_dir, backend="torch", calibrate=False)
+    want = p.predict_arrays(np.stack([p.preprocess.load(r["path"]) for r in rows]), tta=True)
+    assert got == pytest.approx(want, abs=1e-4)
+    assert m["tta"] and m["calibration"]["fitted_on"] == "val" and m["calibration"]["ece_after"] is not None
