@@ -225,7 +225,8 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload
         access += f", at most {serving.rate_limit} predictions per minute per client"
     if serving.cors_origins:
         access += f", CORS for {', '.join(serving.cors_origins)}"
-    logger.info(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend) "
+    calibrated = f", temperature {p.temperature:.3f}" if p.temperature != 1.0 else ""
+    logger.info(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend{calibrated}) "
                 f"on http://{host}:{port}/  (API docs: /docs; metrics: /metrics; {access})")
     if not serving.api_key and host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(f"listening on {host} without --api-key: anyone who can reach port {port} can use the model")
