@@ -131,6 +131,7 @@ def test_train_config_errors_are_one_line(digits_dir, tmp_path, capsys, content,
     (["--trials", "many"], "--trials must be a whole number"),
     (["--budget", "5x"], "--budget must be a duration"),
     (["--input-sizes", "32,big"], "--input-sizes"),
+    (["--input-sizes", "16,32"], "--input-sizes must be integers of at least 32"),  # the one minimum (choices)
     (["--model", "no_such_model"], "no_such_model"),
     (["--model", "cnn_bn"], "--space full"),
 ])

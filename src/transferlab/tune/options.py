@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ..choices import MIN_INPUT_SIZE
 from ..errors import ConfigError
 from ..training.config import parse_duration
 
@@ -48,8 +49,8 @@ def check_sizes(sizes) -> list[int] | None:
         out = sorted({int(s) for s in sizes})
     except (TypeError, ValueError):
         raise ConfigError(f"--input-sizes must be comma-separated integers, e.g. 160,224; got {sizes!r}") from None
-    if not out or out[0] < 8:
-        raise ConfigError(f"--input-sizes must be integers of at least 8, got {sizes!r}")
+    if not out or out[0] < MIN_INPUT_SIZE:
+        raise ConfigError(f"--input-sizes must be integers of at least {MIN_INPUT_SIZE}, got {sizes!r}")
     return out
 
 
