@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
 from .._rows import RowFile
-from ..errors import CacheLimitError
+from ..errors import CacheLimitError, ConfigError
 from .cache import CacheHold, resolve_cache_dir, use_cache
 from .images import load_image
 from .types import Sample
