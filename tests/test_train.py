@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import transferlab
+from transferlab import runfolder
 from transferlab.checkpoint import load_model, read_meta
+from transferlab.data import load_data
 from transferlab.errors import ConfigError
 from transferlab.training import Callback, Run, train
 from transferlab.training.api import class_weight_tensor
@@ -466,3 +468,14 @@ def test_cached_features_live_on_disk_during_the_phase_and_are_removed_after(tin
     assert "training on images instead" in log and "on cached features" not in log
     for got, want in zip(small.history, run.history):  # the same training, from images
         assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-4)
+
+
+def test_train_records_the_split_it_was_given(digits_dir, tmp_path):
+    """A DataSplits drawn by the caller (val ratio 0.1) is recorded as drawn, so evaluate rebuilds the same
+    validation images (it used to record the option's 0.2 and rebuild another split)."""
+    splits = load_data(digits_dir, val_ratio=0.1, seed=3, progress=False)
+    run = transferlab.train(splits, model="cnn_base", epochs=1, input_size=32, run_dir=str(tmp_path), progress=False)
+    config = runfolder.read_config(run.dir)
+    assert config["val_ratio"] == 0.1 and config["split_seed"] == 3 and config["seed"] == 0
+    rebuilt, _, _ = runfolder.load_run_splits(run.dir)
+    assert sorted(rebuilt.val) == sorted(splits.val)

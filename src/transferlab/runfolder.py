@@ -294,7 +294,7 @@ def load_run_splits(run, config: dict | None = None, data=None, progress: bool =
         return data, data.root, False
     config = read_config(d) if config is None else config
     val_ratio = float(config.get("val_ratio", 0.2))
-    seed = int(config.get("seed", 0))
+    seed = int(config.get("split_seed", config.get("seed", 0)))  # split_seed: the split as drawn (train records it)
     own = config.get("data")
     if not isinstance(own, str) or not own:
         own = None

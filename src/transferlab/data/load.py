@@ -70,7 +70,7 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
     splits = DataSplits(root=str(root), layout=layout, classes=classes,
                         train=_samples(classes, [tr, fixed["train"]]), val=_samples(classes, [va, fixed["val"]]),
                         test=_samples(classes, [fixed["test"]]), broken=broken, info=info, scanned=scan,
-                        ignored=ignored)
+                        ignored=ignored, val_ratio=val_ratio, split_seed=int(seed))
     if scan:
         _find_leaks(splits, notes)
     if broken:

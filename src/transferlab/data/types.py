@@ -69,6 +69,8 @@ class DataSplits:
     warnings: list[str] = field(default_factory=list, repr=False)
     ignored: list[str] = field(default_factory=list, repr=False)  # visible non-image files skipped silently
     scanned: bool = False
+    val_ratio: float | None = None  # how load_data drew val from the pool (None: built otherwise)
+    split_seed: int | None = None
 
     def split(self, name: str) -> list[Sample]:
         """The samples of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""

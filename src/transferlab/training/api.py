@@ -164,7 +164,10 @@ def config_record(cfg: ResolvedConfig, splits: DataSplits, data, meta: dict, mod
     per_class = [0] * len(meta["classes"])  # the training images per class (evaluate reads the imbalance from it)
     for _, y in splits.train:
         per_class[y] += 1
-    return {**cfg.to_dict(), "classes": meta["classes"], "num_classes": meta["num_classes"],
+    # the split as drawn: a DataSplits loaded by the caller may have another val ratio / seed than the options
+    drawn = {"val_ratio": splits.val_ratio if splits.val_ratio is not None else cfg.val_ratio,
+             "split_seed": splits.split_seed if splits.split_seed is not None else cfg.seed}
+    return {**cfg.to_dict(), **drawn, "classes": meta["classes"], "num_classes": meta["num_classes"],
             "data": str(splits.root if splits.root else data), "layout": splits.layout,
             "data_cfg": meta["data_cfg"], "split_counts": counts, "train_class_counts": per_class,
             "head": meta["head"], "dropout": meta["dropout"],
