@@ -136,7 +136,7 @@ def test_cli_predict_formats(exported_run, image_tree, tmp_path, capsys):
     assert main(["predict", str(exported_run), str(image_tree / "img0.png"), "--format", "csv",
                  "--backend", "torch", "--tta", "--no-progress"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "path,rank,class,probability,error" and len(lines) == 6
+    assert lines[0] == "path,rank,class,probability,error,answer,score" and len(lines) == 6
 
     assert main(["predict", str(exported_run), str(image_tree / "sub"), "--no-progress"]) == 0
     assert "img1.jpg" in capsys.readouterr().out

@@ -8,7 +8,9 @@ Writes into ``RUN/export/``:
   images when the run's data is reachable, else dynamic quantisation.
 * ``model.pt``         with ``format="torchscript"`` (``torch.jit.trace``).
 * ``model.json``       classes, recipe, input size, load size, mean/std, interpolation, the
-  checkpoint it came from (sha256), and per exported file its size and parity check.
+  checkpoint it came from (sha256), per exported file its size and parity check, and ``calibration``:
+  the temperature and "unknown" threshold ``evaluate`` chose (``RUN/calibration.json``; null before),
+  which ``predict``/``serve`` apply to an export folder shipped without its run.
 
 After exporting, outputs are compared with PyTorch on real images (the run's validation images
 when its data is reachable, else the ``images`` given, else random pixels), at batch sizes N and 1:
@@ -92,6 +94,9 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
     except TransferlabError:  # a damaged model.json is rewritten
         previous = None
     info = _base_info(meta, ckpt, previous)
+    calibration = runfolder.read_calibration(run)  # the temperature and "unknown" rule travel with the export
+    info["calibration"] = ({k: calibration[k] for k in ("temperature", "fitted_on", "rejection") if k in calibration}
+                           if calibration else None)
     exports = info.setdefault("exports", {})
     with _torch_threads():
         with torch.inference_mode():

@@ -12,6 +12,10 @@ eval transform :func:`transferlab.data.build_transform` (``train=False``).
 ('cat', 0.97, [{'class': 'cat', 'index': 0, 'prob': 0.97}, {'class': 'dog', ...}])
 
 Broken files are reported, not fatal: their row is ``{"path": ..., "error": "truncated image"}``.
+
+"None of these": when ``evaluate`` chose a rejection threshold on the validation split (stored with the
+temperature, :mod:`transferlab.ood`), a photo whose calibrated top probability is below it is answered
+``"label": "unknown"`` with ``"unknown": True`` and its ``"score"`` (``top`` still lists the classes).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .tta import average_mirrors, with_mirrors
-from . import runfolder
+from . import ood, runfolder
 from ._progress import track
 from .choices import BACKENDS
 from .data.images import quiet_pil_warnings
@@ -99,21 +103,43 @@ class Predictor:
 
     Probabilities are calibrated: ``softmax(logits / T)`` with the temperature ``T`` that ``evaluate``
     fitted on the run's validation split (``RUN/calibration.json``, for the current checkpoint; 1.0
-    when there is none, or with ``calibrate=False``). ``temperature`` holds it.
+    when there is none, or with ``calibrate=False``). ``temperature`` holds it. The stored rejection rule
+    answers "unknown" below its ``threshold`` (chosen for ``accept_rate`` of the validation photos, its
+    own rate unless given; ``reject=False``: never). Without ``RUN/calibration.json`` the export's
+    ``model.json`` supplies both (an export folder shipped alone).
     """
 
     def __init__(self, run: str | Path, backend: str = "auto", *, threads: int | None = None,
-                 batch_size: int = 8, calibrate: bool = True):
+                 batch_size: int = 8, calibrate: bool = True, reject: bool = True,
+                 accept_rate: float | None = None):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if accept_rate is not None:
+            try:
+                accept_rate = ood.check_accept_rate(accept_rate)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         self.run = runfolder.existing_run(run)
         self.threads = int(threads or default_threads())
         self.batch_size = max(1, int(batch_size))
         self.notes: list[str] = []
-        calibration = runfolder.read_calibration(self.run) if calibrate else None
+        export_meta = runfolder.read_export_meta(self.run)
+        calibration = None
+        if calibrate:
+            calibration = runfolder.read_calibration(self.run)
+            shipped_alone = not runfolder.calibration_path(self.run).is_file()  # a stale one is not replaced
+            if calibration is None and shipped_alone and export_is_current(self.run, export_meta):
+                calibration = (export_meta or {}).get("calibration")
         self.temperature = float(calibration["temperature"]) if calibration else 1.0
         self.calibrated_on: str | None = calibration.get("fitted_on", "val") if calibration else None
-        export_meta = runfolder.read_export_meta(self.run)
+        rule = (calibration or {}).get("rejection") if reject else None
+        self.rejection: dict | None = None
+        if rule:
+            rate = accept_rate if accept_rate is not None else float(rule["accept_rate"])
+            self.rejection = {"score": rule["score"], "accept_rate": rate, "threshold": ood.threshold_for(rule, rate)}
+        elif reject and accept_rate is not None:
+            raise TransferlabError(f"no 'unknown' threshold for {self.run}: run `transferlab evaluate {self.run}` "
+                                   "first (it chooses one on the validation split)")
         onnx_path = runfolder.export_dir(self.run) / runfolder.ONNX_NAME
         if backend == "auto":
             if onnx_path.is_file() and export_is_current(self.run, export_meta):
@@ -158,6 +184,7 @@ class Predictor:
             "threads": self.threads,
             "temperature": self.temperature,
             "calibrated_on": self.calibrated_on,
+            "rejection": self.rejection,
         }
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -180,6 +207,22 @@ class Predictor:
             return np.zeros((0, len(self.classes)), np.float32)
         return np.concatenate(out)
 
+    def judge(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, unknown)`` for calibrated probabilities ``[N, C]``: each image's score (its top
+        probability) and whether it is below the rejection threshold (all False without one)."""
+        scores = ood.max_prob_scores(probs)
+        if self.rejection is None:
+            return scores, np.zeros(len(scores), bool)
+        return scores, scores < self.rejection["threshold"]
+
+    def rows(self, probs: np.ndarray, topk: int) -> list[dict]:
+        """Per image ``{"label", "prob", "top", "score", "unknown"}``: the top class, or ``"unknown"``
+        when the photo is rejected (its ``top`` still lists the classes)."""
+        scores, unknown = self.judge(probs)
+        return [{"label": ood.UNKNOWN if u else top[0]["class"], "prob": top[0]["prob"], "top": top,
+                 "score": float(sc), "unknown": bool(u)}
+                for top, sc, u in zip(topk_rows(probs, self.classes, topk), scores, unknown)]
+
     def predict_images(self, images: Iterable, tta: bool = False) -> np.ndarray:
         """Probabilities ``[N, C]`` for decoded PIL images."""
         arrays = [self.preprocess.image(img) for img in images]
@@ -193,11 +236,12 @@ class Predictor:
 
         Returns one dict per path: first ``{"path", "error"}`` for paths that do not exist or globs
         that match nothing, then per file found (in order) ``{"path", "label", "prob", "top":
-        [{"class", "index", "prob"}, ...]}``, or ``{"path", "error"}`` when it could not be read.
+        [{"class", "index", "prob"}, ...], "score", "unknown"}`` (see :meth:`rows`), or ``{"path",
+        "error"}`` when it could not be read.
         """
-        files, rows = expand_paths(paths)
-        results: dict[str, dict] = {r["path"]: r for r in rows}
-        order = [r["path"] for r in rows] + files
+        files, errors = expand_paths(paths)
+        results: dict[str, dict] = {r["path"]: r for r in errors}
+        order = [r["path"] for r in errors] + files
         chunks = [files[i:i + self.batch_size] for i in range(0, len(files), self.batch_size)]
         with quiet_pil_warnings(), ThreadPoolExecutor(max_workers=self.threads) as pool:
             for chunk in track(chunks, "predicting", progress=progress):
@@ -208,15 +252,16 @@ class Predictor:
                         results[p] = {"path": p, "error": a}
                 if good:
                     probs = self.predict_arrays(np.stack([a for _, a in good]), tta=tta)
-                    for (p, _), top in zip(good, topk_rows(probs, self.classes, topk)):
-                        results[p] = {"path": p, "label": top[0]["class"], "prob": top[0]["prob"], "top": top}
+                    for (p, _), row in zip(good, self.rows(probs, topk)):
+                        results[p] = {"path": p, **row}
         return [results[p] for p in order]
 
 
 def predict(run: str | Path, paths: Sequence[str | Path] | str | Path, topk: int = 5, tta: bool = False, *,
             backend: str = "auto", batch_size: int = 8, progress: bool | None = None,
-            calibrate: bool = True) -> list[dict]:
+            calibrate: bool = True, reject: bool = True, accept_rate: float | None = None) -> list[dict]:
     """Classify image files, folders (recursive) and globs with a run (calibrated probabilities unless
-    ``calibrate=False``); see :class:`Predictor`."""
-    predictor = Predictor(run, backend=backend, batch_size=batch_size, calibrate=calibrate)
+    ``calibrate=False``; "unknown" below the stored threshold unless ``reject=False``); see :class:`Predictor`."""
+    predictor = Predictor(run, backend=backend, batch_size=batch_size, calibrate=calibrate, reject=reject,
+                          accept_rate=accept_rate)
     return predictor.predict_paths(paths, topk=topk, tta=tta, progress=progress)

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mistakes", type=int, default=12, metavar="N",
                         help="most confident mistakes to show (default 12; 0 = none)")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored images (test-time augmentation)")
+    parser.add_argument("--ood", metavar="DIR", default=None,
+                        help="photos of none of the run's classes: report how well the model tells them apart "
+                             "(AUROC) and the share its 'unknown' threshold rejects")
+    parser.add_argument("--accept-rate", type=float, default=None, metavar="R",
+                        help="share of in-distribution photos the 'unknown' threshold accepts, chosen on the "
+                             "validation split (default 0.95)")
     parser.add_argument("--no-plots", action="store_true", help="metrics and predictions only")
     parser.add_argument("--workers", type=int, default=None, help="data loader workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     metrics = evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, out=args.out,
                        plots=not args.no_plots, tta=args.tta, gradcam=max(0, args.gradcam), mistakes=max(0, args.mistakes),
-                       workers=args.workers, progress=not args.no_progress)
+                       workers=args.workers, progress=not args.no_progress, ood=args.ood,
+                       accept_rate=args.accept_rate)
     print_summary(metrics)
     return 0
 
@@ -75,6 +82,15 @@ def print_summary(metrics: dict[str, Any], console=None, per_class_limit: int = 
     if cal:  # temperature scaling, fitted on the validation split
         where = f"T = {cal['temperature']:.3f}, fitted on {cal['fitted_on']}" if cal.get("temperature") else "no temperature"
         overall.add_row(f"ECE before / after ({where})", f"{f(cal['ece_before'])} / {f(cal.get('ece_after'))}")
+    rej = metrics.get("rejection")
+    if rej:  # "none of these": the threshold chosen on validation for an acceptance rate
+        overall.add_row(f"accepted (not 'unknown': {rej['score']} >= {rej['threshold']:.3f})",
+                        f"{f(rej['accepted'], 3)} (accuracy on those {f(rej['accuracy_accepted'])})")
+    ood = metrics.get("ood")
+    if ood:
+        overall.add_row(f"--ood photos rejected ({ood['images']})", f(ood.get("rejected"), 3))
+        for name, v in ood["auroc"].items():
+            overall.add_row(f"--ood AUROC ({name})", f(v, 3))
     for avg in ("macro_avg", "weighted_avg"):
         a = metrics[avg]
         overall.add_row(f"{avg.replace('_avg', '')} precision / recall / F1",

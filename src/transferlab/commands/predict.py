@@ -2,7 +2,8 @@
 
 Uses ONNX Runtime when the run was exported (``RUN/export/model.onnx``), else PyTorch. Unreadable
 files are reported (path and reason) and skipped; the exit code is 0 when at least one image was
-classified.
+classified. A photo scoring below the run's "unknown" threshold (chosen by ``evaluate`` on the
+validation split) is answered ``unknown``; ``--no-unknown`` always answers a class.
 """
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-calibration", action="store_true",
                         help="raw softmax probabilities (default: divided by the temperature evaluate fitted on "
                              "the validation split, RUN/calibration.json, when there is one)")
+    parser.add_argument("--no-unknown", action="store_true",
+                        help="always answer a class (default: 'unknown' when the photo's calibrated top probability "
+                             "is below the threshold evaluate chose on the validation split)")
+    parser.add_argument("--accept-rate", type=float, default=None, metavar="R",
+                        help="the share of in-distribution photos the 'unknown' threshold accepts (default: the "
+                             "one it was chosen for, 0.95)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -46,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     predictor = Predictor(args.run, backend=args.backend, batch_size=args.batch_size,
-                          calibrate=not args.no_calibration)
+                          calibrate=not args.no_calibration, reject=not args.no_unknown, accept_rate=args.accept_rate)
     for note in predictor.notes:
         print(f"note: {note}", file=sys.stderr)
     rows = predictor.predict_paths(args.paths, topk=args.topk, tta=args.tta, progress=not args.no_progress)
@@ -58,13 +65,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "rank", "class", "probability", "error"])
+        w.writerow(["path", "rank", "class", "probability", "error", "answer", "score"])
         for r in rows:
             if "error" in r:
-                w.writerow([r["path"], "", "", "", r["error"]])
-            else:
+                w.writerow([r["path"], "", "", "", r["error"], "", ""])
+            else:  # answer: the image's label (its top class, or unknown); score: what the threshold compares
                 for rank, t in enumerate(r["top"], 1):
-                    w.writerow([r["path"], rank, t["class"], f"{t['prob']:.6f}", ""])
+                    w.writerow([r["path"], rank, t["class"], f"{t['prob']:.6f}", "", r["label"], f"{r['score']:.6f}"])
         text = buf.getvalue()
     else:
         text = None
@@ -76,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
     elif good:
         calibrated = f", temperature {predictor.temperature:.3f}" if predictor.temperature != 1.0 else ""
+        rej = predictor.rejection
+        if rej:
+            calibrated += f", unknown below {rej['threshold']:.3f}"
         table = Table(title=f"{predictor.meta.get('recipe')} ({predictor.backend}{calibrated})")
         table.add_column("path", overflow="fold")
         table.add_column("class")
@@ -83,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(f"top {args.topk}", overflow="fold")
         for r in good:
             others = ", ".join(f"{t['class']} {t['prob']:.1%}" for t in r["top"])
-            table.add_row(r["path"], r["label"], f"{r['prob']:.1%}", others)
+            label = f"[yellow]unknown[/] (score {r['score']:.2f})" if r["unknown"] else r["label"]
+            table.add_row(r["path"], label, f"{r['prob']:.1%}", others)
         if args.output:
             with open(args.output, "w", encoding="utf-8") as f:
                 Console(file=f, width=160).print(table)
@@ -92,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     for r in bad:
         print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
     where = f" -> {args.output}" if args.output else ""
-    print(f"predicted {len(good)} image(s) with {predictor.backend}" + (f", {len(bad)} skipped" if bad else "") + where,
-          file=sys.stderr)
+    unknown = sum(1 for r in good if r["unknown"])
+    print(f"predicted {len(good)} image(s) with {predictor.backend}" + (f", {unknown} unknown" if unknown else "")
+          + (f", {len(bad)} skipped" if bad else "") + where, file=sys.stderr)
     if not good:
         raise DataError(f"no image could be classified ({len(bad)} path(s) skipped, reasons above)")
     return 0

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a request waits for others to share its batch (default 5 ms)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the usable cores)")
+    parser.add_argument("--no-unknown", action="store_true",
+                        help="always answer a class (default: 'unknown' below the threshold evaluate chose on the "
+                             "validation split, when there is one)")
     net = parser.add_argument_group("on a network")
     net.add_argument("--api-key", default=None, metavar="KEY",
                      help="require this key (header 'X-API-Key: KEY' or 'Authorization: Bearer KEY') on every route "
@@ -74,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
 
     serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, backend=args.backend,
           max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
-          api_key=key, rate_limit=rate_limit, cors_origins=origins)
+          api_key=key, rate_limit=rate_limit, cors_origins=origins, reject=not args.no_unknown)
     return 0

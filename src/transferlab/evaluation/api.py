@@ -11,6 +11,12 @@ Calibration: evaluating the run's own validation split fits the softmax temperat
 fit it on the validation split first), never their own labels. ``metrics.json`` gets
 ``calibration``: the temperature, the split it was fitted on and this split's ECE and NLL before and
 after; the other metrics and ``predictions.csv`` stay those of the uncalibrated probabilities.
+
+"None of these" (:mod:`transferlab.ood`): the same validation logits choose the rejection threshold on
+the calibrated top probability that accepts ``accept_rate`` of the validation photos (stored with the
+temperature). ``metrics.json`` gets ``rejection`` (this split's accepted share and the accuracy on the
+accepted photos) and, with ``ood=DIR`` (photos of none of the classes), ``ood``: the AUROC of telling
+this split from those photos (per score) and the share of them rejected.
 """
 from __future__ import annotations
 
@@ -26,14 +32,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from sklearn.metrics import roc_auc_score
+
 from ..tta import with_mirrors
+from .. import ood as ood_scores
 from .. import runfolder, tracking
 from .._atomic import atomic_write_text
 from .._progress import track
 from ..checkpoint import load_model
 from ..choices import EVAL_SPLITS
 from ..data import ImageDataset, build_transform, make_loader, open_image
-from ..errors import DataError
+from ..data.layout import expand_paths
+from ..data.scan import scan_files
+from ..errors import ConfigError, DataError
 from . import plots
 from .calibration import calibrated_probs, expected_calibration_error, fit_temperature, nll, reliability_bins
 from .gradcam import gradcam_plot
@@ -87,6 +98,8 @@ def evaluate(
     tta: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    ood: str | Path | None = None,
+    accept_rate: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run on a data split; write ``metrics.json``, ``predictions.csv`` and plots.
 
@@ -96,9 +109,18 @@ def evaluate(
     or ``"all"`` when ``data`` is another dataset path (not the one the run was trained on). Output goes to ``out`` (default
     ``RUN/eval-<split>``). ``gradcam``/``mistakes``: how many images in those grids (0 = none). ``tta``:
     average each image's probabilities with its mirror image's (test-time augmentation).
+    ``ood``: a folder (or file, glob) of photos of none of the run's classes, for the "none of these"
+    report (``metrics["ood"]``); ``accept_rate``: the share of in-distribution photos the rejection
+    threshold accepts (default: the stored rule's, 0.95 when fitted now).
     Returns the metrics dict written to ``metrics.json``.
     """
+    if accept_rate is not None:
+        try:
+            accept_rate = ood_scores.check_accept_rate(accept_rate)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     run_dir = runfolder.existing_run(run)
+    ood_files = _ood_files(ood, progress) if ood is not None else None
     model, meta = load_model(run_dir)
     classes = [str(c) for c in meta["classes"]]
     config = runfolder.read_config(run_dir)
@@ -125,8 +147,12 @@ def evaluate(
     if note:
         metrics["notes"].append(note)
     temperature = _temperature(run_dir, config, data, split, foreign, model, cfg, logits, result.labels, metrics,
-                               batch_size=batch_size, workers=workers, progress=progress)
+                               batch_size=batch_size, workers=workers, progress=progress, accept_rate=accept_rate)
     reliability = _calibration_metrics(metrics, logits, result.labels, temperature)
+    _rejection_metrics(metrics, logits, result.labels, temperature, accept_rate)
+    if ood_files is not None:
+        metrics["ood"] = _ood_metrics(model, cfg, ood, ood_files, logits, temperature, metrics.get("rejection"),
+                                      batch_size=batch_size, workers=workers, tta=tta, progress=progress)
     if plots:
         metrics["plots"] = _write_plots(out_dir, run_dir, model, dataset, cfg, result, metrics,
                                         gradcam=gradcam, mistakes=mistakes, reliability=reliability)
@@ -207,14 +233,14 @@ def _predict_logits(model, dataset, num_classes: int, *, batch_size: int, worker
 
 def _temperature(run_dir: Path, config: dict, data, split: str, foreign: bool, model, cfg: dict,
                  logits: np.ndarray, labels: np.ndarray, metrics: dict, *, batch_size: int,
-                 workers: int | None, progress: bool) -> dict | None:
+                 workers: int | None, progress: bool, accept_rate: float | None = None) -> dict | None:
     """The run's calibration (``calibration.json``): fitted on these logits when they are the run's own
-    validation split, else the stored one, else fitted on the run's validation split now (never on the
-    split being evaluated). None, with a note, when there is none to be had."""
+    validation split, else the stored one (with its rejection rule), else fitted on the run's validation
+    split now (never on the split being evaluated). None, with a note, when there is none to be had."""
     if split == "val" and not foreign:
-        return _fit_and_store(run_dir, logits[:, 0], labels)
+        return _fit_and_store(run_dir, logits[:, 0], labels, accept_rate)
     stored = runfolder.read_calibration(run_dir)
-    if stored is not None:
+    if stored is not None and stored.get("rejection"):
         return stored
     try:
         splits, _, _ = runfolder.load_run_splits(run_dir, config, None if foreign else data, progress)
@@ -228,19 +254,21 @@ def _temperature(run_dir: Path, config: dict, data, split: str, foreign: bool, m
         metrics["notes"].append(f"no calibration: the temperature is fitted on the run's validation split, "
                                 f"which could not be loaded ({exc})")
         return None
-    return _fit_and_store(run_dir, val_logits[:, 0], np.asarray(dataset.targets, np.int64))
+    return _fit_and_store(run_dir, val_logits[:, 0], np.asarray(dataset.targets, np.int64), accept_rate)
 
 
-def _fit_and_store(run_dir: Path, logits: np.ndarray, labels: np.ndarray) -> dict:
-    """Fit the temperature on validation ``logits`` ``[N, C]`` and write ``calibration.json``."""
+def _fit_and_store(run_dir: Path, logits: np.ndarray, labels: np.ndarray, accept_rate: float | None = None) -> dict:
+    """Fit the temperature on validation ``logits`` ``[N, C]``, then the rejection threshold on the
+    calibrated top probabilities (:func:`transferlab.ood.fit_rejection`), and write ``calibration.json``."""
     t = fit_temperature(logits, labels)
     before, after = calibrated_probs(logits), calibrated_probs(logits, t)
+    rule = ood_scores.fit_rejection(ood_scores.max_prob_scores(after), accept_rate or ood_scores.DEFAULT_ACCEPT_RATE)
     ckpt = runfolder.resolve_checkpoint(run_dir)
     info = {"temperature": t, "fitted_on": "val", "images": int(len(labels)), "checkpoint": ckpt.name,
             "sha256": runfolder.file_sha256(ckpt), "bins": ECE_BINS,
             "ece_before": expected_calibration_error(before, labels, ECE_BINS),
             "ece_after": expected_calibration_error(after, labels, ECE_BINS),
-            "nll_before": nll(before, labels), "nll_after": nll(after, labels)}
+            "nll_before": nll(before, labels), "nll_after": nll(after, labels), "rejection": rule}
     runfolder.write_calibration(run_dir, info)
     logger.info(f"{run_dir.name}: temperature {t:.3f} fitted on {len(labels)} validation images "
                 f"(ECE {info['ece_before']:.4f} -> {info['ece_after']:.4f})")
@@ -263,6 +291,64 @@ def _calibration_metrics(metrics: dict, logits: np.ndarray, labels: np.ndarray, 
                ece_after=expected_calibration_error(after, labels, ECE_BINS), nll_after=nll(after, labels))
     return {"before": reliability_bins(before, labels, ECE_BINS), "after": reliability_bins(after, labels, ECE_BINS),
             "temperature": t, "ece_before": cal["ece_before"], "ece_after": cal["ece_after"]}
+
+
+def _rejection_metrics(metrics: dict, logits: np.ndarray, labels: np.ndarray, stored: dict | None,
+                       accept_rate: float | None) -> None:
+    """``metrics["rejection"]``: the stored rule (at ``accept_rate`` when given) applied to this split:
+    the share of its photos accepted and the accuracy on those (nothing without a rule)."""
+    rule = (stored or {}).get("rejection")
+    if not rule:
+        return
+    rate = accept_rate or float(rule["accept_rate"])
+    threshold = ood_scores.threshold_for(rule, rate)
+    probs = calibrated_probs(logits, float(stored["temperature"]))  # type: ignore[index]
+    accepted = ood_scores.max_prob_scores(probs) >= threshold
+    right = probs.argmax(axis=1) == labels
+    metrics["rejection"] = {"score": rule["score"], "accept_rate": rate, "threshold": threshold,
+                            "fitted_on": stored.get("fitted_on", "val"),  # type: ignore[union-attr]
+                            "accepted": float(accepted.mean()) if len(accepted) else None,
+                            "accuracy_accepted": float(right[accepted].mean()) if accepted.any() else None}
+
+
+def _ood_files(source, progress: bool) -> tuple[list[str], int]:
+    """The readable image files of ``source`` (a folder, searched recursively, files or globs) and the
+    number of unreadable ones; DataError when a path is missing or nothing is readable."""
+    files, missing = expand_paths(source)
+    if missing:
+        raise DataError(f"--ood: {missing[0]['path']}: {missing[0]['error']}")
+    info, broken = scan_files(files, progress=progress, description="scanning the --ood photos")
+    good = [f for f in files if f in info]
+    if not good:
+        raise DataError(f"--ood: no readable images in {source}")
+    return good, len(broken)
+
+
+def _ood_metrics(model, cfg: dict, source, files: tuple[list[str], int], logits: np.ndarray, stored: dict | None,
+                 rejection: dict | None, *, batch_size: int, workers: int | None, tta: bool, progress: bool) -> dict:
+    """``metrics["ood"]``: the photos of ``source`` (none of the run's classes; ``files``: its readable
+    files and the count of unreadable ones) against the evaluated split's ``logits``: per score the AUROC of
+    telling them apart (1.0: every out-of-distribution photo scores lower than every in-distribution one),
+    and with a rejection rule the share of them rejected."""
+    good, broken = files
+    dataset = ImageDataset([(f, 0) for f in good], cfg, transform=build_transform(cfg, train=False))
+    out_logits, _ = _predict_logits(model, dataset, logits.shape[-1], batch_size=batch_size, workers=workers,
+                                    tta=tta, desc="scoring the --ood photos", progress=progress)
+    t = float(stored["temperature"]) if stored else 1.0
+    truth = np.r_[np.ones(len(logits)), np.zeros(len(out_logits))]  # 1 = in distribution
+    score_of = {"max_prob": lambda z: ood_scores.max_prob_scores(calibrated_probs(z, t)),
+                "energy": lambda z: ood_scores.energy_scores(z, t)}
+    auroc = {name: float(roc_auc_score(truth, np.r_[fn(logits), fn(out_logits)])) for name, fn in score_of.items()}
+    report: dict[str, Any] = {"data": str(source), "images": len(good), "unreadable": broken, "auroc": auroc,
+                              "temperature": t, "score": None, "threshold": None, "rejected": None}
+    if rejection:
+        rejected = score_of[rejection["score"]](out_logits) < rejection["threshold"]
+        report.update(score=rejection["score"], threshold=rejection["threshold"], accept_rate=rejection["accept_rate"],
+                      rejected=float(rejected.mean()), in_accepted=rejection["accepted"])
+    logger.info(f"out-of-distribution photos: {len(good)} ({broken} unreadable), AUROC "
+                + ", ".join(f"{k} {v:.3f}" for k, v in auroc.items())
+                + (f"; {report['rejected']:.1%} rejected" if rejection else ""))
+    return report
 
 
 def _run_details(run_dir: Path, meta: dict, model, out_dir: Path, *, split: str, source: str, batch_size: int,

@@ -173,7 +173,7 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
                predictor: Predictor | None = None, topk: int = 5, max_batch: int = 8,
                max_wait_ms: float = 5.0, threads: int | None = None,
                max_in_flight: int | None = None, api_key: str | None = None, rate_limit: int | None = None,
-               cors_origins: str | Sequence[str] | None = None) -> FastAPI:
+               cors_origins: str | Sequence[str] | None = None, reject: bool = True) -> FastAPI:
     """The web app for a run. The model is loaded here, once.
 
     ``max_batch``: images per model call (8: on a CPU larger batches are no faster, and ONNX
@@ -181,12 +181,13 @@ def create_app(run: str | Path, max_upload_mb: float = 10, *, backend: str = "au
     ``POST /predict`` requests processed at once (default ``2 * max_batch``; the rest queue).
     ``api_key``: the key the routes require (default none). ``rate_limit``: ``POST /predict`` requests
     per minute per client IP (default no limit). ``cors_origins``: origins allowed to call the API
-    from a browser (``"A,B"`` or a list; default none: no CORS headers). A bad value is a ConfigError.
+    from a browser (``"A,B"`` or a list; default none: no CORS headers). ``reject``: answer "unknown"
+    below the run's threshold (see :class:`transferlab.predictor.Predictor`). A bad value is a ConfigError.
     """
     run = Path(run)
     network = {"api_key": check_api_key(api_key), "rate_limit": check_rate_limit(rate_limit),
                "cors_origins": check_cors_origins(cors_origins)}       # checked before the model loads
-    predictor = predictor or Predictor(run, backend=backend, threads=threads, batch_size=max_batch)
+    predictor = predictor or Predictor(run, backend=backend, threads=threads, batch_size=max_batch, reject=reject)
     serving = Serving.load(run, predictor, max_upload_mb=max_upload_mb, topk=topk, max_batch=max_batch,
                            max_wait_ms=max_wait_ms, **network)
     app = _make_app(
@@ -226,6 +227,8 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload
     if serving.cors_origins:
         access += f", CORS for {', '.join(serving.cors_origins)}"
     calibrated = f", temperature {p.temperature:.3f}" if p.temperature != 1.0 else ""
+    if p.rejection:
+        calibrated += f", 'unknown' below a top probability of {p.rejection['threshold']:.3f}"
     logger.info(f"serving {p.meta.get('recipe')} ({len(p.classes)} classes, {p.backend} backend{calibrated}) "
                 f"on http://{host}:{port}/  (API docs: /docs; metrics: /metrics; {access})")
     if not serving.api_key and host not in ("127.0.0.1", "localhost", "::1"):

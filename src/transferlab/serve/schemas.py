@@ -38,6 +38,7 @@ class ModelInfo(BaseModel):
     val_accuracy: float | None
     max_upload_mb: float
     topk: int = Field(description="classes per image unless a request asks otherwise")
+    rejection: dict[str, Any] | None = Field(None, description="the 'unknown' rule: score, accept_rate, threshold")
 
 
 class TopClass(BaseModel):
@@ -49,18 +50,21 @@ class TopClass(BaseModel):
 
 
 class Prediction(BaseModel):
-    """A classified file: its most probable class (``label``, ``prob``) and its ``top`` classes."""
+    """A classified file: its answer (``label``: the most probable class, or ``"unknown"`` when the photo
+    scores below the run's threshold), the top class's ``prob`` and its ``top`` classes."""
 
     filename: str | None
     label: str
     prob: float
     top: list[TopClass]
+    score: float = Field(description="what the 'unknown' threshold is compared with: the calibrated top probability")
+    unknown: bool = Field(description="true when the photo looks like none of the classes (label 'unknown')")
 
     @classmethod
-    def from_top(cls, filename: str | None, top: list[dict]) -> Prediction:
-        """From :func:`transferlab.predictor.topk_rows`'s row for the file."""
-        return cls(filename=filename, label=top[0]["class"], prob=top[0]["prob"],
-                   top=[TopClass.model_validate(t) for t in top])
+    def from_row(cls, filename: str | None, row: dict) -> Prediction:
+        """From :meth:`transferlab.predictor.Predictor.rows`'s row for the file."""
+        return cls(filename=filename, label=row["label"], prob=row["prob"], score=row["score"],
+                   unknown=row["unknown"], top=[TopClass.model_validate(t) for t in row["top"]])
 
 
 class FileError(BaseModel):

@@ -7,7 +7,6 @@ import time
 import numpy as np
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from ...predictor import topk_rows
 from ...tta import average_mirrors, with_mirrors
 from ..access import ApiKeyDep
 from ..batching import MicroBatcher
@@ -46,8 +45,8 @@ async def predict(
     elapsed = time.perf_counter() - t0
     serving.monitor.prediction_seconds.observe(elapsed)
     serving.monitor.images.inc(len(good))
-    rows = iter(topk_rows(probs, serving.predictor.classes, serving.topk if topk is None else topk))
-    predictions = [Prediction.from_top(up.filename, next(rows)) if px is not None
+    rows = iter(serving.predictor.rows(probs, serving.topk if topk is None else topk))
+    predictions = [Prediction.from_row(up.filename, next(rows)) if px is not None
                    else FileError(filename=up.filename, error=reason, status=status)
                    for up, (px, status, reason) in zip(uploads, loaded)]
     return PredictResponse(predictions=predictions, backend=serving.predictor.backend,

@@ -118,8 +118,12 @@
       const body = await resp.json().catch(() => ({ detail: `HTTP ${resp.status}` }));
       if (!resp.ok) throw new Error(body.detail || `HTTP ${resp.status}`);
       if (body.predictions[0].error) throw new Error(body.predictions[0].error);
-      render(body.predictions[0]);
-      setStatus(`${body.predictions[0].label} · ${body.time_ms.toFixed(0)} ms (${body.backend})`);
+      const pred = body.predictions[0];
+      render(pred);
+      const answer = pred.unknown
+        ? `unknown: none of the classes (score ${pred.score.toFixed(2)} below the threshold)`
+        : pred.label;
+      setStatus(`${answer} · ${body.time_ms.toFixed(0)} ms (${body.backend})`);
       results.dataset.state = "done";
     } catch (err) {
       hidePreview();                     // the server could not read it either: show no picture
