@@ -67,3 +67,16 @@ def test_peers_table_quotes_bench_peers_results():
                    f"{acc('tl_default_cars')} in {wall('tl_default_cars')}", f"{acc('fastai_cars')} in {wall('fastai_cars')}",
                    f"{ratio['tl_finetune_cifar/fastai_cifar']:.1f}x faster", f"{ratio['tl_fingers/keras_fingers']:.1f}x faster"):
         assert figure in text, f"README's peers table does not quote {figure!r} (peers.json)"
+
+
+def test_none_of_these_paragraph_quotes_bench_confidence_results():
+    text = _paragraph('**"None of these"**')
+    rows = {r["name"]: r for r in _results("confidence.json")["rows"]}
+    cars, cifar = rows["cars"], rows["cifar10-subset"]
+    assert "results/confidence.json" in text and cars["date"] in text
+    for figure in (f"accepts {cars['test_accepted']:.1%} of the cars test photos",
+                   f"rejects {cars['ood_rejected']:.1%} of the {cars['ood_images']:,} flower photos",
+                   f"AUROC {cars['ood_auroc']['max_prob']:.3f} with the top probability",
+                   f"{cars['ood_auroc']['energy']:.3f} with the energy",
+                   f"AUROC {cifar['ood_auroc']['max_prob']:.3f}, {cifar['ood_rejected']:.1%} rejected"):
+        assert figure in text, figure
