@@ -29,7 +29,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def test_data_config_load_size_and_validation():
     cfg = data_config(224, MEAN, STD)
     assert cfg == {"input_size": 224, "load_size": 256, "mean": list(MEAN), "std": list(STD),
-                   "crop_pct": 0.875, "interpolation": "bilinear"}
+                   "crop_pct": 0.875, "interpolation": "bilinear", "resize": "crop"}
     assert data_config(32, 0.5, 0.5, crop_pct=1.0)["load_size"] == 32
     assert data_config(299, MEAN, STD, crop_pct=0.9, interpolation="bicubic")["load_size"] == 332
     for bad in (dict(crop_pct=0), dict(crop_pct=1.5), dict(interpolation="cubic-ish")):

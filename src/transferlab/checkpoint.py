@@ -65,6 +65,7 @@ def load_model(run_or_path: str | Path, which: str = "best"):
         dropout=tuple(meta.get("dropout") or ()) or 0.0,
         input_size=meta["data_cfg"]["input_size"],
         crop_pct=meta["data_cfg"].get("crop_pct"),
+        resize=meta["data_cfg"].get("resize") or "crop",
     )
     state = load_file(str(path))
     missing, unexpected = model.load_state_dict(state, strict=False)

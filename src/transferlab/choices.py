@@ -20,3 +20,4 @@ TRACKERS = ("tensorboard", "mlflow")                 # transferlab.tracking: tra
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")          # transferlab.training.api.pick_device
 MIN_INPUT_SIZE = 32                                  # the smallest input side any recipe, the doctor or tune accepts
 BACKENDS = ("auto", "onnx", "int8", "torch")         # transferlab.predictor.Predictor
+RESIZE_MODES = ("crop", "pad", "stretch")            # transferlab.data.images.resize_image: train --resize

@@ -376,6 +376,7 @@ def _base_info(meta: dict, ckpt: Path, existing: dict | None) -> dict:
         "std": list(cfg["std"]),
         "interpolation": cfg.get("interpolation", "bilinear"),
         "crop_pct": cfg.get("crop_pct"),
+        "resize": cfg.get("resize") or "crop",
         "data_cfg": cfg,
         "input": {"name": "input", "shape": ["batch", 3, int(cfg["input_size"]), int(cfg["input_size"])],
                   "dtype": "float32", "layout": "NCHW, RGB, normalised with mean/std"},

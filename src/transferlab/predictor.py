@@ -181,6 +181,7 @@ class Predictor:
             "mean": cfg.get("mean"),
             "std": cfg.get("std"),
             "interpolation": cfg.get("interpolation"),
+            "resize": cfg.get("resize") or "crop",
             "threads": self.threads,
             "temperature": self.temperature,
             "calibrated_on": self.calibrated_on,

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .data.images import load_image, resize_image, to_rgb
-from .data.preprocess import center_crop, eval_array, normalize
+from .data.preprocess import center_crop, eval_array, normalize, resize_mode
 from .errors import DataError, TransferlabError
 
 
@@ -39,7 +39,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 class Preprocess:
     """A model's evaluation preprocessing as float32 NumPy arrays ``[3, S, S]``: decode (RGB,
-    EXIF-rotated), shorter side to ``load_size`` and centre crop square (:func:`load_image`), then
+    EXIF-rotated), a ``load_size`` square by the config's resize mode (:func:`load_image`), then
     :func:`~transferlab.data.preprocess.eval_array` -- exactly the pixels evaluation sees."""
 
     def __init__(self, data_cfg: dict):
@@ -47,15 +47,17 @@ class Preprocess:
         self.load_size = int(self.cfg["load_size"])
         self.input_size = int(self.cfg["input_size"])
         self.interpolation = str(self.cfg.get("interpolation", "bilinear"))
+        self.resize = resize_mode(self.cfg)
 
     def load(self, source) -> np.ndarray:
         """A path, bytes or file object -> ``[3, S, S]``; raises DataError ``"<name>: <reason>"``."""
-        return eval_array(load_image(source, self.load_size, self.interpolation), self.cfg)
+        return eval_array(load_image(source, self.load_size, self.interpolation, self.resize), self.cfg)
 
     def pixels(self, source) -> np.ndarray:
         """Like :meth:`load`, but stops before normalising: ``uint8 [S, S, 3]`` (a quarter of the
         memory while an image waits for its batch); :meth:`normalize` finishes it."""
-        return np.ascontiguousarray(center_crop(load_image(source, self.load_size, self.interpolation), self.input_size))
+        return np.ascontiguousarray(center_crop(load_image(source, self.load_size, self.interpolation, self.resize),
+                                                self.input_size))
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """``uint8 [..., S, S, 3]`` from :meth:`pixels` -> ``float32 [..., 3, S, S]``, the numbers :meth:`load` gives."""
@@ -63,7 +65,7 @@ class Preprocess:
 
     def image(self, img) -> np.ndarray:
         """A decoded PIL image -> ``[3, S, S]``, converted to RGB as files are (alpha on white, 16-bit scaled)."""
-        hwc = np.array(resize_image(to_rgb(img), self.load_size, self.interpolation), dtype=np.uint8)
+        hwc = np.array(resize_image(to_rgb(img), self.load_size, self.interpolation, self.resize), dtype=np.uint8)
         return eval_array(hwc, self.cfg)
 
     def try_load(self, path) -> np.ndarray | str:

@@ -24,7 +24,7 @@ def _flag(name: str) -> str:
 
 
 #: the training options that compare and run take too (their flags derived from TrainConfig, as train's)
-SHARED_OPTIONS = ("batch_size", "lr", "input_size", "val_ratio", "seed", "weights", "trackers")
+SHARED_OPTIONS = ("batch_size", "lr", "input_size", "resize", "val_ratio", "seed", "weights", "trackers")
 #: old flag spellings still accepted
 ALIASES = {"trackers": ["--log"]}
 

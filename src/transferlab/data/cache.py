@@ -216,14 +216,18 @@ def files_key(paths: Sequence[str], settings: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def cache_key(paths: Sequence[str], load_size: int, interpolation: str) -> str:
-    """Hash of the ordered file list (with mtimes and sizes), ``load_size`` and interpolation."""
-    return files_key(paths, {"v": CACHE_VERSION, "L": int(load_size), "interp": str(interpolation)})
+def cache_key(paths: Sequence[str], load_size: int, interpolation: str, resize: str = "crop") -> str:
+    """Hash of the ordered file list (with mtimes and sizes), ``load_size``, interpolation and resize mode."""
+    spec = {"v": CACHE_VERSION, "L": int(load_size), "interp": str(interpolation)}
+    if resize != "crop":  # the centre crop's arrays keep the keys they had before there was a choice
+        spec["resize"] = str(resize)
+    return files_key(paths, spec)
 
 
-def cache_path(paths: Sequence[str], load_size: int, interpolation: str, cache_dir: str | os.PathLike) -> Path:
+def cache_path(paths: Sequence[str], load_size: int, interpolation: str, cache_dir: str | os.PathLike,
+               resize: str = "crop") -> Path:
     """Where the array for this file list / size lives (whether or not it is built yet)."""
-    key = cache_key(paths, load_size, interpolation)
+    key = cache_key(paths, load_size, interpolation, resize)
     return Path(cache_dir) / f"{key}-{len(paths)}x{int(load_size)}.npy"
 
 
@@ -237,7 +241,7 @@ def _valid(path: Path, shape: tuple[int, ...]) -> bool:
 
 def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bilinear", *,
                 cache_dir: str | os.PathLike | bool | None = True, workers: int | None = None,
-                progress: bool = True, max_gb: float | None = None) -> Path:
+                progress: bool = True, max_gb: float | None = None, resize: str = "crop") -> Path:
     """Return the cache array for ``paths``, building it (atomically, in parallel) if needed.
 
     A new array's disk use is logged (``transferlab.data.cache``, INFO). Raises
@@ -251,7 +255,7 @@ def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bili
         raise DataError("no images to cache (empty file list)")
     folder = resolve_cache_dir(cache_dir) or default_cache_dir()
     L = int(load_size)
-    final = cache_path(paths, L, interpolation, folder)
+    final = cache_path(paths, L, interpolation, folder, resize)
     shape = (len(paths), L, L, 3)
     if final.exists() and _valid(final, shape):
         touch(final)  # recently used: evicted last
@@ -274,7 +278,7 @@ def build_cache(paths: Sequence[str], load_size: int, interpolation: str = "bili
     with RowWriter(final, n=len(paths), row_shape=(L, L, 3), dtype=np.uint8) as out:
 
         def one(p: str) -> np.ndarray:
-            return load_image(p, L, interpolation)
+            return load_image(p, L, interpolation, resize)
 
         chunk = np.empty((CHUNK, L, L, 3), np.uint8)  # one reused buffer: written a chunk at a time
         filled = 0

@@ -22,6 +22,7 @@ from .._rows import RowFile
 from ..errors import CacheLimitError, ConfigError
 from .cache import CacheHold, resolve_cache_dir, use_cache
 from .images import load_image
+from .preprocess import resize_mode
 from .types import Sample
 from .transforms import build_transform
 
@@ -49,6 +50,7 @@ class ImageDataset(Dataset):
         self.samples: list[Sample] = [(str(p), int(y)) for p, y in samples]
         self.cfg = cfg
         self.interpolation = str(cfg.get("interpolation", "bilinear"))
+        self.resize = resize_mode(cfg)
         self.transform = build_transform(cfg, train=False) if transform is None else transform
         self.cache_file: str | None = None
         self._array: np.ndarray | None = None
@@ -58,7 +60,7 @@ class ImageDataset(Dataset):
         if folder is not None and self.samples:
             try:
                 path, self._hold = use_cache([p for p, _ in self.samples], self.load_size, self.interpolation,
-                                             cache_dir=folder, workers=workers, progress=progress)
+                                             resize=self.resize, cache_dir=folder, workers=workers, progress=progress)
                 self.cache_file = str(path)
                 weakref.finalize(self, self._hold.release)  # no other process evicts it while this dataset lives
             except CacheLimitError as exc:
@@ -94,7 +96,7 @@ class ImageDataset(Dataset):
         if self.cache_file is not None:
             hwc = self.cached_images([index])[0]
         else:
-            hwc = load_image(self.samples[index][0], self.load_size, self.interpolation)
+            hwc = load_image(self.samples[index][0], self.load_size, self.interpolation, self.resize)
         return torch.from_numpy(hwc).permute(2, 0, 1).contiguous()
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:

@@ -40,6 +40,8 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
 }
 
 _WHITE = (255, 255, 255)
+# the letterbox of resize mode "pad": ImageNet's mean colour, which normalises to about 0 (no signal)
+PAD_FILL = (124, 116, 104)
 
 
 def resample_filter(interpolation: str) -> Image.Resampling:
@@ -188,23 +190,37 @@ def open_image(path: str | os.PathLike | bytes | BinaryIO) -> Image.Image:
     return open_image_info(path)[0]
 
 
-def resize_image(img: Image.Image, load_size: int, interpolation: str = "bilinear") -> Image.Image:
-    """Resize the shorter side to ``load_size`` and centre-crop to ``load_size x load_size``.
+def resize_image(img: Image.Image, load_size: int, interpolation: str = "bilinear", mode: str = "crop") -> Image.Image:
+    """Make ``img`` a ``load_size x load_size`` square, by ``mode``:
 
-    >>> resize_image(Image.new("RGB", (640, 480)), 100).size
-    (100, 100)
+    * ``crop``: shorter side to ``load_size``, centre crop (the longer side's ends are cut off);
+    * ``pad``: longer side to ``load_size``, centred on a ``PAD_FILL`` square (letterbox: the whole photo,
+      its aspect ratio kept);
+    * ``stretch``: both sides to ``load_size`` (the whole photo, squashed).
+
+    >>> [resize_image(Image.new("RGB", (640, 480)), 100, mode=m).size for m in ("crop", "pad", "stretch")]
+    [(100, 100), (100, 100), (100, 100)]
     """
-    return ImageOps.fit(img, (int(load_size), int(load_size)), method=resample_filter(interpolation))
+    size, method = (int(load_size), int(load_size)), resample_filter(interpolation)
+    if mode == "crop":
+        return ImageOps.fit(img, size, method=method)
+    if mode == "pad":
+        return ImageOps.pad(img, size, method=method, color=PAD_FILL)
+    if mode == "stretch":
+        return img.resize(size, method)
+    raise ConfigError(f"unknown resize mode {mode!r}; choose one of: crop, pad, stretch")
 
 
-def load_image(path: str | os.PathLike | bytes | BinaryIO, load_size: int, interpolation: str = "bilinear") -> np.ndarray:
-    """Decode + resize to a ``uint8`` array ``[load_size, load_size, 3]`` (HWC, RGB).
+def load_image(path: str | os.PathLike | bytes | BinaryIO, load_size: int, interpolation: str = "bilinear",
+               mode: str = "crop") -> np.ndarray:
+    """Decode + resize (:func:`resize_image`, ``mode``) to a ``uint8`` array ``[load_size, load_size, 3]``
+    (HWC, RGB).
 
     This is the one function both the uncached and the cached dataset paths use, so they return
     identical pixels. JPEGs are decoded at a reduced DCT scale when that still covers ``load_size``.
     """
     img = open_image_info(path, draft_size=int(load_size))[0]
-    return np.array(resize_image(img, load_size, interpolation), dtype=np.uint8)
+    return np.array(resize_image(img, load_size, interpolation, mode), dtype=np.uint8)
 
 
 def is_image_name(path: str | Path) -> bool:

@@ -16,8 +16,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..choices import RESIZE_MODES
 from ..errors import ConfigError
 from .images import resample_filter
+
+
+def resize_mode(cfg: dict) -> str:
+    """A data config's resize mode (``"crop"`` for configs written before there was a choice)."""
+    return str(cfg.get("resize") or "crop")
 
 
 def _triple(name: str, value) -> tuple[float, float, float]:
@@ -33,7 +39,7 @@ def _triple(name: str, value) -> tuple[float, float, float]:
 
 
 def data_config(input_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                crop_pct: float = 0.875, interpolation: str = "bilinear") -> dict:
+                crop_pct: float = 0.875, interpolation: str = "bilinear", resize: str = "crop") -> dict:
     """The model-input config shared by data loading, training, export and prediction.
 
     >>> data_config(32, mean=0.5, std=0.5, crop_pct=1.0)["load_size"]
@@ -50,6 +56,8 @@ def data_config(input_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 
         raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
     interpolation = str(interpolation).lower()
     resample_filter(interpolation)  # ConfigError for an unknown name
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"unknown resize mode {resize!r}; choose one of: {', '.join(RESIZE_MODES)}")
     std3 = _triple("std", std)
     if any(s <= 0 for s in std3):
         raise ConfigError(f"std must be positive, got {std}")
@@ -60,6 +68,7 @@ def data_config(input_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 
         "std": list(std3),
         "crop_pct": crop_pct,
         "interpolation": interpolation,
+        "resize": resize,  # how a photo becomes a load_size square: crop, pad or stretch (resize_image)
     }
 
 

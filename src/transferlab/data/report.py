@@ -67,6 +67,7 @@ def inspect_data(source: str | os.PathLike | DataSplits, *, val_ratio: float = 0
             "smallest": [small.width, small.height],
             "largest": [big.width, big.height],
             "mean": [round(sum(ws) / len(ws), 1), round(sum(hs) / len(hs), 1)],
+            "aspect": aspect_summary(ws, hs),
         }
     dups = []
     for group in duplicate_groups(splits.info, split_of):
@@ -95,6 +96,29 @@ def inspect_data(source: str | os.PathLike | DataSplits, *, val_ratio: float = 0
         "warnings": list(splits.warnings),
         "settings": {"val_ratio": val_ratio, "seed": seed},
     }
+
+
+CROP_CUT_ADVICE = 0.15  # a centre crop cutting more than this share of the mean photo: pad advised
+
+
+def aspect_summary(widths, heights) -> dict:
+    """The photos' shapes: ``median`` long/short side ratio, the share ``not_square`` (ratio >= 1.2),
+    ``wide`` / ``tall`` shares (ratio >= 1.2 either way), ``crop_cuts``: the mean share of a photo's
+    area a square centre crop (``--resize crop``) throws away (``1 - short / long``), and ``advice``: the
+    ``--resize`` mode to try, ``pad`` when the crop cuts more than ``CROP_CUT_ADVICE`` of the mean
+    photo (the whole photo then reaches the model), else ``crop``.
+
+    >>> aspect_summary([200, 100], [100, 100])["crop_cuts"]
+    0.25
+    """
+    ratios = [max(w, h) / max(1, min(w, h)) for w, h in zip(widths, heights)]
+    n = max(1, len(ratios))
+    cuts = sum(1 - min(w, h) / max(1, max(w, h)) for w, h in zip(widths, heights)) / n
+    wide = sum(1 for w, h in zip(widths, heights) if w >= 1.2 * h) / n
+    tall = sum(1 for w, h in zip(widths, heights) if h >= 1.2 * w) / n
+    return {"median": round(sorted(ratios)[len(ratios) // 2], 3) if ratios else None,
+            "not_square": round(wide + tall, 4), "wide": round(wide, 4), "tall": round(tall, 4),
+            "crop_cuts": round(cuts, 4), "advice": "pad" if cuts > CROP_CUT_ADVICE else "crop"}
 
 
 def load_scanned(source, *, val_ratio: float = 0.2, seed: int = 0, workers: int | None = None,
@@ -141,6 +165,12 @@ def render_report(report: dict, max_rows: int = 20) -> list:
                         f"smallest {size['smallest'][0]}x{size['smallest'][1]}, "
                         f"largest {size['largest'][0]}x{size['largest'][1]}, "
                         f"mean {size['mean'][0]:g}x{size['mean'][1]:g}")
+        a = size.get("aspect")
+        if a and a["median"] is not None:
+            hint = ("  [yellow]try --resize pad[/] (keeps the whole photo)" if a["advice"] == "pad" else "")
+            summary.add_row("aspect ratio (long / short side)",
+                            f"median {a['median']:.2f}, {a['not_square']:.0%} not square ({a['wide']:.0%} wide, "
+                            f"{a['tall']:.0%} tall); a centre crop cuts {a['crop_cuts']:.0%} of the mean photo{hint}")
     summary.add_row("formats", ", ".join(f"{k} {v}" for k, v in report["formats"].items()))
     summary.add_row("modes", ", ".join(f"{k} {v}" for k, v in report["modes"].items()))
     summary.add_row("broken files", str(len(report["broken"])))

@@ -61,7 +61,7 @@ def fallback_source(recipe) -> WeightsSource:
 
 def create_model(name: str, num_classes: int, *, pretrained: bool | None = None, weights: str | os.PathLike | None = None,
                  head: Sequence[int] | None = (), dropout: Sequence[float] | float | None = None,
-                 input_size: int | None = None, crop_pct: float | None = None) -> Classifier:
+                 input_size: int | None = None, crop_pct: float | None = None, resize: str = "crop") -> Classifier:
     """Build the recipe ``name`` with a new head for ``num_classes`` classes.
 
     * ``pretrained=None`` uses the recipe's default (transfer recipes: pretrained; scratch: not).
@@ -73,7 +73,9 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
     * ``dropout``: one float for every hidden layer (or before the final layer when there are
       none), or one per hidden layer; None -> the recipe's default (0.5 for cnn_dropout, else 0).
     * ``input_size``: the square input size (default: the recipe's); it sets ``model.data_cfg``,
-      with ``crop_pct`` (the fraction of the resized image the centre crop keeps; default the recipe's).
+      with ``crop_pct`` (the fraction of the resized image the centre crop keeps; default the recipe's)
+      and ``resize`` (how a photo becomes square: ``crop``, ``pad`` or ``stretch``; see
+      :func:`transferlab.data.images.resize_image`).
     """
     recipe = get_recipe(name)
     try:
@@ -99,7 +101,7 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
     source = weights_source(recipe, given) if (given is not None or use_pretrained) else None
     model, chosen, folder_note = None, None, None
     if source and source[0] in ("folder", "env"):  # choose a file by content: needs the built backbone
-        model = _build(recipe, size, num_classes, hidden, drops, crop_pct, hub=False)
+        model = _build(recipe, size, num_classes, hidden, drops, crop_pct, resize, hub=False)
         path, why = choose_weights_file(model, recipe, source[1])
         if path is not None:
             source, chosen = ("file", str(path)), why
@@ -111,7 +113,7 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
                 raise WeightsError(f"{exc}; {why}") from None
     if model is None:
         try:
-            model = _build(recipe, size, num_classes, hidden, drops, crop_pct, hub=bool(source and source[0] == "hub"))
+            model = _build(recipe, size, num_classes, hidden, drops, crop_pct, resize, hub=bool(source and source[0] == "hub"))
         except WeightsError as exc:
             raise WeightsError(f"{exc}; {folder_note}" if folder_note else str(exc)) from None
 
@@ -133,12 +135,12 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | None = None,
     return model
 
 
-def _build(recipe, size: int, num_classes: int, hidden, drops, crop_pct, *, hub: bool) -> Classifier:
+def _build(recipe, size: int, num_classes: int, hidden, drops, crop_pct, resize: str, *, hub: bool) -> Classifier:
     """The recipe's Classifier with a new head; the backbone from timm's hub download when ``hub``."""
     backbone = build_from_hub(recipe, size) if hub else recipe.builder(size, pretrained=False)
     num_features = _num_features(backbone)
     return Classifier(backbone, make_head(num_features, num_classes, hidden, drops), recipe=recipe.name,
-                      num_classes=num_classes, num_features=num_features, data_cfg=recipe.data_cfg(size, crop_pct),
+                      num_classes=num_classes, num_features=num_features, data_cfg=recipe.data_cfg(size, crop_pct, resize),
                       head_hidden=hidden, head_dropout=drops)
 
 

@@ -62,9 +62,10 @@ class Recipe:
     weight_names: tuple = ()       # file stems searched in TRANSFERLAB_WEIGHTS
     min_input_size: int = MIN_INPUT_SIZE
 
-    def data_cfg(self, input_size: int | None = None, crop_pct: float | None = None) -> dict:
+    def data_cfg(self, input_size: int | None = None, crop_pct: float | None = None, resize: str = "crop") -> dict:
         return data_config(int(input_size or self.input_size), self.mean, self.std,
-                           crop_pct=self.crop_pct if crop_pct is None else crop_pct, interpolation=self.interpolation)
+                           crop_pct=self.crop_pct if crop_pct is None else crop_pct, interpolation=self.interpolation,
+                           resize=resize)
 
     def input_for(self, image_side: float | None) -> tuple[int, float | None]:
         """``(input_size, crop_pct or None for the recipe's)`` for images whose typical shorter side is

@@ -291,7 +291,7 @@ class Session:
         seed_everything(cfg.seed)
         return create_model(cfg.model, len(classes), pretrained=False if resuming else cfg.pretrained,
                             weights=None if resuming else cfg.weights, head=tuple(cfg.head), dropout=cfg.dropout,
-                            input_size=cfg.input_size, crop_pct=cfg.crop_pct)
+                            input_size=cfg.input_size, crop_pct=cfg.crop_pct, resize=cfg.resize)
 
     # ---- 5. phases (4., the run folder, is held around them: see run) -----------------------------
     def train_phases(self, model, splits: DataSplits, phases: list, state: dict | None) -> Run:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from ..choices import (AMP_MODES, AUGMENTS, DEVICES, FREEZE_POLICIES, LOSSES, MIN_INPUT_SIZE, MONITORS, OPTIMIZERS,
-                       SAMPLERS, SCHEDULES, TRACKERS)
+                       RESIZE_MODES, SAMPLERS, SCHEDULES, TRACKERS)
 from ..data.split import check_val_ratio
 from ..errors import ConfigError
 
@@ -102,6 +102,9 @@ class TrainConfig:
                                           "native size)", "model and data")
     crop_pct: float | None = option(None, "fraction of the resized image the centre crop keeps (default: the "
                                           "recipe's; 1.0 for small images)", "model and data")
+    resize: str = option("crop", "how a photo becomes the square input: crop (shorter side, centre crop), pad (longer "
+                                 "side, letterbox: the whole photo, aspect kept) or stretch (squashed); the same in "
+                                 "training, evaluation, export and serving", "model and data", choices=RESIZE_MODES)
     val_ratio: float = option(0.2, "fraction held out for validation", "model and data")
     seed: int = option(0, "seed of split, init, augmentation and order", "model and data")
     workers: int | None = option(None, "data loader processes (default: 0 with cached small images, else 2)",
