@@ -43,6 +43,7 @@ import torch
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from . import export_formats as formats
 from . import runfolder
 from ._atomic import atomic_write
 from .checkpoint import load_model
@@ -76,8 +77,9 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
         raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
     if quantize is not None and quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantisation {quantize!r}; the only choice is 'int8'")
-    if quantize and fmt != "onnx":
-        raise ConfigError("--quantize int8 needs --format onnx")
+    if quantize and fmt not in ("onnx", "openvino"):
+        raise ConfigError("--quantize int8 needs --format onnx or openvino")
+    formats.check_installed(fmt)  # OpenVINO and Core ML converters are optional extras: said before any work
     run = Path(run)
     level = logging.INFO if verbose else logging.DEBUG  # what it did, through the transferlab.exporter logger
 
@@ -101,7 +103,7 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
     with _torch_threads():
         with torch.inference_mode():
             reference = softmax(model(torch.from_numpy(batch)).numpy())
-        if fmt == "onnx":
+        if fmt in ("onnx", "openvino"):  # OpenVINO converts the verified ONNX graph
             path = out_dir / runfolder.ONNX_NAME
             with _staged(path) as staged:
                 t0 = time.perf_counter()
@@ -113,10 +115,18 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
                 logger.log(level, f"exported {path} ({_mb(entry['size_bytes'])}, opset {opset}, {exporter} exporter)")
                 _check_parity("ONNX Runtime", entry["parity"], path, accept_mismatch, level)
             exports["onnx"] = entry
-            if quantize:
+            if quantize and fmt == "onnx":
                 exports["int8"] = _quantize_int8(path, out_dir / runfolder.INT8_NAME, pre, splits, meta, info, batch,
                                                  reference, source, session, level)
                 path = out_dir / runfolder.INT8_NAME
+            if fmt == "openvino":
+                path = _export_openvino(path, out_dir, exports, pre, splits, batch, reference, source, tolerance,
+                                        accept_mismatch, quantize, level)
+        elif fmt == "coreml":
+            exports["coreml"] = formats.export_coreml(model, pre.input_size, out_dir)
+            path = out_dir / formats.COREML_NAME
+            logger.log(level, f"exported {path} ({_mb(exports['coreml']['size_bytes'])}); "
+                              f"{exports['coreml']['validated']}")
         else:
             path = out_dir / runfolder.TORCHSCRIPT_NAME
             with _staged(path) as staged:
@@ -348,6 +358,31 @@ def _val_accuracy(pre: Preprocess, splits, classes: list[str], sessions: dict) -
     if not n:
         return None
     return {"images": n, **{k: correct[k] / n for k in sessions}}
+
+
+# -- OpenVINO ----------------------------------------------------------------------------------
+def _export_openvino(onnx_path: Path, out_dir: Path, exports: dict, pre: Preprocess, splits, batch: np.ndarray,
+                     reference: np.ndarray, source: str, tolerance: float, accept_mismatch: bool,
+                     quantize: str | None, level: int) -> Path:
+    """``model.xml`` from the ONNX export (and ``model.int8.xml`` with ``quantize``); returns the last written."""
+    def parity(fn):
+        return _parity(fn, reference, batch, source, tolerance)
+
+    def check(name, result, path):
+        _check_parity(name, result, path, accept_mismatch, level)
+
+    exports["openvino"] = entry = formats.export_openvino(onnx_path, out_dir, parity=parity, check=check)
+    path = out_dir / formats.OPENVINO_NAME
+    logger.log(level, f"exported {path} + {entry['weights']} ({_mb(entry['size_bytes'])}, {entry['converter']})")
+    if quantize:
+        calib: list[np.ndarray] = []
+        if splits is not None and splits.train:
+            _, calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
+        exports["openvino_int8"] = q = formats.quantize_openvino(path, out_dir, calib, reference, batch, source)
+        path = out_dir / formats.OPENVINO_INT8_NAME
+        logger.log(level, f"quantised {path} ({_mb(q['size_bytes'])}, {q['size_ratio']:.0%} of fp32; {q['method']}); "
+                          f"top-1 agreement with PyTorch {q['vs_pytorch']['top1_agreement']:.0%}")
+    return path
 
 
 # -- TorchScript -------------------------------------------------------------------------------

@@ -33,9 +33,15 @@ from .choices import BACKENDS
 from .data.images import quiet_pil_warnings
 from .data.layout import expand_paths
 from .errors import ConfigError, TransferlabError
-from .runtime import Preprocess, default_threads, ort_session, softmax
+from .runtime import Preprocess, compile_openvino, default_threads, openvino_logits, ort_session, softmax
 
 __all__ = ["Predictor", "predict", "expand_paths", "topk_rows", "BACKENDS"]
+
+
+# backend -> (its file in RUN/export, the export options that write it)
+EXPORTED = {"onnx": (runfolder.ONNX_NAME, ""), "int8": (runfolder.INT8_NAME, " --quantize int8"),
+            "openvino": (runfolder.OPENVINO_NAME, " --format openvino"),
+            "openvino-int8": (runfolder.OPENVINO_INT8_NAME, " --format openvino --quantize int8")}
 
 
 def export_is_current(run: Path, meta: dict | None) -> bool:
@@ -70,6 +76,16 @@ class OnnxModel:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
+class OpenVinoModel:
+    """An OpenVINO IR export (``model.xml`` / ``model.int8.xml``) run by OpenVINO's CPU runtime."""
+
+    def __init__(self, path: Path, threads: int):
+        self.compiled = compile_openvino(path, threads)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return openvino_logits(self.compiled, batch)
+
+
 class TorchModel:
     """A run's best checkpoint run by PyTorch (channels_last: ~1.7x faster on CPU for MobileNet/EfficientNet)."""
 
@@ -96,7 +112,8 @@ class Predictor:
 
     ``backend``: ``"auto"`` (ONNX Runtime when ``RUN/export/model.onnx`` exists and was exported
     from the run's current checkpoint, else PyTorch), ``"onnx"``, ``"int8"``
-    (``RUN/export/model.int8.onnx``) or ``"torch"``. ``batch_size``: images per model call; 8 by
+    (``RUN/export/model.int8.onnx``), ``"openvino"`` / ``"openvino-int8"`` (``model.xml`` /
+    ``model.int8.xml``, the ``openvino`` extra) or ``"torch"``. ``batch_size``: images per model call; 8 by
     default: on a CPU larger batches are no faster per image, and ONNX Runtime's working memory
     grows with the batch (MobileNetV2 at 224 px: 185 MB peak for ``transferlab predict`` at 8,
     434 MB at 32, measured).
@@ -149,15 +166,16 @@ class Predictor:
                     self.notes.append(f"{onnx_path} is older than the run's checkpoint; using PyTorch (re-export to use ONNX Runtime)")
                 backend = "torch"
         self.backend = backend
-        if backend in ("onnx", "int8"):
-            path = runfolder.export_dir(self.run) / (runfolder.ONNX_NAME if backend == "onnx" else runfolder.INT8_NAME)
+        if backend in EXPORTED:
+            name, how = EXPORTED[backend]
+            path = runfolder.export_dir(self.run) / name
             if not path.is_file():
-                how = "" if backend == "onnx" else " --quantize int8"
                 raise TransferlabError(f"no {path.name} in {path.parent}; run `transferlab export {self.run}{how}` first")
             if export_meta is None:
                 raise TransferlabError(f"{path.parent / runfolder.EXPORT_META} is missing; re-export the run")
             self.meta, self.model_file = export_meta, path
-            self._model: OnnxModel | TorchModel = OnnxModel(path, self.threads)
+            self._model: OnnxModel | OpenVinoModel | TorchModel = (
+                OpenVinoModel(path, self.threads) if backend.startswith("openvino") else OnnxModel(path, self.threads))
         else:
             self.model_file = runfolder.resolve_checkpoint(self.run)
             torch_model = TorchModel(self.run)

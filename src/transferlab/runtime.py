@@ -11,6 +11,7 @@ so a server that runs an exported model carries no trainer.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -75,6 +76,35 @@ class Preprocess:
         except DataError as exc:
             msg, name = str(exc), str(path)
             return msg[len(name) + 2:] if msg.startswith(f"{name}: ") else msg
+
+
+EXTRAS = {"openvino": ("openvino", "openvino"), "nncf": ("nncf", "openvino"), "coremltools": ("coremltools", "coreml")}
+
+
+def require(module: str):
+    """Import an optional package (a converter or runtime of an extra), or a one-line error naming the
+    extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package, extra = EXTRAS[module]
+        raise TransferlabError(f"this needs {package}: pip install \"transferlab[{extra}]\"") from None
+
+
+def compile_openvino(path: str | Path, threads: int | None = None):
+    """An OpenVINO CPU model for ``path`` (``.xml``), with ``threads`` inference threads. OpenVINO is an
+    optional extra, imported here (0.4 s) only for this backend."""
+    ov = require("openvino")
+    config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+    try:
+        return ov.Core().compile_model(str(path), "CPU", config)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own RuntimeError subclasses
+        raise TransferlabError(f"cannot load {path}: {exc}") from None
+
+
+def openvino_logits(compiled, batch: np.ndarray) -> np.ndarray:
+    """A compiled OpenVINO model's output for a preprocessed batch ``[B, 3, S, S]``."""
+    return np.asarray(compiled(np.ascontiguousarray(batch, np.float32))[0])
 
 
 def ort_session(path: str | Path, threads: int | None = None):
