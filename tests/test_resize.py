@@ -108,9 +108,9 @@ def test_a_bad_resize_is_one_line_from_the_cli(wide_data, capsys):
     assert "zoom" in capsys.readouterr().err
 
 
-def test_inspect_reports_the_aspect_ratios_and_advises_pad_for_wide_photos(wide_data, digits_dir):
+def test_inspect_reports_the_aspect_ratios_and_asks_to_compare_modes_for_wide_photos(wide_data, digits_dir):
     a = inspect_data(wide_data, progress=False)["image_size"]["aspect"]
-    assert a["median"] == 3.0 and a["wide"] == 1.0 and a["tall"] == 0.0 and a["advice"] == "pad"
+    assert a["median"] == 3.0 and a["wide"] == 1.0 and a["tall"] == 0.0 and a["advice"] == "compare"
     assert a["crop_cuts"] == pytest.approx(2 / 3, abs=1e-4)
     square = inspect_data(digits_dir, progress=False)["image_size"]["aspect"]
     assert square["median"] == 1.0 and square["not_square"] == 0.0 and square["advice"] == "crop"

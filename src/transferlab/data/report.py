@@ -98,15 +98,16 @@ def inspect_data(source: str | os.PathLike | DataSplits, *, val_ratio: float = 0
     }
 
 
-CROP_CUT_ADVICE = 0.15  # a centre crop cutting more than this share of the mean photo: pad advised
+CROP_CUT_ADVICE = 0.15  # a centre crop cutting more than this share of the mean photo: compare the resize modes
 
 
 def aspect_summary(widths, heights) -> dict:
     """The photos' shapes: ``median`` long/short side ratio, the share ``not_square`` (ratio >= 1.2),
     ``wide`` / ``tall`` shares (ratio >= 1.2 either way), ``crop_cuts``: the mean share of a photo's
-    area a square centre crop (``--resize crop``) throws away (``1 - short / long``), and ``advice``: the
-    ``--resize`` mode to try, ``pad`` when the crop cuts more than ``CROP_CUT_ADVICE`` of the mean
-    photo (the whole photo then reaches the model), else ``crop``.
+    area a square centre crop (``--resize crop``) throws away (``1 - short / long``), and ``advice``:
+    ``"compare"`` when the crop cuts more than ``CROP_CUT_ADVICE`` of the mean photo (try ``--resize pad``
+    and ``stretch`` against the crop: which wins depends on where the classes' evidence sits; on the
+    cars, 35% cut, the crop still did as well: bench/README.md), else ``"crop"``.
 
     >>> aspect_summary([200, 100], [100, 100])["crop_cuts"]
     0.25
@@ -118,7 +119,7 @@ def aspect_summary(widths, heights) -> dict:
     tall = sum(1 for w, h in zip(widths, heights) if h >= 1.2 * w) / n
     return {"median": round(sorted(ratios)[len(ratios) // 2], 3) if ratios else None,
             "not_square": round(wide + tall, 4), "wide": round(wide, 4), "tall": round(tall, 4),
-            "crop_cuts": round(cuts, 4), "advice": "pad" if cuts > CROP_CUT_ADVICE else "crop"}
+            "crop_cuts": round(cuts, 4), "advice": "compare" if cuts > CROP_CUT_ADVICE else "crop"}
 
 
 def load_scanned(source, *, val_ratio: float = 0.2, seed: int = 0, workers: int | None = None,
@@ -167,7 +168,8 @@ def render_report(report: dict, max_rows: int = 20) -> list:
                         f"mean {size['mean'][0]:g}x{size['mean'][1]:g}")
         a = size.get("aspect")
         if a and a["median"] is not None:
-            hint = ("  [yellow]try --resize pad[/] (keeps the whole photo)" if a["advice"] == "pad" else "")
+            hint = ("  [yellow]compare --resize pad / stretch[/] (they keep the whole photo)"
+                    if a["advice"] == "compare" else "")
             summary.add_row("aspect ratio (long / short side)",
                             f"median {a['median']:.2f}, {a['not_square']:.0%} not square ({a['wide']:.0%} wide, "
                             f"{a['tall']:.0%} tall); a centre crop cuts {a['crop_cuts']:.0%} of the mean photo{hint}")
