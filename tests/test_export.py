@@ -191,8 +191,8 @@ def test_fixture_model_is_trained_not_uniform(run_copy):
 @pytest.fixture
 def skewed_onnx(monkeypatch):
     """Every ONNX export writes a model whose logits are 1% off PyTorch's."""
-    real = transferlab.exporter._export_onnx
-    monkeypatch.setattr(transferlab.exporter, "_export_onnx",
+    real = transferlab.exporter.export_onnx_graph
+    monkeypatch.setattr(transferlab.exporter, "export_onnx_graph",
                         lambda model, *a, **k: real(skewed(model), *a, **k))
 
 
@@ -215,8 +215,8 @@ def test_parity_mismatch_keeps_the_earlier_export(run_copy, monkeypatch):
 
     good = transferlab.export(run_copy, verbose=False)
     before = good.read_bytes(), (good.parent / "model.json").read_text()
-    real = transferlab.exporter._export_onnx
-    monkeypatch.setattr(transferlab.exporter, "_export_onnx", lambda model, *a, **k: real(skewed(model), *a, **k))
+    real = transferlab.exporter.export_onnx_graph
+    monkeypatch.setattr(transferlab.exporter, "export_onnx_graph", lambda model, *a, **k: real(skewed(model), *a, **k))
     with pytest.raises(ParityError):
         transferlab.export(run_copy, verbose=False)
     assert (good.read_bytes(), (good.parent / "model.json").read_text()) == before
@@ -254,32 +254,32 @@ def test_torchscript_parity_mismatch_is_refused(run_copy, monkeypatch):
 
 
 def test_parity_compares_batch_n_and_batch_1():
-    from transferlab.exporter import _parity, _parity_line
+    from transferlab.exporter import parity_check, _parity_line
 
     reference = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     batch = np.zeros((3, 1))
-    exact = _parity(lambda x: reference[: len(x)], reference, batch, "3 given images", 1e-4)
+    exact = parity_check(lambda x: reference[: len(x)], reference, batch, "3 given images", 1e-4)
     assert exact == {"images": "3 given images", "batch_sizes": [3, 1], "max_abs_diff": 0.0, "top1_agreement": 1.0,
                      "tolerance": 1e-4, "ok": True}
     assert _parity_line("ONNX Runtime", exact) == (
         "parity OK: ONNX Runtime vs PyTorch on 3 given images (batch 3 and 1): max |dprob| = 0.00e+00 "
         "(tolerance 1e-04), top-1 agreement 100%")
     # off only when run one image at a time (e.g. a batch-dependent export): still a mismatch
-    single_off = _parity(lambda x: reference[: len(x)] + (0.01 if len(x) == 1 else 0.0), reference, batch, "s", 1e-4)
+    single_off = parity_check(lambda x: reference[: len(x)] + (0.01 if len(x) == 1 else 0.0), reference, batch, "s", 1e-4)
     assert single_off["max_abs_diff"] == pytest.approx(0.01) and not single_off["ok"]
     assert single_off["top1_agreement"] == 1.0
     # off at batch N: the largest difference counts, and the top-1 agreement is the share of equal argmaxes
     swapped = reference.copy()
     swapped[2] = [0.4, 0.3, 0.3]
-    n_off = _parity(lambda x: swapped[: len(x)], reference, batch, "s", 1e-4)
+    n_off = parity_check(lambda x: swapped[: len(x)], reference, batch, "s", 1e-4)
     assert n_off["max_abs_diff"] == pytest.approx(0.1) and n_off["top1_agreement"] == pytest.approx(2 / 3)
     assert not n_off["ok"] and "parity MISMATCH" in _parity_line("x", n_off) and "67%" in _parity_line("x", n_off)
     # the tolerance is strict (binary-exact values: a difference of exactly 0.25), and NaN never passes
     exact = np.array([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.25, 0.25, 0.5]])
-    at_tolerance = _parity(lambda x: exact[: len(x)] + 0.25, exact, batch, "s", 0.25)
+    at_tolerance = parity_check(lambda x: exact[: len(x)] + 0.25, exact, batch, "s", 0.25)
     assert at_tolerance["max_abs_diff"] == 0.25 and not at_tolerance["ok"]
-    assert _parity(lambda x: exact[: len(x)] + 0.25, exact, batch, "s", 0.5)["ok"]
-    assert not _parity(lambda x: reference[: len(x)] * np.nan, reference, batch, "s", 1e-4)["ok"]
+    assert parity_check(lambda x: exact[: len(x)] + 0.25, exact, batch, "s", 0.5)["ok"]
+    assert not parity_check(lambda x: reference[: len(x)] * np.nan, reference, batch, "s", 1e-4)["ok"]
 
 
 def test_onnx_exporter_falls_back_to_torchscript_and_reports_both_failures(run_copy, monkeypatch):

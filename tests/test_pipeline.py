@@ -118,8 +118,8 @@ def test_run_command_deploys_only_an_export_that_passed_its_check(digits_dir, tm
     import transferlab.exporter as export_module
     from test_export_fixtures import skewed
 
-    real = export_module._export_onnx
-    monkeypatch.setattr(export_module, "_export_onnx", lambda model, *a, **k: real(skewed(model, 3.0), *a, **k))
+    real = export_module.export_onnx_graph
+    monkeypatch.setattr(export_module, "export_onnx_graph", lambda model, *a, **k: real(skewed(model, 3.0), *a, **k))
     before = onnx_path.read_bytes()
     assert main(args) == 2
     captured = capsys.readouterr()

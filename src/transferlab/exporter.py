@@ -107,11 +107,11 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
             path = out_dir / runfolder.ONNX_NAME
             with _staged(path) as staged:
                 t0 = time.perf_counter()
-                exporter = _export_onnx(model, pre.input_size, staged, opset, info)
+                exporter = export_onnx_graph(model, pre.input_size, staged, opset, info)
                 entry: dict[str, Any] = {"file": path.name, "size_bytes": staged.stat().st_size, "opset": opset,
                                          "exporter": exporter, "seconds": round(time.perf_counter() - t0, 2)}
                 session = ort_session(staged)
-                entry["parity"] = _parity(lambda x: ort_probs(session, x), reference, batch, source, tolerance)
+                entry["parity"] = parity_check(lambda x: ort_probs(session, x), reference, batch, source, tolerance)
                 logger.log(level, f"exported {path} ({_mb(entry['size_bytes'])}, opset {opset}, {exporter} exporter)")
                 _check_parity("ONNX Runtime", entry["parity"], path, accept_mismatch, level)
             exports["onnx"] = entry
@@ -142,7 +142,7 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
 
                 entry = {"file": path.name, "size_bytes": staged.stat().st_size, "exporter": "torch.jit.trace",
                          "seconds": round(time.perf_counter() - t0, 2)}
-                entry["parity"] = _parity(ts_probs, reference, batch, source, tolerance)
+                entry["parity"] = parity_check(ts_probs, reference, batch, source, tolerance)
                 logger.log(level, f"exported {path} ({_mb(entry['size_bytes'])}, torch.jit.trace)")
                 _check_parity("TorchScript", entry["parity"], path, accept_mismatch, level)
             exports["torchscript"] = entry
@@ -196,7 +196,7 @@ def _load_some(pre: Preprocess, paths: Sequence[str]) -> tuple[list[int], list[n
 
 
 # -- ONNX --------------------------------------------------------------------------------------
-def _export_onnx(model, input_size: int, path: Path, opset: int, info: dict) -> str:
+def export_onnx_graph(model, input_size: int, path: Path, opset: int, info: dict) -> str:
     """torch.onnx.export with a dynamic batch axis; the torch.export-based exporter, falling back
     to the TorchScript-based one if it fails. Returns the exporter used."""
     dummy = torch.randn(2, 3, input_size, input_size)
@@ -240,7 +240,7 @@ def _set_metadata(proto, info: dict) -> None:
     proto.producer_name = "transferlab"
 
 
-def _parity(fn, reference: np.ndarray, batch: np.ndarray, source: str, tolerance: float) -> dict:
+def parity_check(fn, reference: np.ndarray, batch: np.ndarray, source: str, tolerance: float) -> dict:
     """Compare fn(batch) with the PyTorch probabilities at batch N and batch 1."""
     probs = fn(batch)
     single = fn(batch[:1])
@@ -366,7 +366,7 @@ def _export_openvino(onnx_path: Path, out_dir: Path, exports: dict, pre: Preproc
                      quantize: str | None, level: int) -> Path:
     """``model.xml`` from the ONNX export (and ``model.int8.xml`` with ``quantize``); returns the last written."""
     def parity(fn):
-        return _parity(fn, reference, batch, source, tolerance)
+        return parity_check(fn, reference, batch, source, tolerance)
 
     def check(name, result, path):
         _check_parity(name, result, path, accept_mismatch, level)

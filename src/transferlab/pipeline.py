@@ -23,8 +23,10 @@ from typing import Any
 from . import comparison as compare_stage
 from . import doctor as doctor_stage
 from . import exporter as export_stage
+from . import runfolder
 from ._atomic import atomic_write_text
 from .budget import BudgetPlanner, nothing_fits
+from .comparison.ensemble import NAME as ENSEMBLE
 from .comparison.leaderboard import fmt, rank_rows
 from .comparison.runner import check_requests
 from .data import inspect_data, load_data
@@ -51,6 +53,7 @@ def run_pipeline(
     val_ratio: float = 0.2,
     progress: bool = True,
     trackers: list[str] | None = None,
+    ensemble: bool = True,
     **train_kwargs: Any,
 ) -> dict[str, Any]:
     """Run the whole job and return a summary dict.
@@ -58,7 +61,8 @@ def run_pipeline(
     ``budget`` (seconds): instead of the preset, train the models :func:`transferlab.budget.plan_budget`
     picks for this data on this machine, each stopped cleanly at its share. ``doctor``: run the data
     doctor (``OUT/doctor/doctor.html``, summarised in the report). ``trackers``: train's option
-    (``["tensorboard", "mlflow"]``); with MLflow the exported best model is added to its run. Messages go
+    (``["tensorboard", "mlflow"]``); with MLflow the exported best model is added to its run. ``ensemble``:
+    compare's ensemble row (the best model when it wins: served as its ONNX graph). Messages go
     to the ``transferlab.pipeline`` logger.
 
     Returns ``{"data", "inspect", "doctor", "plan", "leaderboard", "best", "onnx", "report",
@@ -76,7 +80,7 @@ def run_pipeline(
     try:
         return _run(out, data=data, val_ratio=val_ratio, seed=seed, preset=preset, models=models, epochs=epochs,
                     metric=metric, budget=budget, doctor=doctor, export_format=export_format, trackers=trackers,
-                    progress=progress, train_kwargs=train_kwargs)
+                    progress=progress, ensemble=ensemble, train_kwargs=train_kwargs)
     except TransferlabError:
         if created:  # a job that failed in a folder it made leaves nothing behind (its caches stay reusable)
             shutil.rmtree(out, ignore_errors=True)
@@ -84,7 +88,7 @@ def run_pipeline(
 
 
 def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, budget, doctor, export_format, trackers,
-         progress, train_kwargs) -> dict[str, Any]:
+         progress, ensemble, train_kwargs) -> dict[str, Any]:
     # an earlier job's summary must not present a model as deployed if this job stops short of it
     # (e.g. the export fails its parity check: export raises ParityError and nothing is deployed)
     (out / "summary.json").unlink(missing_ok=True)
@@ -129,7 +133,7 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
 
     step("training and evaluating the models")
     common = dict(preset=preset, out=out / "compare", epochs=epochs, metric=metric, seed=seed, val_ratio=val_ratio,
-                  progress=progress, **({"trackers": trackers} if trackers else {}), **train_kwargs)
+                  progress=progress, ensemble=ensemble, **({"trackers": trackers} if trackers else {}), **train_kwargs)
     if planner is None:
         logger.info(f"  models: {', '.join(compare_stage.parse_models(models))}" if models else f"  preset {preset}")
         rows = compare_stage.compare(splits, models=models, sections=sections, **common)
@@ -142,8 +146,15 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
 
     step("exporting the best model")
     logger.info(f"  {best['model']} ({metric} {fmt(metric, best.get(metric))}) to {export_format}")
-    exported = export_stage.export(best["run_dir"], format=export_format, splits=splits)
-    log_export(best["run_dir"], exported)  # to the best run's MLflow run (--trackers mlflow)
+    if best["model"] == ENSEMBLE and export_format == "onnx":  # built as one ONNX graph by compare
+        exported = runfolder.export_dir(best["run_dir"]) / runfolder.ONNX_NAME
+        logger.info(f"  the ensemble is its ONNX graph: {exported}")
+    else:
+        if best["model"] == ENSEMBLE:  # another format: the best single model is exported instead
+            best = next(r for r in ranked if r["model"] != ENSEMBLE)
+            logger.info(f"  the ensemble exists as ONNX only: exporting {best['model']} to {export_format}")
+        exported = export_stage.export(best["run_dir"], format=export_format, splits=splits)
+        log_export(best["run_dir"], exported)  # to the best run's MLflow run (--trackers mlflow)
 
     step("writing the report")
     report_html = out / "compare" / "report.html"
@@ -175,8 +186,8 @@ def _train_on_budget(planner: BudgetPlanner, splits, sections: list[dict[str, An
         overrides[job.label] = job.override
         logger.info(f"  budget: {job.describe()}, {planner.left():.0f} s left: {job.why}")
         started = time.perf_counter()
-        rows = compare_stage.compare(splits, models=labels, overrides=overrides,
-                                     sections=[*sections, _plan_section(planner)], **common)
+        rows = compare_stage.compare(splits, models=labels, overrides=overrides,  # the ensemble once, at the end
+                                     sections=[*sections, _plan_section(planner)], **{**common, "ensemble": False})
         planner.record(job, time.perf_counter() - started)
         logger.info(f"  budget: {job.label} took {job.real:.0f} s (estimated {job.seconds:.0f} s)")
     if labels:  # the report again, with the plan as it ended (every model is reused, none retrained)

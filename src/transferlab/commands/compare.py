@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", default="compare", help="output folder (default compare)")
     parser.add_argument("--split", choices=("val", "test"), default="val", help="evaluation split (default val)")
     parser.add_argument("--retrain", action="store_true", help="train every recipe again, even finished ones")
+    parser.add_argument("--no-ensemble", action="store_true",
+                        help="no ensemble row (default: one when averaging some models beats the best on validation)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from OUT's existing runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_train_options(parser)
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         seed, val_ratio = options.pop("seed", 0), options.pop("val_ratio", 0.2)
         rows = compare(args.data, models=args.models, preset=args.preset, out=args.out, epochs=args.epochs,
                        metric=args.metric, split=args.split, seed=seed, val_ratio=val_ratio,
-                       retrain=args.retrain, progress=not args.no_progress, **options)
+                       retrain=args.retrain, ensemble=not args.no_ensemble, progress=not args.no_progress, **options)
     print_leaderboard(rows, args.metric, console=console)
     console.print(f"report: {os.path.join(args.out, 'report.html')}", highlight=False)
     return 0 if any(r.get("status") == "ok" for r in rows) else 1

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on this machine (measured with a short probe), stop each cleanly at its share")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: each recipe's own)")
     parser.add_argument("--no-doctor", action="store_true", help="skip the data doctor step")
+    parser.add_argument("--no-ensemble", action="store_true",
+                        help="no ensemble row (default: one when averaging some models beats the best on validation)")
     parser.add_argument("--metric", choices=METRICS, default="accuracy", help="metric that picks the best model (default accuracy)")
     parser.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS, default="onnx",
                         help="export format for the best model (default onnx)")
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         budget=budget,
         doctor=not args.no_doctor,
+        ensemble=not args.no_ensemble,
         metric=args.metric,
         export_format=args.export_format,
         seed=seed,

@@ -33,6 +33,7 @@ from ..errors import ConfigError, TransferlabError, WeightsError
 from ..models import get_recipe
 from ..training.api import RESUME_HINT
 from ..training.config import TrainConfig
+from . import ensemble as ensemble_stage
 from . import plots as cplots
 from .leaderboard import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, SIGNIFICANCE, Leaderboard, add_statistics, make_row, \
     rank_rows, write_leaderboard
@@ -152,6 +153,7 @@ def compare(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     sections: Sequence[Mapping[str, Any]] | None = None,
     eval_batch_size: int = 64,
+    ensemble: bool = True,
     progress: bool = True,
     **train_kwargs,
 ) -> list[dict[str, Any]]:
@@ -165,7 +167,9 @@ def compare(
     as ``run --budget`` plans them); an entry with a ``"model"`` option names a variant, trained from
     that recipe into its own run folder (``{"efficientnet_lite0-frozen": {"model": "efficientnet_lite0",
     "freeze": "frozen"}}``). Every name and option is checked before the first model
-    trains. ``sections`` (``{"title", "lines", "link"}`` each) are shown in the report above the
+    trains. ``ensemble``: add an ``ensemble`` row when averaging some of the models beats the best one on
+    validation (:mod:`.ensemble`: chosen on the validation split, one ONNX graph in ``OUT/runs/ensemble``,
+    predicted and served like a run). ``sections`` (``{"title", "lines", "link"}`` each) are shown in the report above the
     leaderboard, as ``transferlab run`` does with the data doctor's summary. A recipe that cannot
     get pretrained weights is skipped, one that fails is reported; neither stops the others.
     Returns the leaderboard rows (best first), also written to ``OUT/leaderboard.json``.
@@ -185,6 +189,8 @@ def compare(
                       eval_batch_size=eval_batch_size, progress=progress, total=len(names))
     for i, name in enumerate(names, 1):
         job.recipe(i, name, {"epochs": epochs, **train_kwargs, **overrides.get(name, {})})
+    if ensemble and len(names) > 1 and job.ensemble(names):
+        names = [*names, ensemble_stage.NAME]
     state["order"] = names
     _write_state(out, state)
     return write_report(out, metric=metric, models=names)
@@ -271,6 +277,35 @@ class _Comparison:
                              "reason": ("evaluation failed: " if trained else "") + _one_line(exc)}
             logger.error(f"{name}: failed - {_short(entries[name]['reason'])}")
         self.save()
+
+    def ensemble(self, names: list[str]) -> bool:
+        """Build the ensemble of the evaluated recipes (their validation split evaluated first when the
+        compared split is another); True when one was built. A failure is logged and recorded, never
+        fatal: the models' rows stand."""
+        entries = self.state["models"]
+        entries.pop(ensemble_stage.NAME, None)
+        runs = {n: self.out / "runs" / n for n in names if (entries.get(n) or {}).get("status") == "ok"}
+        if len(runs) < 2:
+            return False
+        logger.debug(f"ensemble: choosing members among {len(runs)} models on the validation split")
+        try:
+            for run_dir in runs.values():  # the members' validation predictions and temperatures
+                if self.split != "val":
+                    evaluate_stage.evaluate(run_dir, data=self.splits, split="val", batch_size=self.eval_batch_size,
+                                            plots=False, progress=self.progress)
+            entry = ensemble_stage.build_ensemble(runs, self.splits, self.out / "runs", self.split,
+                                                  progress=self.progress)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # the ensemble is a bonus: its failure never loses the models' rows
+            logger.error(f"ensemble: failed - {_short(_one_line(exc))}")
+            self.state.setdefault("notes", []).append(f"ensemble failed: {_one_line(exc)}")
+            return False
+        if entry is None:
+            return False
+        entries[ensemble_stage.NAME] = entry
+        self.save()
+        return True
 
     def train(self, tag: str, name: str, options: dict[str, Any], request: dict, *, resume: bool) -> None:
         """Train recipe ``name`` into ``OUT/runs/name``, recorded in the state before (so that an

@@ -384,6 +384,12 @@ def _write_predictions(dest: Path, result: _SplitPredictions) -> None:
     atomic_write_text(dest, buf.getvalue())
 
 
+def write_predictions(dest: Path, samples: list, labels, probs: np.ndarray, classes: list[str]) -> None:
+    """``predictions.csv`` for ``samples`` (``(path, label)``) with their true ``labels`` and ``probs``
+    ``[N, C]``: the file :func:`evaluate` writes (for predictions made another way, e.g. an ensemble)."""
+    _write_predictions(dest, _SplitPredictions(list(samples), np.asarray(labels, np.int64), probs, list(classes)))
+
+
 def _changed_split_note(config: dict, split: str, count: int) -> str | None:
     """A note when the run's own ``split`` now has another image count than when the run was trained."""
     recorded = (config.get("split_counts") or {}).get(split)

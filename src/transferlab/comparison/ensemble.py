@@ -1,0 +1,231 @@
+"""Ensembles: greedy ensemble selection on the validation split, built into one ONNX graph.
+
+``compare`` (and ``run``) add an ``ensemble`` row when averaging some of its models beats the best
+one on validation. Members are chosen by greedy forward selection with replacement (Caruana et al.,
+2004) on the members' calibrated validation probabilities, minimising the log loss: start from the
+best model, then repeatedly add the model (again, if it helps) that lowers the averaged log loss
+most, stopping when none does or after ``MAX_ROUNDS``. A member's weight is how often it was picked.
+The validation split chooses; the compared split only scores (with ``--split val`` the ensemble is
+scored on the split that chose it, and its row says so).
+
+The ensemble is a run folder of its own, ``OUT/runs/ensemble``, holding only its export:
+``export/model.onnx`` is one graph with one input (the photo as ``[B, 3, S, S]`` pixels in [0, 1],
+``S`` the largest member input size) that resizes and normalises the input for each member, runs
+it, and averages the members' calibrated probabilities (output: their log, so a softmax gives them
+back); ``export/model.json`` carries the classes, the members and their weights, and the ensemble's
+own temperature and "unknown" rule fitted on validation. ``predict`` and ``serve`` use it like any
+exported run. It is evaluated through that graph, on the compared split, into ``eval-<split>/``
+like a model (metrics, predictions, ms/image).
+
+>>> import numpy as np
+>>> labels = np.array([0, 1, 0, 1])
+>>> a = np.array([[.9, .1], [.6, .4], [.8, .2], [.6, .4]])     # right on 0s, wrong on 1s
+>>> b = np.array([[.4, .6], [.1, .9], [.4, .6], [.2, .8]])     # the other way round
+>>> greedy_selection([a, b], labels)                           # together they beat either alone
+[1, 1]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ood, runfolder
+from .._atomic import atomic_write_text
+from ..checkpoint import load_model
+from ..evaluation import compute_metrics
+from ..evaluation.api import write_predictions
+from ..evaluation.calibration import calibrated_probs, fit_temperature
+from ..exporter import export_onnx_graph, parity_check
+from ..runtime import Preprocess, ort_probs, ort_session
+
+logger = logging.getLogger(__name__)
+
+NAME = "ensemble"
+MAX_ROUNDS = 10
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
+
+
+def greedy_selection(val_probs: list[np.ndarray], labels, rounds: int = MAX_ROUNDS) -> list[int]:
+    """How often each model is picked (its weight) by greedy forward selection with replacement on
+    ``val_probs`` (one ``[N, C]`` array per model, same images and order), minimising the log loss of
+    the average; the best single model first, at most ``rounds`` picks, stopping when no pick helps."""
+    labels = np.asarray(labels, np.int64)
+    counts = [0] * len(val_probs)
+    total = np.zeros_like(np.asarray(val_probs[0], np.float64))
+    best = np.inf
+    for _ in range(max(1, int(rounds))):
+        n = sum(counts) + 1
+        losses = [log_loss((total + p) / n, labels) for p in val_probs]
+        i = int(np.argmin(losses))
+        if losses[i] >= best - 1e-9:
+            break
+        best, counts[i], total = losses[i], counts[i] + 1, total + val_probs[i]
+    return counts
+
+
+class EnsembleModule(nn.Module):
+    """Members' calibrated probabilities, weighted and averaged, from one ``[B, 3, S, S]`` input of
+    pixels in [0, 1]; each member gets the input resized to its own size and normalised its own way.
+    Returns the log of the average (a softmax of it gives the average back)."""
+
+    def __init__(self, members: list[nn.Module], cfgs: list[dict], temperatures: list[float], weights: list[float],
+                 input_size: int):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.sizes = [int(c["input_size"]) for c in cfgs]
+        self.input_size = int(input_size)
+        for i, c in enumerate(cfgs):
+            self.register_buffer(f"mean{i}", torch.tensor(c["mean"], dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer(f"std{i}", torch.tensor(c["std"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.temperatures = [float(t) for t in temperatures]
+        total = float(sum(weights))
+        self.weights = [float(w) / total for w in weights]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = None
+        for i, member in enumerate(self.members):
+            xi = x if self.sizes[i] == self.input_size else F.interpolate(
+                x, size=(self.sizes[i], self.sizes[i]), mode="bilinear", align_corners=False)
+            xi = (xi - getattr(self, f"mean{i}")) / getattr(self, f"std{i}")
+            p = torch.softmax(member(xi) / self.temperatures[i], dim=1) * self.weights[i]
+            avg = p if avg is None else avg + p
+        assert avg is not None
+        return torch.log(avg.clamp_min(1e-12))
+
+
+def ensemble_data_cfg(cfgs: list[dict]) -> dict:
+    """The ensemble's preprocessing: the largest member's (its load size, crop and resize mode), without
+    normalisation (the graph normalises for each member)."""
+    big = max(cfgs, key=lambda c: int(c["input_size"]))
+    return {**big, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+
+
+def _calibrated_val_probs(run: Path, paths: list[str]) -> np.ndarray | None:
+    """A run's calibrated validation probabilities in the order of ``paths`` (from eval-val/)."""
+    import csv
+
+    path = runfolder.predictions_path(run, "val")
+    cal = runfolder.read_calibration(run)
+    if not path.is_file() or cal is None:
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = {r["path"]: [float(v) for k, v in r.items() if k.startswith("prob_")] for r in csv.DictReader(f)}
+    if any(p not in rows for p in paths):
+        return None
+    raw = np.array([rows[p] for p in paths], np.float64)
+    return calibrated_probs(np.log(np.clip(raw, 1e-30, None)), float(cal["temperature"]))
+
+
+def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str, *, progress: bool = False) -> dict | None:
+    """Choose members among ``runs`` (name -> run folder, each evaluated on ``val``) on the validation
+    split; when more than one is kept, write ``out_runs/ensemble`` (export + evaluation on ``split``)
+    and return its state entry (``members``, ``weights``, ...), else None."""
+    val = [(p, y) for p, y in splits.val]
+    labels = np.array([y for _, y in val], np.int64)
+    probs, names = [], []
+    for name, run in runs.items():
+        p = _calibrated_val_probs(run, [p for p, _ in val])
+        if p is not None:
+            probs.append(p)
+            names.append(name)
+    if len(names) < 2:
+        return None
+    counts = greedy_selection(probs, labels)
+    chosen = {n: c for n, c in zip(names, counts) if c}
+    single = {n: log_loss(p, labels) for n, p in zip(names, probs)}
+    if len(chosen) < 2:
+        logger.info(f"ensemble: the greedy selection on validation kept only {next(iter(chosen))}: no ensemble row")
+        return None
+    avg = np.sum([c * p for c, p in zip(counts, probs)], axis=0) / sum(counts)
+    folder = out_runs / NAME
+    export_dir = runfolder.export_dir(folder)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    models, cfgs, temps = [], [], []
+    for name in chosen:
+        model, meta = load_model(runs[name])
+        models.append(model.eval())
+        cfgs.append(dict(meta["data_cfg"]))
+        temps.append(float(runfolder.read_calibration(runs[name])["temperature"]))  # type: ignore[index]
+    cfg = ensemble_data_cfg(cfgs)
+    num_params = int(sum(q.numel() for m in models for q in m.parameters()))
+    module = EnsembleModule(models, cfgs, temps, list(chosen.values()), int(cfg["input_size"])).eval()
+    classes = list(splits.classes)
+    t = fit_temperature(np.log(np.clip(avg, 1e-12, None)), labels)
+    val_probs = calibrated_probs(np.log(np.clip(avg, 1e-12, None)), t)
+    calibration = {"temperature": t, "fitted_on": "val",
+                   "rejection": ood.fit_rejection(ood.max_prob_scores(val_probs))}
+    info: dict[str, Any] = {
+        "format_version": 1, "recipe": f"ensemble of {', '.join(f'{n} x{c}' for n, c in chosen.items())}",
+        "classes": classes, "num_classes": len(classes), "input_size": int(cfg["input_size"]),
+        "load_size": int(cfg["load_size"]), "mean": cfg["mean"], "std": cfg["std"],
+        "interpolation": cfg.get("interpolation"), "crop_pct": cfg.get("crop_pct"), "resize": cfg.get("resize", "crop"),
+        "data_cfg": cfg, "members": [{"model": n, "run": str(runs[n]), "weight": c / sum(chosen.values()),
+                                      "input_size": int(cf["input_size"]), "temperature": tm}
+                                     for (n, c), cf, tm in zip(chosen.items(), cfgs, temps)],
+        "selection": {"method": "greedy forward selection with replacement on the validation log loss",
+                      "rounds": sum(counts), "val_log_loss": log_loss(avg, labels), "single_val_log_loss": single},
+        "input": {"name": "input", "shape": ["batch", 3, int(cfg["input_size"]), int(cfg["input_size"])],
+                  "dtype": "float32", "layout": "NCHW, RGB, pixels in [0, 1] (mean 0, std 1)"},
+        "output": {"name": "logits", "shape": ["batch", len(classes)], "note": "log of the averaged probabilities"},
+        "calibration": calibration, "source_checkpoint": {}, "exports": {}, "num_params": num_params,
+    }
+    onnx_path = export_dir / runfolder.ONNX_NAME
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        exporter = export_onnx_graph(module, int(cfg["input_size"]), onnx_path, 18, info)
+    pre = Preprocess(cfg)
+    batch = np.stack([pre.load(p) for p, _ in val[:16]])
+    with torch.inference_mode():
+        reference = torch.softmax(module(torch.from_numpy(batch)), 1).numpy()
+    session = ort_session(onnx_path)
+    info["exports"]["onnx"] = {"file": onnx_path.name, "size_bytes": onnx_path.stat().st_size, "exporter": exporter,
+                               "seconds": round(time.perf_counter() - t0, 2),
+                               "parity": parity_check(lambda x: ort_probs(session, x), reference, batch,
+                                                 f"{len(batch)} validation images", 1e-4)}
+    runfolder.write_export_meta(folder, info)
+    metrics = evaluate_ensemble(folder, splits, split, classes, info)
+    logger.info(f"ensemble of {', '.join(chosen)}: validation log loss {log_loss(avg, labels):.4f} (best single "
+                f"{min(single.values()):.4f}); {split} accuracy {metrics['accuracy']:.4f}, "
+                f"{metrics['inference_ms_per_image']:.1f} ms/image")
+    return {"status": "ok", "trained": True, "reason": "", "members": {n: c for n, c in chosen.items()},
+            "chosen_on": "val"}
+
+
+def evaluate_ensemble(folder: Path, splits, split: str, classes: list[str], info: dict) -> dict:
+    """The ensemble's metrics on ``split`` through its ONNX graph (ONNX Runtime, as ``predict`` runs it), written to
+    ``folder/eval-<split>/`` like a model's evaluation."""
+    onnx_file = runfolder.export_dir(folder) / runfolder.ONNX_NAME
+    session, pre = ort_session(onnx_file), Preprocess(info["data_cfg"])
+    samples = list(splits.split(split))
+    probs, seconds = [], 0.0
+    for i in range(0, len(samples), 32):
+        batch = np.stack([pre.load(p) for p, _ in samples[i:i + 32]])
+        t0 = time.perf_counter()
+        probs.append(ort_probs(session, batch))
+        seconds += time.perf_counter() - t0
+    p = np.concatenate(probs)
+    labels = np.array([y for _, y in samples], np.int64)
+    metrics = compute_metrics(labels, p, classes)
+    metrics.update({"run": str(folder), "recipe": info["recipe"], "split": split, "data": str(splits.root),
+                    "checkpoint": None, "inference_ms_per_image": 1000.0 * seconds / max(1, len(samples)),
+                    "inference_batch_size": 32, "tta": False, "model_size_mb": onnx_file.stat().st_size / 1e6,
+                    "num_params": info["num_params"],
+                    "members": info["members"], "notes": [] if split != "val" else [
+                        "the members were chosen on this split: its figures are optimistic (compare --split test "
+                        "scores the ensemble on images that did not choose it)"], "plots": {}})
+    out = runfolder.eval_dir(folder, split)
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(out / runfolder.PREDICTIONS, samples, labels, p, classes)
+    atomic_write_text(out / runfolder.METRICS, json.dumps(metrics, indent=2))
+    return metrics
