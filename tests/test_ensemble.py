@@ -121,3 +121,12 @@ def test_no_row_when_one_model_is_kept_or_when_asked(digits_dir, tmp_path, monke
     rows = compare(digits_dir, models="cnn_base,cnn_bn", epochs=1, input_size=32, out=tmp_path / "a", progress=False,
                    ensemble=False)
     assert not called and "ensemble" not in {r["model"] for r in rows}
+
+
+def test_evaluate_and_export_say_what_an_ensemble_folder_is(compared):
+    from transferlab.errors import TransferlabError
+
+    out, _ = compared
+    for stage in (transferlab.evaluate, transferlab.export):
+        with pytest.raises(TransferlabError, match="is an ensemble: it has no checkpoint"):
+            stage(out / "runs" / "ensemble")

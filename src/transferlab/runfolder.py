@@ -166,6 +166,10 @@ def resolve_checkpoint(run_or_file, which: str = "best") -> Path:
     for candidate in (checkpoint_path(p, which), *(p / n for n in CHECKPOINTS.values())):
         if candidate.is_file():
             return candidate
+    if (p / EXPORT_DIR / EXPORT_META).is_file() and '"members"' in (p / EXPORT_DIR / EXPORT_META).read_text(
+            encoding="utf-8", errors="replace"):  # an ensemble (compare's): only its export exists
+        raise TransferlabError(f"{p} is an ensemble: it has no checkpoint, only its ONNX graph ({EXPORT_DIR}/"
+                               f"{ONNX_NAME}); predict and serve use it, and compare wrote its evaluation (eval-*/)")
     raise TransferlabError(f"no checkpoint in {p} (expected {BEST} or {LAST}); train it first")
 
 
