@@ -11,8 +11,10 @@ import os
 import sys
 
 from rich.console import Console
+from rich.table import Table
 
 from ..comparison.leaderboard import METRICS
+from ..errors import ConfigError
 from .train import add_train_options, given_train_options
 
 
@@ -29,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", default="compare", help="output folder (default compare)")
     parser.add_argument("--split", choices=("val", "test"), default="val", help="evaluation split (default val)")
     parser.add_argument("--retrain", action="store_true", help="train every recipe again, even finished ones")
+    parser.add_argument("--cv", type=int, default=None, metavar="K",
+                        help="stratified K-fold cross-validation of the training images (copies never straddle "
+                             "folds): OUT/fold-<k>/ and OUT/cv.json with mean +- sd per recipe")
+    parser.add_argument("--cv-groups", metavar="DOCTOR_JSON", default=None,
+                        help="with --cv: also keep the data doctor's near-duplicate groups inside one fold")
     parser.add_argument("--no-ensemble", action="store_true",
                         help="no ensemble row (default: one when averaging some models beats the best on validation)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from OUT's existing runs")
@@ -43,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     # the leaderboard is wide: do not squeeze it into 80 columns when piped to a file
     console = Console() if sys.stdout.isatty() else Console(width=160)
+    if args.cv is not None:
+        return _cross_validate(args, console)
+    if args.cv_groups:
+        raise ConfigError("--cv-groups goes with --cv K")
     if args.report_only:
         rows = write_report(args.out, metric=args.metric)
     else:
@@ -54,3 +65,31 @@ def run(args: argparse.Namespace) -> int:
     print_leaderboard(rows, args.metric, console=console)
     console.print(f"report: {os.path.join(args.out, 'report.html')}", highlight=False)
     return 0 if any(r.get("status") == "ok" for r in rows) else 1
+
+
+def _cross_validate(args: argparse.Namespace, console: Console) -> int:
+    """``compare --cv K``: one compare per fold, then the mean +- sd table (and OUT/cv.json)."""
+    from ..comparison.cv import compare_cv
+
+    if args.report_only or args.split != "val":
+        raise ConfigError("--cv scores each fold on its validation fold: it takes neither --report-only nor --split")
+    options = given_train_options(args)
+    seed, val_ratio = options.pop("seed", 0), options.pop("val_ratio", 0.2)
+    result = compare_cv(args.data, args.cv, models=args.models, preset=args.preset, out=args.out, epochs=args.epochs,
+                        metric=args.metric, seed=seed, val_ratio=val_ratio, retrain=args.retrain,
+                        groups_from=args.cv_groups, progress=not args.no_progress, **options)
+    table = Table(title=f"{result['folds']}-fold cross-validation (mean +- sd over the folds; grouping: "
+                        f"{result['grouping']})")
+    for col in ("model", "accuracy", "macro F1", "log loss"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+
+    def cell(s: dict) -> str:
+        return "-" if s["mean"] is None else f"{s['mean']:.4f} +- {s['sd']:.4f}"
+
+    models = sorted(result["models"].items(), key=lambda kv: -(kv[1]["accuracy"]["mean"] or -1))
+    for name, m in models:
+        table.add_row(name, cell(m["accuracy"]), cell(m["f1_macro"]), cell(m["log_loss"]))
+    console.print(table)
+    console.print(f"per fold: {os.path.join(args.out, 'fold-<k>')}; figures: {os.path.join(args.out, 'cv.json')}",
+                  highlight=False)
+    return 0 if any(m["accuracy"]["mean"] is not None for _, m in models) else 1
