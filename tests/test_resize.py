@@ -117,3 +117,19 @@ def test_inspect_reports_the_aspect_ratios_and_asks_to_compare_modes_for_wide_ph
     mixed = aspect_summary([100, 100, 130, 100], [100, 100, 100, 150])  # 1 of 4 wide, 1 of 4 tall
     assert mixed["wide"] == 0.25 and mixed["tall"] == 0.25 and mixed["not_square"] == 0.5
     assert mixed["crop_cuts"] == pytest.approx(((1 - 100 / 130) + (1 - 100 / 150)) / 4, abs=1e-4)
+
+
+def test_the_inspect_page_and_table_show_the_aspect_ratios(wide_data, tmp_path):
+    from rich.console import Console
+
+    from transferlab.data import load_data
+    from transferlab.data.report import render_report, write_html
+
+    splits = load_data(wide_data, progress=False)
+    report = inspect_data(splits)
+    html = write_html(report, splits, tmp_path / "r.html", samples_per_class=1).read_text()
+    assert "a centre crop cuts 67% of the mean photo" in html and "--resize pad" in html
+    console = Console(record=True, width=200)
+    for table in render_report(report):
+        console.print(table)
+    assert "a centre crop cuts 67% of the mean photo" in console.export_text()
