@@ -26,6 +26,7 @@ like a model (metrics, predictions, ms/image).
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import time
@@ -113,8 +114,6 @@ def ensemble_data_cfg(cfgs: list[dict]) -> dict:
 
 def _calibrated_val_probs(run: Path, paths: list[str]) -> np.ndarray | None:
     """A run's calibrated validation probabilities in the order of ``paths`` (from eval-val/)."""
-    import csv
-
     path = runfolder.predictions_path(run, "val")
     cal = runfolder.read_calibration(run)
     if not path.is_file() or cal is None:
@@ -127,7 +126,7 @@ def _calibrated_val_probs(run: Path, paths: list[str]) -> np.ndarray | None:
     return calibrated_probs(np.log(np.clip(raw, 1e-30, None)), float(cal["temperature"]))
 
 
-def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str, *, progress: bool = False) -> dict | None:
+def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) -> dict | None:
     """Choose members among ``runs`` (name -> run folder, each evaluated on ``val``) on the validation
     split; when more than one is kept, write ``out_runs/ensemble`` (export + evaluation on ``split``)
     and return its state entry (``members``, ``weights``, ...), else None."""

@@ -293,8 +293,7 @@ class _Comparison:
                 if self.split != "val":
                     evaluate_stage.evaluate(run_dir, data=self.splits, split="val", batch_size=self.eval_batch_size,
                                             plots=False, progress=self.progress)
-            entry = ensemble_stage.build_ensemble(runs, self.splits, self.out / "runs", self.split,
-                                                  progress=self.progress)
+            entry = ensemble_stage.build_ensemble(runs, self.splits, self.out / "runs", self.split)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the ensemble is a bonus: its failure never loses the models' rows
