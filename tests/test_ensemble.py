@@ -130,3 +130,17 @@ def test_evaluate_and_export_say_what_an_ensemble_folder_is(compared):
     for stage in (transferlab.evaluate, transferlab.export):
         with pytest.raises(TransferlabError, match="is an ensemble: it has no checkpoint"):
             stage(out / "runs" / "ensemble")
+
+
+def test_run_serves_the_ensemble_when_it_wins_and_exports_the_best_model_for_other_formats(monkeypatch, tmp_path):
+    from transferlab import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline.export_stage, "export", lambda run, format, splits: calls.append((run, format))
+                        or tmp_path / "model.pt")
+    monkeypatch.setattr(pipeline, "log_export", lambda run, path: None)
+    ranked = [{"model": "ensemble", "run_dir": str(tmp_path / "ensemble")}, {"model": "cnn_bn", "run_dir": "r/cnn_bn"}]
+    best, path = pipeline._export_best(ranked, "onnx", None)
+    assert best["model"] == "ensemble" and path == tmp_path / "ensemble" / "export" / "model.onnx" and not calls
+    best, path = pipeline._export_best(ranked, "torchscript", None)
+    assert best["model"] == "cnn_bn" and calls == [("r/cnn_bn", "torchscript")]

@@ -72,14 +72,7 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
     The check uses the run's validation images (``splits``: the run's ``DataSplits`` when the caller
     already holds them, else they are loaded from ``RUN/config.json``), or ``images`` when given.
     A failed check raises :class:`ParityError` and writes nothing, unless ``accept_mismatch``."""
-    fmt = str(format).lower()
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
-    if quantize is not None and quantize not in QUANTIZE:
-        raise ConfigError(f"unknown quantisation {quantize!r}; the only choice is 'int8'")
-    if quantize and fmt not in ("onnx", "openvino"):
-        raise ConfigError("--quantize int8 needs --format onnx or openvino")
-    formats.check_installed(fmt)  # OpenVINO and Core ML converters are optional extras: said before any work
+    fmt = _checked_request(format, quantize)
     run = Path(run)
     level = logging.INFO if verbose else logging.DEBUG  # what it did, through the transferlab.exporter logger
 
@@ -95,10 +88,7 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
         previous = runfolder.read_export_meta(run)
     except TransferlabError:  # a damaged model.json is rewritten
         previous = None
-    info = _base_info(meta, ckpt, previous)
-    calibration = runfolder.read_calibration(run)  # the temperature and "unknown" rule travel with the export
-    info["calibration"] = ({k: calibration[k] for k in ("temperature", "fitted_on", "rejection") if k in calibration}
-                           if calibration else None)
+    info = _base_info(meta, ckpt, previous, runfolder.read_calibration(run))
     exports = info.setdefault("exports", {})
     with _torch_threads():
         with torch.inference_mode():
@@ -123,10 +113,9 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
                 path = _export_openvino(path, out_dir, exports, pre, splits, batch, reference, source, tolerance,
                                         accept_mismatch, quantize, level)
         elif fmt == "coreml":
-            exports["coreml"] = formats.export_coreml(model, pre.input_size, out_dir)
+            exports["coreml"] = entry = formats.export_coreml(model, pre.input_size, out_dir)
             path = out_dir / formats.COREML_NAME
-            logger.log(level, f"exported {path} ({_mb(exports['coreml']['size_bytes'])}); "
-                              f"{exports['coreml']['validated']}")
+            logger.log(level, f"exported {path} ({_mb(entry['size_bytes'])}); {entry['validated']}")
         else:
             path = out_dir / runfolder.TORCHSCRIPT_NAME
             with _staged(path) as staged:
@@ -148,6 +137,19 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, *
             exports["torchscript"] = entry
     logger.log(level, f"wrote {runfolder.write_export_meta(run, info)}")
     return path
+
+
+def _checked_request(format: str, quantize: str | None) -> str:
+    """The format's name, once the format, the quantisation and the converter it needs are checked."""
+    fmt = str(format).lower()
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConfigError(f"unknown quantisation {quantize!r}; the only choice is 'int8'")
+    if quantize and fmt not in ("onnx", "openvino"):
+        raise ConfigError("--quantize int8 needs --format onnx or openvino")
+    formats.check_installed(fmt)  # OpenVINO and Core ML converters are optional extras: said before any work
+    return fmt
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -395,9 +397,10 @@ def _export_torchscript(model, input_size: int, path: Path) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _base_info(meta: dict, ckpt: Path, existing: dict | None) -> dict:
-    """model.json content: preprocessing + provenance; keeps the other formats' entries when the
-    earlier export came from the same checkpoint."""
+def _base_info(meta: dict, ckpt: Path, existing: dict | None, calibration: dict | None) -> dict:
+    """model.json content: preprocessing + provenance + the temperature and "unknown" rule (``calibration``,
+    the run's ``calibration.json``); keeps the other formats' entries when the earlier export came from
+    the same checkpoint."""
     cfg = dict(meta["data_cfg"])
     sha = runfolder.file_sha256(ckpt)
     info = {
@@ -420,6 +423,8 @@ def _base_info(meta: dict, ckpt: Path, existing: dict | None) -> dict:
         "epoch": meta.get("epoch"), "metrics": meta.get("metrics"),
         "source_checkpoint": {"file": ckpt.name, "sha256": sha},
         "exports": {},
+        "calibration": ({k: calibration[k] for k in ("temperature", "fitted_on", "rejection") if k in calibration}
+                        if calibration else None),
     }
     if existing and (existing.get("source_checkpoint") or {}).get("sha256") == sha:
         info["exports"] = dict(existing.get("exports") or {})

@@ -146,15 +146,7 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
 
     step("exporting the best model")
     logger.info(f"  {best['model']} ({metric} {fmt(metric, best.get(metric))}) to {export_format}")
-    if best["model"] == ENSEMBLE and export_format == "onnx":  # built as one ONNX graph by compare
-        exported = runfolder.export_dir(best["run_dir"]) / runfolder.ONNX_NAME
-        logger.info(f"  the ensemble is its ONNX graph: {exported}")
-    else:
-        if best["model"] == ENSEMBLE:  # another format: the best single model is exported instead
-            best = next(r for r in ranked if r["model"] != ENSEMBLE)
-            logger.info(f"  the ensemble exists as ONNX only: exporting {best['model']} to {export_format}")
-        exported = export_stage.export(best["run_dir"], format=export_format, splits=splits)
-        log_export(best["run_dir"], exported)  # to the best run's MLflow run (--trackers mlflow)
+    best, exported = _export_best(ranked, export_format, splits)
 
     step("writing the report")
     report_html = out / "compare" / "report.html"
@@ -173,6 +165,22 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _export_best(ranked: list[dict], export_format: str, splits) -> tuple[dict, Path]:
+    """Export the best row's run: ``(the row exported, the exported file)``. The ensemble is its ONNX graph
+    already (built by compare); for another format the best single model is exported instead."""
+    best = ranked[0]
+    if best["model"] == ENSEMBLE and export_format == "onnx":
+        exported = runfolder.export_dir(best["run_dir"]) / runfolder.ONNX_NAME
+        logger.info(f"  the ensemble is its ONNX graph: {exported}")
+        return best, exported
+    if best["model"] == ENSEMBLE:
+        best = next(r for r in ranked if r["model"] != ENSEMBLE)
+        logger.info(f"  the ensemble exists as ONNX only: exporting {best['model']} to {export_format}")
+    exported = export_stage.export(best["run_dir"], format=export_format, splits=splits)
+    log_export(best["run_dir"], exported)  # to the best run's MLflow run (--trackers mlflow)
+    return best, exported
 
 
 def _train_on_budget(planner: BudgetPlanner, splits, sections: list[dict[str, Any]], common: dict) -> list[dict]:

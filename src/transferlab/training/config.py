@@ -90,10 +90,8 @@ class TrainConfig:
                                          "(default: the recipe's, else 0)", "model and data", metavar="EPOCHS")
     fine_tune_lr: float | None = option(None, "lr of the fine-tuning phase (default: the recipe's, else lr/10)",
                                         "model and data")
-    head: list[int] = option(None, "hidden dense layers of the head, e.g. 256,128", "model and data",
-                             default_factory=list)
-    dropout: list[float] | None = option(None, "head dropout: one value or one per hidden layer, e.g. 0.5,0.3",
-                                         "model and data")
+    head: list[int] = option(None, "hidden dense layers of the head, e.g. 256,128", "model and data", default_factory=list)
+    dropout: list[float] | None = option(None, "head dropout: one value or one per layer, e.g. 0.5,0.3", "model and data")
     pretrained: bool | None = option(None, "use pretrained weights (default: the recipe's)", "model and data")
     weights: str | None = option(None, "pretrained weights: a file, a folder (the file that fits is chosen by its "
                                        "tensors), or RECIPE=FILE[,RECIPE=FILE...]", "model and data", metavar="PATH")
@@ -102,9 +100,8 @@ class TrainConfig:
                                           "native size)", "model and data")
     crop_pct: float | None = option(None, "fraction of the resized image the centre crop keeps (default: the "
                                           "recipe's; 1.0 for small images)", "model and data")
-    resize: str = option("crop", "how a photo becomes the square input: crop (shorter side, centre crop), pad (longer "
-                                 "side, letterbox: the whole photo, aspect kept) or stretch (squashed); the same in "
-                                 "training, evaluation, export and serving", "model and data", choices=RESIZE_MODES)
+    resize: str = option("crop", "how a photo becomes square: crop (centre crop), pad (letterbox, aspect kept) or stretch;"
+                                 " kept for evaluation, export and serving", "model and data", choices=RESIZE_MODES)
     val_ratio: float = option(0.2, "fraction held out for validation", "model and data")
     seed: int = option(0, "seed of split, init, augmentation and order", "model and data")
     workers: int | None = option(None, "data loader processes (default: 0 with cached small images, else 2)",
