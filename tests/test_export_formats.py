@@ -35,6 +35,8 @@ def test_openvino_export_matches_pytorch_and_predicts(run_dir, digits_dir):
     assert ov_p.info["backend"] == "openvino" and ov_p.model_file == out / "model.xml"
     with pytest.raises(TransferlabError, match="--format openvino --quantize int8"):
         Predictor(run_dir, backend="openvino-int8")
+    # fp32 in fp32: OpenVINO's CPU plugin would run it in bf16 where the CPU has bf16 units
+    assert str(ov_p._model.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
 
 
 def test_openvino_int8_is_smaller_and_agrees(run_dir, digits_dir):
