@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 
 import transferlab
@@ -89,3 +90,29 @@ def test_bad_combinations_and_missing_extras_are_one_line(run_dir, monkeypatch):
     monkeypatch.setattr(importlib, "import_module", no_openvino)
     with pytest.raises(TransferlabError, match=r'pip install "transferlab\[openvino\]"'):
         transferlab.export(run_dir, format="openvino")
+
+
+def test_coreml_falls_back_to_torch_export_at_batch_1_and_fails_in_one_line(run_dir, monkeypatch, tmp_path):
+    ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed")
+    from transferlab.checkpoint import load_model
+
+    model, _ = load_model(run_dir)
+    real = ct.convert
+
+    def no_traced(m, *a, **k):  # the traced route fails as it does for timm's EfficientNet-Lite0
+        if isinstance(m, torch.jit.ScriptModule):
+            raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+        return real(m, *a, **k)
+
+    monkeypatch.setattr(ct, "convert", no_traced)
+    entry = export_formats.export_coreml(model.eval(), 32, tmp_path)
+    assert "torch.export, batch 1" in entry["converter"] and "[1, 3, 32, 32]" in entry["validated"]
+    assert (tmp_path / "model.mlpackage").is_dir()
+
+    def nothing(m, *a, **k):
+        raise RuntimeError("unsupported op\nmore detail")
+
+    monkeypatch.setattr(ct, "convert", nothing)
+    with pytest.raises(TransferlabError, match=r"Core ML conversion failed \(traced: RuntimeError: unsupported op; "
+                                               r"torch.export: RuntimeError: unsupported op\)"):
+        export_formats.export_coreml(model.eval(), 32, tmp_path / "x")

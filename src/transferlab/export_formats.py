@@ -131,33 +131,50 @@ def _quiet_coremltools():
 
 
 def export_coreml(model: torch.nn.Module, input_size: int, out_dir: Path) -> dict[str, Any]:
-    """Convert ``model`` (eval mode) to ``out_dir/model.mlpackage`` and validate the saved package's spec."""
+    """Convert ``model`` (eval mode) to ``out_dir/model.mlpackage`` and validate the saved package's spec.
+
+    The traced model is converted with a batch range of 1-``COREML_MAX_BATCH``; a model coremltools
+    cannot convert that way (timm's EfficientNet-Lite0 with coremltools 9: a shape cast it does not
+    handle) goes through ``torch.export`` at batch 1 instead, as phones run it. Neither: TransferlabError."""
     with _quiet_coremltools():
         ct = require("coremltools")
     t0 = time.perf_counter()
     s = int(input_size)
+    common = dict(outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
+                  compute_precision=ct.precision.FLOAT32, minimum_deployment_target=ct.target.iOS16)
+    errors = []
+    mlmodel, batch = None, (1, COREML_MAX_BATCH)
     with _quiet_coremltools():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, torch.randn(2, 3, s, s), check_trace=False)
-        mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=(ct.RangeDim(1, COREML_MAX_BATCH, default=1),
-                                                                                   3, s, s))],
-                             outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
-                             compute_precision=ct.precision.FLOAT32, minimum_deployment_target=ct.target.iOS16)
+        try:
+            traced = torch.jit.trace(model, torch.randn(2, 3, s, s), check_trace=False)
+            mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=(
+                ct.RangeDim(1, COREML_MAX_BATCH, default=1), 3, s, s))], **common)
+        except Exception as exc:  # noqa: BLE001 - the other route next; both reasons if it fails too
+            errors.append(f"traced: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            batch = (1, 1)
+            try:
+                program = torch.export.export(model, (torch.randn(1, 3, s, s),)).run_decompositions({})
+                mlmodel = ct.convert(program, inputs=[ct.TensorType(name="input", shape=(1, 3, s, s))], **common)
+            except Exception as exc2:  # noqa: BLE001 - reported as one line
+                errors.append(f"torch.export: {type(exc2).__name__}: {str(exc2).splitlines()[0] if str(exc2) else ''}")
+                raise TransferlabError("Core ML conversion failed (" + "; ".join(errors) + ")") from None
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staged-") as tmp:
         staged = Path(tmp) / COREML_NAME
+        assert mlmodel is not None, "one of the routes converted it"
         mlmodel.save(str(staged))
-        validated = validate_coreml(staged, s)
+        validated = validate_coreml(staged, s, batch)
         size = sum(f.stat().st_size for f in staged.rglob("*") if f.is_file())
         _replace_files([staged], out_dir)
+    route = "traced, batch 1-64" if batch[1] > 1 else f"torch.export, batch 1 (the traced route failed: {errors[0]})"
     return {"file": COREML_NAME, "size_bytes": size, "converter": f"coremltools {ct.__version__} (ML program, fp32, "
-                                                                   f"iOS 16 / macOS 13 or later)",
+                                                                   f"iOS 16 / macOS 13 or later; {route})",
             "seconds": round(time.perf_counter() - t0, 2), "parity": None, "validated": validated}
 
 
-def validate_coreml(path: Path, input_size: int) -> str:
+def validate_coreml(path: Path, input_size: int, batch: tuple[int, int] = (1, COREML_MAX_BATCH)) -> str:
     """Reload a saved ``.mlpackage`` without running it (Core ML runs only on Apple systems) and check
-    its spec: one input ``input`` ``[1-64, 3, S, S]`` float32 and one output ``logits``. Returns what
-    was checked; TransferlabError when the spec is not that."""
+    its spec: one input ``input`` ``[batch, 3, S, S]`` float32 (``batch``: its lowest and highest size)
+    and one output ``logits``. Returns what was checked; TransferlabError when the spec is not that."""
     with _quiet_coremltools():
         ct = require("coremltools")
         spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
@@ -167,14 +184,16 @@ def validate_coreml(path: Path, input_size: int) -> str:
         problems.append(f"inputs {[i.name for i in inputs]}, outputs {[o.name for o in outputs]}")
     else:
         arr = inputs[0].type.multiArrayType
-        ranges = [(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges]
-        want = [(1, COREML_MAX_BATCH), (3, 3), (input_size, input_size), (input_size, input_size)]
+        ranges = ([(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges]
+                  or [(int(d), int(d)) for d in arr.shape])
+        want = [tuple(batch), (3, 3), (input_size, input_size), (input_size, input_size)]
         if ranges != want:
             problems.append(f"input shape ranges {ranges}, expected {want}")
         if arr.dataType != ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32:
             problems.append("input is not float32")
     if problems:
         raise TransferlabError(f"the Core ML package {path.name} is not what was asked: {'; '.join(problems)}")
+    b = f"{batch[0]}-{batch[1]}" if batch[1] > batch[0] else str(batch[0])
     return (f"spec checked on {os.uname().sysname} (not run: Core ML runs only on Apple systems): input 'input' "
-            f"[1-{COREML_MAX_BATCH}, 3, {input_size}, {input_size}] float32, output 'logits', "
+            f"[{b}, 3, {input_size}, {input_size}] float32, output 'logits', "
             f"ML program with {len(spec.mlProgram.functions)} function(s)")
