@@ -121,7 +121,7 @@ def _quiet_coremltools():
     """coremltools says on Linux, at import, that its Apple runtime is missing (8 log lines), and draws
     progress bars while converting: kept out of the user's terminal (errors still raise)."""
     level = logging.getLogger("coremltools").level
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    logging.getLogger("coremltools").setLevel(logging.CRITICAL)  # its failed-route ERROR lines too: we report
     try:
         with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
