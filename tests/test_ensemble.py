@@ -12,6 +12,7 @@ import transferlab
 from transferlab import runfolder
 from transferlab.comparison import ensemble
 from transferlab.comparison.runner import compare
+from transferlab.evaluation.calibration import nll
 from transferlab.models import create_model
 from transferlab.predictor import Predictor
 
@@ -29,14 +30,14 @@ def test_greedy_selection_never_does_worse_than_the_best_model_and_matches_a_sea
     probs = [_noisy(labels, 4, s, seed) for seed, s in enumerate((2.0, 2.0, 2.0, 0.2))]
     counts = ensemble.greedy_selection(probs, labels, rounds=3)
     avg = sum(c * p for c, p in zip(counts, probs)) / sum(counts)
-    assert ensemble.log_loss(avg, labels) <= min(ensemble.log_loss(p, labels) for p in probs)
-    assert sum(counts) <= 3 and counts[int(np.argmin([ensemble.log_loss(p, labels) for p in probs]))] >= 1
+    assert nll(avg, labels) <= min(nll(p, labels) for p in probs)
+    assert sum(counts) <= 3 and counts[int(np.argmin([nll(p, labels) for p in probs]))] >= 1
     # independent errors: averaging helps, so more than one model is kept
     assert sum(1 for c in counts if c) >= 2
     # greedy is a heuristic; on this problem it is within 1% of the best multiset of 3 picks
-    best = min(ensemble.log_loss(sum(probs[i] for i in combo) / 3, labels)
+    best = min(nll(sum(probs[i] for i in combo) / 3, labels)
                for combo in combinations_with_replacement(range(4), 3))
-    assert ensemble.log_loss(avg, labels) <= best * 1.01
+    assert nll(avg, labels) <= best * 1.01
     # one model far better than the rest: kept alone
     strong = [_noisy(labels, 4, 9.0, 9), probs[3]]
     assert ensemble.greedy_selection(strong, labels) == [1, 0]

@@ -43,7 +43,7 @@ from .._atomic import atomic_write_text
 from ..checkpoint import load_model
 from ..evaluation import compute_metrics
 from ..evaluation.api import write_predictions
-from ..evaluation.calibration import calibrated_probs, fit_temperature
+from ..evaluation.calibration import calibrated_probs, fit_temperature, nll
 from ..exporter import export_onnx_graph, parity_check
 from ..runtime import Preprocess, ort_probs, ort_session
 
@@ -51,10 +51,6 @@ logger = logging.getLogger(__name__)
 
 NAME = "ensemble"
 MAX_ROUNDS = 10
-
-
-def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
 
 
 def greedy_selection(val_probs: list[np.ndarray], labels, rounds: int = MAX_ROUNDS) -> list[int]:
@@ -67,7 +63,7 @@ def greedy_selection(val_probs: list[np.ndarray], labels, rounds: int = MAX_ROUN
     best = np.inf
     for _ in range(max(1, int(rounds))):
         n = sum(counts) + 1
-        losses = [log_loss((total + p) / n, labels) for p in val_probs]
+        losses = [nll((total + p) / n, labels) for p in val_probs]
         i = int(np.argmin(losses))
         if losses[i] >= best - 1e-9:
             break
@@ -142,7 +138,7 @@ def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) ->
         return None
     counts = greedy_selection(probs, labels)
     chosen = {n: c for n, c in zip(names, counts) if c}
-    single = {n: log_loss(p, labels) for n, p in zip(names, probs)}
+    single = {n: nll(p, labels) for n, p in zip(names, probs)}
     if len(chosen) < 2:
         logger.info(f"ensemble: the greedy selection on validation kept only {next(iter(chosen))}: no ensemble row")
         return None
@@ -173,7 +169,7 @@ def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) ->
                                       "input_size": int(cf["input_size"]), "temperature": tm}
                                      for (n, c), cf, tm in zip(chosen.items(), cfgs, temps)],
         "selection": {"method": "greedy forward selection with replacement on the validation log loss",
-                      "rounds": sum(counts), "val_log_loss": log_loss(avg, labels), "single_val_log_loss": single},
+                      "rounds": sum(counts), "val_log_loss": nll(avg, labels), "single_val_log_loss": single},
         "input": {"name": "input", "shape": ["batch", 3, int(cfg["input_size"]), int(cfg["input_size"])],
                   "dtype": "float32", "layout": "NCHW, RGB, pixels in [0, 1] (mean 0, std 1)"},
         "output": {"name": "logits", "shape": ["batch", len(classes)], "note": "log of the averaged probabilities"},
@@ -194,7 +190,7 @@ def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) ->
                                                  f"{len(batch)} validation images", 1e-4)}
     runfolder.write_export_meta(folder, info)
     metrics = evaluate_ensemble(folder, splits, split, classes, info)
-    logger.info(f"ensemble of {', '.join(chosen)}: validation log loss {log_loss(avg, labels):.4f} (best single "
+    logger.info(f"ensemble of {', '.join(chosen)}: validation log loss {nll(avg, labels):.4f} (best single "
                 f"{min(single.values()):.4f}); {split} accuracy {metrics['accuracy']:.4f}, "
                 f"{metrics['inference_ms_per_image']:.1f} ms/image")
     return {"status": "ok", "trained": True, "reason": "", "members": {n: c for n, c in chosen.items()},
