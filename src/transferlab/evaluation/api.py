@@ -297,16 +297,16 @@ def _rejection_metrics(metrics: dict, logits: np.ndarray, labels: np.ndarray, st
                        accept_rate: float | None) -> None:
     """``metrics["rejection"]``: the stored rule (at ``accept_rate`` when given) applied to this split:
     the share of its photos accepted and the accuracy on those (nothing without a rule)."""
-    rule = (stored or {}).get("rejection")
-    if not rule:
+    if not stored or not stored.get("rejection"):
         return
+    rule = stored["rejection"]
     rate = accept_rate or float(rule["accept_rate"])
     threshold = ood_scores.threshold_for(rule, rate)
-    probs = calibrated_probs(logits, float(stored["temperature"]))  # type: ignore[index]
+    probs = calibrated_probs(logits, float(stored["temperature"]))
     accepted = ood_scores.max_prob_scores(probs) >= threshold
     right = probs.argmax(axis=1) == labels
     metrics["rejection"] = {"score": rule["score"], "accept_rate": rate, "threshold": threshold,
-                            "fitted_on": stored.get("fitted_on", "val"),  # type: ignore[union-attr]
+                            "fitted_on": stored.get("fitted_on", "val"),
                             "accepted": float(accepted.mean()) if len(accepted) else None,
                             "accuracy_accepted": float(right[accepted].mean()) if accepted.any() else None}
 
