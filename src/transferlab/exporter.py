@@ -186,6 +186,14 @@ def _spread(samples: list, n: int) -> list:
     return [samples[i] for i in idx]
 
 
+def _calibration_images(pre: Preprocess, splits) -> list[np.ndarray]:
+    """Up to CALIBRATION_IMAGES preprocessed training images, spread over the classes, for int8
+    calibration (none when the run's data is not reachable)."""
+    if splits is None or not splits.train:
+        return []
+    return _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])[1]
+
+
 def _load_some(pre: Preprocess, paths: Sequence[str]) -> tuple[list[int], list[np.ndarray]]:
     """Preprocess ``paths`` in parallel, skipping unreadable files: (indices loaded, their arrays)."""
     keep, arrays = [], []
@@ -295,9 +303,7 @@ class _CalibrationReader:
 
 def _quantize_int8(fp32: Path, out: Path, pre: Preprocess, splits, meta: dict, info: dict, batch: np.ndarray,
                    reference: np.ndarray, source: str, fp32_session, level: int) -> dict:
-    calib: list[np.ndarray] = []
-    if splits is not None and splits.train:
-        _, calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
+    calib = _calibration_images(pre, splits)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quant-") as tmp:
         src = Path(tmp) / "prep.onnx"
@@ -377,9 +383,7 @@ def _export_openvino(onnx_path: Path, out_dir: Path, exports: dict, pre: Preproc
     path = out_dir / formats.OPENVINO_NAME
     logger.log(level, f"exported {path} + {entry['weights']} ({_mb(entry['size_bytes'])}, {entry['converter']})")
     if quantize:
-        calib: list[np.ndarray] = []
-        if splits is not None and splits.train:
-            _, calib = _load_some(pre, [p for p, _ in _spread(splits.train, CALIBRATION_IMAGES)])
+        calib = _calibration_images(pre, splits)
         exports["openvino_int8"] = q = formats.quantize_openvino(path, out_dir, calib, reference, batch, source)
         path = out_dir / formats.OPENVINO_INT8_NAME
         logger.log(level, f"quantised {path} ({_mb(q['size_bytes'])}, {q['size_ratio']:.0%} of fp32; {q['method']}); "
