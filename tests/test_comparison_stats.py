@@ -142,6 +142,9 @@ def test_read_predictions(tmp_path):
     preds, why = runfolder.read_predictions(tmp_path / "runs" / "a", "val")
     assert why is None and preds is not None
     assert preds["classes"] == CLASSES and len(preds["paths"]) == 9 and preds["true"][:3] == CLASSES
+    probs = runfolder.read_probabilities(tmp_path / "runs" / "a", "val")
+    assert list(probs) == preds["paths"] and all(len(v) == len(CLASSES) for v in probs.values())
+    assert runfolder.read_probabilities(tmp_path / "runs" / "a", "test") is None
     assert runfolder.read_predictions(tmp_path / "runs" / "a", "test") == (
         None, f"no {runfolder.predictions_path(tmp_path / 'runs' / 'a', 'test')}")
     runfolder.predictions_path(tmp_path / "runs" / "a", "val").write_text("a,b\n1,2\n")

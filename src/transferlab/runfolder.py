@@ -365,6 +365,16 @@ def read_predictions(run, split: str = "val") -> tuple[dict[str, list[str]] | No
             "classes": [h[len("prob_"):] for h in header[4:] if h.startswith("prob_")]}, None
 
 
+def read_probabilities(run, split: str = "val") -> dict[str, list[float]] | None:
+    """The probabilities of ``eval-<split>/predictions.csv`` by image path (``{path: [p_class, ...]}`` in
+    the run's class order), or None when the file is missing or unreadable."""
+    try:
+        with open(predictions_path(run, split), newline="", encoding="utf-8") as f:
+            return {r["path"]: [float(v) for k, v in r.items() if k.startswith("prob_")] for r in csv.DictReader(f)}
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, ValueError):
+        return None
+
+
 # ---------------------------------------------------------------- export outputs
 
 def file_sha256(path: str | Path) -> str:

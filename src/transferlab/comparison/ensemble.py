@@ -26,7 +26,6 @@ like a model (metrics, predictions, ms/image).
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -108,18 +107,15 @@ def ensemble_data_cfg(cfgs: list[dict]) -> dict:
     return {**big, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 
 
-def _calibrated_val_probs(run: Path, paths: list[str]) -> np.ndarray | None:
-    """A run's calibrated validation probabilities in the order of ``paths`` (from eval-val/)."""
-    path = runfolder.predictions_path(run, "val")
-    cal = runfolder.read_calibration(run)
-    if not path.is_file() or cal is None:
-        return None
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = {r["path"]: [float(v) for k, v in r.items() if k.startswith("prob_")] for r in csv.DictReader(f)}
-    if any(p not in rows for p in paths):
+def _calibrated_val_probs(run: Path, paths: list[str]) -> tuple[np.ndarray, float] | None:
+    """A run's calibrated validation probabilities in the order of ``paths`` (from eval-val/) and its
+    temperature; None when either is missing or the file does not cover ``paths``."""
+    rows, cal = runfolder.read_probabilities(run, "val"), runfolder.read_calibration(run)
+    if rows is None or cal is None or any(p not in rows for p in paths):
         return None
     raw = np.array([rows[p] for p in paths], np.float64)
-    return calibrated_probs(np.log(np.clip(raw, 1e-30, None)), float(cal["temperature"]))
+    t = float(cal["temperature"])
+    return calibrated_probs(np.log(np.clip(raw, 1e-30, None)), t), t
 
 
 def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) -> dict | None:
@@ -128,12 +124,13 @@ def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) ->
     and return its state entry (``members``, ``weights``, ...), else None."""
     val = [(p, y) for p, y in splits.val]
     labels = np.array([y for _, y in val], np.int64)
-    probs, names = [], []
+    probs, names, temperature = [], [], {}
     for name, run in runs.items():
-        p = _calibrated_val_probs(run, [p for p, _ in val])
-        if p is not None:
-            probs.append(p)
+        found = _calibrated_val_probs(run, [p for p, _ in val])
+        if found is not None:
+            probs.append(found[0])
             names.append(name)
+            temperature[name] = found[1]
     if len(names) < 2:
         return None
     counts = greedy_selection(probs, labels)
@@ -146,12 +143,11 @@ def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) ->
     folder = out_runs / NAME
     export_dir = runfolder.export_dir(folder)
     export_dir.mkdir(parents=True, exist_ok=True)
-    models, cfgs, temps = [], [], []
+    models, cfgs, temps = [], [], [temperature[n] for n in chosen]
     for name in chosen:
         model, meta = load_model(runs[name])
         models.append(model.eval())
         cfgs.append(dict(meta["data_cfg"]))
-        temps.append(float(runfolder.read_calibration(runs[name])["temperature"]))  # type: ignore[index]
     cfg = ensemble_data_cfg(cfgs)
     num_params = int(sum(q.numel() for m in models for q in m.parameters()))
     module = EnsembleModule(models, cfgs, temps, list(chosen.values()), int(cfg["input_size"])).eval()
