@@ -33,6 +33,7 @@ from . import _logging  # noqa: E402,F401
 if TYPE_CHECKING:
     from .comparison import compare as compare
     from .data import load_data as load_data
+    from .distillation import distill as distill
     from .evaluation import evaluate as evaluate
     from .exporter import export as export
     from .models import create_model as create_model
@@ -47,6 +48,7 @@ _LAZY = {
     "train": "transferlab.training",
     "evaluate": "transferlab.evaluation",
     "compare": "transferlab.comparison",
+    "distill": "transferlab.distillation",
     "export": "transferlab.exporter",
     "predict": "transferlab.predictor",
     "load_data": "transferlab.data",

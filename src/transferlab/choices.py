@@ -21,3 +21,4 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N")          # transferlab.training.api.
 MIN_INPUT_SIZE = 32                                  # the smallest input side any recipe, the doctor or tune accepts
 BACKENDS = ("auto", "onnx", "int8", "torch", "openvino", "openvino-int8")  # transferlab.predictor.Predictor
 RESIZE_MODES = ("crop", "pad", "stretch")            # transferlab.data.images.resize_image: train --resize
+DISTILL_TEMPERATURE, DISTILL_ALPHA = 4.0, 0.9        # transferlab.distillation.distill defaults (Hinton et al.'s CIFAR-10)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("transferlab.commands.tune", "search training options with Optuna and write best.json for train --config"),
     "evaluate": ("transferlab.commands.evaluate", "evaluate a trained run: metrics, plots, predictions"),
     "compare": ("transferlab.commands.compare", "train and evaluate several recipes side by side"),
+    "distill": ("transferlab.commands.distill", "train a small model on a teacher's (or an ensemble's) soft labels"),
     "export": ("transferlab.commands.export", "export a run to ONNX or TorchScript"),
     "predict": ("transferlab.commands.predict", "classify image files, folders or globs with a run"),
     "serve": ("transferlab.commands.serve", "serve a run as a web page and REST API"),
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # the commands that decode images into the image cache (see transferlab.data.cache)
-CACHING = ("doctor", "train", "tune", "evaluate", "compare", "run")
+CACHING = ("doctor", "train", "distill", "tune", "evaluate", "compare", "run")
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -69,6 +70,10 @@ def check_paths(args: argparse.Namespace) -> None:
         from .runfolder import existing_run
 
         existing_run(args.run)
+    if args.command == "distill":
+        from .runfolder import existing_run
+
+        existing_run(args.teacher)
 
 
 def _positive_gb(text: str) -> float:

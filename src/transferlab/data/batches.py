@@ -74,7 +74,6 @@ class CachedBatches:
         self.batch_size, self.seed, self.augment = int(batch_size), int(seed), augment
         cfg = dataset.cfg
         self.size = int(cfg["input_size"])
-        self.labels = np.asarray([y for _, y in dataset.samples], dtype=np.int64)
         std = np.asarray(cfg["std"], dtype=np.float32)
         self.mean = torch.from_numpy(np.asarray(cfg["mean"], dtype=np.float32)).view(1, 3, 1, 1)
         self.std = torch.from_numpy(std).view(1, 3, 1, 1)
@@ -88,7 +87,7 @@ class CachedBatches:
             chunk = keys[start:start + self.batch_size]
             epochs = np.asarray([e for e, _ in chunk], dtype=np.int64)
             index = np.asarray([i for _, i in chunk], dtype=np.int64)
-            yield self.images(epochs, index), torch.from_numpy(self.labels[index])
+            yield self.images(epochs, index), self.dataset.batch_targets(index)
 
     def images(self, epochs: np.ndarray, index: np.ndarray) -> torch.Tensor:
         """The normalised float32 ``[B, 3, S, S]`` batch of images ``index`` (augmented as in ``epochs``)."""

@@ -39,10 +39,15 @@ class ImageDataset(Dataset):
     interpolation) -- see :mod:`transferlab.data.cache` -- and items are then read from that file
     a batch at a time (or from RAM with ``in_memory=True``). Without a cache, or when the array
     would exceed the cache's size limit (said once), each item is decoded on access.
+
+    ``soft_targets``: a ``[N, C]`` array (or :class:`~transferlab._rows.RowFile`) of target
+    distributions, one row per sample (a teacher's probabilities for ``transferlab distill``): labels
+    then come as packed rows, see :func:`soft_target_rows`.
     """
 
     def __init__(self, samples: list[Sample], cfg: dict, transform=None, cache_dir: str | os.PathLike | bool | None = None,
-                 *, workers: int | None = None, progress: bool = True, in_memory: bool = False):
+                 *, workers: int | None = None, progress: bool = True, in_memory: bool = False,
+                 soft_targets: np.ndarray | RowFile | None = None):
         try:
             self.load_size = int(cfg["load_size"])
         except (KeyError, TypeError, ValueError):
@@ -56,6 +61,9 @@ class ImageDataset(Dataset):
         self._array: np.ndarray | None = None
         self._rows: RowFile | None = None
         self._hold: CacheHold | None = None
+        if soft_targets is not None and len(soft_targets) != len(self.samples):
+            raise ValueError(f"{len(soft_targets)} soft target rows for {len(self.samples)} images")
+        self.soft_targets = soft_targets
         folder = resolve_cache_dir(cache_dir)
         if folder is not None and self.samples:
             try:
@@ -81,6 +89,15 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def batch_targets(self, index) -> torch.Tensor:
+        """The labels of images ``index``: ``int64 [n]``, or with soft targets the packed ``[n, 1 + C]`` rows."""
+        index = np.asarray(index, dtype=np.int64)
+        labels = torch.as_tensor([self.samples[i][1] for i in index], dtype=torch.int64)
+        if self.soft_targets is None:
+            return labels
+        soft = self.soft_targets
+        return soft_target_rows(labels, soft.take(index) if isinstance(soft, RowFile) else soft[index])
+
     def cached_images(self, index) -> np.ndarray:
         """The cached ``uint8 [len(index), L, L, 3]`` images ``index`` (any order), read for this call."""
         if self.cache_file is None:
@@ -99,10 +116,12 @@ class ImageDataset(Dataset):
             hwc = load_image(self.samples[index][0], self.load_size, self.interpolation, self.resize)
         return torch.from_numpy(hwc).permute(2, 0, 1).contiguous()
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         x = self.load(index)
         if self.transform is not None:
             x = self.transform(x)
+        if self.soft_targets is not None:
+            return x, self.batch_targets([index])[0]
         return x, self.samples[index][1]
 
     def __getstate__(self):
@@ -114,3 +133,20 @@ class ImageDataset(Dataset):
     def __repr__(self) -> str:
         where = f"cache={self.cache_file}" if self.cached else "decoded per item"
         return f"ImageDataset({len(self)} images, load_size={self.load_size}, {where})"
+
+
+def soft_target_rows(labels: torch.Tensor, probs) -> torch.Tensor:
+    """Labels packed with per-image target distributions: ``float32 [n, 1 + C]``, column 0 the class
+    index, then the ``C`` probabilities (a teacher's, for distillation). The one place that packs them;
+    :func:`hard_labels` reads the class back and ``transferlab.training.losses.DistillationLoss`` both.
+
+    >>> soft_target_rows(torch.tensor([1]), np.array([[0.2, 0.8]], np.float32)).tolist()
+    [[1.0, 0.20000000298023224, 0.800000011920929]]
+    """
+    probs = torch.as_tensor(np.asarray(probs, dtype=np.float32))
+    return torch.cat([torch.as_tensor(labels).to(torch.float32).view(-1, 1), probs.view(len(probs), -1)], dim=1)
+
+
+def hard_labels(y: torch.Tensor) -> torch.Tensor:
+    """The class indices of a batch's labels: ``y`` itself, or column 0 of packed soft-target rows."""
+    return y[:, 0].long() if y.ndim == 2 else y

@@ -32,6 +32,7 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 
 from .. import __version__, runfolder
+from .._rows import RowFile
 from ..data import DataSplits, ImageDataset, build_transform, load_data
 from ..errors import ConfigError, DataError
 from ..models import create_model, get_recipe
@@ -42,6 +43,7 @@ from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlate
 from .config import ResolvedConfig, TrainConfig
 from .folder import RunFolderGuard
 from .loop import Runtime
+from .losses import Distillation
 from .phases import PhaseRunner, check_phases, describe_phases, plan_phases
 from .run import Run
 from .sampling import shard
@@ -55,7 +57,7 @@ RESUME_HINT: contextvars.ContextVar[str | None] = contextvars.ContextVar("resume
 
 
 def train(data, model: str = "mobilenet_v2", *, callbacks: list[Callback] | None = None,
-          progress: bool = True, **options) -> Run:
+          progress: bool = True, distillation: Distillation | None = None, **options) -> Run:
     """Train ``model`` (a recipe name, see ``transferlab models``) on ``data`` and return the :class:`Run`.
 
     ``data`` is a dataset folder / CSV (see ``transferlab.data.load_data``) or a ``DataSplits``.
@@ -70,7 +72,9 @@ def train(data, model: str = "mobilenet_v2", *, callbacks: list[Callback] | None
     min_delta, restore_best, reduce_lr (patience), reduce_lr_factor, reduce_lr_min, device, threads,
     channels_last, amp ("none"|"bf16"), run_dir="runs", name (default: the recipe), resume,
     overwrite, log (["tensorboard", "mlflow"])``. ``callbacks`` are extra
-    :class:`~transferlab.training.callbacks.Callback` objects.
+    :class:`~transferlab.training.callbacks.Callback` objects. ``distillation``: soft targets from a
+    teacher (:class:`~transferlab.training.losses.Distillation`, rows in the order of ``data.train``, a
+    DataSplits); :func:`transferlab.distillation.distill` builds it.
 
     >>> run = train("DATA", model="cnn_bn", epochs=5)          # doctest: +SKIP
     >>> run.dir, run.history[-1]["val_acc"]                     # doctest: +SKIP
@@ -79,7 +83,9 @@ def train(data, model: str = "mobilenet_v2", *, callbacks: list[Callback] | None
     unknown = sorted(set(options) - names)
     if unknown:
         raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
-    return Session(TrainConfig(model=model, **options), data, callbacks or [], progress).run()
+    if distillation is not None and not isinstance(data, DataSplits):
+        raise ConfigError("distillation needs the data as a DataSplits (its rows follow data.train)")
+    return Session(TrainConfig(model=model, **options), data, callbacks or [], progress, distillation).run()
 
 
 def pick_device(requested: str | None, info: D.DistInfo | None = None) -> torch.device:
@@ -123,16 +129,21 @@ def weights_record(model) -> dict[str, Any] | None:
 
 
 def make_datasets(splits: DataSplits, data_cfg: dict, cfg: ResolvedConfig, dist: D.DistInfo, *,
-                  progress: bool) -> dict[str, ImageDataset]:
+                  progress: bool, soft_targets=None) -> dict[str, ImageDataset]:
     """Train and val images; under torchrun each rank takes its shard (``sampling.shard``) and
-    decodes and caches only that, so no rank holds the whole dataset."""
+    decodes and caches only that, so no rank holds the whole dataset. ``soft_targets``: the training
+    images' target distributions (distillation), sharded the same way."""
     cache_dir = True if cfg.cache else None
     show = progress and dist.is_main
     if dist.enabled and len(splits.train) < dist.world_size:
         raise ConfigError(f"{len(splits.train)} training images cannot be shared by {dist.world_size} ranks")
+    if soft_targets is not None and dist.enabled:  # this rank's rows only
+        rows = shard(list(range(len(splits.train))), dist)
+        soft_targets = soft_targets.take(rows) if isinstance(soft_targets, RowFile) else np.asarray(soft_targets)[rows]
     datasets = {
         "train": ImageDataset(shard(splits.train, dist), data_cfg,
-                              build_transform(data_cfg, train=True, augment=cfg.augment), cache_dir, progress=show),
+                              build_transform(data_cfg, train=True, augment=cfg.augment), cache_dir, progress=show,
+                              soft_targets=soft_targets),
         "val": ImageDataset(shard(splits.val, dist), data_cfg, build_transform(data_cfg, train=False), cache_dir,
                             progress=show),
     }
@@ -205,7 +216,8 @@ class Session:
     Everything a step hands to the next is set in ``__init__`` or returned; :meth:`run` is the
     whole story."""
 
-    def __init__(self, given: TrainConfig, data, user_callbacks: list, progress: bool):
+    def __init__(self, given: TrainConfig, data, user_callbacks: list, progress: bool,
+                 distillation: Distillation | None = None):
         self.started = time.monotonic()                # --time-limit counts from here
         self.given = given                             # the options as the user set them
         self.recipe = get_recipe(given.model)
@@ -215,6 +227,7 @@ class Session:
         self.data = data
         self.user_callbacks = list(user_callbacks)
         self.progress = progress
+        self.distillation = distillation               # a teacher's soft targets (transferlab distill)
         self.dist = D.DistInfo()                       # joined in run() when launched by torchrun
         self.device = torch.device("cpu")
         self.run_dir = Path(self.cfg.run_dir) / self.cfg.name
@@ -301,7 +314,9 @@ class Session:
         meta: dict[str, Any] = {"recipe": cfg.model, "classes": classes, "num_classes": len(classes),
                                 "head": list(model.head_hidden), "dropout": list(model.head_dropout),
                                 "data_cfg": data_cfg}
-        datasets = make_datasets(splits, data_cfg, cfg, self.dist, progress=self.progress)
+        distill = self.distillation
+        datasets = make_datasets(splits, data_cfg, cfg, self.dist, progress=self.progress,
+                                 soft_targets=distill.probs if distill is not None else None)
         runtime = self.place(model)
         if state is None:
             self.announce(model, splits, meta, phases, runtime)
@@ -314,7 +329,8 @@ class Session:
             self.log(f"resuming {self.run_dir} after epoch {state['epoch']} (options from its config.json)")
         writer = StateWriter(self.run_dir, model, classes, callbacks, self.history, is_main=self.dist.is_main)
         runner = PhaseRunner(cfg, model, meta, datasets, callbacks, runtime, self.history, writer,
-                             class_weight_tensor(cfg.class_weights, [y for _, y in splits.train], len(classes)))
+                             class_weight_tensor(cfg.class_weights, [y for _, y in splits.train], len(classes)),
+                             distill)
         try:
             runner.run_all(phases, state)
         except KeyboardInterrupt:
@@ -342,8 +358,11 @@ class Session:
         to the data, the plan, and a warning when validation is too small to trust."""
         cfg = self.cfg
         if self.dist.is_main:
-            runfolder.write_config(self.run_dir, config_record(cfg, splits, self.data, meta, model, runtime,
-                                                               adapted=self.adapted, warnings=self.data_warnings))
+            record = config_record(cfg, splits, self.data, meta, model, runtime, adapted=self.adapted,
+                                   warnings=self.data_warnings)
+            if self.distillation is not None:
+                record["distillation"] = self.distillation.record
+            runfolder.write_config(self.run_dir, record)
         self.log(f"training {cfg.model} on {len(splits.train)} images ({len(meta['classes'])} classes), "
                  f"validating on {len(splits.val)}; run folder {self.run_dir}")
         weights = weights_record(model)
@@ -353,6 +372,10 @@ class Session:
         for line in self.adapted:
             self.log(f"adapted to the data: {line}")
         self.log(f"plan: {describe_phases(phases)}")
+        if self.distillation is not None:
+            d = self.distillation
+            self.log(f"distilling {d.record.get('teacher', 'a teacher')}: loss {d.alpha:g} x T^2 x KL(teacher || student, "
+                     f"at T {d.temperature:g}) + {1 - d.alpha:g} x the loss on the true labels")
         note = adapt.validation_note(len(splits.val))
         if note:
             self.log(f"warning: {note}")

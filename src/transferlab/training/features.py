@@ -51,12 +51,14 @@ class FeatureViews(Dataset):
     on disk) with labels, indexed by ``(epoch, index)``: epoch ``e`` reads view ``(e - 1) % len(views)``;
     a plain ``index`` reads the first view (validation)."""
 
-    def __init__(self, views: Sequence, labels: torch.Tensor, *, shard_total: int | None = None):
+    def __init__(self, views: Sequence, labels: torch.Tensor, *, shard_total: int | None = None, targets=None):
         if not views:
             raise ValueError("FeatureViews needs at least one view")
         self.views = list(views)
         self.labels = torch.as_tensor(labels)
         self.shard_total = shard_total  # under DDP: the images of all ranks (see sampling.train_loader)
+        # the image dataset whose batch_targets give the labels (soft targets for distillation), else ``labels``
+        self.targets = targets if getattr(targets, "soft_targets", None) is not None else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -67,14 +69,18 @@ class FeatureViews(Dataset):
             return torch.from_numpy(view.take(idx.numpy()))
         return view[idx]
 
+    def _labels(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.labels[idx] if self.targets is None else self.targets.batch_targets(idx.numpy())
+
     def __getitem__(self, key):
         epoch, i = key if isinstance(key, tuple) else (1, key)
-        return self._rows(epoch, torch.as_tensor([int(i)]))[0], self.labels[int(i)]
+        idx = torch.as_tensor([int(i)])
+        return self._rows(epoch, idx)[0], self._labels(idx)[0]
 
     def __getitems__(self, keys):  # batched fetch (the DataLoader uses it when present)
         epoch = keys[0][0] if isinstance(keys[0], tuple) else 1
         idx = torch.as_tensor([k[1] if isinstance(k, tuple) else k for k in keys], dtype=torch.int64)
-        feats, labels = self._rows(epoch, idx), self.labels[idx]
+        feats, labels = self._rows(epoch, idx), self._labels(idx)
         return list(zip(feats.unbind(0), labels.unbind(0)))
 
 
@@ -218,7 +224,8 @@ def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, di
                 f"{time.perf_counter() - t0:.1f}s")
     total = getattr(train_ds, "shard_total", None)
     train_views, labels = [feats for feats, _ in extracted], extracted[-1][1]
-    return (FeatureViews(train_views, labels, shard_total=total), FeatureViews([val_feats], val_labels), store)
+    return (FeatureViews(train_views, labels, shard_total=total, targets=train_ds), FeatureViews([val_feats], val_labels),
+            store)
 
 
 def _extract_split(dataset, *, lower, settings: Settings, view: int | None, path: Path, description: str,

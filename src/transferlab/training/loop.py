@@ -24,6 +24,7 @@ from torch import nn
 from .. import _progress
 from ..precision import autocast, training_amp
 from ..checkpoint import save_model
+from ..data.dataset import hard_labels
 from .callbacks import Callback
 from .distributed import DistInfo, all_reduce_sum
 from .schedule import current_lr
@@ -134,7 +135,7 @@ class Trainer:
                 n = y.shape[0]
                 batch_loss = loss.item()
                 loss_sum += batch_loss * n
-                correct += int((out.argmax(1) == y).sum())
+                correct += int((out.argmax(1) == hard_labels(y)).sum())
                 seen += n
                 elapsed = time.perf_counter() - start
                 bar.update(step, loss=loss_sum / seen, acc=correct / seen, lr=lr,

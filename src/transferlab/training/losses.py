@@ -1,4 +1,5 @@
-"""Training losses beyond cross-entropy: ``--loss focal``.
+"""Training losses beyond cross-entropy: ``--loss focal``, and :class:`DistillationLoss` for
+``transferlab distill``.
 
 :class:`FocalLoss` (Lin et al., 2017) is cross-entropy whose every term ``-q_k log p_k`` is scaled
 by ``(1 - p_k) ** gamma``: well-classified examples (``p`` near 1) weigh little, so the rare or
@@ -7,6 +8,9 @@ hard ones lead. It takes the same ``weight`` (per class) and ``label_smoothing``
 the summed weights of the targets, as torch's does).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +50,65 @@ class FocalLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, label_smoothing={self.label_smoothing}"
+
+
+class DistillationLoss(nn.Module):
+    """Knowledge distillation (Hinton et al., 2015) over logits ``[B, C]`` and packed targets
+    ``[B, 1 + C]`` (the class, then the teacher's probabilities: ``transferlab.data.dataset.soft_target_rows``):
+
+    ``alpha * T^2 * KL(teacher_T || softmax(logits / T)) + (1 - alpha) * hard(logits, class)``
+
+    where ``teacher_T`` is the teacher's distribution softened by the temperature ``T``
+    (``softmax(log p / T)``, which is ``softmax(z / T)`` for a teacher with logits ``z``) and ``hard``
+    the run's own criterion (cross-entropy or focal, with its class weights and smoothing). ``T^2``
+    keeps the soft term's gradients on the scale of the hard one's. Plain class labels ``[B]`` get
+    ``hard`` alone.
+
+    >>> loss = DistillationLoss(temperature=1.0, alpha=1.0)
+    >>> y = torch.tensor([[0.0, 0.5, 0.5]])      # class 0, teacher 50/50
+    >>> float(loss(torch.zeros(1, 2), y))        # the student already agrees
+    0.0
+    """
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9, hard: nn.Module | None = None):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"distillation temperature must be > 0, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"distillation alpha must be in [0, 1], got {alpha}")
+        self.temperature, self.alpha = float(temperature), float(alpha)
+        self.hard = hard if hard is not None else nn.CrossEntropyLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 1:
+            return self.hard(logits, target)
+        labels, teacher = target[:, 0].long(), target[:, 1:].float()
+        t = self.temperature
+        soft = F.log_softmax(torch.log(teacher.clamp(min=1e-12)) / t, dim=1)
+        student = F.log_softmax(logits.float() / t, dim=1)
+        kl = F.kl_div(student, soft, reduction="batchmean", log_target=True) * (t * t)
+        if self.alpha >= 1.0:
+            return kl
+        return self.alpha * kl + (1.0 - self.alpha) * self.hard(logits, labels)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, alpha={self.alpha}"
+
+
+@dataclass
+class Distillation:
+    """What ``transferlab distill`` hands to training: the teacher's probabilities ``[N, C]`` for the
+    training images (an array or a :class:`~transferlab._rows.RowFile`, rows in the order of the
+    training split), the soft term's ``temperature`` and weight ``alpha`` (see :class:`DistillationLoss`)
+    and ``record``, what config.json keeps of it (the teacher, its cache file)."""
+
+    probs: Any
+    temperature: float = 4.0
+    alpha: float = 0.9
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def criterion(self, hard: nn.Module) -> DistillationLoss:
+        return DistillationLoss(self.temperature, self.alpha, hard=hard)
 
 
 def make_criterion(loss: str, *, weight: torch.Tensor | None = None, label_smoothing: float = 0.0,

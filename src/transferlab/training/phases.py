@@ -22,7 +22,7 @@ from . import features
 from .callbacks import TimeLimit
 from .config import ResolvedConfig
 from .loop import Runtime, Trainer
-from .losses import make_criterion
+from .losses import Distillation, make_criterion
 from .schedule import build_optimizer, build_scheduler
 from .state import StateWriter, seed_everything, set_rng_state
 
@@ -86,11 +86,12 @@ def check_phases(model, phases: list[Phase]) -> None:
 class PhaseRunner:
     """Runs the phases of one run on its model (``runtime``: where and how, see
     :class:`~transferlab.training.loop.Runtime`), appending to ``history``; ``writer`` commits the run
-    state after each epoch. ``meta`` goes into every checkpoint; ``class_weight`` into the loss."""
+    state after each epoch. ``meta`` goes into every checkpoint; ``class_weight`` into the loss, which
+    ``distillation`` (a teacher's soft targets) wraps."""
 
     def __init__(self, cfg: ResolvedConfig, model, meta: dict[str, Any], datasets: dict, callbacks: list,
                  runtime: Runtime, history: list[dict[str, Any]], writer: StateWriter,
-                 class_weight: torch.Tensor | None):
+                 class_weight: torch.Tensor | None, distillation: Distillation | None = None):
         self.cfg = cfg
         self.model = model
         self.meta = meta
@@ -100,6 +101,7 @@ class PhaseRunner:
         self.history = history
         self.writer = writer
         self.class_weight = class_weight
+        self.distillation = distillation
 
     def run_all(self, phases: list[Phase], state: dict[str, Any] | None) -> None:
         """The phases from where ``state`` stopped (all of them for a new run). Once ``--time-limit``
@@ -164,6 +166,8 @@ class PhaseRunner:
                                     step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
         weight = self.class_weight.to(device) if self.class_weight is not None else None
         criterion = make_criterion(cfg.loss, weight=weight, label_smoothing=cfg.label_smoothing, gamma=cfg.focal_gamma)
+        if self.distillation is not None:
+            criterion = self.distillation.criterion(criterion)
         if resume is not None:
             optimizer.load_state_dict(resume["optimizer"])
             if resume.get("scheduler") is not None:
