@@ -47,6 +47,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
+from transferlab import runfolder
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "serve.json"
 SHARED = Path(os.environ.get("TRANSFERLAB_SHARED", HERE.parent.parent / "shared"))
@@ -321,16 +323,20 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=200, help="requests sent at once for the memory figure (default 200)")
     ap.add_argument("--cold-starts", type=int, default=3)
     ap.add_argument("--no-engine", action="store_true", help="skip the ONNX Runtime vs PyTorch timing")
+    ap.add_argument("--run", default=None, metavar="RUN",
+                    help="serve this exported run instead of building one (e.g. a compare's OUT/runs/ensemble)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     levels = QUICK_LEVELS if args.quick else LEVELS
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        run = build_run(Path(tmp), args.model)
+        run = Path(args.run) if args.run else build_run(Path(tmp), args.model)
+        served_model = (runfolder.read_export_meta(run) or {}).get("recipe", args.model) if args.run else args.model
+        has_checkpoint = not args.run or any(runfolder.checkpoint_path(run, w).is_file() for w in ("best", "last"))
         name, data, desc = test_image()
         image = (name, data)
-        print(f"{args.model} exported; request image: {desc} ({len(data) / 1e3:.0f} kB)", flush=True)
+        print(f"{served_model} exported; request image: {desc} ({len(data) / 1e3:.0f} kB)", flush=True)
         cold = cold_starts(run, image, 1 if args.quick else args.cold_starts)
         print(f"  cold start (process start -> first /predict answer): {cold['seconds']} s", flush=True)
         served = serve_bench(run, image, levels, args.burst)
@@ -341,10 +347,11 @@ def main() -> int:
         burst = served["burst"]
         print(f"  {args.burst} requests at once: {burst['ok']} answered, {burst['errors']} errors "
               f"in {burst['seconds']} s", flush=True)
-        torch_mem = torch_backend_memory(run, image, args.burst)
-        print(f"  for contrast, --backend torch: RSS idle {torch_mem['idle']} MB, after {args.burst} concurrent "
-              f"{torch_mem[f'after_{args.burst}_concurrent']} MB", flush=True)
-        engines = {} if args.no_engine else engine_bench(run, 1.0 if args.quick else 3.0)
+        torch_mem = torch_backend_memory(run, image, args.burst) if has_checkpoint else None  # an ensemble has none
+        if torch_mem:
+            print(f"  for contrast, --backend torch: RSS idle {torch_mem['idle']} MB, after {args.burst} concurrent "
+                  f"{torch_mem[f'after_{args.burst}_concurrent']} MB", flush=True)
+        engines = {} if args.no_engine or not has_checkpoint else engine_bench(run, 1.0 if args.quick else 3.0)
         for t, rows in engines.items():
             for b, e in rows.items():
                 print(f"  {t} {b}: ONNX Runtime {e['onnxruntime']} img/s, PyTorch eager {e['pytorch_eager']} img/s "
@@ -356,7 +363,7 @@ def main() -> int:
     result = {
         "date": date.today().isoformat(),
         "quick": args.quick,
-        "model": args.model, "pretrained": False, "image": desc,
+        "model": served_model, "pretrained": bool(args.run), "image": desc,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "onnxruntime": onnxruntime.__version__, "uvicorn": uvicorn_choices(),
                     # other processes on the machine skew every figure: the 1-minute load average
