@@ -75,8 +75,9 @@ def _from_class_folders(root: Path, split: str | None, notes: list[str], ignored
     return entries
 
 
-def _from_csv(csv_path: Path, ignored: list[str], broken: list[BrokenFile]) -> list[Entry]:
-    base = csv_path.parent
+def read_csv_rows(csv_path: Path) -> list[tuple[int, list[str]]]:
+    """A dataset CSV's ``(line number, cells)`` rows, blank and ``#`` comment lines left out; a
+    one-line DataError when it cannot be read or has no rows."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             rows = [(i, r) for i, r in enumerate(csv.reader(f), start=1)
@@ -85,6 +86,31 @@ def _from_csv(csv_path: Path, ignored: list[str], broken: list[BrokenFile]) -> l
         raise DataError(f"cannot read CSV {csv_path}: {exc}") from None
     if not rows:
         raise DataError(f"CSV has no rows: {csv_path} (expected 'path,label' lines)")
+    return rows
+
+
+def csv_split(cells: list[str], col_split: int | None, csv_path: Path, line: int) -> str | None:
+    """The split a CSV row names in its ``split`` column (None: to be drawn)."""
+    if col_split is None or len(cells) <= col_split or not cells[col_split]:
+        return None
+    split = SPLIT_NAMES.get(cells[col_split].lower())
+    if split is None:
+        raise DataError(f"{csv_path}: line {line}: unknown split {cells[col_split]!r} (use train, val or test)")
+    return split
+
+
+def csv_file_problem(path: str) -> str | None:
+    """Why a path listed in a CSV cannot be used (None when it is an existing image file)."""
+    if not os.path.isfile(path):
+        return "file not found"
+    if Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file type ({Path(path).suffix or 'no extension'})"
+    return None
+
+
+def _from_csv(csv_path: Path, ignored: list[str], broken: list[BrokenFile]) -> list[Entry]:
+    base = csv_path.parent
+    rows = read_csv_rows(csv_path)
     col_path, col_label, col_split = 0, 1, None
     first = [c.strip().lower() for c in rows[0][1]]
     if first[0] in _PATH_HEADERS or (len(first) > 1 and first[1] in _LABEL_HEADERS):
@@ -99,11 +125,7 @@ def _from_csv(csv_path: Path, ignored: list[str], broken: list[BrokenFile]) -> l
         if len(cells) <= max(col_path, col_label) or not cells[col_path] or not cells[col_label]:
             raise DataError(f"{csv_path}: line {line}: expected 'path,label', got {','.join(row)!r}")
         raw, label = cells[col_path], cells[col_label]
-        split = None
-        if col_split is not None and len(cells) > col_split and cells[col_split]:
-            split = SPLIT_NAMES.get(cells[col_split].lower())
-            if split is None:
-                raise DataError(f"{csv_path}: line {line}: unknown split {cells[col_split]!r} (use train, val or test)")
+        split = csv_split(cells, col_split, csv_path, line)
         path = os.path.abspath(base / Path(raw).expanduser())
         if path in labels_of:
             if labels_of[path] != label:
@@ -111,10 +133,9 @@ def _from_csv(csv_path: Path, ignored: list[str], broken: list[BrokenFile]) -> l
                                 f"{labels_of[path]!r} and {label!r}")
             continue
         labels_of[path] = label
-        if not os.path.isfile(path):
-            broken.append(BrokenFile(path, "file not found"))
-        elif Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
-            broken.append(BrokenFile(path, f"not an image file type ({Path(path).suffix or 'no extension'})"))
+        problem = csv_file_problem(path)
+        if problem is not None:
+            broken.append(BrokenFile(path, problem))
         else:
             entries.append((path, label, split))
     return entries

@@ -5,7 +5,8 @@ Rules (documented in the README):
 * the layout is detected by :func:`~transferlab.data.layout.detect_layout`;
 * every file is decoded once (the validation scan, :mod:`.scan`): broken files are skipped and
   listed with a reason;
-* the split is stratified and deterministic (:func:`~transferlab.data.split.stratified_split`);
+* the split is stratified and deterministic (:func:`~transferlab.data.split.stratified_split`; a
+  multi-label CSV, :mod:`.multilabel`: iterative stratification);
 * a class with only 1 usable image goes to train, with a :class:`DataWarning` naming it;
 * a class folder with no usable images is skipped with a :class:`DataWarning` naming it;
 * a class that has images in val/test but none in train, a missing path, no classes or no
@@ -24,9 +25,11 @@ from pathlib import Path
 
 from ..errors import DataError
 from .layout import Entry, detect_layout
+from .multilabel import LAYOUT as MULTILABEL_LAYOUT
+from .multilabel import MultiEntry, check_classes, label_matrix, multilabel_split, read_multilabel_csv
 from .scan import duplicate_groups, scan_files
 from .split import check_val_ratio, stratified_split
-from .types import IMAGE_EXTENSIONS, BrokenFile, DataSplits, DataWarning, ImageInfo, Sample
+from .types import IMAGE_EXTENSIONS, SPLITS, BrokenFile, DataSplits, DataWarning, ImageInfo, Sample
 
 
 def existing_source(source) -> Path:
@@ -58,6 +61,11 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
     notes: list[str] = []
     ignored: list[str] = []
     broken: list[BrokenFile] = []
+    multi = read_multilabel_csv(root, broken) if root.is_file() and root.suffix.lower() == ".csv" else None
+    if multi is not None:
+        splits = _load_multilabel(root, *multi, broken, notes, val_ratio=val_ratio, seed=seed, scan=scan,
+                                  workers=workers, progress=progress)
+        return _finish(splits, notes, broken, scan)
     layout, entries = detect_layout(root, notes, ignored, broken)
     if not entries:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -71,14 +79,51 @@ def load_data(source: str | os.PathLike, *, val_ratio: float = 0.2, seed: int = 
                         train=_samples(classes, [tr, fixed["train"]]), val=_samples(classes, [va, fixed["val"]]),
                         test=_samples(classes, [fixed["test"]]), broken=broken, info=info, scanned=scan,
                         ignored=ignored, val_ratio=val_ratio, split_seed=int(seed))
+    return _finish(splits, notes, broken, scan)
+
+
+def _finish(splits: DataSplits, notes: list[str], broken: list[BrokenFile], scan: bool) -> DataSplits:
+    """The leakage check (when scanned), the broken-file note, and the warnings said and kept."""
     if scan:
         _find_leaks(splits, notes)
     if broken:
         notes.append(f"skipped {len(broken)} broken file(s), e.g. {broken[0].path}: {broken[0].reason}")
     splits.warnings = notes
     for note in notes:
-        warnings.warn(note, DataWarning, stacklevel=2)
+        warnings.warn(note, DataWarning, stacklevel=3)
     return splits
+
+
+def _load_multilabel(root: Path, entries: list[MultiEntry], classes: list[str], broken: list[BrokenFile],
+                     notes: list[str], *, val_ratio: float, seed: int, scan: bool, workers: int | None,
+                     progress: bool) -> DataSplits:
+    """A multi-label CSV's entries scanned and split (:mod:`.multilabel`: iterative stratification of
+    the files without a fixed split)."""
+    if not entries:
+        raise DataError(f"no images found in {root}")
+    info: dict[str, ImageInfo] = {}
+    if scan:
+        info, scan_broken = scan_files([e[0] for e in entries], workers=workers, progress=progress)
+        broken += scan_broken
+        bad = {b.path for b in scan_broken}
+        entries = [e for e in entries if e[0] not in bad]
+        if not entries:
+            raise DataError(f"no readable images in {root}: all {len(scan_broken)} files are broken")
+    index = {c: i for i, c in enumerate(classes)}
+    sets = {p: tuple(index[x] for x in labels) for p, labels, _ in entries}
+    has_val = any(s == "val" for _, _, s in entries)
+    pool = sorted(p for p, _, s in entries if s is None or (s == "train" and not has_val))
+    fixed = {k: sorted(p for p, _, s in entries if s == k and not (k == "train" and not has_val)) for k in SPLITS}
+    tr, va = multilabel_split(label_matrix([sets[p] for p in pool], len(classes)), val_ratio, seed)
+    train, val = [pool[i] for i in tr] + fixed["train"], [pool[i] for i in va] + fixed["val"]
+    check_classes(classes, [sets[p] for p in train], root)
+
+    def samples(paths: list[str]) -> list[Sample]:
+        return [(p, sets[p][0] if sets[p] else 0) for p in paths]
+
+    return DataSplits(root=str(root), layout=MULTILABEL_LAYOUT, classes=classes, train=samples(train),
+                      val=samples(val), test=samples(fixed["test"]), broken=broken, info=info, scanned=scan,
+                      val_ratio=val_ratio, split_seed=int(seed), label_sets=sets)
 
 
 def _readable_root(source) -> Path:

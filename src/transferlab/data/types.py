@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import ConfigError
 
 #: Image file extensions that are listed (lower-cased suffix match; ``.JPG`` counts).
@@ -58,7 +60,7 @@ class DataSplits:
     """
 
     root: str
-    layout: str  # "class-folders" | "train-test" | "csv"
+    layout: str  # "class-folders" | "train-test" | "csv" | "csv-multilabel"
     classes: list[str]
     train: list[Sample]
     val: list[Sample]
@@ -71,6 +73,21 @@ class DataSplits:
     scanned: bool = False
     val_ratio: float | None = None  # how load_data drew val from the pool (None: built otherwise)
     split_seed: int | None = None
+    # multi-label data (:mod:`.multilabel`): each path's class indices; a sample's int label is then its
+    # first class (0 for none), which only order-keeping code may read: use :meth:`label_matrix`
+    label_sets: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
+
+    @property
+    def multilabel(self) -> bool:
+        """True when each image carries a set of labels (``label_sets``)."""
+        return self.label_sets is not None
+
+    def label_matrix(self, samples: list[Sample]) -> np.ndarray:
+        """The multi-hot ``float32 [N, C]`` labels of ``samples`` (one-hot for single-label data)."""
+        out = np.zeros((len(samples), len(self.classes)), np.float32)
+        for i, (p, y) in enumerate(samples):
+            out[i, list(self.label_sets[p]) if self.label_sets is not None else [y]] = 1.0
+        return out
 
     def split(self, name: str) -> list[Sample]:
         """The samples of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
@@ -79,12 +96,14 @@ class DataSplits:
         return getattr(self, name)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per class for each split: ``{"train": {"cat": 40, ...}, "val": {...}, "test": {...}}``."""
+        """Images per class for each split: ``{"train": {"cat": 40, ...}, "val": {...}, "test": {...}}``
+        (multi-label: the images showing each class)."""
         out: dict[str, dict[str, int]] = {}
         for name in SPLITS:
             c = dict.fromkeys(self.classes, 0)
-            for _, label in self.split(name):
-                c[self.classes[label]] += 1
+            for path, label in self.split(name):
+                for k in (self.label_sets[path] if self.label_sets is not None else (label,)):
+                    c[self.classes[k]] += 1
             out[name] = c
         return out
 
