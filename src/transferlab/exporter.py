@@ -422,13 +422,16 @@ def _base_info(meta: dict, ckpt: Path, existing: dict | None, calibration: dict 
         "data_cfg": cfg,
         "input": {"name": "input", "shape": ["batch", 3, int(cfg["input_size"]), int(cfg["input_size"])],
                   "dtype": "float32", "layout": "NCHW, RGB, normalised with mean/std"},
-        "output": {"name": "logits", "shape": ["batch", int(meta["num_classes"])], "note": "apply softmax"},
+        "task": meta.get("task", "single"),
+        "output": {"name": "logits", "shape": ["batch", int(meta["num_classes"])],
+                   "note": "apply sigmoid; a class is present at or above its threshold (calibration.thresholds)"
+                   if meta.get("task") == "multilabel" else "apply softmax"},
         "head": meta.get("head"), "dropout": meta.get("dropout"),
         "epoch": meta.get("epoch"), "metrics": meta.get("metrics"),
         "source_checkpoint": {"file": ckpt.name, "sha256": sha},
         "exports": {},
-        "calibration": ({k: calibration[k] for k in ("temperature", "fitted_on", "rejection") if k in calibration}
-                        if calibration else None),
+        "calibration": ({k: calibration[k] for k in ("temperature", "fitted_on", "rejection", "thresholds")
+                         if k in calibration} if calibration else None),
     }
     if existing and (existing.get("source_checkpoint") or {}).get("sha256") == sha:
         info["exports"] = dict(existing.get("exports") or {})

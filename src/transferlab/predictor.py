@@ -33,7 +33,7 @@ from .choices import BACKENDS
 from .data.images import quiet_pil_warnings
 from .data.layout import expand_paths
 from .errors import ConfigError, TransferlabError
-from .runtime import Preprocess, compile_openvino, default_threads, openvino_logits, ort_session, softmax
+from .runtime import Preprocess, compile_openvino, default_threads, openvino_logits, ort_session, sigmoid, softmax
 
 __all__ = ["Predictor", "predict", "expand_paths", "topk_rows", "BACKENDS"]
 
@@ -183,6 +183,14 @@ class Predictor:
         self.classes: list[str] = list(self.meta["classes"])
         self.data_cfg: dict = dict(self.meta["data_cfg"])
         self.preprocess = Preprocess(self.data_cfg)
+        # multi-label: sigmoid outputs, each class present at or above its threshold (tuned by evaluate)
+        self.multilabel = self.meta.get("task") == "multilabel"
+        stored = (calibration or {}).get("thresholds")
+        self.thresholds: np.ndarray | None = (
+            np.asarray(stored if stored and len(stored) == len(self.classes) else [0.5] * len(self.classes), np.float32)
+            if self.multilabel else None)
+        if self.multilabel and not stored:
+            self.notes.append("no per-class thresholds yet (run `transferlab evaluate` on the run): 0.5 for every label")
 
     # -- inference ---------------------------------------------------------------------------
     @property
@@ -204,6 +212,8 @@ class Predictor:
             "temperature": self.temperature,
             "calibrated_on": self.calibrated_on,
             "rejection": self.rejection,
+            "task": "multilabel" if self.multilabel else "single",
+            "thresholds": None if self.thresholds is None else [float(t) for t in self.thresholds],
         }
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -211,8 +221,8 @@ class Predictor:
         return self._model.logits(np.ascontiguousarray(batch, dtype=np.float32))
 
     def predict_arrays(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Calibrated probabilities ``[B, C]`` (``softmax(logits / temperature)``) for a preprocessed
-        batch, in chunks of ``batch_size``.
+        """Calibrated probabilities ``[B, C]`` (``softmax(logits / temperature)``; multi-label: each
+        class's ``sigmoid(logit)``) for a preprocessed batch, in chunks of ``batch_size``.
 
         ``tta``: average with the horizontally flipped images.
         """
@@ -220,7 +230,10 @@ class Predictor:
         for i in range(0, len(batch), self.batch_size):
             chunk = batch[i:i + self.batch_size]
             logits = self.logits(with_mirrors(chunk) if tta else chunk)
-            probs = softmax(logits / np.float32(self.temperature) if self.temperature != 1.0 else logits)
+            if self.multilabel:
+                probs = sigmoid(logits)
+            else:
+                probs = softmax(logits / np.float32(self.temperature) if self.temperature != 1.0 else logits)
             out.append(average_mirrors(probs) if tta else probs)
         if not out:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -236,11 +249,25 @@ class Predictor:
 
     def rows(self, probs: np.ndarray, topk: int) -> list[dict]:
         """Per image ``{"label", "prob", "top", "score", "unknown"}``: the top class, or ``"unknown"``
-        when the photo is rejected (its ``top`` still lists the classes)."""
+        when the photo is rejected (its ``top`` still lists the classes). Multi-label: also ``"labels"``,
+        the classes at or above their thresholds (``label`` joins them with ``;``, empty for none of
+        them; ``prob`` is the highest class probability)."""
+        if self.multilabel:
+            return self._label_sets(probs, topk)
         scores, unknown = self.judge(probs)
         return [{"label": ood.UNKNOWN if u else top[0]["class"], "prob": top[0]["prob"], "top": top,
                  "score": float(sc), "unknown": bool(u)}
                 for top, sc, u in zip(topk_rows(probs, self.classes, topk), scores, unknown)]
+
+    def _label_sets(self, probs: np.ndarray, topk: int) -> list[dict]:
+        assert self.thresholds is not None
+        rows = []
+        for p, top in zip(probs, topk_rows(probs, self.classes, max(topk, 1))):
+            order = [i for i in np.argsort(-p, kind="stable") if p[i] >= self.thresholds[i]]
+            present = [{"class": self.classes[i], "index": int(i), "prob": float(p[i])} for i in order]
+            rows.append({"label": ";".join(self.classes[i] for i in order), "labels": present, "prob": float(p.max()),
+                         "top": top, "score": float(p.max()), "unknown": False})
+        return rows
 
     def predict_images(self, images: Iterable, tta: bool = False) -> np.ndarray:
         """Probabilities ``[N, C]`` for decoded PIL images."""

@@ -38,6 +38,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function (multi-label outputs), stable for large ``|logits|``."""
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits, np.float64))), np.float32)
+
+
 class Preprocess:
     """A model's evaluation preprocessing as float32 NumPy arrays ``[3, S, S]``: decode (RGB,
     EXIF-rotated), a ``load_size`` square by the config's resize mode (:func:`load_image`), then

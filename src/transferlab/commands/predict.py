@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(f"top {args.topk}", overflow="fold")
         for r in good:
             others = ", ".join(f"{t['class']} {t['prob']:.1%}" for t in r["top"])
-            label = f"[yellow]unknown[/] (score {r['score']:.2f})" if r["unknown"] else r["label"]
+            label = f"[yellow]unknown[/] (score {r['score']:.2f})" if r["unknown"] else (r["label"] or "(none of the labels)")
             table.add_row(r["path"], label, f"{r['prob']:.1%}", others)
         if args.output:
             with open(args.output, "w", encoding="utf-8") as f:

@@ -48,6 +48,7 @@ from ..errors import ConfigError, DataError
 from . import plots
 from .calibration import calibrated_probs, expected_calibration_error, fit_temperature, nll, reliability_bins
 from .gradcam import gradcam_plot
+from .multilabel import multilabel_metrics, predicted_sets, sigmoid, tune_thresholds
 from .metrics import compute_metrics, headline, imbalance_ratio, roc_curves
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,11 @@ def evaluate(
     run_dir = runfolder.existing_run(run)
     ood_files = _ood_files(ood, progress) if ood is not None else None
     model, meta = load_model(run_dir)
+    if meta.get("task") == "multilabel":
+        if ood is not None:
+            raise ConfigError("--ood is for single-label runs (a multi-label run answers an empty set for none of its labels)")
+        return _evaluate_multilabel(run_dir, model, meta, data, split, out, batch_size=batch_size, workers=workers,
+                                    tta=tta, progress=progress)
     classes = [str(c) for c in meta["classes"]]
     config = runfolder.read_config(run_dir)
     samples, split, source, foreign, train_counts = _split_samples(run_dir, config, data, split, classes, progress)
@@ -158,6 +164,68 @@ def evaluate(
                                         gradcam=gradcam, mistakes=mistakes, reliability=reliability)
     atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
     if out is None:  # the run's own evaluation: to its MLflow run too, when trained with --trackers mlflow
+        tracking.log_evaluation(run_dir, metrics, out_dir)
+    return metrics
+
+
+def _evaluate_multilabel(run_dir: Path, model, meta: dict, data, split: str | None, out, *, batch_size: int,
+                         workers: int | None, tta: bool, progress: bool) -> dict[str, Any]:
+    """:func:`evaluate` for a multi-label run: sigmoid probabilities, per-class thresholds tuned on the
+    run's validation split (stored in calibration.json; never tuned on the split evaluated), the
+    multi-label metrics (:mod:`.multilabel`) and predictions.csv with the label sets."""
+    classes = [str(c) for c in meta["classes"]]
+    config = runfolder.read_config(run_dir)
+    splits, source, foreign = runfolder.load_run_splits(run_dir, config, data, progress)
+    if not splits.multilabel:
+        raise DataError(f"{run_dir.name} is a multi-label run: evaluate it on a multi-label CSV ({source} has one "
+                        "label per image)")
+    split = split or ("all" if foreign else "val")
+    if split not in EVAL_SPLITS:
+        raise DataError(f"unknown split {split!r}: choose from {', '.join(EVAL_SPLITS)}")
+    _check_classes(classes, splits.classes, source)
+    samples = _samples(splits, split)
+    out_dir = Path(out) if out is not None else runfolder.eval_dir(run_dir, split)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = dict(meta["data_cfg"])
+
+    def probabilities(items: list, what: str, mirrors: bool) -> tuple[np.ndarray, float]:
+        logits, seconds = _predict_logits(model, ImageDataset(items, cfg), len(classes), batch_size=batch_size,
+                                          workers=workers, tta=mirrors, desc=f"{what} {run_dir.name}", progress=progress)
+        return sigmoid(logits).mean(axis=1), seconds
+
+    probs, seconds = probabilities(samples, f"evaluating ({split})", tta)
+    targets = splits.label_matrix(samples)
+    stored = runfolder.read_calibration(run_dir)
+    if split == "val" and not foreign:
+        thresholds = tune_thresholds(targets, probs)
+    elif stored is not None and stored.get("thresholds"):
+        thresholds = np.asarray(stored["thresholds"], np.float64)
+    else:  # tuned on the run's own validation split now
+        own, _, _ = runfolder.load_run_splits(run_dir, config, None if foreign else data, progress)
+        thresholds = tune_thresholds(own.label_matrix(own.val), probabilities(own.val, "thresholds for", False)[0])
+    if split == "val" and not foreign or stored is None or not stored.get("thresholds"):
+        ckpt = runfolder.resolve_checkpoint(run_dir)
+        runfolder.write_calibration(run_dir, {"temperature": 1.0, "task": "multilabel", "fitted_on": "val",
+                                              "thresholds": [float(t) for t in thresholds], "checkpoint": ckpt.name,
+                                              "sha256": runfolder.file_sha256(ckpt)})
+    metrics = multilabel_metrics(targets, probs, thresholds, classes)
+    metrics.update(_run_details(run_dir, meta, model, out_dir, split=split, source=source, batch_size=batch_size,
+                                tta=tta, infer_seconds=seconds, images=len(samples)))
+    if split == "val" and not foreign:
+        metrics["notes"].append("the per-class thresholds were tuned on this split: its F1 figures are optimistic "
+                                "(mAP does not depend on them)")
+    pred = predicted_sets(probs, thresholds)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "true", "predicted", *[f"prob_{c}" for c in classes]])
+    for (path, _), t, p, row in zip(samples, targets, pred, probs):
+        w.writerow([path, ";".join(c for c, v in zip(classes, t) if v > 0.5),
+                    ";".join(c for c, v in zip(classes, p) if v), *[f"{v:.6f}" for v in row]])
+    atomic_write_text(out_dir / runfolder.PREDICTIONS, buf.getvalue())
+    atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
+    logger.info(f"{run_dir.name} ({split}, {len(samples)} images): mAP {metrics['mAP'] or 0:.4f}, micro F1 "
+                f"{metrics['f1_micro']:.4f}, subset accuracy {metrics['subset_accuracy']:.4f}")
+    if out is None:
         tracking.log_evaluation(run_dir, metrics, out_dir)
     return metrics
 

@@ -59,12 +59,16 @@ class Prediction(BaseModel):
     top: list[TopClass]
     score: float = Field(description="what the 'unknown' threshold is compared with: the calibrated top probability")
     unknown: bool = Field(description="true when the photo looks like none of the classes (label 'unknown')")
+    labels: list[TopClass] | None = Field(
+        default=None, description="multi-label runs: every class at or above its threshold, most probable first "
+                                  "(label joins them with ';'); null for single-label runs")
 
     @classmethod
     def from_row(cls, filename: str | None, row: dict) -> Prediction:
         """From :meth:`transferlab.predictor.Predictor.rows`'s row for the file."""
         return cls(filename=filename, label=row["label"], prob=row["prob"], score=row["score"],
-                   unknown=row["unknown"], top=[TopClass.model_validate(t) for t in row["top"]])
+                   unknown=row["unknown"], top=[TopClass.model_validate(t) for t in row["top"]],
+                   labels=None if row.get("labels") is None else [TopClass.model_validate(t) for t in row["labels"]])
 
 
 class FileError(BaseModel):

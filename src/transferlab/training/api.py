@@ -132,8 +132,12 @@ def make_datasets(splits: DataSplits, data_cfg: dict, cfg: ResolvedConfig, dist:
                   progress: bool, soft_targets=None) -> dict[str, ImageDataset]:
     """Train and val images; under torchrun each rank takes its shard (``sampling.shard``) and
     decodes and caches only that, so no rank holds the whole dataset. ``soft_targets``: the training
-    images' target distributions (distillation), sharded the same way."""
+    images' target distributions (distillation), sharded the same way; multi-label data brings its
+    multi-hot labels as the soft targets of both splits."""
     cache_dir = True if cfg.cache else None
+    val_targets = None
+    if splits.multilabel:
+        soft_targets, val_targets = splits.label_matrix(splits.train), splits.label_matrix(shard(splits.val, dist))
     show = progress and dist.is_main
     if dist.enabled and len(splits.train) < dist.world_size:
         raise ConfigError(f"{len(splits.train)} training images cannot be shared by {dist.world_size} ranks")
@@ -145,7 +149,7 @@ def make_datasets(splits: DataSplits, data_cfg: dict, cfg: ResolvedConfig, dist:
                               build_transform(data_cfg, train=True, augment=cfg.augment), cache_dir, progress=show,
                               soft_targets=soft_targets),
         "val": ImageDataset(shard(splits.val, dist), data_cfg, build_transform(data_cfg, train=False), cache_dir,
-                            progress=show),
+                            progress=show, soft_targets=val_targets),
     }
     datasets["train"].shard_total = len(splits.train)
     return datasets
@@ -172,13 +176,14 @@ def config_record(cfg: ResolvedConfig, splits: DataSplits, data, meta: dict, mod
     """What ``config.json`` holds: the options, the data (classes, layout, split counts), the model's
     head and preprocessing, its pretrained weights, what was adapted, where it ran, the versions."""
     counts = {s: len(splits.split(s)) for s in ("train", "val", "test")}
-    per_class = [0] * len(meta["classes"])  # the training images per class (evaluate reads the imbalance from it)
-    for _, y in splits.train:
+    # the training images per class (evaluate reads the imbalance from it)
+    per_class = [int(n) for n in splits.label_matrix(splits.train).sum(0)] if splits.multilabel else [0] * len(meta["classes"])
+    for _, y in ([] if splits.multilabel else splits.train):
         per_class[y] += 1
     # the split as drawn: a DataSplits loaded by the caller may have another val ratio / seed than the options
     drawn = {"val_ratio": splits.val_ratio if splits.val_ratio is not None else cfg.val_ratio,
              "split_seed": splits.split_seed if splits.split_seed is not None else cfg.seed}
-    return {**cfg.to_dict(), **drawn, "classes": meta["classes"], "num_classes": meta["num_classes"],
+    return {**cfg.to_dict(), **drawn, "task": meta["task"], "classes": meta["classes"], "num_classes": meta["num_classes"],
             "data": str(splits.root if splits.root else data), "layout": splits.layout,
             "data_cfg": meta["data_cfg"], "split_counts": counts, "train_class_counts": per_class,
             "head": meta["head"], "dropout": meta["dropout"],
@@ -186,6 +191,16 @@ def config_record(cfg: ResolvedConfig, splits: DataSplits, data, meta: dict, mod
             "world_size": runtime.dist.world_size, "device": str(runtime.device), "channels_last": runtime.channels_last,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "transferlab": __version__}}
+
+
+def check_multilabel_options(cfg: ResolvedConfig, distillation) -> None:
+    """The options that have no multi-label meaning are refused in one line."""
+    if cfg.sampler == "balanced":
+        raise ConfigError("--sampler balanced draws by class and a multi-label image has several: use --loss focal")
+    if cfg.class_weights is not None:
+        raise ConfigError("--class-weights is for single-label data: use --loss focal for rare labels")
+    if distillation is not None:
+        raise ConfigError("distill works on single-label data")
 
 
 def resume_advice(cfg: ResolvedConfig, run_dir: Path, data_arg, done: int) -> str:
@@ -275,6 +290,8 @@ class Session:
         if not splits.val:
             raise DataError("no validation images: training picks its best epoch on them; give --val-ratio above 0 "
                             "or a val/ folder")
+        if splits.multilabel:
+            check_multilabel_options(cfg, self.distillation)
         return splits
 
     # ---- 3. model ---------------------------------------------------------------------------------
@@ -313,7 +330,7 @@ class Session:
         data_cfg = dict(model.data_cfg)
         meta: dict[str, Any] = {"recipe": cfg.model, "classes": classes, "num_classes": len(classes),
                                 "head": list(model.head_hidden), "dropout": list(model.head_dropout),
-                                "data_cfg": data_cfg}
+                                "data_cfg": data_cfg, "task": "multilabel" if splits.multilabel else "single"}
         distill = self.distillation
         datasets = make_datasets(splits, data_cfg, cfg, self.dist, progress=self.progress,
                                  soft_targets=distill.probs if distill is not None else None)

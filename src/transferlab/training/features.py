@@ -224,8 +224,8 @@ def cache_features(lower: nn.Module, train_ds, val_ds, settings: Settings, *, di
                 f"{time.perf_counter() - t0:.1f}s")
     total = getattr(train_ds, "shard_total", None)
     train_views, labels = [feats for feats, _ in extracted], extracted[-1][1]
-    return (FeatureViews(train_views, labels, shard_total=total, targets=train_ds), FeatureViews([val_feats], val_labels),
-            store)
+    return (FeatureViews(train_views, labels, shard_total=total, targets=train_ds),
+            FeatureViews([val_feats], val_labels, targets=val_ds), store)
 
 
 def _extract_split(dataset, *, lower, settings: Settings, view: int | None, path: Path, description: str,

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from rich.progress import TextColumn
 from torch import nn
 
 from .. import _progress
 from ..precision import autocast, training_amp
 from ..checkpoint import save_model
-from ..data.dataset import hard_labels
 from .callbacks import Callback
+from .losses import count_correct, plain_loss_sum
 from .distributed import DistInfo, all_reduce_sum
 from .schedule import current_lr
 
@@ -58,7 +57,8 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, scheduler=None, criterion: nn.Module | None = None,
                  callbacks: Sequence[Callback] = (), runtime: Runtime | None = None,
                  history: list[dict[str, Any]] | None = None, phase: int = 0, total_epochs: int | None = None,
-                 meta: dict[str, Any] | None = None, commit: Callable[["Trainer"], None] | None = None):
+                 meta: dict[str, Any] | None = None, commit: Callable[["Trainer"], None] | None = None,
+                 multilabel: bool = False):
         self.model = model
         self.net = net
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -78,6 +78,7 @@ class Trainer:
         self.commit = commit
         self.epoch = self.history[-1]["epoch"] if self.history else 0
         self.stop_training = False
+        self.multilabel = multilabel  # labels are multi-hot rows: subset accuracy and binary cross-entropy
 
     # ---- helpers ---------------------------------------------------------------------------------
     @property
@@ -135,7 +136,7 @@ class Trainer:
                 n = y.shape[0]
                 batch_loss = loss.item()
                 loss_sum += batch_loss * n
-                correct += int((out.argmax(1) == hard_labels(y)).sum())
+                correct += count_correct(out, y, self.multilabel)
                 seen += n
                 elapsed = time.perf_counter() - start
                 bar.update(step, loss=loss_sum / seen, acc=correct / seen, lr=lr,
@@ -147,7 +148,8 @@ class Trainer:
                 "lr": lr, "images": int(total_seen)}
 
     def evaluate(self, loader=None) -> dict[str, float]:
-        """Plain (unweighted, unsmoothed) cross-entropy and accuracy on the validation data, in fp32
+        """Plain (unweighted, unsmoothed) cross-entropy and accuracy on the validation data (multi-label:
+        binary cross-entropy and subset accuracy), in fp32
         whatever ``amp`` says: the figures of the best epoch are then the ones ``transferlab evaluate``
         gives for its checkpoint (bf16 moved validation accuracy by up to 1.5 points)."""
         loader = loader if loader is not None else self.val_loader
@@ -158,8 +160,8 @@ class Trainer:
             for x, y in loader:
                 x, y = self._to_device(x, y)
                 out = net(x).float()
-                loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
-                correct += int((out.argmax(1) == y).sum())
+                loss_sum += plain_loss_sum(out, y, self.multilabel)
+                correct += count_correct(out, y, self.multilabel)
                 seen += y.shape[0]
         total_loss, total_correct, total_seen = all_reduce_sum([loss_sum, correct, seen], self.dist, self.device)
         if total_seen == 0:

@@ -1,5 +1,6 @@
-"""Training losses beyond cross-entropy: ``--loss focal``, and :class:`DistillationLoss` for
-``transferlab distill``.
+"""Training losses beyond cross-entropy: ``--loss focal``, :class:`MultiLabelLoss` for multi-label
+data, and :class:`DistillationLoss` for ``transferlab distill``; what the loop counts as right
+(:func:`count_correct`) and its validation loss (:func:`plain_loss_sum`) for both kinds of labels.
 
 :class:`FocalLoss` (Lin et al., 2017) is cross-entropy whose every term ``-q_k log p_k`` is scaled
 by ``(1 - p_k) ** gamma``: well-classified examples (``p`` near 1) weigh little, so the rare or
@@ -15,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..data.dataset import hard_labels
 
 
 class FocalLoss(nn.Module):
@@ -95,6 +98,62 @@ class DistillationLoss(nn.Module):
         return f"temperature={self.temperature}, alpha={self.alpha}"
 
 
+class MultiLabelLoss(nn.Module):
+    """Multi-label loss over logits ``[B, C]`` and packed multi-hot rows ``[B, 1 + C]`` (column 0 is
+    not read; see ``transferlab.data.dataset.soft_target_rows``): binary cross-entropy per class and
+    image on the sigmoid outputs, averaged; with ``gamma > 0`` the sigmoid focal loss (Lin et al.,
+    2017: each term scaled by ``(1 - p_t) ** gamma``), which lets the rare positive labels lead.
+    ``label_smoothing`` pulls the targets towards 1/2.
+
+    >>> y = torch.tensor([[0.0, 1.0, 0.0]])
+    >>> bool(torch.isclose(MultiLabelLoss()(torch.tensor([[2.0, -1.0]]), y),
+    ...                    F.binary_cross_entropy_with_logits(torch.tensor([[2.0, -1.0]]), y[:, 1:])))
+    True
+    """
+
+    def __init__(self, gamma: float = 0.0, label_smoothing: float = 0.0):
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"focal gamma must be >= 0, got {gamma}")
+        self.gamma, self.label_smoothing = float(gamma), float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t = multilabel_targets(target)
+        if self.label_smoothing:
+            t = t * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        terms = F.binary_cross_entropy_with_logits(logits.float(), t, reduction="none")
+        if self.gamma:
+            p = torch.sigmoid(logits.float())
+            p_t = p * t + (1 - p) * (1 - t)
+            terms = terms * (1.0 - p_t).pow(self.gamma)
+        return terms.mean()
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, label_smoothing={self.label_smoothing}"
+
+
+def multilabel_targets(y: torch.Tensor) -> torch.Tensor:
+    """The multi-hot ``[B, C]`` targets of packed label rows ``[B, 1 + C]``."""
+    return y[:, 1:].float()
+
+
+def count_correct(logits: torch.Tensor, y: torch.Tensor, multilabel: bool = False) -> int:
+    """Images whose prediction is right: the top class is the label, or (multi-label) every class's
+    sigmoid output is on the right side of 1/2 (subset accuracy)."""
+    if multilabel:
+        return int(((logits > 0) == (multilabel_targets(y) > 0.5)).all(1).sum())
+    return int((logits.argmax(1) == hard_labels(y)).sum())
+
+
+def plain_loss_sum(logits: torch.Tensor, y: torch.Tensor, multilabel: bool = False) -> float:
+    """The validation loss summed over the batch's images, unweighted and unsmoothed: cross-entropy,
+    or (multi-label) binary cross-entropy averaged over the classes."""
+    if multilabel:
+        bce = F.binary_cross_entropy_with_logits(logits, multilabel_targets(y), reduction="sum")
+        return float(bce) / logits.shape[1]
+    return float(F.cross_entropy(logits, y, reduction="sum"))
+
+
 @dataclass
 class Distillation:
     """What ``transferlab distill`` hands to training: the teacher's probabilities ``[N, C]`` for the
@@ -112,8 +171,11 @@ class Distillation:
 
 
 def make_criterion(loss: str, *, weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                   gamma: float = 2.0) -> nn.Module:
-    """The training criterion for ``--loss`` (``ce`` or ``focal``)."""
+                   gamma: float = 2.0, multilabel: bool = False) -> nn.Module:
+    """The training criterion for ``--loss`` (``ce`` or ``focal``); for multi-label data
+    :class:`MultiLabelLoss` (binary cross-entropy, sigmoid focal with ``focal``)."""
+    if multilabel:
+        return MultiLabelLoss(gamma=gamma if loss == "focal" else 0.0, label_smoothing=label_smoothing)
     if loss == "focal":
         return FocalLoss(gamma=gamma, weight=weight, label_smoothing=label_smoothing)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)

@@ -165,7 +165,9 @@ class PhaseRunner:
         scheduler = build_scheduler(optimizer, cfg.schedule, phase.epochs, warmup=cfg.warmup,
                                     step_size=cfg.step_size, gamma=cfg.gamma, min_lr=cfg.min_lr)
         weight = self.class_weight.to(device) if self.class_weight is not None else None
-        criterion = make_criterion(cfg.loss, weight=weight, label_smoothing=cfg.label_smoothing, gamma=cfg.focal_gamma)
+        multilabel = self.meta.get("task") == "multilabel"
+        criterion = make_criterion(cfg.loss, weight=weight, label_smoothing=cfg.label_smoothing, gamma=cfg.focal_gamma,
+                                   multilabel=multilabel)
         if self.distillation is not None:
             criterion = self.distillation.criterion(criterion)
         if resume is not None:
@@ -179,5 +181,5 @@ class PhaseRunner:
         return Trainer(self.model, net, inputs.train_loader, inputs.val_loader, optimizer=optimizer,
                        scheduler=scheduler, criterion=criterion, callbacks=self.callbacks, runtime=rt,
                        history=self.history, phase=phase.index, total_epochs=end + later,
-                       meta=self.meta,
+                       meta=self.meta, multilabel=multilabel,
                        commit=lambda tr: self.writer.commit(tr, phase=phase.index, phase_finished=False))

@@ -120,9 +120,13 @@
       if (body.predictions[0].error) throw new Error(body.predictions[0].error);
       const pred = body.predictions[0];
       render(pred);
-      const answer = pred.unknown
-        ? `unknown: none of the classes (score ${pred.score.toFixed(2)} below the threshold)`
-        : pred.label;
+      const answer = pred.labels  // a multi-label run answers a set of labels with their scores
+        ? (pred.labels.length
+            ? pred.labels.map(l => `${l.class} ${(100 * l.prob).toFixed(0)}%`).join(" + ")
+            : "none of the labels")
+        : pred.unknown
+          ? `unknown: none of the classes (score ${pred.score.toFixed(2)} below the threshold)`
+          : pred.label;
       setStatus(`${answer} · ${body.time_ms.toFixed(0)} ms (${body.backend})`);
       results.dataset.state = "done";
     } catch (err) {
