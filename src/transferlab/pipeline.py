@@ -105,6 +105,8 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
 
     step("inspecting the data")
     splits = load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)  # scanned once, used by every stage
+    if splits.multilabel and metric == "accuracy":  # the default; a multi-label model's accuracy is its subset accuracy
+        metric = "mAP"
     report = inspect_data(splits, val_ratio=val_ratio, seed=seed)
     atomic_write_text(out / "inspect.json", json.dumps(report, indent=2, default=str))
     n_broken = len(report.get("broken", []))
@@ -113,7 +115,9 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
 
     sections: list[dict[str, Any]] = []
     doctor_report = None
-    if doctor:
+    if doctor and splits.multilabel:
+        logger.info("  the data doctor is skipped: it checks data with one label per image")
+    elif doctor:
         step("the data doctor")
         doctor_report = doctor_stage.diagnose(splits, out=out / "doctor", progress=progress)
         lines = doctor_stage.summary(doctor_report)
@@ -157,6 +161,7 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
         "doctor": str(out / "doctor" / "doctor.json") if doctor_report is not None else None,
         "plan": [{"model": c.label, "recipe": c.recipe, "kind": c.kind, "options": c.options, "seconds": c.seconds,
                   "real_seconds": c.real, "why": c.why} for c in planner.done] if planner else None,
+        "metric": metric,  # what picked the best (mAP for multi-label data unless another was asked)
         "leaderboard": rows,
         "best": best,
         "onnx": str(exported),

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     # stage modules are imported here, not at the top: they load PyTorch (3.1 s), which building the
     # CLI parser (`transferlab --help`) must not pay
     from ..comparison import compare, print_leaderboard, write_report
+    from ..comparison.runner import read_state
 
     # the leaderboard is wide: do not squeeze it into 80 columns when piped to a file
     console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         rows = compare(args.data, models=args.models, preset=args.preset, out=args.out, epochs=args.epochs,
                        metric=args.metric, split=args.split, seed=seed, val_ratio=val_ratio,
                        retrain=args.retrain, ensemble=not args.no_ensemble, progress=not args.no_progress, **options)
-    print_leaderboard(rows, args.metric, console=console)
+    # the metric compare ranked by (multi-label data ranks by mAP when accuracy, the default, was asked)
+    print_leaderboard(rows, read_state(args.out).get("metric") or args.metric, console=console)
     console.print(f"report: {os.path.join(args.out, 'report.html')}", highlight=False)
     return 0 if any(r.get("status") == "ok" for r in rows) else 1
 

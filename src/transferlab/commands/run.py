@@ -69,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         **options,
     )
-    print_leaderboard(summary["leaderboard"], args.metric, console=console)
+    metric = summary.get("metric") or args.metric
+    print_leaderboard(summary["leaderboard"], metric, console=console)
     best = summary["best"]
-    console.print(f"best model: {best['model']} ({args.metric} {fmt(args.metric, best.get(args.metric))})",
+    console.print(f"best model: {best['model']} ({metric} {fmt(metric, best.get(metric))})",
                   highlight=False)
     console.print(f"exported:   {summary['onnx']}", highlight=False)
     console.print(f"report:     {summary['report']}", highlight=False)

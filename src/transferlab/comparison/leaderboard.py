@@ -38,11 +38,12 @@ from .._stats import bootstrap_interval, mcnemar_exact
 from ..errors import ConfigError
 
 # column -> (heading, higher is better, format); SHORT: the console table's headings
-SHORT = {"accuracy": "acc", "precision_macro": "P", "recall_macro": "R", "f1_macro": "F1", "auc_macro": "AUC",
+SHORT = {"accuracy": "acc", "mAP": "mAP", "precision_macro": "P", "recall_macro": "R", "f1_macro": "F1", "auc_macro": "AUC",
          "log_loss": "loss", "train_val_gap": "gap", "epochs": "ep", "train_seconds": "train s", "params": "params",
          "size_mb": "MB", "ms_per_image": "ms/img"}
 COLUMNS: dict[str, tuple[str, bool, str]] = {
     "accuracy": ("accuracy", True, "{:.4f}"),
+    "mAP": ("mAP", True, "{:.4f}"),  # multi-label runs (accuracy is then their subset accuracy)
     "precision_macro": ("macro precision", True, "{:.3f}"),
     "recall_macro": ("macro recall", True, "{:.3f}"),
     "f1_macro": ("macro F1", True, "{:.3f}"),
@@ -100,7 +101,13 @@ def make_row(model: str, metrics: Mapping[str, Any] | None, history: Sequence[Ma
                            **{k: None for k in COLUMNS},
                            "run_dir": str(run) if run and status == "ok" else None,
                            **{k: None for k in STAT_FIELDS}}
-    if metrics:
+    if metrics and metrics.get("task") == "multilabel":  # subset accuracy, and mAP
+        row.update({"accuracy": _f(metrics.get("subset_accuracy")), "mAP": _f(metrics.get("mAP")),
+                    "f1_macro": _f(metrics.get("f1_macro")),
+                    "params": int(metrics["num_params"]) if metrics.get("num_params") is not None else None,
+                    "size_mb": _f(metrics.get("model_size_mb")),
+                    "ms_per_image": _f(metrics.get("inference_ms_per_image"))})
+    elif metrics:
         macro = metrics.get("macro_avg") or {}
         row.update({
             "accuracy": _f(metrics.get("accuracy")),
@@ -166,6 +173,8 @@ def _verdict(b: int, c: int, p: float) -> str:
 def _labelled(preds: Mapping[str, Any]) -> tuple[Any, Any, int] | str:
     """A run's predictions as class indices ``(y_true, y_pred, classes)``, or why they cannot be."""
     classes = list(preds.get("classes") or [])
+    if any(";" in t or not t for t in preds.get("true", [])):
+        return "multi-label predictions (the intervals and McNemar's test are for one label per image)"
     index = {c: i for i, c in enumerate(classes)}
     try:
         t = np.array([index[c] for c in preds["true"]], np.int64)

@@ -181,6 +181,12 @@ def compare(
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     splits = _load_splits(data, split, val_ratio=val_ratio, seed=seed, progress=progress)
+    if splits.multilabel:
+        if metric == "accuracy":  # the default: multi-label rows rank by mAP (their accuracy is subset accuracy)
+            metric = "mAP"
+        if ensemble and len(names) > 1:
+            logger.info("ensemble: not built for multi-label data (its selection averages single-label probabilities)")
+        ensemble = False
     state = read_state(out)
     state.update({"sections": [dict(sec) for sec in (sections or [])]})
     state.update({"data": str(splits.root), "split": split, "metric": metric,
@@ -412,7 +418,7 @@ def write_report(out: str | Path = "compare", *, metric: str | None = None, mode
     if ok:
         attempt("val_curves", cplots.plot_val_curves, histories, plot_dir / "val_curves.png")
         attempt("accuracy_vs_time", cplots.plot_accuracy_vs_time, rows, plot_dir / "accuracy_vs_time.png", metric
-                if metric in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro") else "accuracy")
+                if metric in ("accuracy", "mAP", "precision_macro", "recall_macro", "f1_macro", "auc_macro") else "accuracy")
         per_class = {}
         for r in ok:
             m, _ = runfolder.read_metrics(r["run_dir"], split)

@@ -74,6 +74,9 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     timing: dict[str, float] = {}
     with _timed(timing, "load"):
         splits = _load(data, val_ratio=val_ratio, seed=seed, workers=workers, progress=progress)
+    if splits.multilabel:
+        raise ConfigError(f"{splits.root} is multi-label: the data doctor checks data with one label per image "
+                          "(its multi-label checks are not written yet)")
     ds = _Dataset.of(splits)
     with _timed(timing, "embed"):
         if input_size is None:  # the size training would use for this data (128 px for small photos)
