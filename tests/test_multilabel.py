@@ -149,6 +149,7 @@ def test_a_run_learns_the_labels_and_evaluate_reports_them(ml_run, list_csv):
     stored = json.loads((ml_run.dir / "calibration.json").read_text())
     assert len(stored["thresholds"]) == 12 and stored["fitted_on"] == "val"
     assert [m["per_class"][c]["threshold"] for c in ml_run.classes] == pytest.approx(stored["thresholds"])
+    assert set(m["plots"]) == {"history", "f1", "gradcam"} and (ml_run.dir / "eval-val" / "gradcam.png").stat().st_size
     with open(ml_run.dir / "eval-val" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 60 and all(r["true"].startswith("d") for r in rows)
@@ -192,3 +193,22 @@ def test_cached_features_train_on_multi_hot_labels(list_csv, tmp_path):
 def test_options_without_a_multi_label_meaning_are_refused(list_csv, tmp_path, option, message):
     with pytest.raises(ConfigError, match=message):
         tl.train(list_csv, model="cnn_base", epochs=1, input_size=32, run_dir=tmp_path, progress=False, **option)
+
+
+def test_gradcam_shows_one_map_per_predicted_label(monkeypatch):
+    from transferlab.evaluation import gradcam as gc
+    from transferlab.models import create_model
+
+    model = create_model("cnn_base", 3, input_size=32).eval()
+    images = [(torch.rand(3, 32, 32), 0) for _ in range(3)]
+    predicted = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]])
+    probs = np.array([[0.6, 0.1, 0.9], [0.2, 0.1, 0.3], [0.1, 0.8, 0.2]])
+    shown = {}
+    monkeypatch.setattr(gc.plots, "plot_image_grid", lambda items, path, title: shown.update(items=items))
+    assert gc.label_gradcam_plot(model, images, predicted, probs, ["a;c", "", "a"], ["a", "b", "c"],
+                                 {"mean": [0.5] * 3, "std": [0.25] * 3}, Path("x.png"), count=6) is None
+    # the image with two labels first, its labels most probable first; the image with none is left out
+    assert [i["caption"].split("\n")[0] for i in shown["items"]] == ["c 0.90", "a 0.60", "b 0.80"]
+    assert [i["color"] for i in shown["items"]] == ["darkgreen", "darkgreen", "darkred"]
+    assert gc.label_gradcam_plot(model, images, predicted * 0, probs, ["", "", ""], ["a", "b", "c"], {},
+                                 Path("x.png"), count=6).startswith("Grad-CAM skipped")

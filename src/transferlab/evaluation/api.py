@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from ..data.scan import scan_files
 from ..errors import ConfigError, DataError
 from . import plots
 from .calibration import calibrated_probs, expected_calibration_error, fit_temperature, nll, reliability_bins
-from .gradcam import gradcam_plot
+from .gradcam import gradcam_plot, label_gradcam_plot
 from .multilabel import multilabel_metrics, predicted_sets, sigmoid, tune_thresholds
 from .metrics import compute_metrics, headline, imbalance_ratio, roc_curves
 
@@ -127,7 +128,7 @@ def evaluate(
         if ood is not None:
             raise ConfigError("--ood is for single-label runs (a multi-label run answers an empty set for none of its labels)")
         return _evaluate_multilabel(run_dir, model, meta, data, split, out, batch_size=batch_size, workers=workers,
-                                    tta=tta, progress=progress)
+                                    tta=tta, progress=progress, plots_on=plots, gradcam=gradcam)
     classes = [str(c) for c in meta["classes"]]
     config = runfolder.read_config(run_dir)
     samples, split, source, foreign, train_counts = _split_samples(run_dir, config, data, split, classes, progress)
@@ -169,7 +170,8 @@ def evaluate(
 
 
 def _evaluate_multilabel(run_dir: Path, model, meta: dict, data, split: str | None, out, *, batch_size: int,
-                         workers: int | None, tta: bool, progress: bool) -> dict[str, Any]:
+                         workers: int | None, tta: bool, progress: bool, plots_on: bool = True,
+                         gradcam: int = 6) -> dict[str, Any]:
     """:func:`evaluate` for a multi-label run: sigmoid probabilities, per-class thresholds tuned on the
     run's validation split (stored in calibration.json; never tuned on the split evaluated), the
     multi-label metrics (:mod:`.multilabel`) and predictions.csv with the label sets."""
@@ -215,19 +217,47 @@ def _evaluate_multilabel(run_dir: Path, model, meta: dict, data, split: str | No
         metrics["notes"].append("the per-class thresholds were tuned on this split: its F1 figures are optimistic "
                                 "(mAP does not depend on them)")
     pred = predicted_sets(probs, thresholds)
+    true_names = [";".join(c for c, v in zip(classes, t) if v > 0.5) for t in targets]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["path", "true", "predicted", *[f"prob_{c}" for c in classes]])
-    for (path, _), t, p, row in zip(samples, targets, pred, probs):
-        w.writerow([path, ";".join(c for c, v in zip(classes, t) if v > 0.5),
-                    ";".join(c for c, v in zip(classes, p) if v), *[f"{v:.6f}" for v in row]])
+    for (path, _), t, p, row in zip(samples, true_names, pred, probs):
+        w.writerow([path, t, ";".join(c for c, v in zip(classes, p) if v), *[f"{v:.6f}" for v in row]])
     atomic_write_text(out_dir / runfolder.PREDICTIONS, buf.getvalue())
+    if plots_on:
+        metrics["plots"] = _multilabel_plots(out_dir, run_dir, model, ImageDataset(samples, cfg), cfg, metrics,
+                                             pred, probs, true_names, classes, gradcam)
     atomic_write_text(out_dir / runfolder.METRICS, json.dumps(metrics, indent=2))
     logger.info(f"{run_dir.name} ({split}, {len(samples)} images): mAP {metrics['mAP'] or 0:.4f}, micro F1 "
                 f"{metrics['f1_micro']:.4f}, subset accuracy {metrics['subset_accuracy']:.4f}")
     if out is None:
         tracking.log_evaluation(run_dir, metrics, out_dir)
     return metrics
+
+
+def _multilabel_plots(out_dir: Path, run_dir: Path, model, dataset, cfg: dict, metrics: dict, pred: np.ndarray,
+                      probs: np.ndarray, true_names: list[str], classes: list[str], gradcam: int) -> dict[str, str]:
+    """A multi-label run's plots: the training curves, per-label F1 at the thresholds and Grad-CAM per
+    predicted label; a plot that fails leaves a note, never loses the metrics."""
+    written: dict[str, str] = {}
+    history = runfolder.read_history(run_dir)
+    jobs: list[tuple[str, Callable[[], object]]] = [("history", lambda: plots.plot_history(history, out_dir / "history.png", run_dir.name) if history else
+             "no history.csv in the run: training curves skipped"),
+            ("f1", lambda: plots.plot_f1_bars(metrics["per_class"], out_dir / "f1.png", metrics["f1_macro"]))]
+    if gradcam > 0:
+        jobs.append(("gradcam", lambda: label_gradcam_plot(model, dataset, pred, probs, true_names, classes, cfg,
+                                                           out_dir / "gradcam.png", gradcam)))
+    for key, job in jobs:
+        try:
+            result = job()
+        except Exception as exc:  # a plot must never lose the metrics
+            metrics["notes"].append(f"{key} plot failed: {type(exc).__name__}: {exc}")
+            continue
+        if isinstance(result, str):
+            metrics["notes"].append(result)
+        else:
+            written[key] = f"{key}.png"
+    return written
 
 
 @dataclass

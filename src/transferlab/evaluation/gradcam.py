@@ -166,3 +166,28 @@ def gradcam_plot(model, dataset, labels, classes, cfg, path: Path, count: int) -
         })
     plots.plot_image_grid(items, path, title="Grad-CAM (predicted class)")
     return None
+
+
+def label_gradcam_plot(model, dataset, predicted: np.ndarray, probs: np.ndarray, true_names: list[str],
+                       classes: list[str], cfg, path: Path, count: int, per_image: int = 3) -> str | None:
+    """Multi-label Grad-CAM: for up to ``count`` images (those with the most predicted labels first), one
+    heat map per predicted label (at most ``per_image``, most probable first), captioned with the label,
+    its probability and the image's true labels. ``predicted``: the multi-hot predictions ``[N, C]``."""
+    layer = find_target_layer(model)
+    if layer is None:
+        return f"Grad-CAM skipped: {type(getattr(model, 'backbone', model)).__name__} is not a CNN (no last conv layer)"
+    order = np.argsort(-predicted.sum(1), kind="stable")
+    pairs = []  # (image index, class)
+    for i in order[:count]:
+        shown = [int(c) for c in np.argsort(-probs[i], kind="stable") if predicted[i, c]][:per_image]
+        pairs += [(int(i), c) for c in shown]
+    if not pairs:
+        return "Grad-CAM skipped: no label is predicted on any image"
+    images = torch.stack([dataset[i][0] for i, _ in pairs])
+    maps, _ = GradCAM(model, layer)(images, target=[c for _, c in pairs])
+    items = [{"image": denormalise(images[k], cfg), "overlay": maps[k].numpy(),
+              "caption": f"{classes[c]} {probs[i, c]:.2f}\ntrue: {true_names[i] or '(none)'}",
+              "color": "darkgreen" if classes[c] in true_names[i].split(";") else "darkred"}
+             for k, (i, c) in enumerate(pairs)]
+    plots.plot_image_grid(items, path, title="Grad-CAM per predicted label")
+    return None
