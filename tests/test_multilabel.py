@@ -212,3 +212,44 @@ def test_gradcam_shows_one_map_per_predicted_label(monkeypatch):
     assert [i["color"] for i in shown["items"]] == ["darkgreen", "darkgreen", "darkred"]
     assert gc.label_gradcam_plot(model, images, predicted * 0, probs, ["", "", ""], ["a", "b", "c"], {},
                                  Path("x.png"), count=6).startswith("Grad-CAM skipped")
+
+
+def test_the_doctors_multi_label_check_finds_planted_label_errors():
+    from transferlab.doctor import labels as dl
+
+    rng = np.random.default_rng(0)
+    n, classes = 300, 4
+    targets = (rng.random((n, classes)) < 0.35).astype(np.float32)
+    features = targets * 3.0 + rng.normal(size=(n, classes)) * 0.7  # each class shows in its own feature
+    features = np.c_[features, rng.normal(size=(n, 8))]
+    planted = [5, 50, 120, 200, 260]
+    noisy = targets.copy()
+    for i in planted:
+        noisy[i, i % classes] = 1.0 - noisy[i, i % classes]  # a label added or left out
+    probs = dl.multilabel_out_of_fold_probs(features, noisy, folds=5, seed=0)
+    assert probs.shape == (n, classes) and ((probs >= 0.5) == (targets > 0.5)).mean() > 0.9  # 0.74 at C 0.003
+    ranked, quality = dl.multilabel_label_issues(noisy, probs)
+    assert set(planted) <= set(ranked[:10]) and quality.shape == (n,)
+    assert quality[planted].max() < np.median(quality)
+
+
+def test_the_doctor_reports_a_multi_label_set(list_csv, tmp_path, monkeypatch):
+    from transferlab.doctor import diagnose
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
+    report = diagnose(list_csv, out=tmp_path / "doctor", progress=False)
+    files = {row[0]: row[1] for row in report["files"]}
+    with open(list_csv) as f:
+        given = {r["path"]: r["labels"] for r in csv.DictReader(f)}
+    assert files == given  # each image with its label set
+    assert report["label_issues"] == [] and report["label_review"]  # listed to review, never flagged
+    row = report["label_review"][0]
+    assert set(row) >= {"given", "suggested", "score", "p_given", "p_suggested"}
+    assert any(w["kind"] == "label-check" and "multi-label" in w["message"] for w in report["warnings"])
+    assert (tmp_path / "doctor" / "doctor.html").stat().st_size > 0
+    # the clean CSV of a multi-label report reads back as multi-label, relabelled sets included
+    from transferlab.doctor.clean import write_clean
+
+    done = write_clean(report, tmp_path / "clean.csv", relabel=3)
+    back = load_data(tmp_path / "clean.csv", progress=False)
+    assert back.multilabel and done["relabelled"] <= 3 and len(back.train) + len(back.val) == done["rows"]

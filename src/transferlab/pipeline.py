@@ -115,9 +115,7 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
 
     sections: list[dict[str, Any]] = []
     doctor_report = None
-    if doctor and splits.multilabel:
-        logger.info("  the data doctor is skipped: it checks data with one label per image")
-    elif doctor:
+    if doctor:
         step("the data doctor")
         doctor_report = doctor_stage.diagnose(splits, out=out / "doctor", progress=progress)
         lines = doctor_stage.summary(doctor_report)

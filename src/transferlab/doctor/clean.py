@@ -176,12 +176,13 @@ def write_clean(report: dict, path: str | os.PathLike, *, split_by_group: bool =
         group_split(rows, groups, val_ratio=settings.get("val_ratio", 0.2) if val_ratio is None else val_ratio,
                     seed=settings.get("seed", 0) if seed is None else seed)
     kept = [r for r in rows if r["action"] != "drop"]
-    if len({r["label"] for r in kept}) < 2:
+    multilabel = report.get("task") == "multilabel"  # labels "a;b": written under a 'labels' header
+    if len({x for r in kept for x in (r["label"].split(";") if multilabel else [r["label"]]) if x}) < 2:
         raise ConfigError("the clean dataset would have fewer than 2 classes left; drop less")
     base = os.path.abspath(path.parent)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label", "split"])
+    w.writerow(["path", "labels" if multilabel else "label", "split"])
     for r in sorted(kept, key=lambda r: (_ORDER[r["split"]], r["label"], r["path"])):
         w.writerow([os.path.relpath(r["path"], base) if relative else r["path"], r["label"], r["split"]])
     atomic_write_text(path, buf.getvalue())

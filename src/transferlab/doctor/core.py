@@ -74,9 +74,6 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
     timing: dict[str, float] = {}
     with _timed(timing, "load"):
         splits = _load(data, val_ratio=val_ratio, seed=seed, workers=workers, progress=progress)
-    if splits.multilabel:
-        raise ConfigError(f"{splits.root} is multi-label: the data doctor checks data with one label per image "
-                          "(its multi-label checks are not written yet)")
     ds = _Dataset.of(splits)
     with _timed(timing, "embed"):
         if input_size is None:  # the size training would use for this data (128 px for small photos)
@@ -91,14 +88,22 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         group_of = _group_ids(len(ds.paths), comps)
         duplicates = _duplicate_rows(ds, pairs, comps, group_of)
     with _timed(timing, "labels"):
-        issues, label_note, quality, probs = _label_issues(sig["features"], ds.labels, folds=folds, seed=seed)
+        if ds.label_sets is not None:
+            issues, label_note, quality, probs = _multilabel_issues(sig["features"], ds, folds=folds, seed=seed)
+        else:
+            issues, label_note, quality, probs = _label_issues(sig["features"], ds.labels, folds=folds, seed=seed)
     with _timed(timing, "outliers"):
-        scores = _outliers.outlier_scores(sig["features"], ds.labels, groups=group_of)
+        # multi-label: an image is compared with the whole dataset only (it belongs to several classes)
+        scores = _outliers.outlier_scores(sig["features"], None if ds.label_sets is not None else ds.labels,
+                                          groups=group_of)
         flagged = _outliers.flag_outliers(scores, pixel_std=sig["pixel_std"], z=outlier_z)
 
     group_id = {f["path"]: d["id"] for d in duplicates for f in d["files"]}
     global_out, flagged = _outliers.split_flagged(flagged, scores, sig["pixel_std"], issues, outlier_z)
-    label_rows, review_rows, rule = _label_rows(ds, issues, quality, probs, global_out, group_id)
+    if ds.label_sets is not None:
+        label_rows, review_rows, rule = _multilabel_rows(ds, issues, quality, probs, global_out, group_id)
+    else:
+        label_rows, review_rows, rule = _label_rows(ds, issues, quality, probs, global_out, group_id)
     outlier_rows = [_outlier_row(ds, i, scores, sig["pixel_std"], group_id) for i in flagged]
     warn = _warnings(ds, splits, backbone, sig["color_spread"], label_note)
 
@@ -106,6 +111,7 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         "version": REPORT_VERSION,
         "root": splits.root,
         "layout": splits.layout,
+        "task": "multilabel" if ds.label_sets is not None else "single",  # labels of multi-label data: "a;b"
         "classes": ds.classes,
         "counts": {s: int(sum(1 for x in ds.split_of if x == s)) for s in SPLIT_ORDER},
         "summary": _summary(ds, duplicates, label_rows, review_rows, rule, outlier_rows, warn),
@@ -183,6 +189,7 @@ class _Dataset:
     classes: list[str]
     info: list
     sha1: list[str]
+    label_sets: list[tuple[int, ...]] | None = None  # multi-label data: each image's classes
 
     @classmethod
     def of(cls, splits: DataSplits) -> _Dataset:
@@ -191,16 +198,27 @@ class _Dataset:
         if not paths:
             raise DataError(f"no readable images in {splits.root}")
         info = [splits.info.get(p) for p in paths]
+        sets = [splits.label_sets[p] for p in paths] if splits.label_sets is not None else None
         return cls(groups_in, paths, np.array([y for g in groups_in for _, y in g], np.int64),
                    [name for name, g in zip(SPLIT_ORDER, groups_in) for _ in g], list(splits.classes), info,
-                   [i.sha1 if i else "" for i in info])
+                   [i.sha1 if i else "" for i in info], sets)
+
+    def label_name(self, i: int) -> str:
+        """Image ``i``'s class, or (multi-label) its classes joined with ``;``."""
+        if self.label_sets is not None:
+            return ";".join(self.classes[c] for c in self.label_sets[i])
+        return self.classes[self.labels[i]]
+
+    def label_keys(self) -> list:
+        """What two images must share to carry the same labels: the class, or the set of classes."""
+        return list(self.label_sets) if self.label_sets is not None else self.labels.tolist()
 
     def item(self, i: int) -> dict:
-        return {"path": self.paths[i], "label": self.classes[self.labels[i]], "split": self.split_of[i]}
+        return {"path": self.paths[i], "label": self.label_name(i), "split": self.split_of[i]}
 
     def rows(self, quality: np.ndarray) -> list[list]:
         """``[path, label, split, label quality]`` of every image (the report's ``files``)."""
-        return [[self.paths[i], self.classes[self.labels[i]], self.split_of[i],
+        return [[self.paths[i], self.label_name(i), self.split_of[i],
                  None if np.isnan(quality[i]) else round(float(quality[i]), 4)] for i in range(len(self.paths))]
 
 
@@ -212,7 +230,7 @@ def _duplicate_rows(ds: _Dataset, pairs: dict[str, np.ndarray], comps: list[list
     grp = group_of[pairs["a"]]
     order = np.argsort(grp, kind="stable")  # pairs come sorted by similarity: stable keeps that order
     cuts = np.searchsorted(grp[order], np.arange(len(comps) + 1))
-    labels = ds.labels.tolist()
+    labels = ds.label_keys()
     duplicates: list[dict] = []
     for g, members in enumerate(comps):
         inside = order[cuts[g]:cuts[g + 1]]
@@ -226,7 +244,7 @@ def _duplicate_rows(ds: _Dataset, pairs: dict[str, np.ndarray], comps: list[list
             "signals": _dups.signal_names(bits), "size": len(members),
             "similarity": round(float(sims.min()), 4) if len(sims) else None,
             "files": [ds.item(i) for i in members],
-            "classes": sorted({ds.classes[labels[i]] for i in members}),
+            "classes": sorted({x for i in members for x in ds.label_name(i).split(";") if x}),
             "splits": [s for s in SPLIT_ORDER if any(ds.split_of[i] == s for i in members)],
             "pairs": [{**p, "a": ds.paths[p["a"]], "b": ds.paths[p["b"]]} for p in shown],
         })
@@ -291,7 +309,9 @@ def _warnings(ds: _Dataset, splits: DataSplits, backbone: str, color_spread: np.
     gray = [bool(g) or (i is not None and i.mode in _checks.GRAY_MODES) for g, i in zip(is_gray(color_spread), ds.info)]
     sizes = [(i.width, i.height) if i else None for i in ds.info]
     broken = [{"path": b.path, "reason": b.reason} for b in splits.broken]
-    warn = _checks.dataset_checks(classes=ds.classes, labels=ds.labels.tolist(), splits=ds.split_of, sizes=sizes,
+    # per class its images (multi-label: every label an image carries counts)
+    occurrences = [c for s in ds.label_sets for c in s] if ds.label_sets is not None else ds.labels.tolist()
+    warn = _checks.dataset_checks(classes=ds.classes, labels=occurrences, splits=ds.split_of, sizes=sizes,
                                   gray=gray, input_size=get_recipe(backbone).input_size, broken=broken)
     if label_note:
         warn.append({"kind": "label-check", "severity": "info", "message": label_note})
@@ -350,6 +370,51 @@ def _label_issues(features: np.ndarray, labels: np.ndarray, *, folds: int,
     full = np.full((len(labels), probs.shape[1]), np.nan)
     full[keep] = probs
     return issues, note, quality, full
+
+
+def _multilabel_issues(features: np.ndarray, ds: _Dataset, *, folds: int,
+                       seed: int) -> tuple[list[dict], str | None, np.ndarray, np.ndarray]:
+    """Multi-label: cleanlab's label issues on out-of-fold per-class probabilities (see
+    :func:`transferlab.doctor.labels.multilabel_out_of_fold_probs`), every image's label quality and
+    those probabilities; a note when there are too few images to check."""
+    assert ds.label_sets is not None
+    targets = np.zeros((len(ds.paths), len(ds.classes)), np.float32)
+    for i, labels in enumerate(ds.label_sets):
+        targets[i, list(labels)] = 1.0
+    if len(ds.paths) < 2 * max(2, folds):
+        return [], "label errors not checked: too few images", np.full(len(ds.paths), np.nan), targets * np.nan
+    probs = _labels.multilabel_out_of_fold_probs(features, targets, folds=folds, seed=seed)
+    ranked, quality = _labels.multilabel_label_issues(targets, probs)
+    note = ("multi-label label checks (cleanlab.multilabel_classification) are listed to review: the flag rule's "
+            "precision is measured on single-label sets")
+    return [{"index": i} for i in ranked], note, quality, probs
+
+
+def _multilabel_rows(ds: _Dataset, issues: list[dict], quality: np.ndarray, probs: np.ndarray, global_out: set[int],
+                     group_id: dict[str, int]) -> tuple[list[dict], list[dict], dict]:
+    """Multi-label: cleanlab's issues, worst first, all "to review" (none flagged): per image its given
+    labels, the labels the out-of-fold model suggests (probability >= 1/2), the least probable given
+    label's probability and the most probable missing one's."""
+    assert ds.label_sets is not None
+    predicted = probs >= 0.5
+    review: list[dict] = []
+    for i in sorted({it["index"] for it in issues} - global_out, key=lambda i: (quality[i], ds.paths[i])):
+        given = list(ds.label_sets[i])
+        missing = [c for c in range(len(ds.classes)) if c not in given]
+        review.append({**ds.item(i), "given": ds.label_name(i),
+                       "suggested": ";".join(ds.classes[c] for c in np.flatnonzero(predicted[i])),
+                       "score": round(float(quality[i]), 4),
+                       "p_given": round(float(probs[i, given].min()), 4) if given else None,
+                       "p_suggested": round(float(probs[i, missing].max()), 4) if missing else None,
+                       "group": group_id.get(ds.paths[i])})
+    targets = np.zeros(predicted.shape, bool)
+    for i, labels in enumerate(ds.label_sets):
+        targets[i, list(labels)] = True
+    checked = ~np.isnan(quality)
+    rule = {"threshold": None, "estimated_precision": None, "expected_false": None,
+            "disagreements": int((checked & (predicted != targets).any(1)).sum()), "images": int(checked.sum()),
+            "target_precision": _labels.FLAG_PRECISION}
+    return [], review, rule
 
 
 def write_outputs(report: dict, out: str | os.PathLike, *, html: bool = True) -> dict[str, Path]:

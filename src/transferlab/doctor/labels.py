@@ -22,7 +22,10 @@ from typing import TypedDict
 import numpy as np
 import torch
 from cleanlab.filter import find_label_issues
+from cleanlab.multilabel_classification.filter import find_label_issues as ml_find_label_issues
+from cleanlab.multilabel_classification.rank import get_label_quality_scores as ml_label_quality_scores
 from cleanlab.rank import get_label_quality_scores
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 from sklearn.utils import ClassifierTags, Tags
@@ -249,3 +252,49 @@ def label_scores(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     remap[present] = np.arange(len(present))
     pp = np.clip(np.asarray(pred_probs, np.float64)[:, present], 1e-12, None)
     return get_label_quality_scores(remap[y], pp / pp.sum(1, keepdims=True), method="self_confidence")
+
+
+#: the per-class logistic regressions' inverse regularisation (multi-label): measured on the digits with 12
+#: planted errors (1/3 labels left out, 1/3 added, 1/3 wrong): 9 of 12 in cleanlab's top 30 at 0.01, 8 at the
+#: single-label C (0.003), 6 at 0.03 to 0.3; on a synthetic 12-feature set 0.003 shrank every probability
+#: below 1/2 (74% of the labels right, 93% at 0.01)
+MULTILABEL_C = 0.01
+
+
+def multilabel_out_of_fold_probs(features: np.ndarray, targets: np.ndarray, *, folds: int = FOLDS, seed: int = 0,
+                                 C: float = MULTILABEL_C, max_iter: int = 100) -> np.ndarray:
+    """Multi-label: out-of-fold probabilities ``[N, C]`` that each image shows each class, one logistic
+    regression per class (:class:`SoftmaxRegression` on two classes, standardised ``features``) over
+    folds drawn by iterative stratification (``MultilabelStratifiedKFold``), so no image's own labels
+    vouch for it. A class that a fold's training part shows always (or never) gets that share."""
+    x = np.asarray(features, dtype=np.float32)
+    y = (np.asarray(targets) > 0.5).astype(np.int64)
+    if len(x) != len(y):
+        raise ConfigError(f"{len(x)} feature rows but {len(y)} label rows")
+    k = int(max(2, min(int(folds), len(y))))
+    probs = np.zeros(y.shape, np.float64)
+    cv = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for train, test in cv.split(x, y):
+            for c in range(y.shape[1]):
+                yc = y[train, c]
+                if yc.min() == yc.max():
+                    probs[test, c] = float(yc[0])
+                    continue
+                model = SoftmaxRegression(C=C, max_iter=max_iter).fit(x[train], yc)
+                probs[test, c] = model.predict_proba(x[test])[:, 1]
+    return probs
+
+
+def multilabel_label_issues(targets: np.ndarray, pred_probs: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Multi-label: ``(issues, quality)``: cleanlab's likely label errors (indices, worst first: an image
+    missing a label it shows or carrying one it does not) and every image's label quality in [0, 1]
+    (``cleanlab.multilabel_classification``)."""
+    labels = [np.flatnonzero(np.asarray(t) > 0.5).tolist() for t in targets]
+    probs = np.clip(np.asarray(pred_probs, np.float64), 1e-6, 1 - 1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranked = ml_find_label_issues(labels=labels, pred_probs=probs, return_indices_ranked_by="self_confidence")
+        quality = ml_label_quality_scores(labels, probs)
+    return [int(i) for i in ranked], np.asarray(quality, np.float64)
