@@ -253,3 +253,15 @@ def test_the_doctor_reports_a_multi_label_set(list_csv, tmp_path, monkeypatch):
     done = write_clean(report, tmp_path / "clean.csv", relabel=3)
     back = load_data(tmp_path / "clean.csv", progress=False)
     assert back.multilabel and done["relabelled"] <= 3 and len(back.train) + len(back.val) == done["rows"]
+
+
+def test_compare_ranks_multi_label_runs_by_map(list_csv, tmp_path):
+    from transferlab.comparison.runner import compare, read_state
+
+    rows = compare(list_csv, models="cnn_base,cnn_bn", epochs=2, input_size=32, out=tmp_path / "cmp", progress=False)
+    assert [r["model"] for r in rows] == [r["model"] for r in sorted(rows, key=lambda r: -r["mAP"])]
+    assert "ensemble" not in {r["model"] for r in rows} and read_state(tmp_path / "cmp")["metric"] == "mAP"
+    for r in rows:
+        metrics = json.loads((tmp_path / "cmp" / "runs" / r["model"] / "eval-val" / "metrics.json").read_text())
+        assert r["mAP"] == pytest.approx(metrics["mAP"]) and r["accuracy"] == pytest.approx(metrics["subset_accuracy"])
+        assert "multi-label" in r["stats_note"]
