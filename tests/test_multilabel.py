@@ -265,3 +265,14 @@ def test_compare_ranks_multi_label_runs_by_map(list_csv, tmp_path):
         metrics = json.loads((tmp_path / "cmp" / "runs" / r["model"] / "eval-val" / "metrics.json").read_text())
         assert r["mAP"] == pytest.approx(metrics["mAP"]) and r["accuracy"] == pytest.approx(metrics["subset_accuracy"])
         assert "multi-label" in r["stats_note"]
+
+
+def test_tune_searches_a_multi_label_head_on_its_subset_accuracy(list_csv, tmp_path, monkeypatch):
+    from transferlab.tune import trials, tune
+
+    seen = []
+    real = trials.make_criterion
+    monkeypatch.setattr(trials, "make_criterion", lambda *a, **k: seen.append(k["multilabel"]) or real(*a, **k))
+    r = tune(list_csv, model="efficientnet_lite0", pretrained=False, input_sizes=[32], trials=2, out=tmp_path / "t",
+             progress=False)
+    assert seen == [True, True] and 0.0 <= r["value"] <= 1.0 and (tmp_path / "t" / "best.json").is_file()

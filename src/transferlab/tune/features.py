@@ -14,6 +14,7 @@ import torch
 
 from .._atomic import atomic_write
 from ..data import DataSplits, ImageDataset, build_transform
+from ..data.dataset import soft_target_rows
 from ..errors import ConfigError
 from ..models import Classifier, apply_freeze, create_model
 from ..training.api import seed_everything
@@ -84,7 +85,8 @@ class FeatureCache:
         return self.out / "features" / f"{self.model}-{size}px-{augment}-{h.hexdigest()[:12]}"
 
     def get(self, size: int, augment: str, views: int) -> Features:
-        """(train views, train labels, val features, val labels) at ``size``, from OUT/features or computed."""
+        """(train views, train labels, val features, val labels) at ``size``, from OUT/features or computed
+        (multi-label: the labels are packed multi-hot rows, see ``transferlab.data.dataset.soft_target_rows``)."""
         key = (size, augment, views)
         if key in self._features:
             return self._features[key]
@@ -106,6 +108,9 @@ class FeatureCache:
         val_x = load(folder / "val.npy")
         train_y = torch.tensor([y for _, y in self.splits.train], dtype=torch.long)
         val_y = torch.tensor([y for _, y in self.splits.val], dtype=torch.long)
+        if self.splits.multilabel:  # multi-hot rows packed with the labels, as training's datasets give them
+            train_y = soft_target_rows(train_y, self.splits.label_matrix(self.splits.train))
+            val_y = soft_target_rows(val_y, self.splits.label_matrix(self.splits.val))
         self._features[key] = (train_views, train_y, val_x, val_y)
         return self._features[key]
 

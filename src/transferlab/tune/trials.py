@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import optuna
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from ..models import create_model
@@ -17,6 +16,7 @@ from ..training.config import ResolvedConfig
 from ..training.distributed import DistInfo
 from ..training.features import FeatureViews
 from ..training.loop import Runtime, Trainer
+from ..training.losses import make_criterion
 from ..training.sampling import train_loader, val_loader
 from ..training.schedule import build_optimizer, build_scheduler
 from .features import Features
@@ -69,10 +69,11 @@ def fit_head(model: str, n_classes: int, cfg: ResolvedConfig, features: Features
                                 nesterov=cfg.nesterov)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs, warmup=cfg.warmup, step_size=cfg.step_size,
                                 gamma=cfg.gamma, min_lr=cfg.min_lr)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    multilabel = train_y.ndim == 2  # packed multi-hot rows: binary cross-entropy, subset accuracy
+    criterion = make_criterion("ce", label_smoothing=cfg.label_smoothing, multilabel=multilabel)
     seed_everything(cfg.seed + 1)  # as train's first phase
     trainer = Trainer(head, head, tl, vl, optimizer=optimizer, scheduler=scheduler, criterion=criterion,
-                      callbacks=[reporter], total_epochs=cfg.epochs,
+                      callbacks=[reporter], total_epochs=cfg.epochs, multilabel=multilabel,
                       runtime=Runtime(amp=cfg.amp, progress=False, verbose=False))
     trainer.fit(cfg.epochs)
 
