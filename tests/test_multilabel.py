@@ -276,3 +276,11 @@ def test_tune_searches_a_multi_label_head_on_its_subset_accuracy(list_csv, tmp_p
     r = tune(list_csv, model="efficientnet_lite0", pretrained=False, input_sizes=[32], trials=2, out=tmp_path / "t",
              progress=False)
     assert seen == [True, True] and 0.0 <= r["value"] <= 1.0 and (tmp_path / "t" / "best.json").is_file()
+
+
+def test_the_map_column_shows_only_for_multi_label_rows():
+    from transferlab.comparison.leaderboard import CSV_FIELDS, shown_columns
+
+    assert "mAP" not in shown_columns([{"accuracy": 0.9, "mAP": None}])
+    assert shown_columns([{"accuracy": 0.2, "mAP": 0.8}])[:2] == ["accuracy", "mAP"]
+    assert CSV_FIELDS[-1] == "mAP"  # after the older columns of leaderboard.csv

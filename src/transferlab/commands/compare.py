@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                        metric=args.metric, split=args.split, seed=seed, val_ratio=val_ratio,
                        retrain=args.retrain, ensemble=not args.no_ensemble, progress=not args.no_progress, **options)
     # the metric compare ranked by (multi-label data ranks by mAP when accuracy, the default, was asked)
-    print_leaderboard(rows, read_state(args.out).get("metric") or args.metric, console=console)
+    metric = args.metric if args.report_only else read_state(args.out).get("metric") or args.metric
+    print_leaderboard(rows, metric, console=console)
     console.print(f"report: {os.path.join(args.out, 'report.html')}", highlight=False)
     return 0 if any(r.get("status") == "ok" for r in rows) else 1
 

@@ -60,7 +60,9 @@ METRICS = tuple(k for k in COLUMNS if k not in ("epochs",))
 # the statistics of :func:`add_statistics` (after the older fields in leaderboard.csv)
 STAT_FIELDS = ["accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high",
                "mcnemar_b", "mcnemar_c", "p_value", "verdict", "stats_note"]
-CSV_FIELDS = ["rank", "model", "status", "best", *COLUMNS, "reason", "run_dir", *STAT_FIELDS]
+# (columns added later come last, so that a reader of the older files finds its columns where they were)
+CSV_FIELDS = ["rank", "model", "status", "best", *[c for c in COLUMNS if c != "mAP"], "reason", "run_dir",
+              *STAT_FIELDS, "mAP"]
 #: the tables' statistics columns: (heading, console heading)
 STAT_COLUMNS = [("accuracy 95% CI", "acc 95% CI"), ("macro F1 95% CI", "F1 95% CI"),
                 ("vs the best (McNemar)", "vs best")]
@@ -282,6 +284,11 @@ def write_leaderboard(rows: Sequence[Mapping[str, Any]], out: str | Path, metric
     return out / "leaderboard.csv", out / "leaderboard.json"
 
 
+def shown_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tables' columns: :data:`COLUMNS`, without ``mAP`` unless a row has one (multi-label runs)."""
+    return [c for c in COLUMNS if c != "mAP" or any(r.get("mAP") is not None for r in rows)]
+
+
 def print_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy", console=None, title: str | None = None) -> None:
     """The leaderboard as a rich table; the best row is marked with a star."""
     console = console or Console()
@@ -290,12 +297,13 @@ def print_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy
                   padding=(0, 1), collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("model", no_wrap=True)
-    for col in COLUMNS:
+    columns = shown_columns(rows)
+    for col in columns:
         table.add_column(SHORT[col] + ("*" if col == metric else ""), justify="right", no_wrap=True)
     with_stats = any(r.get("verdict") or r.get("stats_note") for r in rows)
     for _, short in STAT_COLUMNS if with_stats else ():
         table.add_column(short, justify="right", no_wrap=True)
-    width = len(COLUMNS) + (len(STAT_COLUMNS) if with_stats else 0)
+    width = len(columns) + (len(STAT_COLUMNS) if with_stats else 0)
     notes = []
     for r in rows:
         if r.get("status") != "ok":
@@ -303,7 +311,7 @@ def print_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy
             table.add_row("", f"[dim]{r['model']}[/]", *[f"[dim]{r.get('status')}[/]" if i == 0 else "" for i in range(width)])
             continue
         name = ("★ " if r.get("best") else "") + str(r["model"])
-        table.add_row(str(r.get("rank") or ""), name, *[fmt(c, r.get(c)) for c in COLUMNS],
+        table.add_row(str(r.get("rank") or ""), name, *[fmt(c, r.get(c)) for c in columns],
                       *(stat_cells(r) if with_stats else ()), style="bold green" if r.get("best") else None)
     console.print(table)
     if with_stats:
@@ -323,7 +331,7 @@ class Leaderboard(list):
     def _repr_html_(self) -> str:
         from .._html import render  # (jinja2: only when a notebook asks)
 
-        cols = list(COLUMNS)
+        cols = shown_columns(self)
         with_stats = any(r.get("verdict") or r.get("stats_note") for r in self)
         heads = [SHORT[c] + ("*" if c == self.metric else "") for c in cols] + \
             ([short for _, short in STAT_COLUMNS] if with_stats else [])

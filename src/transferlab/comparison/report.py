@@ -14,7 +14,8 @@ from typing import Any
 
 from .._atomic import atomic_write_text
 from .._html import render
-from .leaderboard import BOOTSTRAP_RESAMPLES, COLUMNS, SIGNIFICANCE, STAT_COLUMNS, fmt, stat_cells, stats_notes
+from .leaderboard import (BOOTSTRAP_RESAMPLES, COLUMNS, SIGNIFICANCE, STAT_COLUMNS, fmt, shown_columns, stat_cells,
+                          stats_notes)
 
 #: each model's plots (``RUN/eval-<split>/<key>.png``, written by evaluate) in the order the report shows them
 MODEL_PLOTS = {"history": "Training history", "confusion_matrix": "Confusion matrix",
@@ -45,7 +46,7 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
         status, reason = r.get("status", "ok"), str(r.get("reason", ""))
         table.append({"model": str(r["model"]), "best": bool(r.get("best")), "status": status,
                       "cls": "best" if r.get("best") else (status if status != "ok" else ""),
-                      "rank": r.get("rank") or "", "cells": [fmt(c, r.get(c)) for c in COLUMNS],
+                      "rank": r.get("rank") or "", "cells": [fmt(c, r.get(c)) for c in shown_columns(rows)],
                       "stat_cells": stat_cells(r), "stats_note": str(r.get("stats_note") or ""),
                       "short_reason": reason if len(reason) <= 90 else reason[:87] + "..."})
     titles = {"val_curves": "Validation curves", "accuracy_vs_time": "Accuracy vs training time",
@@ -62,7 +63,8 @@ def write_html(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: str, 
             {"title": titles.get(key, key), "src": _src(p)} for key, p in plots.items()],
         best=best and {"model": str(best["model"]), "value": fmt(metric, best.get(metric))},
         metric_name=COLUMNS[metric][0],
-        columns=[{"head": head, "higher": higher, "sorted": col == metric} for col, (head, higher, _) in COLUMNS.items()],
+        columns=[{"head": COLUMNS[col][0], "higher": COLUMNS[col][1], "sorted": col == metric}
+                 for col in shown_columns(rows)],
         stat_columns=[head for head, _ in STAT_COLUMNS] if _with_stats(rows) else [], stats_notes=stats_notes(rows),
         stats_note=STATS_NOTE if _with_stats(rows) else "",
         not_ok=[{"model": str(r["model"]), "status": str(r.get("status")), "reason": str(r.get("reason", ""))}
@@ -110,14 +112,15 @@ def write_markdown(out: str | Path, rows: Sequence[Mapping[str, Any]], metric: s
     lines += ["", f"## Leaderboard (sorted by {COLUMNS[metric][0]})", ""]
     with_stats = _with_stats(rows)
     stat_heads = [h for h, _ in STAT_COLUMNS] if with_stats else []
-    heads = ["#", "model", *[h for h, _, _ in COLUMNS.values()], *stat_heads]
+    columns = shown_columns(rows)
+    heads = ["#", "model", *[COLUMNS[c][0] for c in columns], *stat_heads]
     lines.append("| " + " | ".join(heads) + " |")
-    lines.append("|" + "|".join(["---:", ":---", *["---:"] * (len(COLUMNS) + len(stat_heads))]) + "|")
+    lines.append("|" + "|".join(["---:", ":---", *["---:"] * (len(columns) + len(stat_heads))]) + "|")
     for r in rows:
         if r.get("status") != "ok":
             continue
         name = f"**{r['model']}** (best)" if r.get("best") else str(r["model"])
-        lines.append("| " + " | ".join([str(r.get("rank") or ""), name, *[fmt(c, r.get(c)) for c in COLUMNS],
+        lines.append("| " + " | ".join([str(r.get("rank") or ""), name, *[fmt(c, r.get(c)) for c in columns],
                                         *(stat_cells(r) if with_stats else [])]) + " |")
     if with_stats:
         lines += ["", STATS_NOTE]
