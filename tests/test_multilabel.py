@@ -89,7 +89,7 @@ def test_split_column_empty_label_sets_and_bad_rows(digit_labels, tmp_path):
     s = load_data(_write(tmp_path / "b.csv", ["path", "labels", "split"], missing), progress=False)
     assert [b.reason for b in s.broken] == ["file not found"]
     twice = [*rows[:40], [rows[2][0], "d9", ""]]
-    with pytest.raises(DataError, match="listed twice with different labels"):
+    with pytest.raises(DataError, match="is listed with two labels"):
         load_data(_write(tmp_path / "c.csv", ["path", "labels", "split"], twice), progress=False)
     only_test = [[p, "rare" if i == 0 else ls, "test" if i == 0 else ""] for i, (p, ls, _) in enumerate(rows[:40])]
     with pytest.raises(DataError, match="'rare' is on no training image"):

@@ -127,18 +127,25 @@ def _from_csv(csv_path: Path, ignored: list[str], broken: list[BrokenFile]) -> l
         raw, label = cells[col_path], cells[col_label]
         split = csv_split(cells, col_split, csv_path, line)
         path = os.path.abspath(base / Path(raw).expanduser())
-        if path in labels_of:
-            if labels_of[path] != label:
-                raise DataError(f"{csv_path}: line {line}: {raw} is listed with two labels: "
-                                f"{labels_of[path]!r} and {label!r}")
-            continue
-        labels_of[path] = label
-        problem = csv_file_problem(path)
-        if problem is not None:
-            broken.append(BrokenFile(path, problem))
-        else:
-            entries.append((path, label, split))
+        add_csv_row(entries, broken, labels_of, path, label, split, where=f"{csv_path}: line {line}: {raw}")
     return entries
+
+
+def add_csv_row(entries: list, broken: list[BrokenFile], seen: dict, path: str, label, split: str | None, *,
+                where: str) -> None:
+    """One CSV row's image into ``entries`` (``(path, label, split)``), or into ``broken`` when the file
+    cannot be used; a path listed again with another label is a DataError naming the row (``where``),
+    with the same label it is skipped."""
+    if path in seen:
+        if seen[path] != label:
+            raise DataError(f"{where} is listed with two labels: {seen[path]!r} and {label!r}")
+        return
+    seen[path] = label
+    problem = csv_file_problem(path)
+    if problem is not None:
+        broken.append(BrokenFile(path, problem))
+    else:
+        entries.append((path, label, split))
 
 
 def detect_layout(root: Path, notes: list[str], ignored: list[str], broken: list[BrokenFile]) -> tuple[str, list[Entry]]:

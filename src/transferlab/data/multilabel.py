@@ -24,7 +24,7 @@ import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from ..errors import DataError
-from .layout import _LABEL_HEADERS, _PATH_HEADERS, csv_file_problem, csv_split, read_csv_rows
+from .layout import _LABEL_HEADERS, _PATH_HEADERS, add_csv_row, csv_split, read_csv_rows
 from .types import BrokenFile
 
 LAYOUT = "csv-multilabel"
@@ -86,16 +86,7 @@ def read_multilabel_csv(csv_path: Path, broken: list[BrokenFile]) -> tuple[list[
             labels = tuple(sorted(header[i] for i in cols if i < len(cells) and cells[i].lower() in _TRUE))
         path = os.path.abspath(base / Path(cells[col_path]).expanduser())
         split = csv_split(cells, col_split, csv_path, line)
-        if path in seen:
-            if seen[path] != labels:
-                raise DataError(f"{csv_path}: line {line}: {cells[col_path]} is listed twice with different labels")
-            continue
-        seen[path] = labels
-        problem = csv_file_problem(path)
-        if problem is not None:
-            broken.append(BrokenFile(path, problem))
-        else:
-            entries.append((path, labels, split))
+        add_csv_row(entries, broken, seen, path, labels, split, where=f"{csv_path}: line {line}: {cells[col_path]}")
     names = {header[i] for i in cols} if kind == "onehot" else {x for _, labels, _ in entries for x in labels}
     return entries, sorted(names)
 
