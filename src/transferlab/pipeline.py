@@ -105,8 +105,7 @@ def _run(out: Path, *, data, val_ratio, seed, preset, models, epochs, metric, bu
 
     step("inspecting the data")
     splits = load_data(data, val_ratio=val_ratio, seed=seed, progress=progress)  # scanned once, used by every stage
-    if splits.multilabel and metric == "accuracy":  # the default; a multi-label model's accuracy is its subset accuracy
-        metric = "mAP"
+    metric = "mAP" if splits.multilabel and metric == "accuracy" else metric  # multi-label: accuracy = subset acc.
     report = inspect_data(splits, val_ratio=val_ratio, seed=seed)
     atomic_write_text(out / "inspect.json", json.dumps(report, indent=2, default=str))
     n_broken = len(report.get("broken", []))

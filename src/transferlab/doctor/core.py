@@ -88,30 +88,21 @@ def diagnose(data, *, backbone: str = "efficientnet_lite0", input_size: int | No
         group_of = _group_ids(len(ds.paths), comps)
         duplicates = _duplicate_rows(ds, pairs, comps, group_of)
     with _timed(timing, "labels"):
-        if ds.label_sets is not None:
-            issues, label_note, quality, probs = _multilabel_issues(sig["features"], ds, folds=folds, seed=seed)
-        else:
-            issues, label_note, quality, probs = _label_issues(sig["features"], ds.labels, folds=folds, seed=seed)
+        issues, label_note, quality, probs = _label_issues(sig["features"], ds, folds=folds, seed=seed)
     with _timed(timing, "outliers"):
-        # multi-label: an image is compared with the whole dataset only (it belongs to several classes)
-        scores = _outliers.outlier_scores(sig["features"], None if ds.label_sets is not None else ds.labels,
-                                          groups=group_of)
+        scores = _outliers.outlier_scores(sig["features"], ds.class_labels(), groups=group_of)
         flagged = _outliers.flag_outliers(scores, pixel_std=sig["pixel_std"], z=outlier_z)
 
     group_id = {f["path"]: d["id"] for d in duplicates for f in d["files"]}
     global_out, flagged = _outliers.split_flagged(flagged, scores, sig["pixel_std"], issues, outlier_z)
-    if ds.label_sets is not None:
-        label_rows, review_rows, rule = _multilabel_rows(ds, issues, quality, probs, global_out, group_id)
-    else:
-        label_rows, review_rows, rule = _label_rows(ds, issues, quality, probs, global_out, group_id)
+    label_rows, review_rows, rule = _label_rows(ds, issues, quality, probs, global_out, group_id)
     outlier_rows = [_outlier_row(ds, i, scores, sig["pixel_std"], group_id) for i in flagged]
     warn = _warnings(ds, splits, backbone, sig["color_spread"], label_note)
 
     report = {
         "version": REPORT_VERSION,
         "root": splits.root,
-        "layout": splits.layout,
-        "task": "multilabel" if ds.label_sets is not None else "single",  # labels of multi-label data: "a;b"
+        "layout": splits.layout, "task": "multilabel" if ds.label_sets is not None else "single",  # labels "a;b"
         "classes": ds.classes,
         "counts": {s: int(sum(1 for x in ds.split_of if x == s)) for s in SPLIT_ORDER},
         "summary": _summary(ds, duplicates, label_rows, review_rows, rule, outlier_rows, warn),
@@ -209,6 +200,11 @@ class _Dataset:
             return ";".join(self.classes[c] for c in self.label_sets[i])
         return self.classes[self.labels[i]]
 
+    def class_labels(self) -> np.ndarray | None:
+        """The class of each image for the per-class outlier check; None for multi-label data (an image
+        of several classes is compared with the whole dataset only)."""
+        return None if self.label_sets is not None else self.labels
+
     def label_keys(self) -> list:
         """What two images must share to carry the same labels: the class, or the set of classes."""
         return list(self.label_sets) if self.label_sets is not None else self.labels.tolist()
@@ -260,7 +256,10 @@ def _label_rows(ds: _Dataset, issues: list[dict], quality: np.ndarray, probs: np
     """Likely label errors and those to review, and the rule that split them.
 
     Ranked by cleanlab's label quality; flagged (the default list) only below the threshold whose
-    estimated precision reaches labels.FLAG_PRECISION, the rest of cleanlab's issues "to review"."""
+    estimated precision reaches labels.FLAG_PRECISION, the rest of cleanlab's issues "to review".
+    Multi-label data: :func:`_multilabel_rows`."""
+    if ds.label_sets is not None:
+        return _multilabel_rows(ds, issues, quality, probs, global_out, group_id)
     labels = ds.labels
     checked = ~np.isnan(quality)
     disagree = int((checked & (np.nan_to_num(probs).argmax(1) != labels)).sum()) if checked.any() else 0
@@ -339,11 +338,14 @@ def _signals(groups_in, **kwargs) -> dict:
     return compute_signals([g for g in groups_in], **kwargs)
 
 
-def _label_issues(features: np.ndarray, labels: np.ndarray, *, folds: int,
+def _label_issues(features: np.ndarray, ds: _Dataset, *, folds: int,
                   seed: int) -> tuple[list[dict], str | None, np.ndarray, np.ndarray]:
     """cleanlab's label issues over the classes with enough images, a note when some are left
     out, every image's label quality and its out-of-fold class probabilities (NaN where not
-    checked)."""
+    checked). Multi-label data: :func:`_multilabel_issues`."""
+    if ds.label_sets is not None:
+        return _multilabel_issues(features, ds, folds=folds, seed=seed)
+    labels = ds.labels
     counts = Counter(labels.tolist())
     need = 2
     keep_classes = {c for c, n in counts.items() if n >= need}
