@@ -55,6 +55,12 @@ def test_the_module_averages_the_members_calibrated_probabilities():
         pa = torch.softmax(a((small - 0.5) / 0.25) / 2.0, 1)
         pb = torch.softmax(b((x - 0.4) / 0.2) / 0.5, 1)
     assert got.numpy() == pytest.approx((0.75 * pa + 0.25 * pb).numpy(), abs=1e-6)
+    # a member with test-time augmentation: its image's and mirror image's probabilities averaged
+    tta = ensemble.EnsembleModule([a, b], cfgs, [2.0, 0.5], [3, 1], input_size=48, mirrors=[True, False]).eval()
+    with torch.no_grad():
+        pa_mirror = torch.softmax(a((small.flip(-1) - 0.5) / 0.25) / 2.0, 1)
+        got = torch.exp(tta(x))
+    assert got.numpy() == pytest.approx((0.75 * (pa + pa_mirror) / 2 + 0.25 * pb).numpy(), abs=1e-6)
     assert ensemble.ensemble_data_cfg(cfgs)["input_size"] == 48
     assert ensemble.ensemble_data_cfg(cfgs)["mean"] == [0.0, 0.0, 0.0]
 
@@ -64,7 +70,8 @@ def compared(digits_dir, tmp_path_factory):
     """Two recipes compared, with the selection forced to keep both (what it does when they help each other)."""
     out = tmp_path_factory.mktemp("cmp") / "cmp"
     real = ensemble.greedy_selection
-    ensemble.greedy_selection = lambda probs, labels, rounds=10: [1] * len(probs)
+    # the candidates come as (model, model with TTA) pairs: keep each model as it is
+    ensemble.greedy_selection = lambda probs, labels, rounds=10: [1, 0] * (len(probs) // 2)
     try:
         rows = compare(digits_dir, models="cnn_base,cnn_bn", epochs=2, input_size=32, out=out, progress=False)
     finally:
@@ -145,3 +152,28 @@ def test_run_serves_the_ensemble_when_it_wins_and_exports_the_best_model_for_oth
     assert best["model"] == "ensemble" and path == tmp_path / "ensemble" / "export" / "model.onnx" and not calls
     best, path = pipeline._export_best(ranked, "torchscript", None)
     assert best["model"] == "cnn_bn" and calls == [("r/cnn_bn", "torchscript")]
+
+
+def test_a_member_with_test_time_augmentation_is_built_into_the_graph(compared, digits_dir, tmp_path, monkeypatch):
+    out, _ = compared
+    runs = {n: out / "runs" / n for n in ("cnn_base", "cnn_bn")}
+    seen = []
+
+    def pick(probs, labels, rounds=10):  # candidates: cnn_base, cnn_base+tta, cnn_bn, cnn_bn+tta
+        seen.append(probs)
+        return [0, 2, 1, 0]
+
+    monkeypatch.setattr(ensemble, "greedy_selection", pick)
+    splits = transferlab.load_data(digits_dir, progress=False)
+    entry = ensemble.build_ensemble(runs, splits, tmp_path, "val")
+    assert entry["members"] == {"cnn_base+tta": 2, "cnn_bn": 1}
+    # the TTA candidate's probabilities are the mean of the image's and the mirror image's, calibrated
+    model, meta = transferlab.Run.load(runs["cnn_base"]).load_model()
+    t = json.loads((runs["cnn_base"] / "calibration.json").read_text())["temperature"]
+    x = torch.stack([transferlab.data.ImageDataset(splits.val[:4], dict(meta["data_cfg"]))[i][0] for i in range(4)])
+    with torch.no_grad():
+        expected = (torch.softmax(model(x) / t, 1) + torch.softmax(model(x.flip(-1)) / t, 1)) / 2
+    assert seen[0][1][:4] == pytest.approx(expected.numpy(), abs=1e-5)
+    meta_json = json.loads((tmp_path / "ensemble" / "export" / "model.json").read_text())
+    assert [(m["model"], m["tta"]) for m in meta_json["members"]] == [("cnn_base", True), ("cnn_bn", False)]
+    assert meta_json["exports"]["onnx"]["parity"]["ok"] and "cnn_base+tta x2" in meta_json["recipe"]

@@ -5,6 +5,8 @@ one on validation. Members are chosen by greedy forward selection with replaceme
 2004) on the members' calibrated validation probabilities, minimising the log loss: start from the
 best model, then repeatedly add the model (again, if it helps) that lowers the averaged log loss
 most, stopping when none does or after ``MAX_ROUNDS``. A member's weight is how often it was picked.
+Each model is a candidate twice, as it is and with test-time augmentation (its probabilities averaged
+with the mirror image's; ``name+tta``), so TTA is used where it lowers the validation log loss.
 The validation split chooses; the compared split only scores (with ``--split val`` the ensemble is
 scored on the split that chose it, and its row says so).
 
@@ -40,11 +42,13 @@ from torch import nn
 from .. import ood, runfolder
 from .._atomic import atomic_write_text
 from ..checkpoint import load_model
+from ..data import ImageDataset
 from ..evaluation import compute_metrics
 from ..evaluation.api import write_predictions
 from ..evaluation.calibration import calibrated_probs, fit_temperature, nll
 from ..exporter import export_onnx_graph, parity_check
 from ..runtime import Preprocess, ort_probs, ort_session
+from ..tta import with_mirrors
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +80,11 @@ class EnsembleModule(nn.Module):
     Returns the log of the average (a softmax of it gives the average back)."""
 
     def __init__(self, members: list[nn.Module], cfgs: list[dict], temperatures: list[float], weights: list[float],
-                 input_size: int):
+                 input_size: int, mirrors: list[bool] | None = None):
         super().__init__()
         self.members = nn.ModuleList(members)
+        # test-time augmentation per member: its probabilities averaged with the mirror image's
+        self.mirrors = [bool(m) for m in (mirrors or [False] * len(members))]
         self.sizes = [int(c["input_size"]) for c in cfgs]
         self.input_size = int(input_size)
         for i, c in enumerate(cfgs):
@@ -94,7 +100,12 @@ class EnsembleModule(nn.Module):
             xi = x if self.sizes[i] == self.input_size else F.interpolate(
                 x, size=(self.sizes[i], self.sizes[i]), mode="bilinear", align_corners=False)
             xi = (xi - getattr(self, f"mean{i}")) / getattr(self, f"std{i}")
-            p = torch.softmax(member(xi) / self.temperatures[i], dim=1) * self.weights[i]
+            if self.mirrors[i]:
+                z = member(torch.cat([xi, xi.flip(-1)])) / self.temperatures[i]
+                n = xi.shape[0]
+                p = (torch.softmax(z[:n], dim=1) + torch.softmax(z[n:], dim=1)) * (0.5 * self.weights[i])
+            else:
+                p = torch.softmax(member(xi) / self.temperatures[i], dim=1) * self.weights[i]
             avg = p if avg is None else avg + p
         assert avg is not None
         return torch.log(avg.clamp_min(1e-12))
@@ -118,52 +129,86 @@ def _calibrated_val_probs(run: Path, paths: list[str]) -> tuple[np.ndarray, floa
     return calibrated_probs(np.log(np.clip(raw, 1e-30, None)), t), t
 
 
-def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) -> dict | None:
-    """Choose members among ``runs`` (name -> run folder, each evaluated on ``val``) on the validation
-    split; when more than one is kept, write ``out_runs/ensemble`` (export + evaluation on ``split``)
-    and return its state entry (``members``, ``weights``, ...), else None."""
-    val = [(p, y) for p, y in splits.val]
-    labels = np.array([y for _, y in val], np.int64)
-    probs, names, temperature = [], [], {}
+def _tta_val_probs(run: Path, val: list, temperature: float, batch_size: int = 64) -> np.ndarray:
+    """A run's calibrated validation probabilities with test-time augmentation: ``softmax(z / T)`` of
+    each image and of its mirror image, averaged (what the ensemble graph computes for a TTA member)."""
+    model, meta = load_model(run)
+    dataset = ImageDataset(val, dict(meta["data_cfg"]))
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            x = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
+            z = model.eval()(with_mirrors(x)).float().numpy()
+            out.append(calibrated_probs(z.reshape(2, len(x), -1).transpose(1, 0, 2), temperature))
+    return np.concatenate(out)
+
+
+def _candidates(runs: dict[str, Path], val: list, tta: bool) -> tuple[list[np.ndarray], list[tuple[str, bool]], dict]:
+    """The selection's candidates: each run's calibrated validation probabilities, and (``tta``) the
+    same run with test-time augmentation as a candidate of its own; ``(probs, (name, tta) keys,
+    temperatures by name)``."""
+    probs, keys, temperature = [], [], {}
     for name, run in runs.items():
         found = _calibrated_val_probs(run, [p for p, _ in val])
-        if found is not None:
-            probs.append(found[0])
-            names.append(name)
-            temperature[name] = found[1]
-    if len(names) < 2:
+        if found is None:
+            continue
+        probs.append(found[0])
+        keys.append((name, False))
+        temperature[name] = found[1]
+        if tta:
+            probs.append(_tta_val_probs(run, val, found[1]))
+            keys.append((name, True))
+    return probs, keys, temperature
+
+
+def member_name(name: str, tta: bool) -> str:
+    """How a member is named in the state and model.json: the model, ``+tta`` with test-time augmentation."""
+    return f"{name}+tta" if tta else name
+
+
+def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str, *, tta: bool = True) -> dict | None:
+    """Choose members among ``runs`` (name -> run folder, each evaluated on ``val``) on the validation
+    split (``tta``: each model also with test-time augmentation, a candidate of its own, kept where it
+    lowers the log loss); when more than one model is kept, write ``out_runs/ensemble`` (export +
+    evaluation on ``split``) and return its state entry (``members``, ...), else None."""
+    val = [(p, y) for p, y in splits.val]
+    labels = np.array([y for _, y in val], np.int64)
+    probs, keys, temperature = _candidates(runs, val, tta)
+    if len(temperature) < 2:
         return None
     counts = greedy_selection(probs, labels)
-    chosen = {n: c for n, c in zip(names, counts) if c}
-    single = {n: nll(p, labels) for n, p in zip(names, probs)}
-    if len(chosen) < 2:
-        logger.info(f"ensemble: the greedy selection on validation kept only {next(iter(chosen))}: no ensemble row")
+    chosen = {k: c for k, c in zip(keys, counts) if c}
+    single = {member_name(*k): nll(p, labels) for k, p in zip(keys, probs)}
+    if len({name for name, _ in chosen}) < 2:
+        kept = ", ".join(member_name(*k) for k in chosen)
+        logger.info(f"ensemble: the greedy selection on validation kept only {kept}: no ensemble row")
         return None
     avg = np.sum([c * p for c, p in zip(counts, probs)], axis=0) / sum(counts)
     folder = out_runs / NAME
     export_dir = runfolder.export_dir(folder)
     export_dir.mkdir(parents=True, exist_ok=True)
-    models, cfgs, temps = [], [], [temperature[n] for n in chosen]
-    for name in chosen:
-        model, meta = load_model(runs[name])
-        models.append(model.eval())
-        cfgs.append(dict(meta["data_cfg"]))
+    loaded = {name: load_model(runs[name]) for name in dict.fromkeys(name for name, _ in chosen)}
+    models = [loaded[name][0].eval() for name, _ in chosen]
+    cfgs = [dict(loaded[name][1]["data_cfg"]) for name, _ in chosen]
+    temps = [temperature[name] for name, _ in chosen]
     cfg = ensemble_data_cfg(cfgs)
-    num_params = int(sum(q.numel() for m in models for q in m.parameters()))
-    module = EnsembleModule(models, cfgs, temps, list(chosen.values()), int(cfg["input_size"])).eval()
+    num_params = int(sum(q.numel() for m, _ in loaded.values() for q in m.parameters()))
+    module = EnsembleModule(models, cfgs, temps, list(chosen.values()), int(cfg["input_size"]),
+                            mirrors=[t for _, t in chosen]).eval()
     classes = list(splits.classes)
     t = fit_temperature(np.log(np.clip(avg, 1e-12, None)), labels)
     val_probs = calibrated_probs(np.log(np.clip(avg, 1e-12, None)), t)
     calibration = {"temperature": t, "fitted_on": "val",
                    "rejection": ood.fit_rejection(ood.max_prob_scores(val_probs))}
     info: dict[str, Any] = {
-        "format_version": 1, "recipe": f"ensemble of {', '.join(f'{n} x{c}' for n, c in chosen.items())}",
+        "format_version": 1,
+        "recipe": f"ensemble of {', '.join(f'{member_name(*k)} x{c}' for k, c in chosen.items())}",
         "classes": classes, "num_classes": len(classes), "input_size": int(cfg["input_size"]),
         "load_size": int(cfg["load_size"]), "mean": cfg["mean"], "std": cfg["std"],
         "interpolation": cfg.get("interpolation"), "crop_pct": cfg.get("crop_pct"), "resize": cfg.get("resize", "crop"),
-        "data_cfg": cfg, "members": [{"model": n, "run": str(runs[n]), "weight": c / sum(chosen.values()),
+        "data_cfg": cfg, "members": [{"model": n, "tta": t, "run": str(runs[n]), "weight": c / sum(chosen.values()),
                                       "input_size": int(cf["input_size"]), "temperature": tm}
-                                     for (n, c), cf, tm in zip(chosen.items(), cfgs, temps)],
+                                     for ((n, t), c), cf, tm in zip(chosen.items(), cfgs, temps)],
         "selection": {"method": "greedy forward selection with replacement on the validation log loss",
                       "rounds": sum(counts), "val_log_loss": nll(avg, labels), "single_val_log_loss": single},
         "input": {"name": "input", "shape": ["batch", 3, int(cfg["input_size"]), int(cfg["input_size"])],
@@ -186,10 +231,11 @@ def build_ensemble(runs: dict[str, Path], splits, out_runs: Path, split: str) ->
                                                  f"{len(batch)} validation images", 1e-4)}
     runfolder.write_export_meta(folder, info)
     metrics = evaluate_ensemble(folder, splits, split, classes, info)
-    logger.info(f"ensemble of {', '.join(chosen)}: validation log loss {nll(avg, labels):.4f} (best single "
+    logger.info(f"ensemble of {', '.join(member_name(*k) for k in chosen)}: validation log loss "
+                f"{nll(avg, labels):.4f} (best single "
                 f"{min(single.values()):.4f}); {split} accuracy {metrics['accuracy']:.4f}, "
                 f"{metrics['inference_ms_per_image']:.1f} ms/image")
-    return {"status": "ok", "trained": True, "reason": "", "members": {n: c for n, c in chosen.items()},
+    return {"status": "ok", "trained": True, "reason": "", "members": {member_name(*k): c for k, c in chosen.items()},
             "chosen_on": "val"}
 
 
