@@ -42,6 +42,13 @@ def test_calibrated_logits_keep_a_temperature_of_about_one():
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, int)) == 1.0
 
 
+def test_a_validation_split_without_mistakes_keeps_a_temperature_of_one():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5]])
+    # every image right: the NLL only falls as T -> 0, which would make the next mistake near-certain
+    assert fit_temperature(logits, [0, 1, 2]) == 1.0
+    assert fit_temperature(logits, [0, 1, 0]) != 1.0  # one mistake: fitted
+
+
 def test_ece_by_hand():
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
     labels = [0, 1, 0, 1]

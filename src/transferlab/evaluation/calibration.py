@@ -52,7 +52,8 @@ def fit_temperature(logits, labels) -> float:
 
     ``logits`` ``[N, C]`` (one view per image), ``labels`` ``[N]`` class indices. A bounded 1-D
     search on ``log T`` (``scipy.optimize.minimize_scalar``, Brent's method within ``LOG_T_BOUNDS``):
-    deterministic, no starting point to pick. Returns 1.0 for no images.
+    deterministic, no starting point to pick. Returns 1.0 for no images, and when every image's top
+    class is its label (nothing to calibrate against).
     """
     from scipy.optimize import minimize_scalar  # not on the lean serving path, which only applies T
 
@@ -61,6 +62,10 @@ def fit_temperature(logits, labels) -> float:
     if logits.ndim != 2 or len(logits) != len(labels):
         raise ValueError(f"logits must be [N, C] with N = len(labels); got {logits.shape} and {labels.shape}")
     if len(labels) == 0:
+        return 1.0
+    if (logits.argmax(axis=1) == labels).all():
+        # no mistake to calibrate against: the NLL falls without end as T -> 0, and a sharpened model
+        # would make its next mistake near-certain (seen: T 0.037 on the fingers, 192 of 192 right)
         return 1.0
     res = minimize_scalar(lambda log_t: _nll_at(logits, labels, float(np.exp(log_t))), bounds=LOG_T_BOUNDS,
                           method="bounded", options={"xatol": 1e-5})
