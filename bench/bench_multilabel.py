@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", type=int, default=5000, help="training mosaics (default 5000)")
     ap.add_argument("--test", type=int, default=1000, help="test mosaics (default 1000)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs (default: each recipe's)")
+    ap.add_argument("--fine-tune", type=int, default=None, help="fine-tuning epochs (default: each recipe's)")
     ap.add_argument("--work", default="/tmp/transferlab-mosaics", help="where the mosaics and runs go")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -98,13 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models.split(","):
         t0 = time.perf_counter()
+        extra = {k: v for k, v in (("epochs", args.epochs), ("fine_tune", args.fine_tune)) if v}
         run = tl.train(data, model=model, resize="pad", val_ratio=0.1, run_dir=work / "runs", overwrite=True,
-                       progress=False, **({"epochs": args.epochs} if args.epochs else {}))
+                       progress=False, **extra)
         train_s = time.perf_counter() - t0
         tl.evaluate(run, progress=False)  # the validation split: the per-class thresholds
         m = tl.evaluate(run, split="test", progress=False)
         wall = time.perf_counter() - t0
-        rows.append({"model": model, "mAP": m["mAP"], "micro_ap": m["micro_ap"], "f1_micro": m["f1_micro"],
+        rows.append({"model": model, "options": extra or "recipe defaults", "mAP": m["mAP"], "micro_ap": m["micro_ap"], "f1_micro": m["f1_micro"],
                      "f1_macro": m["f1_macro"], "subset_accuracy": m["subset_accuracy"],
                      "hamming_loss": m["hamming_loss"], "labels_per_image": m["labels_per_image"],
                      "predicted_labels_per_image": m["predicted_labels_per_image"],
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}: test mAP {m['mAP']:.4f}, micro F1 {m['f1_micro']:.4f}, macro F1 {m['f1_macro']:.4f}, "
               f"subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f}; "
               f"{wall:.0f} s (training {train_s:.0f} s)", flush=True)
+    earlier = json.loads(Path(args.out).read_text()).get("rows", []) if Path(args.out).is_file() else []
+    # the rows of other models / options measured before are kept (the same model and options: replaced)
+    rows = [r for r in earlier if (r["model"], r.get("options")) not in {(x["model"], x["options"]) for x in rows}] + rows
     best = max(rows, key=lambda r: r["mAP"] or 0)
     out = {"date": time.strftime("%Y-%m-%d"),
            "data": f"COMPOSED: {args.train} training / {args.test} test mosaics of CIFAR-10-subset photos (1-4 distinct "

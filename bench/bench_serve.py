@@ -262,7 +262,7 @@ def serve_bench(run: Path, image: tuple[str, bytes], levels: dict[int, int], bur
         sampled = sampler.stop()
         mem = proc_mb(pid)
         out["burst"] = {"requests": burst, "concurrency": burst, "ok": row["ok"], "errors": row["errors"],
-                        "seconds": row["seconds"], "latency_ms": row["latency_ms"]}
+                        "error_kinds": row["error_kinds"], "seconds": row["seconds"], "latency_ms": row["latency_ms"]}
         out["memory_mb"].update({f"after_{burst}_concurrent": mem["rss_mb"], "max_sampled_under_load": sampled,
                                  "peak_vmhwm": mem["peak_rss_mb"]})
         out["torch_libraries_mapped"] = torch_libraries(pid)
@@ -345,7 +345,7 @@ def main() -> int:
               f"concurrent {mem[f'after_{args.burst}_concurrent']} MB, peak {mem['peak_vmhwm']} MB; "
               f"PyTorch in the server: {served['torch_libraries_mapped'] or 'no'}", flush=True)
         burst = served["burst"]
-        print(f"  {args.burst} requests at once: {burst['ok']} answered, {burst['errors']} errors "
+        print(f"  {args.burst} requests at once: {burst['ok']} answered, {burst['errors']} errors {burst['error_kinds']} "
               f"in {burst['seconds']} s", flush=True)
         torch_mem = torch_backend_memory(run, image, args.burst) if has_checkpoint else None  # an ensemble has none
         if torch_mem:
