@@ -68,10 +68,14 @@ def main() -> int:
     ap.add_argument("--data", default="digits", help="digits, or a class-folder set under ../shared/data")
     ap.add_argument("--test-per-class", type=int, default=None, help="test images per class (digits 60, else 100)")
     ap.add_argument("--model", default=None, help="recipe (digits: cnn_bn, else efficientnet_lite0 frozen)")
+    ap.add_argument("--input-size", type=int, default=None,
+                    help="input size (digits: 32; else the recipe's choice for the data, e.g. 224 px for 128 px photos)")
     args = ap.parse_args()
     digits = args.data == "digits"
     model = args.model or ("cnn_bn" if digits else "efficientnet_lite0")
-    common = {"input_size": 32} if digits else {"freeze": "frozen", "fine_tune": 0}
+    common: dict = {"input_size": 32} if digits else {"freeze": "frozen", "fine_tune": 0}
+    if args.input_size:
+        common["input_size"] = args.input_size
     test_per_class = args.test_per_class or (TEST_PER_CLASS if digits else 100)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
