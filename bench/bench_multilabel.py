@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{wall:.0f} s (training {train_s:.0f} s)", flush=True)
     earlier = json.loads(Path(args.out).read_text()).get("rows", []) if Path(args.out).is_file() else []
     # the rows of other models / options measured before are kept (the same model and options: replaced)
-    rows = [r for r in earlier if (r["model"], r.get("options")) not in {(x["model"], x["options"]) for x in rows}] + rows
+    measured = {(x["model"], json.dumps(x["options"], sort_keys=True)) for x in rows}
+    rows = [r for r in earlier if (r["model"], json.dumps(r.get("options"), sort_keys=True)) not in measured] + rows
     best = max(rows, key=lambda r: r["mAP"] or 0)
     out = {"date": time.strftime("%Y-%m-%d"),
            "data": f"COMPOSED: {args.train} training / {args.test} test mosaics of CIFAR-10-subset photos (1-4 distinct "

@@ -205,7 +205,7 @@ def _evaluate_multilabel(run_dir: Path, model, meta: dict, data, split: str | No
     else:  # tuned on the run's own validation split now
         own, _, _ = runfolder.load_run_splits(run_dir, config, None if foreign else data, progress)
         thresholds = tune_thresholds(own.label_matrix(own.val), probabilities(own.val, "thresholds for", False)[0])
-    if split == "val" and not foreign or stored is None or not stored.get("thresholds"):
+    if (split == "val" and not foreign) or stored is None or not stored.get("thresholds"):
         ckpt = runfolder.resolve_checkpoint(run_dir)
         runfolder.write_calibration(run_dir, {"temperature": 1.0, "task": "multilabel", "fitted_on": "val",
                                               "thresholds": [float(t) for t in thresholds], "checkpoint": ckpt.name,
@@ -218,12 +218,7 @@ def _evaluate_multilabel(run_dir: Path, model, meta: dict, data, split: str | No
                                 "(mAP does not depend on them)")
     pred = predicted_sets(probs, thresholds)
     true_names = [";".join(c for c, v in zip(classes, t) if v > 0.5) for t in targets]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "true", "predicted", *[f"prob_{c}" for c in classes]])
-    for (path, _), t, p, row in zip(samples, true_names, pred, probs):
-        w.writerow([path, t, ";".join(c for c, v in zip(classes, p) if v), *[f"{v:.6f}" for v in row]])
-    atomic_write_text(out_dir / runfolder.PREDICTIONS, buf.getvalue())
+    _write_label_sets(out_dir / runfolder.PREDICTIONS, samples, true_names, pred, probs, classes)
     if plots_on:
         metrics["plots"] = _multilabel_plots(out_dir, run_dir, model, ImageDataset(samples, cfg), cfg, metrics,
                                              pred, probs, true_names, classes, gradcam)
@@ -241,9 +236,15 @@ def _multilabel_plots(out_dir: Path, run_dir: Path, model, dataset, cfg: dict, m
     predicted label; a plot that fails leaves a note, never loses the metrics."""
     written: dict[str, str] = {}
     history = runfolder.read_history(run_dir)
-    jobs: list[tuple[str, Callable[[], object]]] = [("history", lambda: plots.plot_history(history, out_dir / "history.png", run_dir.name) if history else
-             "no history.csv in the run: training curves skipped"),
-            ("f1", lambda: plots.plot_f1_bars(metrics["per_class"], out_dir / "f1.png", metrics["f1_macro"]))]
+
+    def history_plot():
+        if not history:
+            return "no history.csv in the run: training curves skipped"
+        return plots.plot_history(history, out_dir / "history.png", run_dir.name)
+
+    jobs: list[tuple[str, Callable[[], object]]] = [
+        ("history", history_plot),
+        ("f1", lambda: plots.plot_f1_bars(metrics["per_class"], out_dir / "f1.png", metrics["f1_macro"]))]
     if gradcam > 0:
         jobs.append(("gradcam", lambda: label_gradcam_plot(model, dataset, pred, probs, true_names, classes, cfg,
                                                            out_dir / "gradcam.png", gradcam)))
@@ -479,6 +480,18 @@ def _write_predictions(dest: Path, result: _SplitPredictions) -> None:
     w.writerow(["path", "true", "predicted", "confidence", *[f"prob_{c}" for c in classes]])
     for (path, _), t, p, row in zip(result.samples, result.labels, result.preds, result.probs):
         w.writerow([path, classes[t], classes[p], f"{row[p]:.6f}", *[f"{v:.6f}" for v in row]])
+    atomic_write_text(dest, buf.getvalue())
+
+
+def _write_label_sets(dest: Path, samples: list, true_names: list[str], pred: np.ndarray, probs: np.ndarray,
+                      classes: list[str]) -> None:
+    """A multi-label run's ``predictions.csv``: per image its path, true and predicted labels (joined with
+    ``;``) and every class's probability."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "true", "predicted", *[f"prob_{c}" for c in classes]])
+    for (path, _), t, p, row in zip(samples, true_names, pred, probs):
+        w.writerow([path, t, ";".join(c for c, v in zip(classes, p) if v), *[f"{v:.6f}" for v in row]])
     atomic_write_text(dest, buf.getvalue())
 
 

@@ -176,10 +176,8 @@ def config_record(cfg: ResolvedConfig, splits: DataSplits, data, meta: dict, mod
     """What ``config.json`` holds: the options, the data (classes, layout, split counts), the model's
     head and preprocessing, its pretrained weights, what was adapted, where it ran, the versions."""
     counts = {s: len(splits.split(s)) for s in ("train", "val", "test")}
-    # the training images per class (evaluate reads the imbalance from it)
-    per_class = [int(n) for n in splits.label_matrix(splits.train).sum(0)] if splits.multilabel else [0] * len(meta["classes"])
-    for _, y in ([] if splits.multilabel else splits.train):
-        per_class[y] += 1
+    # the training images per class, multi-label: showing it (evaluate reads the imbalance from it)
+    per_class = list(splits.counts()["train"].values())
     # the split as drawn: a DataSplits loaded by the caller may have another val ratio / seed than the options
     drawn = {"val_ratio": splits.val_ratio if splits.val_ratio is not None else cfg.val_ratio,
              "split_seed": splits.split_seed if splits.split_seed is not None else cfg.seed}
