@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from ..errors import DataError
 from .layout import _LABEL_HEADERS, _PATH_HEADERS, add_csv_row, csv_split, read_csv_rows
@@ -106,6 +105,10 @@ def label_matrix(label_sets: list[tuple[int, ...]], num_classes: int) -> np.ndar
 def multilabel_split(matrix: np.ndarray, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(train rows, val rows)`` of a multi-hot ``matrix`` by iterative stratification, seeded; every
     row to train for a ratio of 0 or fewer than 2 rows."""
+    # imported here: it loads scikit-learn, SciPy and pandas, which the lean ONNX server (it imports this
+    # module through runfolder -> load) must not pay: 85 -> 230 MB of RSS at import, measured
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
     n = len(matrix)
     if val_ratio <= 0 or n < 2:
         return np.arange(n), np.arange(0)
