@@ -61,6 +61,7 @@ class ImageDataset(Dataset):
         self._array: np.ndarray | None = None
         self._rows: RowFile | None = None
         self._hold: CacheHold | None = None
+        self._labels = np.asarray([y for _, y in self.samples], dtype=np.int64)  # batch_targets reads it
         if soft_targets is not None and len(soft_targets) != len(self.samples):
             raise ValueError(f"{len(soft_targets)} soft target rows for {len(self.samples)} images")
         self.soft_targets = soft_targets
@@ -92,7 +93,7 @@ class ImageDataset(Dataset):
     def batch_targets(self, index) -> torch.Tensor:
         """The labels of images ``index``: ``int64 [n]``, or with soft targets the packed ``[n, 1 + C]`` rows."""
         index = np.asarray(index, dtype=np.int64)
-        labels = torch.as_tensor([self.samples[i][1] for i in index], dtype=torch.int64)
+        labels = torch.from_numpy(self._labels[index])
         if self.soft_targets is None:
             return labels
         soft = self.soft_targets
