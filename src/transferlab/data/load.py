@@ -26,10 +26,10 @@ from pathlib import Path
 from ..errors import DataError
 from .layout import Entry, detect_layout
 from .multilabel import LAYOUT as MULTILABEL_LAYOUT
-from .multilabel import MultiEntry, check_classes, label_matrix, multilabel_split, read_multilabel_csv
+from .multilabel import MultiEntry, check_classes, multilabel_split, read_multilabel_csv
 from .scan import duplicate_groups, scan_files
 from .split import check_val_ratio, stratified_split
-from .types import IMAGE_EXTENSIONS, SPLITS, BrokenFile, DataSplits, DataWarning, ImageInfo, Sample
+from .types import IMAGE_EXTENSIONS, SPLITS, BrokenFile, DataSplits, DataWarning, ImageInfo, Sample, label_matrix
 
 
 def existing_source(source) -> Path:

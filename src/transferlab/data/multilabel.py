@@ -90,18 +90,6 @@ def read_multilabel_csv(csv_path: Path, broken: list[BrokenFile]) -> tuple[list[
     return entries, sorted(names)
 
 
-def label_matrix(label_sets: list[tuple[int, ...]], num_classes: int) -> np.ndarray:
-    """The multi-hot ``float32 [N, C]`` matrix of per-image class-index sets.
-
-    >>> label_matrix([(0, 2), ()], 3).tolist()
-    [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
-    """
-    out = np.zeros((len(label_sets), num_classes), np.float32)
-    for i, labels in enumerate(label_sets):
-        out[i, list(labels)] = 1.0
-    return out
-
-
 def multilabel_split(matrix: np.ndarray, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(train rows, val rows)`` of a multi-hot ``matrix`` by iterative stratification, seeded; every
     row to train for a ratio of 0 or fewer than 2 rows."""

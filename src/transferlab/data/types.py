@@ -24,6 +24,18 @@ Sample = tuple[str, int]
 SPLITS = ("train", "val", "test")
 
 
+def label_matrix(label_sets, num_classes: int) -> np.ndarray:
+    """The multi-hot ``float32 [N, C]`` matrix of per-image class-index sets.
+
+    >>> label_matrix([(0, 2), ()], 3).tolist()
+    [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    """
+    out = np.zeros((len(label_sets), num_classes), np.float32)
+    for i, labels in enumerate(label_sets):
+        out[i, list(labels)] = 1.0
+    return out
+
+
 class DataWarning(UserWarning):
     """Something in the dataset was skipped or looks wrong, but loading can go on."""
 
@@ -84,10 +96,8 @@ class DataSplits:
 
     def label_matrix(self, samples: list[Sample]) -> np.ndarray:
         """The multi-hot ``float32 [N, C]`` labels of ``samples`` (one-hot for single-label data)."""
-        out = np.zeros((len(samples), len(self.classes)), np.float32)
-        for i, (p, y) in enumerate(samples):
-            out[i, list(self.label_sets[p]) if self.label_sets is not None else [y]] = 1.0
-        return out
+        sets = self.label_sets
+        return label_matrix([sets[p] if sets is not None else (y,) for p, y in samples], len(self.classes))
 
     def split(self, name: str) -> list[Sample]:
         """The samples of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""

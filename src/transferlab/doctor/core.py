@@ -18,6 +18,7 @@ import numpy as np
 
 from .._atomic import write_json
 from ..data import DataSplits, load_data
+from ..data.types import label_matrix
 from ..errors import ConfigError, DataError
 from ..models import get_recipe
 from . import checks as _checks
@@ -380,9 +381,7 @@ def _multilabel_issues(features: np.ndarray, ds: _Dataset, *, folds: int,
     :func:`transferlab.doctor.labels.multilabel_out_of_fold_probs`), every image's label quality and
     those probabilities; a note when there are too few images to check."""
     assert ds.label_sets is not None
-    targets = np.zeros((len(ds.paths), len(ds.classes)), np.float32)
-    for i, labels in enumerate(ds.label_sets):
-        targets[i, list(labels)] = 1.0
+    targets = label_matrix(ds.label_sets, len(ds.classes))
     if len(ds.paths) < 2 * max(2, folds):
         return [], "label errors not checked: too few images", np.full(len(ds.paths), np.nan), targets * np.nan
     probs = _labels.multilabel_out_of_fold_probs(features, targets, folds=folds, seed=seed)
@@ -409,9 +408,7 @@ def _multilabel_rows(ds: _Dataset, issues: list[dict], quality: np.ndarray, prob
                        "p_given": round(float(probs[i, given].min()), 4) if given else None,
                        "p_suggested": round(float(probs[i, missing].max()), 4) if missing else None,
                        "group": group_id.get(ds.paths[i])})
-    targets = np.zeros(predicted.shape, bool)
-    for i, labels in enumerate(ds.label_sets):
-        targets[i, list(labels)] = True
+    targets = label_matrix(ds.label_sets, len(ds.classes)) > 0.5
     checked = ~np.isnan(quality)
     rule = {"threshold": None, "estimated_precision": None, "expected_false": None,
             "disagreements": int((checked & (predicted != targets).any(1)).sum()), "images": int(checked.sum()),
