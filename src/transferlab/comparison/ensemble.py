@@ -44,11 +44,10 @@ from .._atomic import atomic_write_text
 from ..checkpoint import load_model
 from ..data import ImageDataset
 from ..evaluation import compute_metrics
-from ..evaluation.api import write_predictions
+from ..evaluation.api import predict_logits, write_predictions
 from ..evaluation.calibration import calibrated_probs, fit_temperature, nll
 from ..exporter import export_onnx_graph, parity_check
 from ..runtime import Preprocess, ort_probs, ort_session
-from ..tta import with_mirrors
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +132,10 @@ def _tta_val_probs(run: Path, val: list, temperature: float, batch_size: int = 6
     """A run's calibrated validation probabilities with test-time augmentation: ``softmax(z / T)`` of
     each image and of its mirror image, averaged (what the ensemble graph computes for a TTA member)."""
     model, meta = load_model(run)
-    dataset = ImageDataset(val, dict(meta["data_cfg"]))
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(dataset), batch_size):
-            x = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
-            z = model.eval()(with_mirrors(x)).float().numpy()
-            out.append(calibrated_probs(z.reshape(2, len(x), -1).transpose(1, 0, 2), temperature))
-    return np.concatenate(out)
+    logits, _ = predict_logits(model, ImageDataset(val, dict(meta["data_cfg"])), len(meta["classes"]),
+                               batch_size=batch_size, workers=None, tta=True, desc=f"{run.name} with TTA (val)",
+                               progress=False)
+    return calibrated_probs(logits, temperature)  # [N, 2, C] -> each view calibrated, then averaged
 
 
 def _candidates(runs: dict[str, Path], val: list, tta: bool) -> tuple[list[np.ndarray], list[tuple[str, bool]], dict]:

@@ -137,7 +137,7 @@ def evaluate(
 
     cfg = dict(meta.get("data_cfg") or getattr(model, "data_cfg", {}))
     dataset = ImageDataset(samples, cfg, transform=build_transform(cfg, train=False))
-    logits, infer_seconds = _predict_logits(model, dataset, len(classes), batch_size=batch_size, workers=workers,
+    logits, infer_seconds = predict_logits(model, dataset, len(classes), batch_size=batch_size, workers=workers,
                                             tta=tta, desc=f"evaluating {run_dir.name} ({split})", progress=progress)
     # the labels are the dataset's, in order; metrics and predictions.csv are of the uncalibrated probabilities
     result = _SplitPredictions(samples, np.asarray(dataset.targets, np.int64), calibrated_probs(logits), classes)
@@ -191,7 +191,7 @@ def _evaluate_multilabel(run_dir: Path, model, meta: dict, data, split: str | No
     cfg = dict(meta["data_cfg"])
 
     def probabilities(items: list, what: str, mirrors: bool) -> tuple[np.ndarray, float]:
-        logits, seconds = _predict_logits(model, ImageDataset(items, cfg), len(classes), batch_size=batch_size,
+        logits, seconds = predict_logits(model, ImageDataset(items, cfg), len(classes), batch_size=batch_size,
                                           workers=workers, tta=mirrors, desc=f"{what} {run_dir.name}", progress=progress)
         return sigmoid(logits).mean(axis=1), seconds
 
@@ -294,7 +294,7 @@ def _split_samples(run_dir: Path, config: dict, data, split: str | None, classes
     return _samples(splits, split), split, source, foreign, train_counts
 
 
-def _predict_logits(model, dataset, num_classes: int, *, batch_size: int, workers: int | None, tta: bool,
+def predict_logits(model, dataset, num_classes: int, *, batch_size: int, workers: int | None, tta: bool,
                     desc: str, progress: bool) -> tuple[np.ndarray, float]:
     """Logits ``[N, V, C]`` for ``dataset``'s images, in order (``V`` = 2 views with ``tta``: each image
     and its mirror image, else 1), and the seconds spent in the model (after a warm-up). ``model`` is
@@ -347,7 +347,7 @@ def _temperature(run_dir: Path, config: dict, data, split: str, foreign: bool, m
         if not val:
             raise DataError("the run's data has no validation images")
         dataset = ImageDataset(val, cfg, transform=build_transform(cfg, train=False))
-        val_logits, _ = _predict_logits(model, dataset, logits.shape[-1], batch_size=batch_size, workers=workers,
+        val_logits, _ = predict_logits(model, dataset, logits.shape[-1], batch_size=batch_size, workers=workers,
                                         tta=False, desc=f"calibrating {run_dir.name} (val)", progress=progress)
     except DataError as exc:
         metrics["notes"].append(f"no calibration: the temperature is fitted on the run's validation split, "
@@ -431,7 +431,7 @@ def _ood_metrics(model, cfg: dict, source, files: tuple[list[str], int], logits:
     and with a rejection rule the share of them rejected."""
     good, broken = files
     dataset = ImageDataset([(f, 0) for f in good], cfg, transform=build_transform(cfg, train=False))
-    out_logits, _ = _predict_logits(model, dataset, logits.shape[-1], batch_size=batch_size, workers=workers,
+    out_logits, _ = predict_logits(model, dataset, logits.shape[-1], batch_size=batch_size, workers=workers,
                                     tta=tta, desc="scoring the --ood photos", progress=progress)
     t = float(stored["temperature"]) if stored else 1.0
     truth = np.r_[np.ones(len(logits)), np.zeros(len(out_logits))]  # 1 = in distribution
