@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import runfolder
+from ._atomic import write_json
 from ._progress import track
 from ._rows import RowFile, RowWriter
 from .choices import DISTILL_ALPHA, DISTILL_TEMPERATURE
@@ -100,20 +101,18 @@ def teacher_probabilities(predictor: Predictor, samples: list[tuple[str, int]], 
             ThreadPoolExecutor(max_workers=predictor.threads) as pool:
         for chunk in track(chunks, "teacher", progress=progress):
             loaded = list(pool.map(predictor.preprocess.try_load, [p for p, _ in chunk]))
-            good = [i for i, a in enumerate(loaded) if isinstance(a, np.ndarray)]
+            ok = np.array([isinstance(a, np.ndarray) for a in loaded])
+            labels = np.array([y for _, y in chunk], np.int64)
             rows = np.zeros((len(chunk), n_classes), np.float32)
-            if good:
-                rows[good] = predictor.predict_arrays(np.stack([loaded[i] for i in good]), tta=tta)
-            for i, (_, label) in enumerate(chunk):
-                if i not in good:
-                    rows[i, label] = 1.0
-                    unreadable += 1
-                elif int(rows[i].argmax()) == label:
-                    agree += 1
+            if ok.any():
+                rows[ok] = predictor.predict_arrays(np.stack([a for a, good in zip(loaded, ok) if good]), tta=tta)
+            rows[np.flatnonzero(~ok), labels[~ok]] = 1.0  # an unreadable image keeps its label
+            unreadable += int((~ok).sum())
+            agree += int((rows[ok].argmax(1) == labels[ok]).sum())
             out.write(rows)
     summary = {"images": len(samples), "agreement": agree / max(len(samples) - unreadable, 1),
                "unreadable": unreadable}
-    summary_path.write_text(json.dumps(summary))
+    write_json(summary_path, summary)
     return RowFile(path), summary
 
 
