@@ -181,11 +181,7 @@ def _evaluate_multilabel(run_dir: Path, model, meta: dict, data, split: str | No
     if not splits.multilabel:
         raise DataError(f"{run_dir.name} is a multi-label run: evaluate it on a multi-label CSV ({source} has one "
                         "label per image)")
-    split = split or ("all" if foreign else "val")
-    if split not in EVAL_SPLITS:
-        raise DataError(f"unknown split {split!r}: choose from {', '.join(EVAL_SPLITS)}")
-    _check_classes(classes, splits.classes, source)
-    samples = _samples(splits, split)
+    samples, split = _resolve_split(splits, split, foreign, classes, source)
     out_dir = Path(out) if out is not None else runfolder.eval_dir(run_dir, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = dict(meta["data_cfg"])
@@ -286,12 +282,19 @@ def _split_samples(run_dir: Path, config: dict, data, split: str | None, classes
     train_counts = config.get("train_class_counts")
     if train_counts is None and not foreign:  # a run trained before config.json recorded them
         train_counts = [sum(1 for _, y in splits.train if y == c) for c in range(len(classes))]
+    samples, split = _resolve_split(splits, split, foreign, classes, source)
+    return samples, split, source, foreign, train_counts
+
+
+def _resolve_split(splits, split: str | None, foreign: bool, classes: list[str], source: str) -> tuple[list, str]:
+    """``(samples, split)``: ``split`` resolved (``"all"`` for another dataset, else ``"val"``) and
+    checked, the data's classes checked against the run's."""
     if split is None:
         split = "all" if foreign else "val"
     if split not in EVAL_SPLITS:
         raise DataError(f"unknown split {split!r}: choose from {', '.join(EVAL_SPLITS)}")
     _check_classes(classes, splits.classes, source)
-    return _samples(splits, split), split, source, foreign, train_counts
+    return _samples(splits, split), split
 
 
 def predict_logits(model, dataset, num_classes: int, *, batch_size: int, workers: int | None, tta: bool,
