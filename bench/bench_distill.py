@@ -32,7 +32,7 @@ from _common import shared
 import transferlab as tl
 from transferlab import runfolder
 from transferlab.data import load_data
-from transferlab.distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+from transferlab.choices import DISTILL_ALPHA, DISTILL_TEMPERATURE
 from transferlab.predictor import Predictor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distill.json"
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="cifar10-subset")
     ap.add_argument("--teachers", default="efficientnet_lite0,efficientnet_lite2")
     ap.add_argument("--student", default="efficientnet_lite0")
-    ap.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    ap.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
+    ap.add_argument("--temperature", type=float, default=DISTILL_TEMPERATURE)
+    ap.add_argument("--alpha", type=float, default=DISTILL_ALPHA)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--epochs", type=int, default=None, help="epochs per model (default: each recipe's)")
     ap.add_argument("--work", default=None, help="the compare and student folder (default: a temporary one)")

@@ -50,8 +50,6 @@ __all__ = ["distill", "teacher_probabilities", "teacher_config"]
 
 #: images read and classified per teacher call
 CHUNK = 64
-#: the soft term's temperature and weight (Hinton et al.'s CIFAR-10 setting)
-DEFAULT_TEMPERATURE, DEFAULT_ALPHA = DISTILL_TEMPERATURE, DISTILL_ALPHA
 
 
 def teacher_config(teacher: Path) -> dict[str, Any]:
@@ -117,7 +115,7 @@ def teacher_probabilities(predictor: Predictor, samples: list[tuple[str, int]], 
 
 
 def distill(teacher: str | os.PathLike, data=None, *, student: str = "mobilenet_v2",
-            temperature: float = DEFAULT_TEMPERATURE, alpha: float = DEFAULT_ALPHA, teacher_tta: bool = False,
+            temperature: float = DISTILL_TEMPERATURE, alpha: float = DISTILL_ALPHA, teacher_tta: bool = False,
             backend: str = "auto", progress: bool = True,
             callbacks: list | None = None, **options) -> Run:
     """Train ``student`` (a recipe) on ``teacher``'s soft labels and return its :class:`Run`.
